@@ -1,0 +1,56 @@
+"""Connectors, one module or folder per system, registered here in one place and imported lazily.
+
+``open_source(url)`` and ``open_destination(url)`` pick the connector by the URL's scheme; the connector's
+module (and its driver: psycopg, pymysql, duckdb, pyarrow) is imported only then, so ``copyjob --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from copyjob.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from copyjob.interfaces import Destination, Source
+    from copyjob.urls import ConnectionUrl
+
+# scheme -> (module, source class or None, destination class or None)
+REGISTRY: dict[str, tuple[str, str | None, str | None]] = {
+    "sqlite": ("connectors.sqlite", "SqliteSource", "SqliteDestination"),
+    "postgresql": ("connectors.postgres", "PostgresSource", "PostgresDestination"),
+    "mysql": ("connectors.mysql", "MysqlSource", "MysqlDestination"),
+    "mariadb": ("connectors.mysql", "MysqlSource", "MysqlDestination"),
+    "duckdb": ("connectors.duckdb", "DuckdbSource", "DuckdbDestination"),
+    "parquet": ("connectors.parquet", None, "ParquetDestination"),
+}
+
+
+def _load(url: ConnectionUrl, role: str) -> type:
+    entry = REGISTRY.get(url.scheme)
+    if entry is None:
+        known = ", ".join(sorted(REGISTRY))
+        raise ConfigurationError(f"unknown URL scheme {url.scheme!r} (known: {known})")
+    module_name, source_cls, dest_cls = entry
+    cls_name = source_cls if role == "source" else dest_cls
+    if cls_name is None:
+        raise ConfigurationError(f"{url.scheme}:// cannot be used as a {role}")
+    module = importlib.import_module(module_name)
+    cls: type = getattr(module, cls_name)
+    return cls
+
+
+def open_source(url: ConnectionUrl) -> Source:
+    """Connect to a source system. Raises ConnectionFailed / AuthenticationFailed."""
+    return _load(url, "source")(url)  # type: ignore[no-any-return]
+
+
+def open_destination(url: ConnectionUrl) -> Destination:
+    """Connect to a destination system (creating an embedded database file when missing)."""
+    return _load(url, "destination")(url)  # type: ignore[no-any-return]
+
+
+def can_be(url: ConnectionUrl, role: str) -> bool:
+    entry = REGISTRY.get(url.scheme)
+    return entry is not None and (entry[1] if role == "source" else entry[2]) is not None

@@ -1,0 +1,115 @@
+"""The one error hierarchy of copyjob.
+
+::
+
+    CopyjobError                      every error we raise; ``retriable`` says whether trying again may help
+    ├── JobFileError                  the job file or a variable library is wrong (exit 2); names file, line, field
+    ├── UsageError                    a command line that cannot be carried out (exit 2)
+    ├── ConfigurationError            the job is valid YAML but does not fit the systems (exit 2): a missing
+    │                                 table, an unknown key column, an unsupported update method
+    ├── ConnectorError                a failure inside a source or destination system
+    │   ├── ConnectionFailed          cannot reach a system (retriable)
+    │   ├── AuthenticationFailed      wrong credentials (terminal: never retried)
+    │   ├── TableNotFound             a table named in the job does not exist
+    │   └── DataError                 a value the destination refused; names the table and, where known, the row
+    ├── StateError                    the state store cannot be read or written
+    └── MissingDependency             an optional package is not installed; says which extra to install
+
+Exceptions from the libraries underneath are translated at the boundary with ``raise X(...) from exc``.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_TABLE_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class CopyjobError(Exception):
+    """Base of every copyjob error. ``retriable`` tells the runner whether a retry may succeed."""
+
+    retriable: bool = False
+    exit_code: int = EXIT_TABLE_FAILED
+
+    def __init__(self, message: str, *, retriable: bool | None = None) -> None:
+        super().__init__(message)
+        if retriable is not None:
+            self.retriable = retriable
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class JobFileError(CopyjobError):
+    """The job file (or variable library) is malformed. Formats as ``file:line: field: problem``."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 field: str | None = None) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        where = ""
+        if file:
+            where = f"{file}:{line}: " if line else f"{file}: "
+        what = f"{field}: " if field else ""
+        super().__init__(f"{where}{what}{message}")
+
+
+class UsageError(CopyjobError):
+    exit_code = 2
+
+
+class ConfigurationError(CopyjobError):
+    exit_code = 2
+
+
+class ConnectorError(CopyjobError):
+    pass
+
+
+class ConnectionFailed(ConnectorError):
+    retriable = True
+
+
+class AuthenticationFailed(ConnectorError):
+    retriable = False
+
+
+class TableNotFound(ConnectorError):
+    exit_code = 2
+
+
+class DataError(ConnectorError):
+    pass
+
+
+class StateError(CopyjobError):
+    retriable = True
+
+
+class MissingDependency(CopyjobError, ImportError):
+    exit_code = 2
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Walk the cause chain: the first copyjob error decides; authentication failures never retry."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, CopyjobError):
+            return current.retriable
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def require(module: str, extra: str) -> None:
+    """Raise MissingDependency naming the extra when ``module`` cannot be imported."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependency(f"{module} is not installed: pip install 'copyjob[{extra}]'")

@@ -1,0 +1,213 @@
+"""The few small interfaces where the stages meet. Stage packages (snapshot, ingest, apply, offsets) and
+connectors import only this module and copyjob's shared vocabulary, never each other.
+
+- :class:`Source`: a connection to a source system: reflect a table, read it as Arrow record batches
+  (optionally filtered by a :class:`RowFilter`), answer small aggregate questions (max, null count, key ranges).
+- :class:`Destination`: a connection to a destination system: reflect/create/alter tables and open a
+  :class:`LoadSession`, which writes batches with one update method and commits them together with a
+  :class:`StateMarker` (the incremental state the data belongs to) in one transaction where the system allows.
+- :class:`StateStore`: the job's state: per-table watermarks and outcomes, run history (package ``offsets``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from copyjob.schema import Column, TableName, TableSchema
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+UpdateMethod = Literal["append", "overwrite", "merge"]
+CopyMode = Literal["full", "incremental", "cdc"]
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Bound:
+    value: Any
+    inclusive: bool
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Which rows to read: ``lower < column <= upper`` style ranges on one column, or only its NULLs.
+
+    Connectors render it with their own quoting and bind the values as parameters.
+    """
+
+    column: str
+    lower: Bound | None = None
+    upper: Bound | None = None
+    only_nulls: bool = False
+
+
+@dataclass(frozen=True)
+class SourceCapabilities:
+    postgres_binary: bool = False
+    """Can stream ``COPY … TO STDOUT (FORMAT binary)`` bytes (:meth:`Source.copy_out_binary`)."""
+
+
+class Source(Protocol):
+    capabilities: SourceCapabilities
+
+    def reflect(self, table: TableName) -> TableSchema:
+        """The table's columns (logical types) and primary key. Raises TableNotFound."""
+
+    def read(self, schema: TableSchema, filters: Sequence[RowFilter] = (),
+             batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
+        """Rows of ``schema.columns`` matching every filter, as batches with ``schema.arrow_schema()``."""
+
+    def max_value(self, table: TableName, column: str) -> Any:
+        """``MAX(column)``, or None for an empty table."""
+
+    def count(self, table: TableName, filters: Sequence[RowFilter] = ()) -> int:
+        """``COUNT(*)`` of the rows matching every filter."""
+
+    def key_range(self, table: TableName, column: str) -> tuple[Any, Any]:
+        """``(MIN(column), MAX(column))``: the snapshot splits an integer key into chunks with it."""
+
+    def copy_out_binary(self, schema: TableSchema, filters: Sequence[RowFilter] = ()) -> Iterator[bytes]:
+        """PostgreSQL binary COPY stream of the rows (only where ``capabilities.postgres_binary``)."""
+
+    def clone(self) -> Source:
+        """Another connection to the same system (for parallel readers)."""
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class DestinationCapabilities:
+    transactional: bool = True
+    """Data and the state marker commit in one transaction."""
+    supports_merge: bool = True
+    postgres_binary: bool = False
+    """Accepts a PostgreSQL binary COPY stream (:meth:`LoadSession.write_binary`)."""
+    preferred_batch_rows: int = 50_000
+
+
+@dataclass(frozen=True)
+class StateMarker:
+    """The incremental state that a load belongs to; committed with the data (see ``_copyjob_state``)."""
+
+    job: str
+    table: str
+    run_id: str
+    state: dict[str, Any]
+
+
+class LoadSession(Protocol):
+    """One transaction's worth of writes into one destination table.
+
+    Steps, in the order a caller performs them:
+    1. ``begin_load`` opens the transaction; overwrite/truncate empty the table inside it.
+    2. ``write`` (or ``write_binary``) adds batches; merge stages them and upserts by key.
+    3. ``commit(marker)`` writes the state marker and commits data and marker together.
+    ``abort`` rolls back everything since step 1.
+    """
+
+    def write(self, batch: pa.RecordBatch) -> int: ...
+
+    def write_binary(self, chunks: Iterator[bytes]) -> int: ...
+
+    def commit(self, marker: StateMarker | None) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Destination(Protocol):
+    capabilities: DestinationCapabilities
+
+    def reflect(self, table: TableName) -> TableSchema | None:
+        """The destination table's schema, or None when it does not exist."""
+
+    def create_table(self, schema: TableSchema, *, primary_key: bool = True) -> None:
+        """Create ``schema.table`` (and its schema/database when missing) with the mapped column types."""
+
+    def add_columns(self, table: TableName, columns: Sequence[Column]) -> None: ...
+
+    def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
+                   truncate: bool = False, deferred_key: Sequence[str] = ()) -> LoadSession:
+        """Open a load of ``schema.columns`` into ``schema.table`` (which exists).
+
+        ``truncate`` empties the table inside the load's transaction (overwrite implies it).
+        ``deferred_key``: the table was just created without its primary key (``create_table(...,
+        primary_key=False)``) so that a bulk load is fast; the session adds this key as the last step before
+        commit, as pg_restore does.
+        """
+
+    def read_marker(self, job: str, table: str) -> StateMarker | None:
+        """The last marker committed with data for (job, table), or None."""
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- state
+
+
+@dataclass
+class TableState:
+    """What the state store knows about one table of one job."""
+
+    table: str
+    watermark: Any = None
+    watermark_type: str | None = None
+    last_run_id: str | None = None
+    last_run_at: datetime | None = None
+    last_status: str | None = None
+    last_error: str | None = None
+    needs_full: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TableRunRecord:
+    table: str
+    mode: str
+    status: str  # "ok" | "failed" | "skipped"
+    rows_read: int = 0
+    rows_written: int = 0
+    duration_s: float = 0.0
+    watermark_before: Any = None
+    watermark_after: Any = None
+    null_watermark_rows: int = 0
+    error: str | None = None
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    job: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: str = "running"  # "running" | "ok" | "failed" | "skipped"
+    trigger: str = "manual"
+    tables: list[TableRunRecord] = field(default_factory=list)
+
+
+class StateStore(Protocol):
+    def load(self, job: str, table: str) -> TableState: ...
+
+    def load_all(self, job: str) -> dict[str, TableState]: ...
+
+    def save(self, job: str, state: TableState) -> None:
+        """Write one table's state atomically."""
+
+    def reset(self, job: str, tables: Sequence[str] | None) -> list[str]:
+        """Mark tables (all when None) so their next run is a full copy; returns the tables reset."""
+
+    def start_run(self, run: RunRecord) -> None: ...
+
+    def finish_run(self, run: RunRecord) -> None: ...
+
+    def history(self, job: str, limit: int = 20) -> list[RunRecord]: ...
+
+    def close(self) -> None: ...

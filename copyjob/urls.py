@@ -1,0 +1,73 @@
+"""Connection URLs: parsing, resolving relative file paths against the job file, and redacting passwords."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from copyjob.errors import ConfigurationError
+
+FILE_SCHEMES = {"sqlite", "duckdb", "parquet", "file"}
+SCHEME_ALIASES = {
+    "postgres": "postgresql", "postgresql+psycopg": "postgresql", "postgresql+psycopg2": "postgresql",
+    "mysql+pymysql": "mysql", "mariadb+pymysql": "mariadb",
+}
+_PASSWORD_IN_URL = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<post>@)")
+
+
+@dataclass(frozen=True)
+class ConnectionUrl:
+    scheme: str
+    raw: str = field(repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+    path: Path | None = None
+    query: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def redacted(self) -> str:
+        return redact(self.raw)
+
+    def __str__(self) -> str:
+        return self.redacted
+
+
+def redact(text: str) -> str:
+    """Replace every password inside URLs in ``text`` with ``***``."""
+    return _PASSWORD_IN_URL.sub(lambda m: f"{m['pre']}***{m['post']}", text)
+
+
+def parse_url(raw: str, base_dir: Path | None = None) -> ConnectionUrl:
+    """Parse a connection URL; relative file paths resolve against ``base_dir`` (the job file's folder)."""
+    if "://" not in raw:
+        raise ConfigurationError(f"not a URL: {redact(raw)!r} (expected scheme://…, e.g. sqlite:///shop.db)")
+    parts = urlsplit(raw)
+    scheme = SCHEME_ALIASES.get(parts.scheme.lower(), parts.scheme.lower())
+    query = dict(parse_qsl(parts.query))
+    if scheme in FILE_SCHEMES:
+        text = unquote((parts.netloc + parts.path) if parts.netloc else parts.path)
+        if text.startswith("/") and not text.startswith("//") and parts.netloc == "":
+            # sqlite:///shop.db is relative, sqlite:////abs/shop.db absolute (SQLAlchemy's convention)
+            text = text[1:]
+        path = Path(text).expanduser()
+        if text in ("", ":memory:"):
+            path = Path(":memory:")
+        elif not path.is_absolute():
+            path = (base_dir or Path.cwd()) / path
+        return ConnectionUrl(scheme=scheme, raw=raw, path=path, query=query)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"bad port in URL {redact(raw)!r}") from exc
+    database = unquote(parts.path.lstrip("/")) or None
+    return ConnectionUrl(
+        scheme=scheme, raw=raw,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        host=parts.hostname, port=port, database=database, query=query,
+    )

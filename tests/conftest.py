@@ -1,0 +1,58 @@
+"""Shared fixtures for the real services. PostgreSQL and MariaDB are started once per test session on free
+ports under a temporary folder (installed from Debian's packages when missing); each test gets fresh
+databases. SQLite and DuckDB run in-process."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services.mariadb import MariadbServer, start_mariadb
+from tests.services.postgres import PostgresServer, start_postgres
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def postgres_server(services_dir: Path) -> Iterator[PostgresServer]:
+    server = start_postgres(services_dir / "pg")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(services_dir: Path) -> Iterator[MariadbServer]:
+    server = start_mariadb(services_dir / "mariadb")
+    yield server
+    server.stop()
+
+
+def _fresh_name(prefix: str) -> str:
+    return f"{prefix}_{os.getpid()}_{next(_counter)}"
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> str:
+    """URL of a fresh, empty PostgreSQL database."""
+    return postgres_server.create_database(_fresh_name("t"))
+
+
+@pytest.fixture
+def pg_url2(postgres_server: PostgresServer) -> str:
+    """A second fresh PostgreSQL database (for PostgreSQL → PostgreSQL copies)."""
+    return postgres_server.create_database(_fresh_name("u"))
+
+
+@pytest.fixture
+def mariadb_url(mariadb_server: MariadbServer) -> str:
+    """URL of a fresh, empty MariaDB database (scheme mysql://)."""
+    return mariadb_server.create_database(_fresh_name("m"))
