@@ -1,1 +1,5 @@
-"""ingest stage."""
+"""Change capturers. Here: the watermark poller for incremental copies."""
+
+from ingest.watermark import IncrementPlan, plan_full, plan_incremental
+
+__all__ = ["IncrementPlan", "plan_full", "plan_incremental"]

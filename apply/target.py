@@ -1,0 +1,39 @@
+"""Getting the destination table ready: create it from the source schema, or add the columns the source
+gained since the last run. Nothing here ever drops or empties a table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from copyjob.errors import ConfigurationError
+from copyjob.interfaces import Destination
+from copyjob.schema import TableSchema
+
+
+@dataclass(frozen=True)
+class PreparedTarget:
+    schema: TableSchema
+    """The columns this load writes, named and typed as in the destination table."""
+    created: bool
+    added_columns: tuple[str, ...] = ()
+    existing: TableSchema | None = None
+
+
+def prepare_target(destination: Destination, wanted: TableSchema, *, create: bool,
+                   defer_key: bool) -> PreparedTarget:
+    """Create ``wanted.table`` when missing (without its key when ``defer_key``: the load adds it at the
+    end) or add the columns it lacks."""
+    existing = destination.reflect(wanted.table)
+    if existing is None:
+        if not create:
+            raise ConfigurationError(
+                f"destination table {wanted.table} does not exist and create_tables is false")
+        destination.create_table(wanted, primary_key=not defer_key)
+        return PreparedTarget(schema=wanted, created=True, existing=destination.reflect(wanted.table))
+    have = {c.name.lower() for c in existing.columns}
+    missing = [c for c in wanted.columns if c.name.lower() not in have]
+    if missing:
+        destination.add_columns(wanted.table, missing)
+        existing = destination.reflect(wanted.table) or existing
+    return PreparedTarget(schema=wanted, created=False, added_columns=tuple(c.name for c in missing),
+                          existing=existing)

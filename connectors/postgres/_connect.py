@@ -1,0 +1,83 @@
+"""Opening psycopg connections from a ConnectionUrl and translating psycopg errors into copyjob's.
+
+Every message names the server by ``url.redacted``; the password never reaches a message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from copyjob.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    ConnectionFailed,
+    ConnectorError,
+    CopyjobError,
+    DataError,
+    TableNotFound,
+)
+from copyjob.schema import TableName
+from copyjob.urls import ConnectionUrl, redact
+
+# libpq reports these only as text on connect (no SQLSTATE reaches the client)
+_AUTH_MARKERS = ("password authentication failed", "no password supplied", "authentication failed",
+                 "role \"", "pg_hba.conf rejects")
+_SESSION_SETTINGS = "-c TimeZone=UTC -c DateStyle=ISO"
+
+
+def connect(url: ConnectionUrl, *, autocommit: bool) -> psycopg.Connection[Any]:
+    """A connection in UTC (timestamptz values come back as UTC datetimes)."""
+    params: dict[str, Any] = {"connect_timeout": 10, "application_name": "copyjob", **url.query}
+    params["options"] = f"{params.get('options', '')} {_SESSION_SETTINGS}".strip()
+    for key, value in (("host", url.host), ("port", url.port), ("user", url.username),
+                       ("password", url.password), ("dbname", url.database)):
+        if value is not None:
+            params[key] = value
+    try:
+        return psycopg.connect(autocommit=autocommit, **params)
+    except psycopg.ProgrammingError as exc:  # e.g. an unknown ?option= in the URL
+        raise ConfigurationError(f"bad PostgreSQL URL {url.redacted}: {_text(exc)}") from exc
+    except psycopg.Error as exc:
+        raise connect_error(exc, url) from exc
+
+
+def connect_error(exc: psycopg.Error, url: ConnectionUrl) -> CopyjobError:
+    text = _text(exc)
+    if any(m in text for m in _AUTH_MARKERS):
+        return AuthenticationFailed(f"PostgreSQL rejected the credentials for {url.redacted}: {text}")
+    if "does not exist" in text:  # the database: trying again will not create it
+        return ConnectionFailed(f"cannot connect to {url.redacted}: {text}", retriable=False)
+    return ConnectionFailed(f"cannot connect to {url.redacted}: {text}")
+
+
+def translate(exc: BaseException, url: ConnectionUrl, table: TableName | None = None) -> CopyjobError:
+    """The copyjob error for a failure while working with ``table``; use as ``raise translate(...) from``."""
+    if isinstance(exc, CopyjobError):
+        return exc
+    where = f"{table} on {url.redacted}" if table else url.redacted
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        return TableNotFound(f"table {table or '?'} does not exist on {url.redacted}: {_text(exc)}")
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate or ""
+        if state.startswith("28"):
+            return AuthenticationFailed(f"PostgreSQL rejected the credentials for {url.redacted}: {_text(exc)}")
+        if state.startswith(("22", "23")) or (not state and isinstance(exc, psycopg.DataError)):
+            return DataError(f"PostgreSQL refused a value for {where}: {_text(exc)}")
+        if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "57"))):
+            return ConnectionFailed(f"lost the connection to {url.redacted} ({table}): {_text(exc)}")
+        return ConnectorError(f"PostgreSQL error on {where}: {_text(exc)}")
+    if isinstance(exc, (ValueError, TypeError, OverflowError)):  # raised while encoding a Python value
+        return DataError(f"cannot write a value into {where}: {type(exc).__name__}: {exc}")
+    return ConnectorError(f"error on {where}: {type(exc).__name__}: {exc}")
+
+
+def _text(exc: BaseException) -> str:
+    """The server's message plus where it happened (COPY line and column), passwords redacted."""
+    text = str(exc).strip()
+    diag = getattr(exc, "diag", None)
+    context = getattr(diag, "context", None) if diag is not None else None
+    if context:
+        text = f"{text} [{context.strip()}]"
+    return redact(" ".join(text.split()))

@@ -1,0 +1,212 @@
+"""The command line: run, validate, status, history, reset, demo.
+
+Exit codes: 0 success; 1 a table failed (or a system could not be reached); 2 a bad job file, variables
+file or command line; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from copyjob.errors import EXIT_INTERRUPTED, EXIT_TABLE_FAILED, CopyjobError
+from copyjob.urls import redact
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Move tables between databases: full and incremental copies from one YAML job file.")
+out = Console(soft_wrap=False)
+err = Console(stderr=True)
+T = TypeVar("T")
+
+JobArg = Annotated[Path, typer.Argument(help="The job file (YAML).", show_default=False)]
+EnvOpt = Annotated[str | None, typer.Option("--env", help="Value set of the variable library to use.")]
+VarsOpt = Annotated[Path | None, typer.Option("--variables", help="Variable library (default: variables.yaml "
+                                              "beside the job file).")]
+StateOpt = Annotated[str | None, typer.Option("--state", help="State store: a SQLite path or a PostgreSQL URL "
+                                              "(default: .copyjob/state.db beside the job file).")]
+TablesOpt = Annotated[list[str] | None, typer.Option("--table", help="Only this table (repeatable).")]
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Run a command body, turning copyjob errors into one line on stderr and their exit code."""
+    try:
+        return action()
+    except CopyjobError as exc:
+        err.print(f"[red]error[/]: {redact(str(exc))}", highlight=False, soft_wrap=True, markup=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _load(job_file: Path, env: str | None, variables: Path | None) -> Any:
+    from copyjob.loader import load_job
+
+    return load_job(job_file, variables=variables, env=env)
+
+
+def _store(loaded: Any, state: str | None) -> Any:
+    from offsets import default_state_url, open_state_store
+
+    url = state or loaded.job.state
+    if url and "://" not in url and not Path(url).is_absolute():
+        url = str(loaded.base_dir / url)
+    return open_state_store(url or default_state_url(loaded.path))
+
+
+@app.command()
+def run(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
+        state: StateOpt = None,
+        progress: Annotated[bool, typer.Option(help="Show progress bars on a terminal.")] = True) -> None:
+    """Run the job once and print a summary per table."""
+
+    def body() -> int:
+        from copyjob.progress import Progress
+        from copyjob.runner import JobRun
+        from copyjob.summary import print_run
+
+        loaded = _load(job_file, env, variables)
+        store = _store(loaded, state)
+        try:
+            record = JobRun(loaded, store, Progress(live=None if progress else False)).run(table or None)
+        finally:
+            store.close()
+        print_run(out, record)
+        return 0 if record.status == "ok" else EXIT_TABLE_FAILED
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None,
+             connect: Annotated[bool, typer.Option("--connect", help="Also reach both ends and check every "
+                                                   "table and column.")] = False) -> None:
+    """Check the job file (and with --connect, the systems it names)."""
+
+    def body() -> int:
+        loaded = _load(job_file, env, variables)
+        if connect:
+            from connectors import open_destination, open_source
+            from copyjob.preflight import check_tables
+            from copyjob.urls import parse_url
+
+            job = loaded.job
+            source = open_source(parse_url(job.source.url, loaded.base_dir))
+            try:
+                destination = open_destination(parse_url(job.destination.url, loaded.base_dir))
+                try:
+                    check_tables(loaded, loaded.tables, source, destination)
+                finally:
+                    destination.close()
+            finally:
+                source.close()
+        what = "reached both ends; every table and column checked" if connect else "job file is valid"
+        out.print(f"[green]ok[/]: {job_file}: {what} ({len(loaded.tables)} tables)")
+        return 0
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None,
+           json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Per-table state: last run and outcome, watermark, and whether the next run is full or incremental."""
+
+    def body() -> int:
+        from copyjob.summary import dumps, print_status, status_rows
+
+        loaded = _load(job_file, env, variables)
+        store = _store(loaded, state)
+        try:
+            states = [(t.spec.target_name, t.mode, store.load(loaded.job.job, t.spec.target_name))
+                      for t in loaded.tables]
+        finally:
+            store.close()
+        rows = status_rows(states)
+        if json_out:
+            print(dumps({"job": loaded.job.job, "tables": rows}))
+        else:
+            print_status(out, loaded.job.job, rows)
+        return 0
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def history(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None,
+            json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+            limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs.")] = 20) -> None:
+    """Past runs with rows read and written per table, duration, status and error."""
+
+    def body() -> int:
+        from copyjob.summary import dumps, print_history, run_json
+
+        loaded = _load(job_file, env, variables)
+        store = _store(loaded, state)
+        try:
+            runs = store.history(loaded.job.job, limit=limit)
+        finally:
+            store.close()
+        if json_out:
+            print(dumps([run_json(r) for r in runs]))
+        else:
+            print_history(out, runs)
+        return 0
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def reset(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
+          state: StateOpt = None) -> None:
+    """Make the next run of these tables (all when none named) a full copy."""
+
+    def body() -> int:
+        from copyjob.runner import new_run_id, select_tables
+
+        loaded = _load(job_file, env, variables)
+        chosen = select_tables(loaded, table or None)
+        store = _store(loaded, state)
+        try:
+            stamp = new_run_id()
+            for t in chosen:
+                s = store.load(loaded.job.job, t.spec.target_name)
+                s.needs_full = True
+                s.watermark = None
+                s.watermark_type = None
+                s.extra["reset_at"] = stamp
+                store.save(loaded.job.job, s)
+        finally:
+            store.close()
+        names = ", ".join(t.spec.target_name for t in chosen)
+        out.print(f"reset: the next run of {names} is a full copy")
+        return 0
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def demo(directory: Annotated[Path, typer.Option("--dir", help="Where to put the demo files.")] = Path(
+        "demo")) -> None:
+    """Make a sample SQLite shop database and copy it into DuckDB (twice: full, then incremental)."""
+
+    def body() -> int:
+        from copyjob.demo import run_demo
+
+        return run_demo(directory, out)
+
+    raise typer.Exit(_guard(body))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

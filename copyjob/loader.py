@@ -1,0 +1,180 @@
+"""Loading a job file: YAML with line numbers (ruamel.yaml), variables resolved, validated by the model.
+
+Every problem becomes one :class:`JobFileError` line ``file:line: field: problem``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from copyjob.errors import JobFileError
+from copyjob.jobfile import Job, ResolvedTable, resolve_tables
+from copyjob.variables import VariableLibrary, load_library
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass
+class LoadedJob:
+    """A validated job and where each of its fields came from."""
+
+    job: Job
+    path: Path
+    lines: dict[PathKey, int] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def tables(self) -> list[ResolvedTable]:
+        return resolve_tables(self.job)
+
+    def line_of(self, key: PathKey) -> int | None:
+        """Line of ``key`` or of its nearest ancestor that has one."""
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key[:-1]
+        return None
+
+    def error(self, message: str, key: PathKey) -> JobFileError:
+        return JobFileError(message, file=str(self.path), line=self.line_of(key), field=format_key(key))
+
+
+def format_key(key: PathKey) -> str:
+    out = ""
+    for part in key:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[PathKey, int]]:
+    """Parse YAML keeping the line of every key and list item (1-based)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    yaml = YAML(typ="rt")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JobFileError("file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobFileError(f"cannot read: {exc}", file=str(path)) from exc
+    try:
+        doc = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise JobFileError(f"invalid YAML: {exc.problem or exc.context}", file=str(path), line=line) from exc
+    except YAMLError as exc:
+        raise JobFileError(f"invalid YAML: {exc}", file=str(path)) from exc
+    lines: dict[PathKey, int] = {}
+    _collect_lines(doc, (), lines)
+    return doc, lines
+
+
+def _collect_lines(node: Any, key: PathKey, lines: dict[PathKey, int]) -> None:
+    lc = getattr(node, "lc", None)
+    if isinstance(node, Mapping):
+        for k in node:
+            child = (*key, str(k))
+            if lc is not None:
+                try:
+                    lines[child] = lc.key(k)[0] + 1
+                except (KeyError, TypeError):
+                    pass
+            _collect_lines(node[k], child, lines)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            child = (*key, i)
+            if lc is not None:
+                try:
+                    lines[child] = lc.item(i)[0] + 1
+                except (KeyError, TypeError, IndexError):
+                    pass
+            _collect_lines(item, child, lines)
+
+
+def _plain(node: Any, key: PathKey, library: VariableLibrary, file: str,
+           lines: dict[PathKey, int]) -> Any:
+    """Turn ruamel nodes into plain dicts/lists, substituting variables in strings."""
+    if isinstance(node, Mapping):
+        return {str(k): _plain(v, (*key, str(k)), library, file, lines) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v, (*key, i), library, file, lines) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        return library.substitute(str(node), file=file, line=_nearest(lines, key), field_name=format_key(key))
+    return node
+
+
+def _nearest(lines: dict[PathKey, int], key: PathKey) -> int | None:
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key[:-1]
+    return None
+
+
+_FRIENDLY = {
+    "extra_forbidden": "unknown key",
+    "missing": "required but missing",
+}
+
+
+def load_job(path: Path, *, variables: Path | None = None, env: str | None = None) -> LoadedJob:
+    """Read, resolve and validate a job file. Raises JobFileError (exit 2) with file, line and field."""
+    path = path.resolve() if path.exists() else path
+    doc, lines = read_yaml(path)
+    if not isinstance(doc, Mapping):
+        raise JobFileError("expected a mapping with job:, source:, destination:, tables:", file=str(path),
+                           line=1)
+    library = load_library(path, variables, env)
+    plain = _plain(doc, (), library, str(path), lines)
+    try:
+        job = Job.model_validate(plain)
+    except ValidationError as exc:
+        raise _first_error(exc, path, lines, plain) from None
+    loaded = LoadedJob(job=job, path=path, lines=lines)
+    _check_semantics(loaded)
+    return loaded
+
+
+def _first_error(exc: ValidationError, path: Path, lines: dict[PathKey, int], doc: Any) -> JobFileError:
+    errors = exc.errors()
+    err = errors[0]
+    loc: PathKey = tuple(p for p in err["loc"] if isinstance(p, str | int))
+    msg = _FRIENDLY.get(err["type"], err["msg"])
+    if err["type"] == "missing" and loc:
+        loc = loc  # point at the parent, the field itself has no line
+    elif not loc:
+        msg = err["msg"].removeprefix("Value error, ")
+    msg = msg.removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return JobFileError(msg + more, file=str(path), line=_nearest(lines, loc) or 1, field=format_key(loc) or None)
+
+
+def _check_semantics(loaded: LoadedJob) -> None:
+    """Checks that need more than one field: mode/method combinations per table."""
+    for t in loaded.tables:
+        base: PathKey = ("tables", t.index)
+        if t.mode == "incremental" and not t.spec.incremental_column:
+            raise loaded.error("required when mode is incremental (the column whose growth marks new rows)",
+                               (*base, "incremental_column"))
+        if t.mode == "cdc":
+            key = (*base, "mode") if t.spec.mode else ("copy", "mode")
+            raise loaded.error("cdc (log-based change capture) is not available in this version; "
+                               "use incremental with an incremental_column", key)
+        if t.update_method == "overwrite" and t.mode == "incremental":
+            key = (*base, "update_method") if t.spec.update_method else ("copy", "update_method")
+            raise loaded.error("overwrite replaces the whole table, so it needs mode full "
+                               "(use merge or append for incremental copies)", key)
+        if t.spec.columns:
+            targets = list(t.spec.columns.values())
+            if len(set(targets)) != len(targets):
+                raise loaded.error("two columns renamed to the same name", (*base, "columns"))

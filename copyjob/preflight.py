@@ -1,0 +1,78 @@
+"""Checks that need the systems: every table exists, and every column the job names is in it.
+
+They run for all selected tables before anything is written, so a bad job writes nothing anywhere.
+Each failure is a JobFileError naming the job file's line and field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from copyjob.errors import TableNotFound
+from copyjob.interfaces import Destination, Source
+from copyjob.jobfile import ResolvedTable
+from copyjob.loader import LoadedJob
+from copyjob.schema import TableName, TableSchema
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """One table of the job, checked against its source."""
+
+    table: ResolvedTable
+    source_schema: TableSchema
+    """The source columns to read (all of them) and the source primary key."""
+    target_schema: TableSchema
+    """The same columns as named in the destination (rename map applied), with the destination key."""
+    key: tuple[str, ...]
+    """Merge key, in destination column names."""
+
+    @property
+    def state_key(self) -> str:
+        return self.table.spec.target_name
+
+    @property
+    def label(self) -> str:
+        spec = self.table.spec
+        return spec.name if spec.target_name == spec.name else f"{spec.name} → {spec.target_name}"
+
+
+def check_tables(loaded: LoadedJob, tables: list[ResolvedTable], source: Source,
+                 destination: Destination) -> list[TablePlan]:
+    return [_check_table(loaded, t, source, destination) for t in tables]
+
+
+def _check_table(loaded: LoadedJob, t: ResolvedTable, source: Source, destination: Destination) -> TablePlan:
+    base = ("tables", t.index)
+    spec = t.spec
+    try:
+        schema = source.reflect(TableName.parse(spec.name))
+    except TableNotFound as exc:
+        raise loaded.error(f"source table {spec.name!r} does not exist ({exc})", (*base, "name")) from None
+    columns = {c.name for c in schema.columns}
+
+    def need(column: str, field: str, what: str) -> None:
+        if column not in columns:
+            raise loaded.error(f"{what} {column!r} is not a column of {spec.name} "
+                               f"(columns: {', '.join(sorted(columns))})", (*base, field))
+
+    if spec.incremental_column:
+        need(spec.incremental_column, "incremental_column", "incremental column")
+    for source_name in spec.columns:
+        need(source_name, "columns", "renamed column")
+    for k in spec.key or ():
+        need(k, "key", "key column")
+    if t.update_method == "merge":
+        if not (spec.key or schema.primary_key):
+            raise loaded.error(f"merge needs a key: {spec.name} has no primary key, so name the key columns",
+                               (*base, "key"))
+        if not destination.capabilities.supports_merge:
+            field = (*base, "update_method") if spec.update_method else ("copy", "update_method")
+            raise loaded.error("this destination does not support merge", field)
+    source_key = tuple(spec.key or schema.primary_key)
+    rename = spec.columns
+    target = schema.renamed(TableName.parse(spec.target_name), rename)
+    if not schema.primary_key and spec.key and t.update_method == "merge":
+        target = TableSchema(target.table, target.columns, tuple(rename.get(k, k) for k in spec.key))
+    return TablePlan(table=t, source_schema=schema, target_schema=target,
+                     key=tuple(rename.get(k, k) for k in source_key))

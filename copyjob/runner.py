@@ -1,0 +1,251 @@
+"""Running a job once: connect, check every table, then copy table by table.
+
+For each table (see :meth:`JobRun._copy_table`):
+1. load its state, and adopt the destination's marker if a crash left it newer than the store;
+2. decide full or incremental, and plan the rows to read (ingest.watermark);
+3. create or extend the destination table (apply.target);
+4. read (snapshot) and write (apply) in one destination transaction that also commits the state marker;
+5. only then save the new state in the state store.
+A failing table is rolled back, its state left as it was, and the other tables go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from apply import prepare_target, write_batches, write_binary
+from copyjob.errors import CopyjobError, UsageError, is_retriable
+from copyjob.interfaces import (
+    Destination,
+    RunRecord,
+    Source,
+    StateMarker,
+    StateStore,
+    TableRunRecord,
+    TableState,
+)
+from copyjob.jobfile import ResolvedTable
+from copyjob.loader import LoadedJob
+from copyjob.preflight import TablePlan, check_tables
+from copyjob.progress import Progress
+from copyjob.urls import parse_url, redact
+from copyjob.values import decode_value, encode_value
+from ingest import IncrementPlan, plan_full, plan_incremental
+from snapshot import read_binary, read_table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger("copyjob")
+RETRIES = 3
+
+
+def new_run_id() -> str:
+    """Sortable by time: markers and state compare run ids to know which is newer."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f") + "-" + secrets.token_hex(3)
+
+
+def select_tables(loaded: LoadedJob, names: list[str] | None) -> list[ResolvedTable]:
+    tables = loaded.tables
+    if not names:
+        return tables
+    chosen = []
+    for name in names:
+        match = [t for t in tables if name in (t.spec.name, t.spec.target_name)]
+        if not match:
+            known = ", ".join(t.spec.name for t in tables)
+            raise UsageError(f"--table {name}: not in the job (tables: {known})")
+        chosen.extend(m for m in match if m not in chosen)
+    return chosen
+
+
+@dataclass
+class JobRun:
+    loaded: LoadedJob
+    store: StateStore
+    progress: Progress = field(default_factory=Progress)
+    trigger: str = "manual"
+
+    def run(self, table_names: list[str] | None = None) -> RunRecord:
+        """Copy the selected tables. Raises JobFileError/UsageError before writing anything when the job
+        does not fit the systems; otherwise returns the run record (tables may have failed)."""
+        from connectors import open_destination, open_source
+
+        job = self.loaded.job
+        tables = select_tables(self.loaded, table_names)
+        run = RunRecord(run_id=new_run_id(), job=job.job, started_at=datetime.now(UTC), trigger=self.trigger)
+        base = self.loaded.base_dir
+        try:
+            source = open_source(parse_url(job.source.url, base))
+        except CopyjobError as exc:
+            return self._fail_all(run, tables, f"source: {exc}")
+        try:
+            try:
+                destination = open_destination(parse_url(job.destination.url, base))
+            except CopyjobError as exc:
+                return self._fail_all(run, tables, f"destination: {exc}")
+            try:
+                plans = check_tables(self.loaded, tables, source, destination)
+                self.store.start_run(run)
+                for plan in plans:
+                    run.tables.append(self._copy_with_retries(plan, source, destination, run.run_id))
+            finally:
+                destination.close()
+        finally:
+            source.close()
+        run.finished_at = datetime.now(UTC)
+        run.status = "ok" if all(t.status == "ok" for t in run.tables) else "failed"
+        self.store.finish_run(run)
+        return run
+
+    def _fail_all(self, run: RunRecord, tables: list[ResolvedTable], error: str) -> RunRecord:
+        error = redact(error)
+        run.tables = [TableRunRecord(table=t.spec.target_name, mode=t.mode, status="failed", error=error)
+                      for t in tables]
+        run.status = "failed"
+        run.finished_at = datetime.now(UTC)
+        self.store.start_run(run)
+        self.store.finish_run(run)
+        for t in tables:
+            self._record_failure(t.spec.target_name, run.run_id, error)
+        return run
+
+    def _copy_with_retries(self, plan: TablePlan, source: Source, destination: Destination,
+                           run_id: str) -> TableRunRecord:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._copy_table(plan, source, destination, run_id)
+            except Exception as exc:
+                if is_retriable(exc) and attempt < RETRIES:
+                    log.warning("%s: %s; retrying (%d/%d)", plan.label, redact(str(exc)), attempt, RETRIES)
+                    time.sleep(min(2 ** attempt, 10))
+                    continue
+                error = redact(f"{type(exc).__name__}: {exc}" if not isinstance(exc, CopyjobError)
+                               else str(exc))
+                self._record_failure(plan.state_key, run_id, error)
+                return TableRunRecord(table=plan.state_key, mode=plan.table.mode, status="failed",
+                                      duration_s=time.monotonic() - started, error=error)
+
+    def _record_failure(self, key: str, run_id: str, error: str) -> None:
+        state = self.store.load(self.loaded.job.job, key)
+        state.last_run_id = run_id
+        state.last_run_at = datetime.now(UTC)
+        state.last_status = "failed"
+        state.last_error = error
+        self.store.save(self.loaded.job.job, state)
+
+    # ------------------------------------------------------------------ one table
+
+    def _copy_table(self, plan: TablePlan, source: Source, destination: Destination,
+                    run_id: str) -> TableRunRecord:
+        job_name = self.loaded.job.job
+        t = plan.table
+        started = time.monotonic()
+        # 1. state, reconciled with the destination's marker
+        state = self._reconciled_state(plan, destination)
+        # 2. full or incremental, and which rows
+        full = t.mode == "full" or state.needs_full or state.extra.get("committed_run_id") is None
+        column = t.spec.incremental_column
+        increment = (plan_full(source, plan.source_schema.table, column) if full or column is None
+                     else plan_incremental(source, plan.source_schema.table, column, state.watermark,
+                                           reread_boundary=t.update_method == "merge"))
+        mode_used = "full" if full else "incremental"
+        truncate = t.update_method == "overwrite" or (full and t.truncate_before_full_load)
+        # 3. destination table
+        prepared = prepare_target(destination, plan.target_schema, create=self.loaded.job.copy_settings
+                                  .create_tables, defer_key=True)
+        deferred_key = plan.target_schema.primary_key if prepared.created else ()
+        # 4. read + write + marker in one transaction
+        encoded, wm_type = encode_value(increment.watermark_after)
+
+        def marker() -> StateMarker:
+            return StateMarker(job=job_name, table=plan.state_key, run_id=run_id,
+                               state={"watermark": encoded, "watermark_type": wm_type, "mode": mode_used})
+
+        rows_read = 0
+
+        def counted(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            nonlocal rows_read
+            for b in batches:
+                rows_read += b.num_rows
+                yield b
+
+        if increment.nothing_to_read and not truncate:
+            written = 0
+        else:
+            written = self._write(plan, source, destination, increment, prepared.existing, truncate,
+                                  deferred_key, marker, counted)
+            if self._passes_through(plan, source, destination, prepared.existing):
+                rows_read = written
+        # 5. state, after the destination committed
+        state.watermark = increment.watermark_after
+        state.watermark_type = wm_type
+        state.needs_full = False
+        state.last_run_id = run_id
+        state.last_run_at = datetime.now(UTC)
+        state.last_status = "ok"
+        state.last_error = None
+        state.extra["committed_run_id"] = run_id
+        self.store.save(job_name, state)
+        return TableRunRecord(
+            table=plan.state_key, mode=mode_used, status="ok", rows_read=rows_read, rows_written=written,
+            duration_s=time.monotonic() - started, watermark_before=increment.watermark_before,
+            watermark_after=increment.watermark_after, null_watermark_rows=increment.null_rows)
+
+    def _write(self, plan: TablePlan, source: Source, destination: Destination, increment: IncrementPlan,
+               existing: Any, truncate: bool, deferred_key: tuple[str, ...],
+               marker: Callable[[], StateMarker],
+               counted: Callable[[Iterable[pa.RecordBatch]], Iterator[pa.RecordBatch]]) -> int:
+        t = plan.table
+        settings = self.loaded.job.copy_settings
+        with self.progress.table(plan.label) as advance:
+            if self._passes_through(plan, source, destination, existing):
+                streams = [read_binary(source, plan.source_schema, filters) for filters in increment.reads]
+                return write_binary(destination, plan.target_schema, streams, method=t.update_method,
+                                    truncate=truncate, deferred_key=deferred_key, marker=marker,
+                                    progress=advance).rows_written
+            batch_rows = min(settings.batch_rows, destination.capabilities.preferred_batch_rows)
+            loads = [counted(read_table(source, plan.source_schema, filters, batch_rows, settings.parallel))
+                     for filters in increment.reads]
+            return write_batches(destination, plan.target_schema, loads, method=t.update_method, key=plan.key,
+                                 truncate=truncate, deferred_key=deferred_key, marker=marker,
+                                 progress=advance).rows_written
+
+    @staticmethod
+    def _passes_through(plan: TablePlan, source: Source, destination: Destination, existing: Any) -> bool:
+        """PostgreSQL to PostgreSQL with identical column types: move the binary COPY stream undecoded."""
+        if not (source.capabilities.postgres_binary and destination.capabilities.postgres_binary):
+            return False
+        if plan.table.update_method == "merge" or existing is None:
+            return False
+        native = {c.name: c.native_type for c in existing.columns}
+        return all(native.get(tc.name) == sc.native_type and sc.native_type
+                   for sc, tc in zip(plan.source_schema.columns, plan.target_schema.columns, strict=True))
+
+    def _reconciled_state(self, plan: TablePlan, destination: Destination) -> TableState:
+        """The store's state, unless the destination holds a newer marker (the process died between the
+        destination commit and the state save): then the marker is the truth."""
+        job_name = self.loaded.job.job
+        state = self.store.load(job_name, plan.state_key)
+        marker = destination.read_marker(job_name, plan.state_key)
+        if marker is None:
+            return state
+        newest_known = max(str(state.extra.get("committed_run_id") or ""), str(state.extra.get("reset_at") or ""))
+        if marker.run_id <= newest_known:
+            return state
+        log.info("%s: adopting the state committed with the data by run %s", plan.label, marker.run_id)
+        state.watermark = decode_value(marker.state.get("watermark"), marker.state.get("watermark_type"))
+        state.watermark_type = marker.state.get("watermark_type")
+        state.needs_full = False
+        state.extra["committed_run_id"] = marker.run_id
+        self.store.save(job_name, state)
+        return state

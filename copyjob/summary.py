@@ -1,0 +1,108 @@
+"""What a person reads after a command: the run summary, status and history, as tables or JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from copyjob.interfaces import RunRecord, TableRunRecord, TableState
+from copyjob.values import display_value, encode_value
+
+
+def _rate(rows: int, seconds: float) -> str:
+    return f"{rows / seconds:,.0f}" if seconds > 0 and rows else "-"
+
+
+def print_run(console: Console, run: RunRecord) -> None:
+    table = Table(title=f"copyjob run {run.job} ({run.run_id})", title_justify="left")
+    for col, justify in (("table", "left"), ("mode", "left"), ("rows read", "right"),
+                         ("rows written", "right"), ("duration", "right"), ("rows/s", "right"),
+                         ("watermark", "left"), ("status", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for t in run.tables:
+        status = "[green]ok[/]" if t.status == "ok" else f"[red]{t.status}[/]"
+        watermark = f"{display_value(t.watermark_before)} → {display_value(t.watermark_after)}"
+        table.add_row(t.table, t.mode, f"{t.rows_read:,}", f"{t.rows_written:,}", f"{t.duration_s:.2f}s",
+                      _rate(t.rows_written, t.duration_s), watermark, status)
+    console.print(table)
+    for t in run.tables:
+        if t.null_watermark_rows:
+            console.print(f"[yellow]note[/]: {t.table}: {t.null_watermark_rows:,} rows have a NULL incremental "
+                          "column and were not copied by this incremental run (a full copy or a reset "
+                          "takes them)")
+        if t.error:
+            console.print(f"[red]failed[/]: {t.table}: {t.error}", soft_wrap=True)
+    failed = sum(1 for t in run.tables if t.status != "ok")
+    total = sum(t.rows_written for t in run.tables)
+    verdict = "[green]succeeded[/]" if not failed else f"[red]{failed} of {len(run.tables)} tables failed[/]"
+    console.print(f"{len(run.tables)} tables, {total:,} rows written: {verdict}")
+
+
+def _json_value(value: Any) -> Any:
+    return encode_value(value)[0]
+
+
+def table_run_json(t: TableRunRecord) -> dict[str, Any]:
+    return {"table": t.table, "mode": t.mode, "status": t.status, "rows_read": t.rows_read,
+            "rows_written": t.rows_written, "duration_s": round(t.duration_s, 3),
+            "watermark_before": _json_value(t.watermark_before),
+            "watermark_after": _json_value(t.watermark_after),
+            "null_watermark_rows": t.null_watermark_rows, "error": t.error}
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    return {"run_id": run.run_id, "job": run.job, "status": run.status, "trigger": run.trigger,
+            "started_at": run.started_at.isoformat() if run.started_at else None,
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "tables": [table_run_json(t) for t in run.tables]}
+
+
+def status_rows(states: list[tuple[str, str, TableState]]) -> list[dict[str, Any]]:
+    """(label, mode, state) → rows for status output."""
+    rows = []
+    for label, mode, s in states:
+        next_run = "full" if mode == "full" or s.needs_full or not s.extra.get("committed_run_id") \
+            else "incremental"
+        rows.append({"table": label, "mode": mode, "last_run": s.last_run_at.isoformat() if s.last_run_at
+                     else None, "last_outcome": s.last_status, "watermark": _json_value(s.watermark),
+                     "next_run": next_run, "last_error": s.last_error})
+    return rows
+
+
+def print_status(console: Console, job: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"copyjob status {job}", title_justify="left")
+    for col in ("table", "mode", "last run", "last outcome", "watermark", "next run"):
+        table.add_column(col)
+    for r in rows:
+        outcome = r["last_outcome"] or "never run"
+        if outcome == "failed":
+            outcome = "[red]failed[/]"
+        table.add_row(r["table"], r["mode"], r["last_run"] or "-", outcome, str(r["watermark"] or "-"),
+                      r["next_run"])
+    console.print(table)
+    for r in rows:
+        if r["last_outcome"] == "failed" and r["last_error"]:
+            console.print(f"[red]last error[/]: {r['table']}: {r['last_error']}", soft_wrap=True)
+
+
+def print_history(console: Console, runs: list[RunRecord]) -> None:
+    table = Table(title="copyjob history", title_justify="left")
+    for col in ("run", "started", "trigger", "status", "table", "mode", "rows read", "rows written",
+                "duration", "error"):
+        table.add_column(col)
+    for run in runs:
+        first = True
+        for t in run.tables or [TableRunRecord(table="-", mode="-", status=run.status)]:
+            table.add_row(run.run_id if first else "", run.started_at.isoformat(timespec="seconds")
+                          if first else "", run.trigger if first else "", run.status if first else "",
+                          t.table, t.mode, f"{t.rows_read:,}", f"{t.rows_written:,}", f"{t.duration_s:.2f}s",
+                          t.error or "")
+            first = False
+    console.print(table)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=str)
