@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from copyjob.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from copyjob.interfaces import Destination, Source
+    from copyjob.interfaces import Destination, DestinationCapabilities, Source
     from copyjob.urls import ConnectionUrl
 
 # scheme -> (module, source class or None, destination class or None)
@@ -43,12 +43,18 @@ def _load(url: ConnectionUrl, role: str) -> type:
 
 def open_source(url: ConnectionUrl) -> Source:
     """Connect to a source system. Raises ConnectionFailed / AuthenticationFailed."""
-    return _load(url, "source")(url)  # type: ignore[no-any-return]
+    return _load(url, "source")(url)
 
 
 def open_destination(url: ConnectionUrl) -> Destination:
     """Connect to a destination system (creating an embedded database file when missing)."""
-    return _load(url, "destination")(url)  # type: ignore[no-any-return]
+    return _load(url, "destination")(url)
+
+
+def destination_capabilities(url: ConnectionUrl) -> DestinationCapabilities:
+    """What a destination can do, without connecting to it."""
+    caps: DestinationCapabilities = _load(url, "destination").capabilities  # type: ignore[attr-defined]
+    return caps
 
 
 def can_be(url: ConnectionUrl, role: str) -> bool:

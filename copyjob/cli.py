@@ -71,11 +71,11 @@ def run(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables
         from copyjob.summary import print_run
 
         loaded = _load(job_file, env, variables)
-        store = _store(loaded, state)
+        job_run = JobRun(loaded, lambda: _store(loaded, state), Progress(live=None if progress else False))
         try:
-            record = JobRun(loaded, store, Progress(live=None if progress else False)).run(table or None)
+            record = job_run.run(table or None)
         finally:
-            store.close()
+            job_run.close()
         print_run(out, record)
         return 0 if record.status == "ok" else EXIT_TABLE_FAILED
 
@@ -91,20 +91,18 @@ def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None,
     def body() -> int:
         loaded = _load(job_file, env, variables)
         if connect:
-            from connectors import open_destination, open_source
+            from connectors import destination_capabilities, open_destination, open_source
             from copyjob.preflight import check_tables
             from copyjob.urls import parse_url
 
             job = loaded.job
+            destination_url = parse_url(job.destination.url, loaded.base_dir)
             source = open_source(parse_url(job.source.url, loaded.base_dir))
             try:
-                destination = open_destination(parse_url(job.destination.url, loaded.base_dir))
-                try:
-                    check_tables(loaded, loaded.tables, source, destination)
-                finally:
-                    destination.close()
+                check_tables(loaded, loaded.tables, source, destination_capabilities(destination_url))
             finally:
                 source.close()
+            open_destination(destination_url).close()
         what = "reached both ends; every table and column checked" if connect else "job file is valid"
         out.print(f"[green]ok[/]: {job_file}: {what} ({len(loaded.tables)} tables)")
         return 0

@@ -76,7 +76,6 @@ def _ts(value: datetime) -> str:
 
 def run_demo(directory: Path, console: Console) -> int:
     from copyjob.loader import load_job
-    from copyjob.progress import Progress
     from copyjob.runner import JobRun
     from copyjob.summary import print_run
     from offsets import default_state_url, open_state_store
@@ -96,11 +95,11 @@ def run_demo(directory: Path, console: Console) -> int:
         if step.startswith("second"):
             new_activity(directory / "shop.db")
         console.rule(step)
-        store = open_state_store(default_state_url(loaded.path))
+        job_run = JobRun(loaded, lambda: open_state_store(default_state_url(loaded.path)))
         try:
-            record = JobRun(loaded, store).run()
+            record = job_run.run()
         finally:
-            store.close()
+            job_run.close()
         print_run(console, record)
         worst = max(worst, 0 if record.status == "ok" else 1)
     console.print(f"\nThe job file is {job_file}; try: copyjob status {job_file}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Mode = Literal["full", "incremental", "cdc"]
 Method = Literal["append", "overwrite", "merge"]
@@ -78,15 +78,6 @@ class Job(_Strict):
         if not _JOB_NAME.match(v):
             raise ValueError("use letters, digits, '.', '_' and '-' (it names the state and the marker)")
         return v
-
-    @model_validator(mode="after")
-    def _unique_tables(self) -> Job:
-        seen: set[str] = set()
-        for t in self.tables:
-            if t.target_name in seen:
-                raise ValueError(f"two tables write to the same target {t.target_name!r}")
-            seen.add(t.target_name)
-        return self
 
 
 class ResolvedTable(BaseModel):

@@ -37,11 +37,7 @@ class LoadedJob:
 
     def line_of(self, key: PathKey) -> int | None:
         """Line of ``key`` or of its nearest ancestor that has one."""
-        while key:
-            if key in self.lines:
-                return self.lines[key]
-            key = key[:-1]
-        return None
+        return _nearest(self.lines, key)
 
     def error(self, message: str, key: PathKey) -> JobFileError:
         return JobFileError(message, file=str(self.path), line=self.line_of(key), field=format_key(key))
@@ -150,19 +146,21 @@ def _first_error(exc: ValidationError, path: Path, lines: dict[PathKey, int], do
     err = errors[0]
     loc: PathKey = tuple(p for p in err["loc"] if isinstance(p, str | int))
     msg = _FRIENDLY.get(err["type"], err["msg"])
-    if err["type"] == "missing" and loc:
-        loc = loc  # point at the parent, the field itself has no line
-    elif not loc:
-        msg = err["msg"].removeprefix("Value error, ")
     msg = msg.removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return JobFileError(msg + more, file=str(path), line=_nearest(lines, loc) or 1, field=format_key(loc) or None)
+    return JobFileError(msg + more, file=str(path), line=_nearest(lines, loc) or 1,
+                        field=format_key(loc) or None)
 
 
 def _check_semantics(loaded: LoadedJob) -> None:
     """Checks that need more than one field: mode/method combinations per table."""
+    seen: set[str] = set()
     for t in loaded.tables:
         base: PathKey = ("tables", t.index)
+        if t.spec.target_name in seen:
+            raise loaded.error(f"two tables write to the same target {t.spec.target_name!r}",
+                               (*base, "target") if t.spec.target else (*base, "name"))
+        seen.add(t.spec.target_name)
         if t.mode == "incremental" and not t.spec.incremental_column:
             raise loaded.error("required when mode is incremental (the column whose growth marks new rows)",
                                (*base, "incremental_column"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from copyjob.errors import TableNotFound
-from copyjob.interfaces import Destination, Source
+from copyjob.interfaces import DestinationCapabilities, Source
 from copyjob.jobfile import ResolvedTable
 from copyjob.loader import LoadedJob
 from copyjob.schema import TableName, TableSchema
@@ -38,11 +38,14 @@ class TablePlan:
 
 
 def check_tables(loaded: LoadedJob, tables: list[ResolvedTable], source: Source,
-                 destination: Destination) -> list[TablePlan]:
+                 destination: DestinationCapabilities) -> list[TablePlan]:
+    """Reflect every table at the source and check the job's names against it (the destination is not
+    touched, so a bad job writes nothing there)."""
     return [_check_table(loaded, t, source, destination) for t in tables]
 
 
-def _check_table(loaded: LoadedJob, t: ResolvedTable, source: Source, destination: Destination) -> TablePlan:
+def _check_table(loaded: LoadedJob, t: ResolvedTable, source: Source,
+                 destination: DestinationCapabilities) -> TablePlan:
     base = ("tables", t.index)
     spec = t.spec
     try:
@@ -66,7 +69,7 @@ def _check_table(loaded: LoadedJob, t: ResolvedTable, source: Source, destinatio
         if not (spec.key or schema.primary_key):
             raise loaded.error(f"merge needs a key: {spec.name} has no primary key, so name the key columns",
                                (*base, "key"))
-        if not destination.capabilities.supports_merge:
+        if not destination.supports_merge:
             field = (*base, "update_method") if spec.update_method else ("copy", "update_method")
             raise loaded.error("this destination does not support merge", field)
     source_key = tuple(spec.key or schema.primary_key)

@@ -55,7 +55,7 @@ def select_tables(loaded: LoadedJob, names: list[str] | None) -> list[ResolvedTa
     tables = loaded.tables
     if not names:
         return tables
-    chosen = []
+    chosen: list[ResolvedTable] = []
     for name in names:
         match = [t for t in tables if name in (t.spec.name, t.spec.target_name)]
         if not match:
@@ -67,31 +67,47 @@ def select_tables(loaded: LoadedJob, names: list[str] | None) -> list[ResolvedTa
 
 @dataclass
 class JobRun:
+    """One run of a job. ``open_store`` is called only once the job has been checked against its source,
+    so a job that does not fit its systems writes nothing anywhere, not even state."""
+
     loaded: LoadedJob
-    store: StateStore
+    open_store: Callable[[], StateStore]
     progress: Progress = field(default_factory=Progress)
     trigger: str = "manual"
+    _store: StateStore | None = None
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:
+            self._store = self.open_store()
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def run(self, table_names: list[str] | None = None) -> RunRecord:
         """Copy the selected tables. Raises JobFileError/UsageError before writing anything when the job
         does not fit the systems; otherwise returns the run record (tables may have failed)."""
-        from connectors import open_destination, open_source
+        from connectors import destination_capabilities, open_destination, open_source
 
         job = self.loaded.job
         tables = select_tables(self.loaded, table_names)
         run = RunRecord(run_id=new_run_id(), job=job.job, started_at=datetime.now(UTC), trigger=self.trigger)
         base = self.loaded.base_dir
+        destination_url = parse_url(job.destination.url, base)
         try:
             source = open_source(parse_url(job.source.url, base))
         except CopyjobError as exc:
             return self._fail_all(run, tables, f"source: {exc}")
         try:
+            plans = check_tables(self.loaded, tables, source, destination_capabilities(destination_url))
             try:
-                destination = open_destination(parse_url(job.destination.url, base))
+                destination = open_destination(destination_url)
             except CopyjobError as exc:
                 return self._fail_all(run, tables, f"destination: {exc}")
             try:
-                plans = check_tables(self.loaded, tables, source, destination)
                 self.store.start_run(run)
                 for plan in plans:
                     run.tables.append(self._copy_with_retries(plan, source, destination, run.run_id))

@@ -1,4 +1,4 @@
-"""The per-job run lock: two runs of the same job never overlap, across processes and (on PostgreSQL) machines.
+"""The per-job run lock: two runs of one job never overlap, across processes and (on PostgreSQL) machines.
 
 The lock is one row of the ``locks`` table, keyed by job. Taking it is one write transaction:
 
@@ -71,11 +71,12 @@ class LockInfo:
 class RunLock:
     """A held run lock. Use it as a context manager: it is released on exit.
 
-    ``check()`` raises StateError when the lock was lost (it expired while this process was stalled and another
-    run took it): call it before committing anything that relies on running alone.
+    ``check()`` raises StateError when the lock was lost (it expired while this process was stalled and
+    another run took it): call it before committing anything that relies on running alone.
     """
 
-    def __init__(self, tx: Transactions, info: LockInfo, token: str, ttl_s: float, auto_heartbeat: bool) -> None:
+    def __init__(self, tx: Transactions, info: LockInfo, token: str, ttl_s: float,
+                 auto_heartbeat: bool) -> None:
         self.info = info
         self._tx = tx
         self._token = token
@@ -86,7 +87,8 @@ class RunLock:
         self._thread: threading.Thread | None = None
         if auto_heartbeat:
             self._thread = threading.Thread(
-                target=self._renew_until_stopped, args=(ttl_s / 3,), name=f"copyjob-lock-{info.job}", daemon=True,
+                target=self._renew_until_stopped, args=(ttl_s / 3,), name=f"copyjob-lock-{info.job}",
+                daemon=True,
             )
             self._thread.start()
 
@@ -213,7 +215,9 @@ def _try_acquire(tx: Transactions, job: str, holder: str, ttl_s: float) -> tuple
 
 def _insert_if_absent(conn: Connection, row: dict[str, Any]) -> bool:
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    return conn.execute(insert(locks).values(**row).on_conflict_do_nothing(index_elements=["job"])).rowcount == 1
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT DO NOTHING
+    stmt = insert(locks).values(**row).on_conflict_do_nothing(index_elements=["job"]).returning(locks.c.token)
+    return conn.execute(stmt).first() is not None
 
 
 def _replace(conn: Connection, old_token: str, row: dict[str, Any]) -> bool:
@@ -223,7 +227,7 @@ def _replace(conn: Connection, old_token: str, row: dict[str, Any]) -> bool:
     return conn.execute(stmt).rowcount == 1
 
 
-def _is_stale(row: Mapping[str, Any], now: datetime) -> bool:
+def _is_stale(row: Mapping[Any, Any], now: datetime) -> bool:
     """The holder stopped renewing, or it ran on this host and its process is gone."""
     if row["expires_at"] <= now:
         return True
@@ -243,7 +247,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _info(row: Mapping[str, Any]) -> LockInfo:
+def _info(row: Mapping[Any, Any]) -> LockInfo:
     return LockInfo(
         job=row["job"], holder=row["holder"], pid=row["pid"], hostname=row["hostname"],
         acquired_at=row["acquired_at"], heartbeat_at=row["heartbeat_at"], expires_at=row["expires_at"],

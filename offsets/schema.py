@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -97,12 +98,12 @@ run_tables = Table(
     Column("table_name", String(512), nullable=False),
     Column("mode", String(32), nullable=False),
     Column("status", String(32), nullable=False),
-    Column("rows_read", Integer, nullable=False, default=0),
-    Column("rows_written", Integer, nullable=False, default=0),
+    Column("rows_read", BigInteger, nullable=False, default=0),
+    Column("rows_written", BigInteger, nullable=False, default=0),
     Column("duration_s", Float, nullable=False, default=0.0),
     Column("watermark_before", Text),
     Column("watermark_after", Text),
-    Column("null_watermark_rows", Integer, nullable=False, default=0),
+    Column("null_watermark_rows", BigInteger, nullable=False, default=0),
     Column("error", Text),
 )
 

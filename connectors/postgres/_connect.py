@@ -74,10 +74,13 @@ def translate(exc: BaseException, url: ConnectionUrl, table: TableName | None = 
 
 
 def _text(exc: BaseException) -> str:
-    """The server's message plus where it happened (COPY line and column), passwords redacted."""
-    text = str(exc).strip()
-    diag = getattr(exc, "diag", None)
-    context = getattr(diag, "context", None) if diag is not None else None
-    if context:
-        text = f"{text} [{context.strip()}]"
+    """The server's message, its detail and where it happened (COPY line and column), passwords redacted."""
+    diag: Any = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if not primary:
+        return redact(" ".join(str(exc).split()))
+    text = primary
+    for extra in (diag.message_detail, diag.context):
+        if extra:
+            text += f" [{extra.strip()}]"
     return redact(" ".join(text.split()))

@@ -4,7 +4,9 @@
 ``base_dir/data`` and starts it on a free 127.0.0.1 port with logical replication enabled and durability
 switched off (tests only). TCP connections need a password (scram), so tests can check wrong-password errors;
 the superuser is ``postgres`` / ``postgres``. We run as root and PostgreSQL refuses that, so the server and
-initdb run as the ``postgres`` OS user, which owns ``base_dir``.
+initdb run as the ``postgres`` OS user, which owns ``base_dir``. When that user cannot reach ``base_dir``
+(pytest's ``/tmp/pytest-of-root`` is 0700, and every new pytest session resets it), the cluster lives in a
+private folder under /tmp instead, removed by ``stop()``; the log stays in ``base_dir`` either way.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ SETTINGS: dict[str, str] = {
 class PostgresServer:
     base_dir: Path
     port: int
+    home: Path
+    """Where the cluster lives: ``base_dir``, or a private folder under /tmp (see the module docstring)."""
     socket_dir: Path
     process: subprocess.Popen[bytes] = field(repr=False)
     log_path: Path
@@ -73,8 +77,10 @@ class PostgresServer:
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT: roll back sessions, then exit); SIGKILL if it does not finish in time."""
         _stop_process(self.process, timeout)
-        if self.socket_dir.parent != self.base_dir:
+        if self.socket_dir.parent != self.home:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
+        if self.home != self.base_dir:
+            shutil.rmtree(self.home, ignore_errors=True)
 
 
 def start_postgres(base_dir: Path, settings: dict[str, str] | None = None) -> PostgresServer:
@@ -82,11 +88,11 @@ def start_postgres(base_dir: Path, settings: dict[str, str] | None = None) -> Po
     _ensure_installed()
     base_dir.mkdir(parents=True, exist_ok=True)
     user = pwd.getpwnam(OS_USER)
-    _make_reachable(base_dir, user)
-    data_dir = base_dir / "data"
+    home = _cluster_home(base_dir, user)
+    data_dir = home / "data"
     if not (data_dir / "PG_VERSION").exists():
-        _initdb(base_dir, data_dir)
-    socket_dir = _socket_dir(base_dir, user)
+        _initdb(home, data_dir)
+    socket_dir = _socket_dir(home, user)
     log_path = base_dir / "postgres.log"
     last_error: RuntimeError | None = None
     for _ in range(3):  # a free port can be taken between picking and binding: try another
@@ -100,9 +106,10 @@ def start_postgres(base_dir: Path, settings: dict[str, str] | None = None) -> Po
             if "could not bind" in _log_tail(log_path) or "already in use" in _log_tail(log_path):
                 continue
             raise
-        atexit.register(_stop_process, process, 10.0)
-        return PostgresServer(base_dir=base_dir, port=port, socket_dir=socket_dir, process=process,
-                              log_path=log_path)
+        server = PostgresServer(base_dir=base_dir, port=port, home=home, socket_dir=socket_dir,
+                                process=process, log_path=log_path)
+        atexit.register(server.stop, 10.0)  # no orphaned server when the caller forgets or crashes
+        return server
     assert last_error is not None
     raise last_error
 
@@ -120,17 +127,34 @@ def _ensure_installed() -> None:
         raise RuntimeError(f"postgresql-15 installed but {PG_BIN / 'initdb'} is missing")
 
 
-def _make_reachable(base_dir: Path, user: pwd.struct_passwd) -> None:
-    """Give base_dir to the postgres user and let it traverse the parents (pytest's are 0700 root)."""
-    os.chown(base_dir, user.pw_uid, user.pw_gid)
-    for parent in base_dir.resolve().parents:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o001)
+def _cluster_home(base_dir: Path, user: pwd.struct_passwd) -> Path:
+    """``base_dir`` when the postgres user can reach it, else a fresh private folder under /tmp."""
+    home = base_dir if _reachable(base_dir, user) else Path(tempfile.mkdtemp(prefix="copyjob-pg-"))
+    os.chown(home, user.pw_uid, user.pw_gid)
+    if home != base_dir:
+        with contextlib.suppress(OSError):
+            (base_dir / "cluster").symlink_to(home)  # for whoever debugs a failed run
+    return home
 
 
-def _initdb(base_dir: Path, data_dir: Path) -> None:
-    pwfile = base_dir / "pwfile"
+def _reachable(path: Path, user: pwd.struct_passwd) -> bool:
+    """Every ancestor is searchable by ``user`` (owner, group or other x bit). We never chmod them: that
+    would race with whoever owns them."""
+    for parent in path.resolve().parents:
+        st = parent.stat()
+        if st.st_uid == user.pw_uid:
+            ok = bool(st.st_mode & 0o100)
+        elif st.st_gid == user.pw_gid:
+            ok = bool(st.st_mode & 0o010)
+        else:
+            ok = bool(st.st_mode & 0o001)
+        if not ok:
+            return False
+    return True
+
+
+def _initdb(home: Path, data_dir: Path) -> None:
+    pwfile = home / "pwfile"
     pwfile.write_text(PASSWORD + "\n")
     user = pwd.getpwnam(OS_USER)
     os.chown(pwfile, user.pw_uid, user.pw_gid)
@@ -139,15 +163,15 @@ def _initdb(base_dir: Path, data_dir: Path) -> None:
            "--no-sync"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, user=OS_USER, group=user.pw_gid,
-                              extra_groups=[], cwd=base_dir, timeout=120)
+                              extra_groups=[], cwd=home, timeout=120)
     finally:
         pwfile.unlink(missing_ok=True)
     if done.returncode != 0:
         raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
 
 
-def _socket_dir(base_dir: Path, user: pwd.struct_passwd) -> Path:
-    wanted = base_dir / "sock"
+def _socket_dir(home: Path, user: pwd.struct_passwd) -> Path:
+    wanted = home / "sock"
     if len(str(wanted)) > _MAX_SOCKET_DIR:
         wanted = Path(tempfile.mkdtemp(prefix="pgsock"))
     wanted.mkdir(exist_ok=True)

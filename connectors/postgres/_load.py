@@ -1,0 +1,258 @@
+"""One load into one PostgreSQL table: binary COPY inside a transaction that also carries the state marker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.types as pt
+from psycopg.types.json import set_json_dumps
+
+from connectors._sql import STATE_TABLE, qualified, quote_double
+from connectors.postgres._catalog import NativeColumn, column_list
+from connectors.postgres._connect import translate
+from copyjob.errors import ConfigurationError, ConnectorError, DataError
+from copyjob.interfaces import StateMarker, UpdateMethod
+from copyjob.schema import TableName
+from copyjob.urls import ConnectionUrl
+
+STAGE = 'pg_temp."_copyjob_stage"'
+SEQ = quote_double("__copyjob_seq")
+_INT_LIMITS = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1), "int8": (-(2**63), 2**63 - 1)}
+_TEXT_TYPES = {"text", "varchar", "bpchar", "name"}  # one binary format: the UTF-8 bytes
+_UPSERT_MARKER = f"""
+INSERT INTO {quote_double(STATE_TABLE)} (job, table_name, run_id, state, committed_at)
+VALUES (%s, %s, %s, %s::jsonb, now())
+ON CONFLICT (job, table_name) DO UPDATE
+SET run_id = EXCLUDED.run_id, state = EXCLUDED.state, committed_at = EXCLUDED.committed_at"""
+
+Converter = Callable[[Any], Any]
+
+
+class PostgresLoadSession:
+    """Steps: 1. the constructor opens the transaction (TRUNCATE for overwrite; a staging table for merge);
+    2. ``write``/``write_binary`` COPY batches in; 3. ``commit`` applies the merge, adds the deferred key,
+    upserts the marker and commits, all in that one transaction. ``abort`` rolls everything back."""
+
+    def __init__(self, conn: psycopg.Connection[Any], url: ConnectionUrl, table: TableName,
+                 columns: Sequence[NativeColumn], *, method: UpdateMethod, key: tuple[str, ...],
+                 truncate: bool, deferred_key: tuple[str, ...], ensure_state_table: Callable[[], None]) -> None:
+        self._conn = conn
+        self._url = url
+        self._table = table
+        self._columns = list(columns)
+        self._method = method
+        self._key = key
+        self._deferred_key = deferred_key
+        self._ensure_state_table = ensure_state_table
+        self._target = qualified(table, quote_double)
+        self._cols_sql = column_list([c.name for c in columns])
+        self._copy_types = [_copy_type(c) for c in columns]
+        self._converters: dict[pa.Schema, list[Converter | None]] = {}
+        self._open = True
+        self._check_keys()
+        self._guard(self._start, truncate)
+
+    # ------------------------------------------------------------ step 1
+
+    def _check_keys(self) -> None:
+        names = {c.name for c in self._columns}
+        unknown = [k for k in (*self._key, *self._deferred_key) if k not in names]
+        if unknown:
+            raise ConfigurationError(f"key column(s) {unknown} are not among the columns loaded into {self._table}")
+
+    def _start(self, truncate: bool) -> None:
+        if truncate:
+            self._conn.execute(f"TRUNCATE {self._target}")
+        if self._method == "merge":
+            # same column types as the target (so the same COPY types), plus the arrival order
+            self._conn.execute(f"CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS "
+                               f"SELECT {self._cols_sql} FROM {self._target} WITH NO DATA")
+            self._conn.execute(f"ALTER TABLE {STAGE} ADD COLUMN {SEQ} bigint GENERATED ALWAYS AS IDENTITY")
+
+    # ------------------------------------------------------------ step 2
+
+    def write(self, batch: pa.RecordBatch) -> int:
+        if batch.num_columns != len(self._columns):
+            raise ConfigurationError(f"batch for {self._table} has {batch.num_columns} columns, "
+                                     f"expected {len(self._columns)}")
+        if batch.num_rows == 0:
+            return 0
+        converters = self._converters_for(batch.schema)
+        for column, array in zip(self._columns, batch.columns, strict=True):
+            self._guard(self._check_range, column, array)
+        columns = [_convert(batch.column(i).to_pylist(), conv) for i, conv in enumerate(converters)]
+        self._guard(self._copy_rows, columns)
+        return batch.num_rows
+
+    def _copy_rows(self, columns: list[list[Any]]) -> None:
+        with self._conn.cursor() as cur:
+            set_json_dumps(_as_is, context=cur)  # json arrives as JSON text: send it untouched
+            with cur.copy(self._copy_in_sql()) as copy:
+                copy.set_types(self._copy_types)
+                write_row = copy.write_row
+                row_no = 0
+                try:
+                    # row_no is read by the error message below
+                    for row_no, row in enumerate(zip(*columns, strict=True), start=1):  # noqa: B007
+                        write_row(row)
+                except (ValueError, TypeError, OverflowError, psycopg.DataError) as exc:
+                    raise DataError(f"cannot write row {row_no} of the batch into {self._table}: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+
+    def write_binary(self, chunks: Iterator[bytes]) -> int:
+        return int(self._guard(self._copy_binary, chunks))
+
+    def _copy_binary(self, chunks: Iterator[bytes]) -> int:
+        with self._conn.cursor() as cur:
+            with cur.copy(self._copy_in_sql()) as copy:
+                for chunk in chunks:
+                    copy.write(chunk)
+            return cur.rowcount
+
+    def _copy_in_sql(self) -> str:
+        into = STAGE if self._method == "merge" else self._target
+        return f"COPY {into} ({self._cols_sql}) FROM STDIN (FORMAT binary)"
+
+    def _check_range(self, column: NativeColumn, array: pa.Array) -> None:
+        """psycopg's binary int2/int4/int8 dumpers silently wrap values that do not fit: refuse them here."""
+        limits = _INT_LIMITS.get(column.base_type)
+        if limits is None or not pt.is_integer(array.type) or array.null_count == len(array):
+            return
+        lo, hi = limits
+        if _fits(array.type, lo, hi):
+            return
+        bounds = pc.min_max(array)
+        if bounds["min"].as_py() >= lo and bounds["max"].as_py() <= hi:
+            return
+        outside = pc.or_(pc.less(array, lo), pc.greater(array, hi))
+        row = pc.index(outside, True).as_py()
+        raise DataError(f"cannot write row {row + 1} of the batch into {self._table}: value {array[row].as_py()} "
+                        f"of column {column.name!r} is out of range for {column.native_type}")
+
+    def _converters_for(self, schema: pa.Schema) -> list[Converter | None]:
+        found = self._converters.get(schema)
+        if found is None:
+            found = [_converter(c.base_type, f.type) for c, f in zip(self._columns, schema, strict=True)]
+            self._converters[schema] = found
+        return found
+
+    # ------------------------------------------------------------ step 3
+
+    def commit(self, marker: StateMarker | None) -> None:
+        """1. merge the staged rows; 2. add the deferred primary key; 3. upsert the marker; 4. COMMIT."""
+        if marker is not None:
+            self._guard(self._ensure_state_table)
+        self._guard(self._finish, marker)
+        self._close()
+
+    def _finish(self, marker: StateMarker | None) -> None:
+        if self._method == "merge":
+            self._apply_merge()
+        if self._deferred_key:
+            self._conn.execute(f"ALTER TABLE {self._target} ADD PRIMARY KEY ({column_list(self._deferred_key)})")
+        if marker is not None:
+            self._conn.execute(_UPSERT_MARKER, (marker.job, marker.table, marker.run_id, json.dumps(marker.state)))
+        self._conn.commit()
+
+    def _apply_merge(self) -> None:
+        """Delete the target rows whose key was loaded, then insert the last staged row per key: needs no
+        unique constraint on the target, and the last write of a key within the load wins."""
+        keys = column_list(self._key)
+        match = " AND ".join(f"t.{quote_double(k)} = s.{quote_double(k)}" for k in self._key)
+        self._conn.execute(f"ANALYZE {STAGE}")  # temp tables are never auto-analysed; the join needs stats
+        self._conn.execute(f"DELETE FROM {self._target} AS t USING {STAGE} AS s WHERE {match}")
+        self._conn.execute(f"INSERT INTO {self._target} ({self._cols_sql}) "
+                           f"SELECT DISTINCT ON ({keys}) {self._cols_sql} FROM {STAGE} "
+                           f"ORDER BY {keys}, {SEQ} DESC")
+
+    def abort(self) -> None:
+        if not self._open:
+            return
+        try:
+            self._conn.rollback()
+        except psycopg.Error:
+            pass  # the connection is gone: the server rolls back on its own
+        finally:
+            self._close()
+
+    # ------------------------------------------------------------ plumbing
+
+    def _guard(self, step: Callable[..., Any], *args: Any) -> Any:
+        """Run one step; on failure roll back and close (the transaction is lost anyway) and translate."""
+        if not self._open:
+            raise ConnectorError(f"the load into {self._table} is already committed or aborted")
+        try:
+            return step(*args)
+        except (psycopg.Error, ValueError, TypeError, OverflowError) as exc:
+            self.abort()
+            raise translate(exc, self._url, self._table) from exc
+        except BaseException:
+            self.abort()
+            raise
+
+    def _close(self) -> None:
+        self._open = False
+        self._conn.close()
+
+
+def _fits(arrow: pa.DataType, lo: int, hi: int) -> bool:
+    """Every value of the Arrow integer type fits in [lo, hi]."""
+    bits = arrow.bit_width
+    if pt.is_signed_integer(arrow):
+        return bool(-(2 ** (bits - 1)) >= lo and 2 ** (bits - 1) - 1 <= hi)
+    return bool(2**bits - 1 <= hi)
+
+
+def _copy_type(column: NativeColumn) -> str:
+    if column.base_type in _TEXT_TYPES:
+        return "text"
+    return column.base_type
+
+
+def _converter(target: str, arrow: pa.DataType) -> Converter | None:
+    """How to turn an Arrow value into what psycopg's binary dumper for ``target`` accepts."""
+    if target == "numeric" and not pt.is_decimal(arrow):
+        return _to_decimal
+    if target == "uuid" and not pt.is_fixed_size_binary(arrow):
+        return _to_uuid
+    if target in _TEXT_TYPES and not (pt.is_string(arrow) or pt.is_large_string(arrow)):
+        return str
+    if target == "timestamptz" and pt.is_timestamp(arrow) and arrow.tz is None:
+        return _assume_utc
+    if target == "timestamp" and pt.is_timestamp(arrow) and arrow.tz is not None:
+        return _naive_utc
+    return None
+
+
+def _to_decimal(v: Any) -> decimal.Decimal:
+    return decimal.Decimal(str(v))
+
+
+def _to_uuid(v: Any) -> uuid.UUID:
+    return v if isinstance(v, uuid.UUID) else uuid.UUID(str(v))
+
+
+def _assume_utc(v: dt.datetime) -> dt.datetime:
+    return v.replace(tzinfo=dt.UTC)
+
+
+def _naive_utc(v: dt.datetime) -> dt.datetime:
+    return v.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _convert(values: list[Any], conv: Converter | None) -> list[Any]:
+    if conv is None:
+        return values
+    return [None if v is None else conv(v) for v in values]

@@ -1,0 +1,129 @@
+"""Writing PostgreSQL tables: DDL from logical types, and loads that commit with their state marker."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import psycopg
+
+from connectors._sql import STATE_TABLE, qualified, quote_double
+from connectors.postgres import _catalog
+from connectors.postgres._connect import connect, translate
+from connectors.postgres._load import PostgresLoadSession
+from copyjob.errors import ConfigurationError, TableNotFound
+from copyjob.interfaces import DestinationCapabilities, StateMarker, UpdateMethod
+from copyjob.schema import Column, TableName, TableSchema
+from copyjob.urls import ConnectionUrl
+
+_CREATE_STATE = f"""
+CREATE TABLE IF NOT EXISTS {quote_double(STATE_TABLE)} (
+    job text NOT NULL,
+    table_name text NOT NULL,
+    run_id text NOT NULL,
+    state jsonb NOT NULL,
+    committed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job, table_name)
+)"""
+_READ_MARKER = f"SELECT run_id, state FROM {quote_double(STATE_TABLE)} WHERE job = %s AND table_name = %s"
+
+
+class PostgresDestination:
+    """A PostgreSQL destination: one autocommit connection for DDL and markers; one connection per load."""
+
+    capabilities = DestinationCapabilities(transactional=True, supports_merge=True, postgres_binary=True)
+
+    def __init__(self, url: ConnectionUrl) -> None:
+        self._url = url
+        self._conn = connect(url, autocommit=True)
+        self._state_table_ready = False
+        self._lock = threading.Lock()  # loads may begin from several threads
+
+    def reflect(self, table: TableName) -> TableSchema | None:
+        try:
+            return _catalog.reflect(self._conn, table)
+        except psycopg.Error as exc:
+            raise translate(exc, self._url, table) from exc
+
+    def create_table(self, schema: TableSchema, *, primary_key: bool = True) -> None:
+        table = _catalog.with_schema(schema.table)
+        assert table.schema is not None
+        self._run(table, f"CREATE SCHEMA IF NOT EXISTS {quote_double(table.schema)}",
+                  _catalog.create_table_sql(schema, primary_key))
+
+    def add_columns(self, table: TableName, columns: Sequence[Column]) -> None:
+        if not columns:
+            return
+        # nullable whatever the source says: the rows already there have no value for them
+        adds = ", ".join(f"ADD COLUMN {quote_double(c.name)} {_catalog.type_sql(c.type)}" for c in columns)
+        self._run(table, f"ALTER TABLE {qualified(_catalog.with_schema(table), quote_double)} {adds}")
+
+    def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
+                   truncate: bool = False, deferred_key: Sequence[str] = ()) -> PostgresLoadSession:
+        if method == "merge" and not key:
+            raise ConfigurationError(f"merge into {schema.table} needs a key")
+        target = self._target_columns(schema)
+        conn = connect(self._url, autocommit=False)
+        try:
+            return PostgresLoadSession(
+                conn, self._url, _catalog.with_schema(schema.table), target, method=method, key=tuple(key),
+                truncate=truncate or method == "overwrite", deferred_key=tuple(deferred_key),
+                ensure_state_table=self._ensure_state_table,
+            )
+        except BaseException:
+            conn.close()
+            raise
+
+    def read_marker(self, job: str, table: str) -> StateMarker | None:
+        try:
+            if self._conn.execute("SELECT to_regclass(%s)", (quote_double(STATE_TABLE),)).fetchone() == (None,):
+                return None
+            row = self._conn.execute(_READ_MARKER, (job, table)).fetchone()
+        except psycopg.Error as exc:
+            raise translate(exc, self._url) from exc
+        if row is None:
+            return None
+        return StateMarker(job=job, table=table, run_id=row[0], state=row[1])
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # ------------------------------------------------------------ helpers
+
+    def _target_columns(self, schema: TableSchema) -> list[_catalog.NativeColumn]:
+        """The destination's own column types, in ``schema.columns`` order: binary COPY must send exactly
+        those types, whatever the source's types were."""
+        try:
+            found = _catalog.reflect_native(self._conn, schema.table)
+        except psycopg.Error as exc:
+            raise translate(exc, self._url, schema.table) from exc
+        if found is None:
+            raise TableNotFound(f"table {_catalog.with_schema(schema.table)} does not exist on "
+                                f"{self._url.redacted}")
+        by_name = {c.name: c for c in found[0]}
+        missing = [n for n in schema.column_names if n not in by_name]
+        if missing:
+            raise ConfigurationError(f"{schema.table} on {self._url.redacted} has no column(s) {missing}")
+        return [by_name[n] for n in schema.column_names]
+
+    def _ensure_state_table(self) -> None:
+        """Create ``_copyjob_state`` once, outside the loads' transactions (two loads creating it at once in
+        their own transactions would collide on the catalog)."""
+        with self._lock:
+            if self._state_table_ready:
+                return
+            try:
+                self._conn.execute(_CREATE_STATE)
+            except psycopg.errors.UniqueViolation:
+                pass  # another process created it between our check and our create
+            except psycopg.Error as exc:
+                raise translate(exc, self._url) from exc
+            self._state_table_ready = True
+
+    def _run(self, table: TableName, *statements: str) -> None:
+        try:
+            with self._conn.transaction():
+                for statement in statements:
+                    self._conn.execute(statement)
+        except psycopg.Error as exc:
+            raise translate(exc, self._url, table) from exc

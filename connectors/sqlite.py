@@ -1,0 +1,582 @@
+"""SQLite as a source and a destination (stdlib ``sqlite3``).
+
+SQLite stores values by *storage class*, not by declared type, so this connector fixes how each logical type is
+stored and converts exactly on the way back (table in docs/types-sqlite.md):
+
+- timestamps are fixed-width ISO text ``YYYY-MM-DD HH:MM:SS.ffffff`` (timestamptz: UTC with ``+00:00``), so that
+  comparisons, ``MAX`` and range filters work on the text;
+- ``decimal(p<=15,s)`` is ``NUMERIC(p,s)``: SQLite's NUMERIC affinity turns the text we bind into INTEGER/REAL,
+  which is lossless up to 15 significant digits; wider decimals are ``DECIMAL_TEXT(p,s)`` (TEXT affinity, every
+  digit kept). Filters and MIN/MAX on decimal columns compare ``CAST(col AS REAL)`` and break ties exactly.
+- An SQLite file is a single schema: a TableName schema other than None or ``main`` is a ConfigurationError.
+
+One writer at a time: each load session opens its own connection and holds SQLite's write lock from
+``begin_load`` to commit; a second concurrent load waits (busy timeout) and then fails as ConnectionFailed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import re
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors._arrow import rows_to_batch
+from connectors._sql import STATE_TABLE, quote_double, render_filters
+from copyjob.errors import (
+    ConfigurationError,
+    ConnectionFailed,
+    ConnectorError,
+    DataError,
+    TableNotFound,
+)
+from copyjob.interfaces import (
+    DestinationCapabilities,
+    RowFilter,
+    SourceCapabilities,
+    StateMarker,
+    UpdateMethod,
+)
+from copyjob.schema import Column, LogicalType, TableName, TableSchema, arrow_type
+from copyjob.urls import ConnectionUrl
+
+BUSY_TIMEOUT_S = 60.0
+_NUMERIC_DIGITS = 15  # a double keeps 15 significant decimal digits through text -> REAL -> text
+_UTC = dt.UTC
+_WIDE = decimal.Context(prec=200)
+
+Converter = Callable[[Any], Any]
+
+
+# ---------------------------------------------------------------- naming
+
+
+def _table_sql(table: TableName) -> str:
+    """The quoted table name; SQLite files have one schema, so only None/'main' are accepted."""
+    if table.schema not in (None, "main"):
+        raise ConfigurationError(f"SQLite has no schema {table.schema!r} (use the bare table name for {table})")
+    return quote_double(table.name)
+
+
+# ---------------------------------------------------------------- declared type <-> logical type
+
+_DECLARED = re.compile(r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_ ]*?)\s*(?:\(\s*(?P<p>\d+)\s*(?:,\s*(?P<s>\d+)\s*)?\))?\s*$")
+_BY_NAME: dict[str, LogicalType] = {
+    **{n: LogicalType("int64") for n in ("INTEGER", "INT", "BIGINT", "INT8", "UNSIGNED BIG INT")},
+    **{n: LogicalType("int32") for n in ("INT4", "MEDIUMINT")},
+    **{n: LogicalType("int16") for n in ("SMALLINT", "INT2", "TINYINT")},
+    **{n: LogicalType("float64") for n in ("REAL", "DOUBLE", "DOUBLE PRECISION", "FLOAT", "FLOAT8")},
+    "FLOAT4": LogicalType("float32"),
+    **{n: LogicalType("bool") for n in ("BOOLEAN", "BOOL")},
+    "DATE": LogicalType("date"),
+    "TIME": LogicalType("time"),
+    **{n: LogicalType("timestamp") for n in ("DATETIME", "TIMESTAMP", "TIMESTAMP WITHOUT TIME ZONE")},
+    **{n: LogicalType("timestamptz") for n in ("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE", "DATETIMETZ")},
+    "BLOB": LogicalType("binary"),
+    "UUID": LogicalType("uuid"),
+    **{n: LogicalType("json") for n in ("JSON", "JSONB")},
+}
+
+
+def logical_from_declared(declared: str) -> LogicalType:
+    """The logical type of an SQLite declared column type (by name first, then by SQLite's affinity rules)."""
+    m = _DECLARED.match(declared)
+    if m is None:
+        return LogicalType("string")
+    name = " ".join(m["name"].upper().split())
+    p = int(m["p"]) if m["p"] else None
+    if name in _BY_NAME:
+        return _BY_NAME[name]
+    if "DEC" in name or "NUMERIC" in name:
+        return LogicalType("decimal", precision=p, scale=int(m["s"] or 0) if p is not None else None)
+    if "INT" in name:
+        return LogicalType("int64")
+    if any(part in name for part in ("REAL", "FLOA", "DOUB")):
+        return LogicalType("float64")
+    if "CHAR" in name and p is not None:
+        return LogicalType("string", length=p)
+    return LogicalType("string")
+
+
+def declared_from_logical(t: LogicalType) -> str:
+    """The declared type we create for a logical type; reflecting it gives the same logical type back."""
+    if t.kind == "decimal":
+        if t.precision is None:
+            return "DECIMAL_TEXT"
+        name = "NUMERIC" if t.precision <= _NUMERIC_DIGITS else "DECIMAL_TEXT"
+        return f"{name}({t.precision},{t.scale or 0})"
+    if t.kind == "string":
+        return f"VARCHAR({t.length})" if t.length else "TEXT"
+    return {
+        "int16": "SMALLINT", "int32": "INT4", "int64": "BIGINT", "float32": "FLOAT4", "float64": "REAL",
+        "bool": "BOOLEAN", "date": "DATE", "time": "TIME", "timestamp": "TIMESTAMP",
+        "timestamptz": "TIMESTAMPTZ", "binary": "BLOB", "uuid": "UUID", "json": "JSON",
+    }[t.kind]
+
+
+def create_table_sql(schema: TableSchema, primary_key: Sequence[str]) -> str:
+    sole_int_key = len(primary_key) == 1 and _is_int64(schema.column(primary_key[0]))
+    parts = []
+    for c in schema.columns:
+        # a lone INTEGER PRIMARY KEY is SQLite's rowid: the table is stored in key order, no extra index
+        declared = "INTEGER" if sole_int_key and c.name == primary_key[0] else declared_from_logical(c.type)
+        not_null = " NOT NULL" if not c.nullable or c.name in primary_key else ""
+        parts.append(f"{quote_double(c.name)} {declared}{not_null}")
+    if primary_key:
+        parts.append(f"PRIMARY KEY ({', '.join(quote_double(k) for k in primary_key)})")
+    return f"CREATE TABLE {_table_sql(schema.table)} ({', '.join(parts)})"
+
+
+def _is_int64(c: Column | None) -> bool:
+    return c is not None and c.type.kind == "int64"
+
+
+def reflect_table(con: sqlite3.Connection, table: TableName) -> TableSchema | None:
+    """Columns and primary key from ``pragma_table_info``; None when the table does not exist."""
+    _table_sql(table)
+    rows = con.execute(
+        "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?) ORDER BY cid", (table.name,)
+    ).fetchall()
+    if not rows:
+        return None
+    key = tuple(name for name, _, _, pk in sorted(rows, key=lambda r: r[3]) if pk)
+    columns = tuple(
+        Column(name=name, type=logical_from_declared(declared or ""), nullable=not notnull and name not in key,
+               native_type=declared or "")
+        for name, declared, notnull, _ in rows
+    )
+    return TableSchema(table=table, columns=columns, primary_key=key)
+
+
+# ---------------------------------------------------------------- stored value -> logical value (reading)
+
+
+def _to_text(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _to_uuid(v: Any) -> str:
+    if isinstance(v, bytes) and len(v) == 16:
+        return str(uuid.UUID(bytes=v))
+    return _to_text(v)
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "t", "true", "y", "yes")
+    return bool(v)
+
+
+def _to_bytes(v: Any) -> bytes:
+    return v.encode() if isinstance(v, str) else bytes(v)
+
+
+def _to_datetime(v: Any) -> dt.datetime:
+    if isinstance(v, str):
+        return dt.datetime.fromisoformat(v)
+    if isinstance(v, int | float):  # unix epoch seconds, as some applications store them
+        return dt.datetime(1970, 1, 1, tzinfo=_UTC) + dt.timedelta(seconds=v)
+    raise TypeError(f"cannot read {v!r} as a timestamp")
+
+
+def _to_naive(v: Any) -> dt.datetime:
+    value = _to_datetime(v)
+    return value if value.tzinfo is None else value.astimezone(_UTC).replace(tzinfo=None)
+
+
+def _to_aware(v: Any) -> dt.datetime:
+    value = _to_datetime(v)
+    return value.replace(tzinfo=_UTC) if value.tzinfo is None else value
+
+
+def _to_date(v: Any) -> dt.date:
+    return dt.date.fromisoformat(v[:10]) if isinstance(v, str) else _to_datetime(v).date()
+
+
+def _to_time(v: Any) -> dt.time:
+    return dt.time.fromisoformat(v) if isinstance(v, str) else _to_datetime(v).time()
+
+
+def _decimal_reader(scale: int) -> Converter:
+    quantum = decimal.Decimal(1).scaleb(-scale)
+
+    def convert(v: Any) -> decimal.Decimal:
+        if isinstance(v, float):  # REAL storage is approximate anyway: round to the declared scale
+            return decimal.Decimal(repr(v)).quantize(quantum, context=_WIDE)
+        return decimal.Decimal(_to_text(v))
+
+    return convert
+
+
+def reader_for(t: LogicalType) -> Converter | None:
+    """How a stored SQLite value becomes the Python value Arrow expects for ``t`` (None: as it is)."""
+    if t.kind == "decimal":
+        return _decimal_reader(t.scale or 0) if t.precision is not None else _to_text
+    return {
+        "string": _to_text, "json": _to_text, "uuid": _to_uuid, "bool": _to_bool, "binary": _to_bytes,
+        "date": _to_date, "time": _to_time, "timestamp": _to_naive, "timestamptz": _to_aware,
+    }.get(t.kind)
+
+
+def _python_value(raw: Any, t: LogicalType) -> Any:
+    """One stored value as the same Python value ``read`` would produce (via Arrow, for identical rounding)."""
+    if raw is None:
+        return None
+    conv = reader_for(t)
+    return pa.array([conv(raw) if conv else raw], type=arrow_type(t)).to_pylist()[0]
+
+
+# ---------------------------------------------------------------- logical value -> stored value (writing)
+
+
+def stored_column(values: pa.Array, t: LogicalType) -> list[Any]:
+    """An Arrow column as the Python values we bind for ``t`` (vectorised text formatting)."""
+    if t.kind in ("decimal", "date", "time"):
+        values = values.cast(pa.string())
+    elif t.kind == "timestamp":
+        values = pc.strftime(values, format="%Y-%m-%d %H:%M:%S")  # %S of a µs timestamp keeps 6 decimals
+    elif t.kind == "timestamptz":
+        values = pc.strftime(values.cast(pa.timestamp("us", tz="UTC")), format="%Y-%m-%d %H:%M:%S+00:00")
+    return list(values.to_pylist())
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.isoformat(sep=" ", timespec="microseconds")
+
+
+def stored_value(value: Any, t: LogicalType) -> Any:
+    """A filter bound as the stored representation, so SQLite compares like with like."""
+    if value is None:
+        return None
+    if t.kind in ("timestamp", "timestamptz"):
+        when = value if isinstance(value, dt.datetime) else _to_datetime(value)
+        if t.kind == "timestamptz":
+            return _iso(when.replace(tzinfo=_UTC) if when.tzinfo is None else when.astimezone(_UTC))
+        return _iso(when if when.tzinfo is None else when.astimezone(_UTC).replace(tzinfo=None))
+    if t.kind == "time" and isinstance(value, dt.time):
+        return value.isoformat(timespec="microseconds")
+    if t.kind == "date" and isinstance(value, dt.date):
+        return value.isoformat()
+    if t.kind == "decimal":
+        return float(value)  # compared with CAST(col AS REAL), see _where
+    if t.kind == "bool":
+        return int(bool(value))
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+# ---------------------------------------------------------------- shared SQL helpers
+
+
+def _where(filters: Sequence[RowFilter], types: dict[str, LogicalType]) -> tuple[str, list[Any]]:
+    decimals = {name for name, t in types.items() if t.kind == "decimal"}
+
+    def column_sql(name: str) -> str:
+        # decimal storage may be TEXT (wide decimals): compare numerically, not lexically
+        return f"CAST({quote_double(name)} AS REAL)" if name in decimals else quote_double(name)
+
+    sql, params = render_filters(filters, column_sql, placeholder="?")
+    values = iter(params)
+    bound: list[Any] = []
+    for f in filters:
+        t = types.get(f.column, LogicalType("string"))
+        for b in (f.lower, f.upper):
+            if b is not None and not f.only_nulls:
+                bound.append(stored_value(next(values), t))
+    return sql, bound
+
+
+def _translate(exc: sqlite3.Error, what: str) -> ConnectorError:
+    text = str(exc)
+    if "no such table" in text:
+        return TableNotFound(f"SQLite: {what}: {text}")
+    if "locked" in text or "busy" in text:
+        return ConnectionFailed(f"SQLite: {what}: {text}")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return DataError(f"SQLite: {what}: {text}")
+    return ConnectorError(f"SQLite: {what}: {text}")
+
+
+def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves; connections may move between worker threads
+    return sqlite3.connect(target, uri=uri, isolation_level=None, timeout=BUSY_TIMEOUT_S,
+                           check_same_thread=False)
+
+
+# ---------------------------------------------------------------- source
+
+
+class SqliteSource:
+    capabilities = SourceCapabilities()
+
+    def __init__(self, url: ConnectionUrl) -> None:
+        self._url = url
+        path = url.path or Path(":memory:")
+        if str(path) != ":memory:" and not path.is_file():
+            raise ConnectionFailed(f"SQLite database file not found: {path}", retriable=False)
+        try:
+            # mode=ro never creates the file and never takes the write lock
+            self._con = _connect(":memory:" if str(path) == ":memory:" else f"{path.as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise ConnectionFailed(f"cannot open SQLite database {path}: {exc}") from exc
+
+    def reflect(self, table: TableName) -> TableSchema:
+        schema = reflect_table(self._con, table)
+        if schema is None:
+            raise TableNotFound(f"table {table} not found in SQLite database {self._url.path}")
+        return schema
+
+    def read(self, schema: TableSchema, filters: Sequence[RowFilter] = (),
+             batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
+        columns = ", ".join(quote_double(c.name) for c in schema.columns)
+        where, params = _where(filters, self._types(schema, filters))
+        arrow_schema = schema.arrow_schema()
+        converters = [reader_for(c.type) for c in schema.columns]
+        cur = self._execute(f"SELECT {columns} FROM {_table_sql(schema.table)}{where}", params, schema.table)
+        try:
+            while rows := cur.fetchmany(batch_rows):
+                try:
+                    yield rows_to_batch(rows, arrow_schema, converters)
+                except (pa.ArrowException, ValueError, TypeError, decimal.InvalidOperation) as exc:
+                    raise DataError(f"SQLite: {schema.table}: a value does not fit its column type: {exc}") from exc
+        finally:
+            cur.close()
+
+    def max_value(self, table: TableName, column: str) -> Any:
+        return self._extreme(table, column, "MAX")
+
+    def count(self, table: TableName, filters: Sequence[RowFilter] = ()) -> int:
+        where, params = _where(filters, {c.name: c.type for c in self.reflect(table).columns})
+        return int(self._execute(f"SELECT COUNT(*) FROM {_table_sql(table)}{where}", params, table).fetchone()[0])
+
+    def key_range(self, table: TableName, column: str) -> tuple[Any, Any]:
+        return self._extreme(table, column, "MIN"), self._extreme(table, column, "MAX")
+
+    def copy_out_binary(self, schema: TableSchema, filters: Sequence[RowFilter] = ()) -> Iterator[bytes]:
+        raise ConfigurationError("SQLite cannot produce a PostgreSQL binary COPY stream")
+
+    def clone(self) -> SqliteSource:
+        return SqliteSource(self._url)
+
+    def close(self) -> None:
+        self._con.close()
+
+    # ------------------------------------------------------------ helpers
+
+    def _types(self, schema: TableSchema, filters: Sequence[RowFilter]) -> dict[str, LogicalType]:
+        types = {c.name: c.type for c in schema.columns}
+        if any(f.column not in types for f in filters):  # filtering on a column that is not read
+            types = {c.name: c.type for c in self.reflect(schema.table).columns} | types
+        return types
+
+    def _extreme(self, table: TableName, column: str, fn: str) -> Any:
+        c = self.reflect(table).column(column)
+        if c is None:
+            raise ConfigurationError(f"column {column!r} not found in SQLite table {table}")
+        col, tbl = quote_double(column), _table_sql(table)
+        if c.type.kind != "decimal":
+            raw = self._execute(f"SELECT {fn}({col}) FROM {tbl}", [], table).fetchone()[0]
+            return _python_value(raw, c.type)
+        # decimals may be stored as TEXT: find the candidates numerically, then pick exactly in Python
+        real = f"CAST({col} AS REAL)"
+        rows = self._execute(f"SELECT {col} FROM {tbl} WHERE {real} = (SELECT {fn}({real}) FROM {tbl})",
+                             [], table).fetchall()
+        values = [_python_value(r[0], c.type) for r in rows if r[0] is not None]
+        if not values:
+            return None
+        return max(values) if fn == "MAX" else min(values)
+
+    def _execute(self, sql: str, params: Sequence[Any], table: TableName) -> sqlite3.Cursor:
+        try:
+            return self._con.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise _translate(exc, str(table)) from exc
+
+
+# ---------------------------------------------------------------- destination
+
+
+_STATE_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {quote_double(STATE_TABLE)} ("
+    '"job" TEXT NOT NULL, "table" TEXT NOT NULL, "run_id" TEXT NOT NULL, "state" TEXT NOT NULL, '
+    '"committed_at" TEXT NOT NULL, PRIMARY KEY ("job", "table"))'
+)
+
+
+class SqliteDestination:
+    capabilities = DestinationCapabilities(transactional=True, supports_merge=True)
+
+    def __init__(self, url: ConnectionUrl) -> None:
+        self._path = url.path or Path(":memory:")
+        if str(self._path) != ":memory:":
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = _connect(str(self._path))
+        except sqlite3.Error as exc:
+            raise ConnectionFailed(f"cannot open SQLite database {self._path}: {exc}") from exc
+
+    def reflect(self, table: TableName) -> TableSchema | None:
+        return reflect_table(self._con, table)
+
+    def create_table(self, schema: TableSchema, *, primary_key: bool = True) -> None:
+        self._run(create_table_sql(schema, schema.primary_key if primary_key else ()), schema.table)
+
+    def add_columns(self, table: TableName, columns: Sequence[Column]) -> None:
+        # SQLite cannot add a NOT NULL column without a default: added columns are nullable (old rows lack them)
+        for c in columns:
+            self._run(f"ALTER TABLE {_table_sql(table)} ADD COLUMN {quote_double(c.name)} "
+                      f"{declared_from_logical(c.type)}", table)
+
+    def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
+                   truncate: bool = False, deferred_key: Sequence[str] = ()) -> SqliteLoadSession:
+        if method == "merge" and not key:
+            raise ConfigurationError(f"merge into {schema.table} needs a key")
+        if str(self._path) == ":memory:":
+            raise ConfigurationError("an in-memory SQLite database cannot be loaded from a separate session")
+        self._run(_STATE_DDL, TableName(STATE_TABLE))
+        return SqliteLoadSession(_connect(str(self._path)), schema, method, key,
+                                 truncate or method == "overwrite", deferred_key)
+
+    def read_marker(self, job: str, table: str) -> StateMarker | None:
+        exists = self._con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                   (STATE_TABLE,)).fetchone()
+        if not exists:
+            return None
+        row = self._con.execute(
+            f'SELECT "run_id", "state" FROM {quote_double(STATE_TABLE)} WHERE "job" = ? AND "table" = ?',
+            (job, table)).fetchone()
+        return StateMarker(job=job, table=table, run_id=row[0], state=json.loads(row[1])) if row else None
+
+    def close(self) -> None:
+        self._con.close()
+
+    def _run(self, sql: str, table: TableName) -> None:
+        try:
+            self._con.execute(sql)
+        except sqlite3.Error as exc:
+            raise _translate(exc, str(table)) from exc
+
+
+class SqliteLoadSession:
+    """One load on its own connection, inside one ``BEGIN IMMEDIATE … COMMIT``.
+
+    Merge stages rows in a TEMP table and applies them at commit (delete matching keys, insert the last staged
+    row of each key), so it works whether or not the table has a unique index on the key.
+    """
+
+    def __init__(self, con: sqlite3.Connection, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
+                 truncate: bool, deferred_key: Sequence[str]) -> None:
+        self._con, self._schema, self._key, self._deferred_key = con, schema, tuple(key), tuple(deferred_key)
+        self._table = _table_sql(schema.table)
+        self._arrow_schema = schema.arrow_schema()
+        self._columns = ", ".join(quote_double(c.name) for c in schema.columns)
+        self._stage = f'temp."__copyjob_stage_{uuid.uuid4().hex[:12]}"' if method == "merge" else None
+        target = self._stage or self._table
+        marks = ", ".join("?" for _ in schema.columns)
+        self._insert = f"INSERT INTO {target} ({self._columns}) VALUES ({marks})"
+        self._open = True
+        try:
+            con.execute("BEGIN IMMEDIATE")  # take the write lock now rather than fail half-way
+            if truncate:
+                con.execute(f"DELETE FROM {self._table}")
+            if self._stage:
+                con.execute(f"CREATE TABLE {self._stage} AS SELECT {self._columns} FROM {self._table} WHERE 0")
+        except sqlite3.Error as exc:
+            self.abort()
+            raise _translate(exc, str(schema.table)) from exc
+
+    def write(self, batch: pa.RecordBatch) -> int:
+        batch = _conform(batch, self._arrow_schema)
+        columns = [stored_column(batch.column(i), c.type) for i, c in enumerate(self._schema.columns)]
+        try:
+            self._con.executemany(self._insert, zip(*columns, strict=True))
+        except sqlite3.Error as exc:
+            raise _translate(exc, str(self._schema.table)) from exc
+        return int(batch.num_rows)
+
+    def write_binary(self, chunks: Iterator[bytes]) -> int:
+        raise ConfigurationError("SQLite does not accept a PostgreSQL binary COPY stream")
+
+    def commit(self, marker: StateMarker | None) -> None:
+        """1. apply staged merge rows; 2. add the deferred primary key; 3. upsert the marker; 4. COMMIT."""
+        try:
+            if self._stage:
+                self._apply_merge(self._stage)
+            if self._deferred_key:
+                self._add_primary_key()
+            if marker is not None:
+                self._write_marker(marker)
+            self._con.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.abort()
+            raise _translate(exc, str(self._schema.table)) from exc
+        self._close()
+
+    def abort(self) -> None:
+        if self._open and self._con.in_transaction:
+            self._con.execute("ROLLBACK")
+        self._close()
+
+    # ------------------------------------------------------------ helpers
+
+    def _apply_merge(self, stage: str) -> None:
+        keys = ", ".join(quote_double(k) for k in self._key)
+        self._con.execute(f"DELETE FROM {self._table} WHERE ({keys}) IN (SELECT {keys} FROM {stage})")
+        # the highest rowid of a key in the stage is the last row written: last wins
+        self._con.execute(
+            f"INSERT INTO {self._table} ({self._columns}) SELECT {self._columns} FROM {stage} "
+            f"WHERE rowid IN (SELECT MAX(rowid) FROM {stage} GROUP BY {keys})")
+        self._con.execute(f"DROP TABLE {stage}")
+
+    def _add_primary_key(self) -> None:
+        """SQLite cannot ALTER a key onto a table: rebuild it with the key, keeping the declared types."""
+        rows = self._con.execute("SELECT name, type, \"notnull\" FROM pragma_table_info(?) ORDER BY cid",
+                                 (self._schema.table.name,)).fetchall()
+        names = [r[0] for r in rows]
+        parts = [f"{quote_double(n)} {t}{' NOT NULL' if nn or n in self._deferred_key else ''}"
+                 for n, t, nn in rows]
+        parts.append(f"PRIMARY KEY ({', '.join(quote_double(k) for k in self._deferred_key)})")
+        rebuilt = quote_double(f"__copyjob_rebuild_{uuid.uuid4().hex[:12]}")
+        all_columns = ", ".join(quote_double(n) for n in names)
+        self._con.execute(f"CREATE TABLE {rebuilt} ({', '.join(parts)})")
+        self._con.execute(f"INSERT INTO {rebuilt} ({all_columns}) SELECT {all_columns} FROM {self._table}")
+        self._con.execute(f"DROP TABLE {self._table}")
+        self._con.execute(f"ALTER TABLE {rebuilt} RENAME TO {self._table}")
+
+    def _write_marker(self, marker: StateMarker) -> None:
+        self._con.execute(
+            f'INSERT INTO {quote_double(STATE_TABLE)} ("job", "table", "run_id", "state", "committed_at") '
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (\"job\", \"table\") DO UPDATE SET "
+            '"run_id" = excluded."run_id", "state" = excluded."state", "committed_at" = excluded."committed_at"',
+            (marker.job, marker.table, marker.run_id, json.dumps(marker.state),
+             _iso(dt.datetime.now(_UTC))))
+
+    def _close(self) -> None:
+        if self._open:
+            self._open = False
+            self._con.close()
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """The batch's columns in ``schema`` order and types (columns are matched by name)."""
+    arrays = []
+    for f in schema:
+        i = batch.schema.get_field_index(f.name)
+        if i < 0:
+            raise DataError(f"the batch has no column {f.name!r}")
+        column = batch.column(i)
+        arrays.append(column if column.type == f.type else column.cast(f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)

@@ -1,0 +1,3 @@
+from copyjob.cli import main
+
+main()
