@@ -25,6 +25,8 @@ import pyarrow.compute as pc
 import pymysql
 import pymysql.cursors
 from pymysql.connections import Connection
+from pymysql.constants import FIELD_TYPE
+from pymysql.converters import conversions, convert_date, convert_datetime
 
 from connectors._arrow import rows_to_batch
 from connectors._sql import STATE_TABLE, quote_backtick, render_filters
@@ -67,6 +69,12 @@ _DATA_CODES = {1048, 1062, 1153, 1264, 1265, 1292, 1364, 1366, 1367, 1406, 1411,
 # ---------------------------------------------------------------- connections and errors
 
 
+# Streaming reads leave dates and datetimes as text: Arrow parses a whole column much faster than pymysql
+# builds one datetime object per value.
+_TEXT_ON_WIRE = (FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE, FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP)
+_STREAM_CONVERSIONS = {k: v for k, v in conversions.items() if k not in _TEXT_ON_WIRE}
+
+
 def _connect(url: ConnectionUrl, *, streaming: bool = False, autocommit: bool = True) -> Connection[Any]:
     """A pymysql connection for ``url``; errors translated (AuthenticationFailed, ConnectionFailed, …)."""
     cursor = pymysql.cursors.SSCursor if streaming else pymysql.cursors.Cursor
@@ -76,6 +84,7 @@ def _connect(url: ConnectionUrl, *, streaming: bool = False, autocommit: bool = 
             password=url.password or "", database=url.database, unix_socket=url.query.get("unix_socket"),
             charset="utf8mb4", autocommit=autocommit, init_command=_INIT_COMMAND, cursorclass=cursor,
             connect_timeout=int(url.query.get("connect_timeout", "10")),
+            conv=_STREAM_CONVERSIONS if streaming else None,
         )
 
 
@@ -241,6 +250,9 @@ def _date_or_none(value: Any) -> Any:
     return value if isinstance(value, dt.date) else None
 
 
+_TEMPORAL = ("date", "timestamp", "timestamptz")
+
+
 def _converter(column: Column) -> Callable[[Any], Any] | None:
     kind = column.type.kind
     base = column.native_type.split("(")[0].split(" ")[0]
@@ -248,7 +260,7 @@ def _converter(column: Column) -> Callable[[Any], Any] | None:
         return bool
     if kind == "time":
         return _to_time
-    if kind in ("date", "timestamp", "timestamptz"):
+    if kind in _TEMPORAL:
         return _date_or_none
     if kind == "decimal":
         return str if column.type.precision is None else decimal.Decimal
@@ -298,7 +310,7 @@ class MysqlSource:
              batch_rows: int = 50_000) -> Generator[pa.RecordBatch, None, None]:
         table = self._resolve(schema.table)
         arrow_schema = schema.arrow_schema()
-        converters = [_converter(c) for c in schema.columns]
+        converters = [None if c.type.kind in _TEMPORAL else _converter(c) for c in schema.columns]
         where, params = render_filters(filters, _q, placeholder=_PARAM)
         sql = f"SELECT {', '.join(_select_expr(c) for c in schema.columns)} FROM {_table_sql(table)}{where}"
         # a connection of its own: an unbuffered result blocks its connection until fully read
@@ -359,10 +371,30 @@ def _resolve(url: ConnectionUrl, table: TableName) -> TableName:
 
 def _batch(rows: Sequence[Sequence[Any]], schema: pa.Schema,
            converters: Sequence[Callable[[Any], Any] | None], table: TableName) -> pa.RecordBatch:
+    """Rows of a streaming read (temporal values still text) as one batch with ``schema``."""
+    temporal = [i for i, f in enumerate(schema) if pa.types.is_temporal(f.type) and not pa.types.is_time(f.type)]
+    wire = schema
+    for i in temporal:
+        wire = wire.set(i, schema.field(i).with_type(pa.string()))
     try:
-        return rows_to_batch(rows, schema, converters)
+        batch = rows_to_batch(rows, wire, converters)
+        columns = list(batch.columns)
+        for i in temporal:
+            columns[i] = _parse_temporal(columns[i], schema.field(i).type)
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
     except (ValueError, TypeError, pa.ArrowException) as exc:
         raise DataError(f"{table}: a value cannot be read: {exc}") from exc
+
+
+def _parse_temporal(text: pa.Array, target: pa.DataType) -> pa.Array:
+    """MySQL's date/datetime text as Arrow; per value only when a zero date ('0000-00-00') is present."""
+    naive = pa.timestamp("us") if pa.types.is_timestamp(target) else target
+    try:
+        parsed = text.cast(naive)
+    except pa.ArrowInvalid:
+        parse = convert_date if pa.types.is_date(target) else convert_datetime
+        parsed = pa.array([None if v is None else _date_or_none(parse(v)) for v in text.to_pylist()], naive)
+    return parsed.cast(target)  # naive -> UTC keeps the wall time, which the session zone made UTC
 
 
 def _abandon(cur: Any) -> None:

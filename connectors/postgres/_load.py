@@ -85,12 +85,28 @@ class PostgresLoadSession:
                                      f"expected {len(self._columns)}")
         if batch.num_rows == 0:
             return 0
-        converters = self._converters_for(batch.schema)
-        for column, array in zip(self._columns, batch.columns, strict=True):
-            self._guard(self._check_range, column, array)
-        columns = [_convert(batch.column(i).to_pylist(), conv) for i, conv in enumerate(converters)]
-        self._guard(self._copy_rows, columns)
+        self._guard(self._write_batch, batch)
         return batch.num_rows
+
+    def _write_batch(self, batch: pa.RecordBatch) -> None:
+        converters = self._converters_for(batch.schema)
+        columns = []
+        for column, array, conv in zip(self._columns, batch.columns, converters, strict=True):
+            self._check_range(column, array)
+            columns.append(self._python_values(column, array, conv))
+        self._copy_rows(columns)
+
+    def _python_values(self, column: NativeColumn, array: pa.Array, conv: Converter | None) -> list[Any]:
+        """The column's values as psycopg's dumpers want them (column-wise: one to_pylist per column)."""
+        values: list[Any] = array.to_pylist()
+        if conv is None:
+            return values
+        try:
+            return [None if v is None else conv(v) for v in values]
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            row = next((i for i, v in enumerate(values) if v is not None and not _converts(conv, v)), 0)
+            raise DataError(f"cannot write row {row + 1} of the batch into {self._table}: value {values[row]!r} "
+                            f"of column {column.name!r} does not fit {column.native_type}") from exc
 
     def _copy_rows(self, columns: list[list[Any]]) -> None:
         with self._conn.cursor() as cur:
@@ -221,7 +237,7 @@ def _converter(target: str, arrow: pa.DataType) -> Converter | None:
     """How to turn an Arrow value into what psycopg's binary dumper for ``target`` accepts."""
     if target == "numeric" and not pt.is_decimal(arrow):
         return _to_decimal
-    if target == "uuid" and not pt.is_fixed_size_binary(arrow):
+    if target == "uuid":
         return _to_uuid
     if target in _TEXT_TYPES and not (pt.is_string(arrow) or pt.is_large_string(arrow)):
         return str
@@ -237,7 +253,9 @@ def _to_decimal(v: Any) -> decimal.Decimal:
 
 
 def _to_uuid(v: Any) -> uuid.UUID:
-    return v if isinstance(v, uuid.UUID) else uuid.UUID(str(v))
+    if isinstance(v, uuid.UUID):
+        return v
+    return uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v))
 
 
 def _assume_utc(v: dt.datetime) -> dt.datetime:
@@ -252,7 +270,9 @@ def _as_is(value: Any) -> Any:
     return value
 
 
-def _convert(values: list[Any], conv: Converter | None) -> list[Any]:
-    if conv is None:
-        return values
-    return [None if v is None else conv(v) for v in values]
+def _converts(conv: Converter, value: Any) -> bool:
+    try:
+        conv(value)
+    except (ValueError, TypeError, ArithmeticError):
+        return False
+    return True

@@ -263,8 +263,19 @@ def test_python_side_value_errors_name_the_row(dest: PostgresDestination) -> Non
     dest.create_table(schema)
     session = dest.begin_load(schema, "append", [])
     wide = pa.RecordBatch.from_arrays([pa.array([1, 2, 70000], pa.int64())], names=["n"])
-    with pytest.raises(DataError, match=r"row 3.*small"):
+    with pytest.raises(DataError, match=r"row 3.*small.*70000.*'n'"):  # psycopg itself would wrap it silently
         session.write(wide)
+
+    schema = TableSchema(TableName("ids"), (Column("u", LogicalType("uuid")),))
+    dest.create_table(schema)
+    session = dest.begin_load(schema, "append", [])
+    bad = pa.RecordBatch.from_arrays([pa.array([str(uuid.uuid4()), None, "not-a-uuid"])], names=["u"])
+    with pytest.raises(DataError, match=r"row 3.*ids.*not-a-uuid.*'u'"):
+        session.write(bad)
+    session = dest.begin_load(schema, "append", [])
+    wrong_type = pa.RecordBatch.from_arrays([pa.array([1.5])], names=["u"])
+    with pytest.raises(DataError, match=r"row 1.*ids"):
+        session.write(wrong_type)
 
 
 # ---------------------------------------------------------------- writing

@@ -1,0 +1,420 @@
+"""SQLite source and destination against real database files under tmp_path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from connectors.sqlite import SqliteDestination, SqliteSource
+from copyjob.errors import ConfigurationError, ConnectionFailed, DataError, TableNotFound
+from copyjob.interfaces import Bound, RowFilter, StateMarker
+from copyjob.schema import Column, LogicalType, TableName, TableSchema
+from copyjob.urls import parse_url
+
+UTC = dt.UTC
+T = LogicalType
+
+
+def _all_types(name: str = "all types") -> TableSchema:
+    return TableSchema(
+        table=TableName(name),
+        columns=(
+            Column("id", T("int64"), nullable=False),
+            Column("i16", T("int16")),
+            Column("i32", T("int32")),
+            Column("f32", T("float32")),
+            Column("f64", T("float64")),
+            Column("dec", T("decimal", precision=12, scale=2)),
+            Column("wide", T("decimal", precision=30, scale=10)),
+            Column("free", T("decimal")),
+            Column("s", T("string")),
+            Column("vs", T("string", length=20)),
+            Column("b", T("bool")),
+            Column("d", T("date")),
+            Column("t", T("time")),
+            Column("ts", T("timestamp")),
+            Column("tz", T("timestamptz")),
+            Column("bin", T("binary")),
+            Column("u", T("uuid")),
+            Column("j", T("json")),
+        ),
+        primary_key=("id",),
+    )
+
+
+ROWS: list[dict[str, Any]] = [
+    {
+        "id": 1, "i16": -32768, "i32": 2_147_483_647, "f32": 1.5, "f64": 0.1, "dec": Decimal("1234567890.12"),
+        "wide": Decimal("12345678901234567890.0123456789"), "free": "3.14159265358979323846264338327950288",
+        "s": "héllo 'world'", "vs": "short", "b": True, "d": dt.date(1, 1, 1), "t": dt.time(23, 59, 59, 999999),
+        "ts": dt.datetime(2024, 2, 29, 12, 30, 45, 123456), "tz": dt.datetime(2024, 2, 29, 12, 30, 45, 1, tzinfo=UTC),
+        "bin": b"\x00\xff\x10", "u": str(uuid.UUID(int=7)), "j": '{"a": [1, 2.5, null]}',
+    },
+    {
+        "id": 2, "i16": 7, "i32": -1, "f32": -0.25, "f64": -1e300, "dec": Decimal("-0.05"),
+        "wide": Decimal("-0.0000000001"), "free": "-7", "s": "", "vs": "x", "b": False,
+        "d": dt.date(9999, 12, 31), "t": dt.time(0, 0), "ts": dt.datetime(1970, 1, 1),
+        "tz": dt.datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC), "bin": b"", "u": str(uuid.UUID(int=2**128 - 1)),
+        "j": "[]",
+    },
+    {"id": 3, **{c: None for c in ("i16", "i32", "f32", "f64", "dec", "wide", "free", "s", "vs", "b", "d", "t",
+                                   "ts", "tz", "bin", "u", "j")}},
+]
+
+
+def _batch(schema: TableSchema, rows: list[dict[str, Any]]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist(rows, schema=schema.arrow_schema())
+
+
+def _url(path: Path) -> Any:
+    return parse_url(f"sqlite:///{path}")
+
+
+def _load(dest: SqliteDestination, schema: TableSchema, rows: list[dict[str, Any]], method: Any = "append",
+          key: tuple[str, ...] = (), truncate: bool = False, marker: StateMarker | None = None) -> None:
+    session = dest.begin_load(schema, method, key, truncate=truncate)
+    session.write(_batch(schema, rows))
+    session.commit(marker)
+
+
+def _read(src: SqliteSource, schema: TableSchema, filters: list[RowFilter] | None = None,
+          batch_rows: int = 50_000) -> list[dict[str, Any]]:
+    batches = list(src.read(schema, filters or [], batch_rows=batch_rows))
+    assert all(b.schema == schema.arrow_schema() for b in batches)
+    return pa.Table.from_batches(batches, schema=schema.arrow_schema()).to_pylist()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "sub" / "db.sqlite"
+
+
+@pytest.fixture
+def dest(db: Path) -> Any:
+    d = SqliteDestination(_url(db))
+    yield d
+    d.close()
+
+
+def _source(db: Path) -> SqliteSource:
+    return SqliteSource(_url(db))
+
+
+def _types(schema: TableSchema) -> list[tuple[str, str, bool]]:
+    return [(c.name, str(c.type), c.nullable) for c in schema.columns]
+
+
+# ---------------------------------------------------------------- reflection
+
+
+def test_reflects_declared_types(db: Path) -> None:
+    db.parent.mkdir()
+    with sqlite3.connect(db) as con:
+        con.execute(
+            'CREATE TABLE "Mixed" (a INTEGER NOT NULL, b INT, c BIGINT, d SMALLINT, e REAL, f DOUBLE, g FLOAT, '
+            "h NUMERIC(10,3), i DECIMAL(5), j BOOLEAN, k DATE, l TIME, m DATETIME, n TIMESTAMP, o TIMESTAMPTZ, "
+            "p TIMESTAMP WITH TIME ZONE, q BLOB, r UUID, s JSON, t TEXT, u VARCHAR(40), v WHATEVER, w, "
+            "x NUMERIC, y NVARCHAR(7), PRIMARY KEY (b, a))")
+    src = _source(db)
+    schema = src.reflect(TableName("Mixed"))
+    assert _types(schema) == [
+        ("a", "int64", False), ("b", "int64", False), ("c", "int64", True), ("d", "int16", True),
+        ("e", "float64", True), ("f", "float64", True), ("g", "float64", True), ("h", "decimal(10,3)", True),
+        ("i", "decimal(5,0)", True), ("j", "bool", True), ("k", "date", True), ("l", "time", True),
+        ("m", "timestamp", True), ("n", "timestamp", True), ("o", "timestamptz", True), ("p", "timestamptz", True),
+        ("q", "binary", True), ("r", "uuid", True), ("s", "json", True), ("t", "string", True),
+        ("u", "string(40)", True), ("v", "string", True), ("w", "string", True), ("x", "decimal", True),
+        ("y", "string(7)", True),
+    ]
+    assert schema.primary_key == ("b", "a")
+    assert schema.column("h") is not None and schema.column("h").native_type == "NUMERIC(10,3)"  # type: ignore[union-attr]
+    src.close()
+
+
+def test_create_table_then_reflect_gives_the_same_schema(dest: SqliteDestination) -> None:
+    schema = _all_types()
+    dest.create_table(schema)
+    reflected = dest.reflect(schema.table)
+    assert reflected is not None
+    assert _types(reflected) == _types(schema)
+    assert reflected.primary_key == ("id",)
+    assert dest.reflect(TableName("nope")) is None
+
+
+def test_create_without_primary_key_and_composite_key(dest: SqliteDestination) -> None:
+    schema = TableSchema(TableName("k"), (Column("a", T("int32"), False), Column("b", T("string"), False),
+                                          Column("c", T("int64"))), primary_key=("a", "b"))
+    dest.create_table(schema, primary_key=False)
+    assert dest.reflect(schema.table).primary_key == ()  # type: ignore[union-attr]
+    dest.create_table(TableSchema(TableName("k2"), schema.columns, ("a", "b")))
+    assert dest.reflect(TableName("k2")).primary_key == ("a", "b")  # type: ignore[union-attr]
+
+
+def test_schema_other_than_main_is_refused(dest: SqliteDestination) -> None:
+    with pytest.raises(ConfigurationError):
+        dest.reflect(TableName("t", schema="other"))
+    dest.create_table(TableSchema(TableName("t", schema="main"), (Column("a", T("int64")),)))
+    assert dest.reflect(TableName("t")) is not None
+
+
+# ---------------------------------------------------------------- reading
+
+
+def test_read_round_trip_of_every_type(dest: SqliteDestination, db: Path) -> None:
+    schema = _all_types()
+    dest.create_table(schema)
+    _load(dest, schema, ROWS)
+    src = _source(db)
+    assert _read(src, src.reflect(schema.table)) == _read(src, schema)
+    got = _read(src, schema, batch_rows=2)
+    expected = [dict(r) for r in ROWS]
+    expected[0]["free"] = "3.14159265358979323846264338327950288"  # unconstrained decimal: text, every digit
+    assert got == expected
+    src.close()
+
+
+def test_reads_values_stored_by_other_tools(db: Path) -> None:
+    db.parent.mkdir()
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE t (id INTEGER, ts TIMESTAMP, tz TIMESTAMPTZ, d NUMERIC(10,2), b BOOLEAN, "
+                    "u UUID, dd DATE, s VARCHAR(5))")
+        con.execute("INSERT INTO t VALUES (1, '2024-01-02T03:04:05', '2024-01-02 03:04:05+02:00', 1.1, 'true', "
+                    "?, '2024-01-02 00:00:00', 42)", (uuid.UUID(int=5).bytes,))
+        con.execute("INSERT INTO t VALUES (2, 0, 86400.5, '12.30', 0, 'x', '2024-01-03', 1.5)")
+    src = _source(db)
+    rows = _read(src, src.reflect(TableName("t")))
+    assert rows[0] == {"id": 1, "ts": dt.datetime(2024, 1, 2, 3, 4, 5), "tz": dt.datetime(2024, 1, 2, 1, 4, 5,
+                       tzinfo=UTC), "d": Decimal("1.10"), "b": True, "u": str(uuid.UUID(int=5)),
+                       "dd": dt.date(2024, 1, 2), "s": "42"}
+    assert rows[1]["ts"] == dt.datetime(1970, 1, 1)
+    assert rows[1]["tz"] == dt.datetime(1970, 1, 2, 0, 0, 0, 500000, tzinfo=UTC)
+    assert rows[1]["d"] == Decimal("12.30") and rows[1]["s"] == "1.5"
+    src.close()
+
+
+def test_a_value_that_does_not_fit_is_a_data_error(db: Path) -> None:
+    db.parent.mkdir()
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE t (d DECIMAL_TEXT(5,1))")
+        con.execute("INSERT INTO t VALUES ('1.25')")
+    src = _source(db)
+    with pytest.raises(DataError):
+        _read(src, src.reflect(TableName("t")))
+    src.close()
+
+
+def _filtered_ids(src: SqliteSource, schema: TableSchema, *filters: RowFilter) -> list[int]:
+    ids = [r["id"] for r in _read(src, schema, list(filters))]
+    assert src.count(schema.table, list(filters)) == len(ids)
+    return sorted(ids)
+
+
+def test_filters(dest: SqliteDestination, db: Path) -> None:
+    schema = _all_types()
+    dest.create_table(schema)
+    base = dt.datetime(2024, 5, 1, 10, 0, 0)
+    rows = [{"id": i, "ts": base + dt.timedelta(microseconds=i) if i < 5 else None,
+             "tz": (base + dt.timedelta(seconds=i)).replace(tzinfo=UTC) if i < 5 else None,
+             "dec": Decimal(i) * 3 + Decimal("0.5")} for i in range(7)]
+    _load(dest, schema, rows)
+    src = _source(db)
+    ts_at = base + dt.timedelta(microseconds=2)
+    assert _filtered_ids(src, schema, RowFilter("id", lower=Bound(2, False))) == [3, 4, 5, 6]
+    assert _filtered_ids(src, schema, RowFilter("id", lower=Bound(2, True), upper=Bound(4, False))) == [2, 3]
+    assert _filtered_ids(src, schema, RowFilter("ts", lower=Bound(ts_at, False))) == [3, 4]
+    assert _filtered_ids(src, schema, RowFilter("ts", lower=Bound(ts_at, True))) == [2, 3, 4]
+    assert _filtered_ids(src, schema, RowFilter("ts", upper=Bound(ts_at, True))) == [0, 1, 2]
+    assert _filtered_ids(src, schema, RowFilter("ts", only_nulls=True)) == [5, 6]
+    # an aware bound in another zone, and a naive bound (taken as UTC), on a timestamptz column
+    tz_at = (base + dt.timedelta(seconds=3)).replace(tzinfo=UTC).astimezone(dt.timezone(dt.timedelta(hours=-5)))
+    assert _filtered_ids(src, schema, RowFilter("tz", lower=Bound(tz_at, True))) == [3, 4]
+    assert _filtered_ids(src, schema, RowFilter("tz", upper=Bound(base + dt.timedelta(seconds=1), False))) == [0]
+    assert _filtered_ids(src, schema, RowFilter("tz", only_nulls=True), RowFilter("id", upper=Bound(5, True))) == [5]
+    assert _filtered_ids(src, schema, RowFilter("dec", lower=Bound(Decimal("9.5"), False))) == [4, 5, 6]
+    # filtering on a column that is not read
+    assert _filtered_ids(src, schema.select(["id"]), RowFilter("ts", lower=Bound(ts_at, False))) == [3, 4]
+    src.close()
+
+
+def test_max_count_and_key_range(dest: SqliteDestination, db: Path) -> None:
+    schema = _all_types()
+    dest.create_table(schema)
+    src = _source(db)
+    assert src.max_value(schema.table, "tz") is None
+    assert src.key_range(schema.table, "id") == (None, None)
+    assert src.count(schema.table) == 0
+    _load(dest, schema, ROWS)
+    assert src.max_value(schema.table, "id") == 3
+    assert src.max_value(schema.table, "ts") == dt.datetime(2024, 2, 29, 12, 30, 45, 123456)
+    assert src.max_value(schema.table, "tz") == dt.datetime(2024, 2, 29, 12, 30, 45, 1, tzinfo=UTC)
+    assert src.max_value(schema.table, "wide") == Decimal("12345678901234567890.0123456789")
+    assert src.max_value(schema.table, "dec") == Decimal("1234567890.12")
+    assert src.key_range(schema.table, "id") == (1, 3)
+    assert src.key_range(schema.table, "dec") == (Decimal("-0.05"), Decimal("1234567890.12"))
+    assert src.count(schema.table) == 3
+    with pytest.raises(ConfigurationError):
+        src.max_value(schema.table, "nope")
+    src.close()
+
+
+def test_missing_source_file_fails_without_creating_it(tmp_path: Path) -> None:
+    path = tmp_path / "missing.sqlite"
+    with pytest.raises(ConnectionFailed, match="missing.sqlite"):
+        _source(path)
+    assert not path.exists()
+
+
+def test_missing_table(dest: SqliteDestination, db: Path) -> None:
+    src = _source(db)
+    with pytest.raises(TableNotFound):
+        src.reflect(TableName("nope"))
+    with pytest.raises(TableNotFound):
+        list(src.read(_all_types("nope")))
+    with pytest.raises(TableNotFound):
+        src.count(TableName("nope"))
+    src.close()
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _simple(name: str = "t") -> TableSchema:
+    return TableSchema(TableName(name), (Column("id", T("int64"), False), Column("v", T("string")),
+                                         Column("at", T("timestamptz"))), primary_key=("id",))
+
+
+def _rows_of(dest: SqliteDestination, db: Path, schema: TableSchema) -> list[dict[str, Any]]:
+    src = _source(db)
+    try:
+        return sorted(_read(src, schema), key=lambda r: r["id"])
+    finally:
+        src.close()
+
+
+def test_append_overwrite_truncate(dest: SqliteDestination, db: Path) -> None:
+    schema = _simple()
+    dest.create_table(schema)
+    _load(dest, schema, [{"id": 1, "v": "a"}])
+    _load(dest, schema, [{"id": 2, "v": "b"}])
+    assert [r["id"] for r in _rows_of(dest, db, schema)] == [1, 2]
+    _load(dest, schema, [{"id": 3, "v": "c"}], method="overwrite")
+    assert [r["id"] for r in _rows_of(dest, db, schema)] == [3]
+    _load(dest, schema, [{"id": 4, "v": "d"}], truncate=True)
+    assert [r["id"] for r in _rows_of(dest, db, schema)] == [4]
+
+
+def test_merge_last_row_of_a_key_wins(dest: SqliteDestination, db: Path) -> None:
+    schema = _simple()
+    dest.create_table(schema)
+    _load(dest, schema, [{"id": i, "v": f"old{i}"} for i in (1, 2, 3)])
+    session = dest.begin_load(schema, "merge", ("id",))
+    session.write(_batch(schema, [{"id": 2, "v": "first"}, {"id": 4, "v": "new"}]))
+    session.write(_batch(schema, [{"id": 2, "v": "last"}]))
+    session.commit(None)
+    assert [(r["id"], r["v"]) for r in _rows_of(dest, db, schema)] == [
+        (1, "old1"), (2, "last"), (3, "old3"), (4, "new")]
+
+
+def test_merge_on_a_table_without_key_index_and_composite_key(dest: SqliteDestination, db: Path) -> None:
+    schema = TableSchema(TableName("pairs"), (Column("a", T("int32")), Column("b", T("string")),
+                                              Column("v", T("int64"))))
+    dest.create_table(schema)
+    _load(dest, schema, [{"a": 1, "b": "x", "v": 1}, {"a": 1, "b": "y", "v": 2}])
+    _load(dest, schema, [{"a": 1, "b": "y", "v": 20}, {"a": 2, "b": "y", "v": 3}, {"a": 1, "b": "y", "v": 21}],
+          method="merge", key=("a", "b"))
+    src = _source(db)
+    assert sorted((r["a"], r["b"], r["v"]) for r in _read(src, schema)) == [(1, "x", 1), (1, "y", 21), (2, "y", 3)]
+    src.close()
+
+
+def test_merge_needs_a_key(dest: SqliteDestination) -> None:
+    dest.create_table(_simple())
+    with pytest.raises(ConfigurationError):
+        dest.begin_load(_simple(), "merge", ())
+
+
+def test_marker_is_committed_with_the_data(dest: SqliteDestination, db: Path) -> None:
+    schema = _simple()
+    dest.create_table(schema)
+    assert dest.read_marker("job", "t") is None
+    marker = StateMarker("job", "t", "run-1", {"watermark": "2024-01-01T00:00:00+00:00", "n": 1})
+    _load(dest, schema, [{"id": 1}], marker=marker)
+    assert dest.read_marker("job", "t") == marker
+    _load(dest, schema, [{"id": 2}], marker=StateMarker("job", "t", "run-2", {"n": 2}))
+    assert dest.read_marker("job", "t") == StateMarker("job", "t", "run-2", {"n": 2})
+    assert dest.read_marker("other", "t") is None
+    assert [r["id"] for r in _rows_of(dest, db, schema)] == [1, 2]
+
+
+def test_abort_leaves_table_and_marker_as_before(dest: SqliteDestination, db: Path) -> None:
+    schema = _simple()
+    dest.create_table(schema)
+    marker = StateMarker("job", "t", "run-1", {"n": 1})
+    _load(dest, schema, [{"id": 1, "v": "keep"}], marker=marker)
+    for method, first in (("append", 2), ("overwrite", 1), ("merge", 1)):
+        session = dest.begin_load(schema, method, ("id",))  # type: ignore[arg-type]
+        session.write(_batch(schema, [{"id": first, "v": "changed"}, {"id": 3, "v": "new"}]))
+        session.abort()
+    assert [(r["id"], r["v"]) for r in _rows_of(dest, db, schema)] == [(1, "keep")]
+    assert dest.read_marker("job", "t") == marker
+
+
+def test_a_refused_row_is_a_data_error_and_rolls_back(dest: SqliteDestination, db: Path) -> None:
+    schema = _simple()
+    dest.create_table(schema)
+    _load(dest, schema, [{"id": 1}])
+    session = dest.begin_load(schema, "append", ())
+    session.write(_batch(schema, [{"id": 2}]))
+    with pytest.raises(DataError):
+        session.write(_batch(schema, [{"id": 1}]))
+    session.abort()
+    assert [r["id"] for r in _rows_of(dest, db, schema)] == [1]
+
+
+def test_deferred_primary_key_is_added_at_commit(dest: SqliteDestination, db: Path) -> None:
+    schema = _simple()
+    dest.create_table(schema, primary_key=False)
+    session = dest.begin_load(schema, "append", (), deferred_key=("id",))
+    session.write(_batch(schema, [{"id": 2, "v": "b"}, {"id": 1, "v": "a"}]))
+    session.commit(StateMarker("job", "t", "r", {}))
+    reflected = dest.reflect(schema.table)
+    assert reflected is not None and reflected.primary_key == ("id",)
+    assert _types(reflected) == _types(schema)
+    assert [r["id"] for r in _rows_of(dest, db, schema)] == [1, 2]
+
+
+def test_add_columns_then_write_with_them(dest: SqliteDestination, db: Path) -> None:
+    schema = _simple()
+    dest.create_table(schema)
+    _load(dest, schema, [{"id": 1, "v": "a"}])
+    extra = (Column("amount", T("decimal", precision=10, scale=2), nullable=False), Column("day", T("date")))
+    dest.add_columns(schema.table, extra)
+    wider = TableSchema(schema.table, schema.columns + extra, schema.primary_key)
+    reflected = dest.reflect(schema.table)
+    assert reflected is not None
+    assert _types(reflected)[-2:] == [("amount", "decimal(10,2)", True), ("day", "date", True)]
+    _load(dest, wider, [{"id": 2, "v": "b", "amount": Decimal("9.99"), "day": dt.date(2024, 1, 1)}])
+    rows = _rows_of(dest, db, reflected)
+    assert rows[0]["amount"] is None and rows[1]["amount"] == Decimal("9.99")
+
+
+def test_identifiers_with_spaces_quotes_and_upper_case(dest: SqliteDestination, db: Path) -> None:
+    schema = TableSchema(TableName('My "odd" Table'), (Column("Key Col", T("int64"), False),
+                                                       Column('say "hi"', T("string")), Column("UPPER", T("bool"))),
+                         primary_key=("Key Col",))
+    dest.create_table(schema)
+    _load(dest, schema, [{"Key Col": 1, 'say "hi"': "x", "UPPER": True}], method="merge", key=("Key Col",))
+    src = _source(db)
+    reflected = src.reflect(schema.table)
+    assert _types(reflected) == _types(schema) and reflected.primary_key == ("Key Col",)
+    assert _read(src, schema, [RowFilter("Key Col", lower=Bound(0, False))]) == [
+        {"Key Col": 1, 'say "hi"': "x", "UPPER": True}]
+    assert src.max_value(schema.table, 'say "hi"') == "x"
+    src.close()
