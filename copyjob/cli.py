@@ -1,7 +1,7 @@
 """The command line: run, validate, status, history, reset, demo.
 
 Exit codes: 0 success; 1 a table failed (or a system could not be reached); 2 a bad job file, variables
-file or command line; 130 interrupted.
+file or command line; 3 skipped because another run of the job held the lock past --wait; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from copyjob.errors import EXIT_INTERRUPTED, EXIT_TABLE_FAILED, CopyjobError
+from copyjob.errors import EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_TABLE_FAILED, CopyjobError
 from copyjob.urls import redact
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -62,7 +62,9 @@ def _store(loaded: Any, state: str | None) -> Any:
 @app.command()
 def run(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
         state: StateOpt = None,
-        progress: Annotated[bool, typer.Option(help="Show progress bars on a terminal.")] = True) -> None:
+        progress: Annotated[bool, typer.Option(help="Show progress bars on a terminal.")] = True,
+        wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for another run of this job to "
+                                            "finish before skipping.")] = 3600.0) -> None:
     """Run the job once and print a summary per table."""
 
     def body() -> int:
@@ -71,13 +73,14 @@ def run(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables
         from copyjob.summary import print_run
 
         loaded = _load(job_file, env, variables)
-        job_run = JobRun(loaded, lambda: _store(loaded, state), Progress(live=None if progress else False))
+        job_run = JobRun(loaded, lambda: _store(loaded, state), Progress(live=None if progress else False),
+                         lock_wait_s=wait)
         try:
             record = job_run.run(table or None)
         finally:
             job_run.close()
         print_run(out, record)
-        return 0 if record.status == "ok" else EXIT_TABLE_FAILED
+        return {"ok": 0, "skipped": EXIT_SKIPPED}.get(record.status, EXIT_TABLE_FAILED)
 
     raise typer.Exit(_guard(body))
 

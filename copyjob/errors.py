@@ -23,6 +23,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_TABLE_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_SKIPPED = 3
 EXIT_INTERRUPTED = 130
 
 

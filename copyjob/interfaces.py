@@ -193,7 +193,26 @@ class RunRecord:
     tables: list[TableRunRecord] = field(default_factory=list)
 
 
+class RunLockHandle(Protocol):
+    """A held per-job run lock (released on context exit)."""
+
+    def release(self) -> None: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None: ...
+
+
+class LockHolder(Protocol):
+    def describe(self) -> str: ...
+
+
 class StateStore(Protocol):
+    def acquire_lock(self, job: str, holder: str, *, wait_s: float = 0.0) -> RunLockHandle | None:
+        """Take the job's run lock, waiting up to ``wait_s``; None while another live run holds it."""
+
+    def lock_info(self, job: str) -> LockHolder | None: ...
+
     def load(self, job: str, table: str) -> TableState: ...
 
     def load_all(self, job: str) -> dict[str, TableState]: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Mode = Literal["full", "incremental", "cdc"]
 Method = Literal["append", "overwrite", "merge"]
@@ -20,8 +20,79 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+FileFormat = Literal["csv", "jsonl", "parquet"]
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str | float) -> float:
+    """``15m`` → 900.0 seconds (units ms, s, m, h, d; a bare number is seconds)."""
+    if isinstance(text, int | float):
+        return float(text)
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 2h)")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
 class Endpoint(_Strict):
-    url: str = Field(description="Connection URL: sqlite:///…, postgresql://…, mysql://…, duckdb:///…")
+    url: str = Field(description="Connection URL: sqlite:///…, postgresql://…, mysql://…, duckdb:///…, "
+                     "file:///dir, s3://bucket/prefix, parquet:///dir")
+    format: FileFormat | None = Field(default=None, description="file destinations: format of new files")
+    options: dict[str, str] = Field(default_factory=dict, description="s3: endpoint_url, access_key, "
+                                    "secret_key, region, …")
+
+
+class CsvOptions(_Strict):
+    delimiter: str = ","
+    header: bool = True
+    encoding: str = "utf-8"
+    quote_char: str = '"'
+    null_values: list[str] = Field(default_factory=lambda: [""])
+
+
+class Schedule(_Strict):
+    cron: str | None = None
+    every: str | None = None
+    timezone: str | None = Field(default=None, description="IANA name; default: the machine's local time")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Schedule:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give exactly one of cron: or every:")
+        if self.every is not None:
+            if parse_duration(self.every) <= 0:
+                raise ValueError("every: must be positive")
+        if self.cron is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.cron):
+                raise ValueError(f"not a valid cron expression: {self.cron!r}")
+        if self.timezone is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        return self
+
+
+class FileArrival(_Strict):
+    path: str
+    pattern: str = "*"
+    debounce: str = "2s"
+    recursive: bool = False
+
+    @field_validator("debounce")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+class Trigger(_Strict):
+    file_arrival: FileArrival
 
 
 class CopySettings(_Strict):
@@ -42,6 +113,11 @@ class TableSpec(_Strict):
     mode: Mode | None = None
     update_method: Method | None = None
     truncate_before_full_load: bool | None = None
+    # file sources: a set of files, labelled by ``name``
+    pattern: str | None = Field(default=None, description="glob of files (recursive with **)")
+    format: FileFormat | None = None
+    csv: CsvOptions | None = None
+    source_file_column: bool = Field(default=False, description="add a _source_file column")
 
     @field_validator("name", "target")
     @classmethod
@@ -69,6 +145,8 @@ class Job(_Strict):
     copy_settings: CopySettings = Field(default_factory=CopySettings, alias="copy")
     tables: list[TableSpec] = Field(min_length=1)
     state: str | None = Field(default=None, description="state store URL (SQLite path or PostgreSQL URL)")
+    schedules: list[Schedule] = Field(default_factory=list)
+    triggers: list[Trigger] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

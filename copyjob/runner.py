@@ -74,6 +74,8 @@ class JobRun:
     open_store: Callable[[], StateStore]
     progress: Progress = field(default_factory=Progress)
     trigger: str = "manual"
+    lock_wait_s: float = 3600.0
+    """How long to wait for another run of the same job to finish; after that this run is skipped."""
     _store: StateStore | None = None
 
     @property
@@ -103,20 +105,36 @@ class JobRun:
             return self._fail_all(run, tables, f"source: {exc}")
         try:
             plans = check_tables(self.loaded, tables, source, destination_capabilities(destination_url))
-            try:
-                destination = open_destination(destination_url)
-            except CopyjobError as exc:
-                return self._fail_all(run, tables, f"destination: {exc}")
-            try:
-                self.store.start_run(run)
-                for plan in plans:
-                    run.tables.append(self._copy_with_retries(plan, source, destination, run.run_id))
-            finally:
-                destination.close()
+            lock = self.store.acquire_lock(job.job, f"run {run.run_id} ({self.trigger})", wait_s=self.lock_wait_s)
+            if lock is None:
+                return self._skip(run, tables)
+            with lock:
+                try:
+                    destination = open_destination(destination_url)
+                except CopyjobError as exc:
+                    return self._fail_all(run, tables, f"destination: {exc}")
+                try:
+                    self.store.start_run(run)
+                    for plan in plans:
+                        run.tables.append(self._copy_with_retries(plan, source, destination, run.run_id))
+                finally:
+                    destination.close()
         finally:
             source.close()
         run.finished_at = datetime.now(UTC)
         run.status = "ok" if all(t.status == "ok" for t in run.tables) else "failed"
+        self.store.finish_run(run)
+        return run
+
+    def _skip(self, run: RunRecord, tables: list[ResolvedTable]) -> RunRecord:
+        """Another run of this job holds the lock: record a skipped run that says so."""
+        holder = self.store.lock_info(run.job)
+        why = f"skipped: another run of this job is in progress ({holder.describe() if holder else 'lock held'})"
+        run.tables = [TableRunRecord(table=t.spec.target_name, mode=t.mode, status="skipped", error=why)
+                      for t in tables]
+        run.status = "skipped"
+        run.finished_at = datetime.now(UTC)
+        self.store.start_run(run)
         self.store.finish_run(run)
         return run
 

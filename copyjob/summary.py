@@ -23,7 +23,7 @@ def print_run(console: Console, run: RunRecord) -> None:
                          ("watermark", "left"), ("status", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for t in run.tables:
-        status = "[green]ok[/]" if t.status == "ok" else f"[red]{t.status}[/]"
+        status = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped[/]"}.get(t.status, f"[red]{t.status}[/]")
         watermark = f"{display_value(t.watermark_before)} → {display_value(t.watermark_after)}"
         table.add_row(t.table, t.mode, f"{t.rows_read:,}", f"{t.rows_written:,}", f"{t.duration_s:.2f}s",
                       _rate(t.rows_written, t.duration_s), watermark, status)
@@ -34,10 +34,13 @@ def print_run(console: Console, run: RunRecord) -> None:
                           "column and were not copied by this incremental run (a full copy or a reset "
                           "takes them)")
         if t.error:
-            console.print(f"[red]failed[/]: {t.table}: {t.error}", soft_wrap=True)
+            word = "[yellow]skipped[/]" if t.status == "skipped" else "[red]failed[/]"
+            console.print(f"{word}: {t.table}: {t.error}", soft_wrap=True)
     failed = sum(1 for t in run.tables if t.status != "ok")
     total = sum(t.rows_written for t in run.tables)
     verdict = "[green]succeeded[/]" if not failed else f"[red]{failed} of {len(run.tables)} tables failed[/]"
+    if run.status == "skipped":
+        verdict = "[yellow]skipped[/] (another run of this job was in progress)"
     console.print(f"{len(run.tables)} tables, {total:,} rows written: {verdict}")
 
 

@@ -473,3 +473,16 @@ def test_odd_identifiers_and_other_database(mariadb_server: MariadbServer, url: 
     assert source.max_value(table, "val %s ue") == "c"
     assert dest.read_marker("j", str(table)) is not None
     mariadb_server.execute(f"DROP DATABASE `{other_db.replace('`', '``')}`")
+
+
+def test_zero_dates_read_as_null_and_long_times_refused(mariadb_server: MariadbServer, url: ConnectionUrl,
+                                                        source: MysqlSource) -> None:
+    sql(mariadb_server, url, "SET sql_mode = ''",
+        "CREATE TABLE z (id INT PRIMARY KEY, d DATE NOT NULL, t DATETIME(3), tm TIME(6))",
+        "INSERT INTO z VALUES (1, '0000-00-00', '0000-00-00 00:00:00', '12:00:00'), "
+        "(2, '2024-01-02', '2024-01-02 03:04:05.678', '-00:00:00.5')")
+    schema = source.reflect(TableName("z"))
+    rows = read_all(source, schema, (RowFilter("id", upper=Bound(1, True)),))
+    assert rows == [{"id": 1, "d": None, "t": None, "tm": dt.time(12)}]
+    with pytest.raises(DataError, match="z.*TIME value"):
+        read_all(source, schema)

@@ -264,3 +264,23 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert "20,000" in out.stdout and "incremental" in out.stdout
     rows = duckdb_rows(tmp_path / "demo" / "warehouse.duckdb", "SELECT count(*) FROM orders")
     assert rows == [(20_100,)]
+
+
+def test_a_second_run_of_the_same_job_is_skipped_while_one_holds_the_lock(tmp_path: Path, shop: Path) -> None:
+    from offsets import default_state_url, open_state_store
+
+    j = job(tmp_path, mode="full", update_method="overwrite")
+    store = open_state_store(default_state_url(j.resolve()))
+    lock = store.acquire_lock("shop", "a test holding the lock")
+    assert lock is not None
+    try:
+        out = copyjob("run", j, "--wait", "0.5")
+        assert out.code == 3, out.output
+        assert "another run of this job is in progress" in out.stdout
+        assert "a test holding the lock" in out.stdout
+    finally:
+        lock.release()
+        store.close()
+    history = json.loads(copyjob("history", j, "--json").stdout)
+    assert history[0]["status"] == "skipped"
+    assert copyjob("run", j).code == 0
