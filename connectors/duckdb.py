@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -394,7 +395,8 @@ class DuckdbLoadSession:
         except duckdb.Error as exc:
             raise _translate(exc, str(self._schema.table)) from exc
         finally:
-            self._cur.unregister(self._view)
+            with contextlib.suppress(duckdb.Error):  # fails once the error aborted the transaction
+                self._cur.unregister(self._view)
         self._rows += n
         return n
 
@@ -419,10 +421,8 @@ class DuckdbLoadSession:
 
     def abort(self) -> None:
         if self._open:
-            try:
+            with contextlib.suppress(duckdb.Error):  # no transaction open: BEGIN failed or COMMIT ended it
                 self._cur.execute("ROLLBACK")
-            except duckdb.Error:
-                pass  # no transaction is open (BEGIN failed, or COMMIT already ended it)
         self._close()
 
     def _apply_merge(self, stage: str) -> None:

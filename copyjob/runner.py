@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ class JobRun:
     trigger: str = "manual"
     lock_wait_s: float = 3600.0
     """How long to wait for another run of the same job to finish; after that this run is skipped."""
+    stop: threading.Event = field(default_factory=threading.Event)
+    """Set (e.g. on SIGTERM) to finish the table being copied and skip the rest."""
     _store: StateStore | None = None
 
     @property
@@ -116,6 +119,10 @@ class JobRun:
                 try:
                     self.store.start_run(run)
                     for plan in plans:
+                        if self.stop.is_set():
+                            run.tables.append(TableRunRecord(table=plan.state_key, mode=plan.table.mode,
+                                                             status="skipped", error="stopped before it started"))
+                            continue
                         run.tables.append(self._copy_with_retries(plan, source, destination, run.run_id))
                 finally:
                     destination.close()
@@ -123,6 +130,8 @@ class JobRun:
             source.close()
         run.finished_at = datetime.now(UTC)
         run.status = "ok" if all(t.status == "ok" for t in run.tables) else "failed"
+        if self.stop.is_set() and all(t.status in ("ok", "skipped") for t in run.tables):
+            run.status = "stopped"
         self.store.finish_run(run)
         return run
 
