@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from copyjob.errors import ConfigurationError, ConnectionFailed, DataError
+from copyjob.errors import ConfigurationError, ConnectionFailed, DataError, TableNotFound
 from copyjob.interfaces import DestinationCapabilities, StateMarker, UpdateMethod
 from copyjob.schema import Column, TableName, TableSchema, logical_from_arrow, parse_logical
 from copyjob.urls import ConnectionUrl
@@ -218,7 +218,7 @@ class ParquetDestination:
     def _require(self, table: TableName) -> TableSchema:
         schema = self.reflect(table)
         if schema is None:
-            raise ConfigurationError(f"Parquet table {table} does not exist under {self.root}")
+            raise TableNotFound(f"Parquet table {table} does not exist under {self.root}")
         return schema
 
     def save_schema(self, schema: TableSchema) -> None:

@@ -60,9 +60,8 @@ class Schedule(_Strict):
     def _one_kind(self) -> Schedule:
         if (self.cron is None) == (self.every is None):
             raise ValueError("give exactly one of cron: or every:")
-        if self.every is not None:
-            if parse_duration(self.every) <= 0:
-                raise ValueError("every: must be positive")
+        if self.every is not None and parse_duration(self.every) <= 0:
+            raise ValueError("every: must be positive")
         if self.cron is not None:
             from croniter import croniter
 
