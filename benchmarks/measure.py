@@ -50,10 +50,7 @@ class Measurement:
 
     def error_text(self, max_lines: int = 12) -> str:
         """A short description of the failure: exit code and the last lines of stderr (or stdout)."""
-        if self.timed_out:
-            head = f"timed out after {self.seconds:.0f}s"
-        else:
-            head = f"exit code {self.returncode}"
+        head = f"timed out after {self.seconds:.0f}s" if self.timed_out else f"exit code {self.returncode}"
         tail = (self.stderr().strip() or self.stdout().strip()).splitlines()[-max_lines:]
         return head + (": " + " | ".join(line.strip() for line in tail if line.strip()) if tail else "")
 

@@ -24,16 +24,17 @@ ORDERS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("updated_at", "timestamptz"),
 )
 
-# ~1 in 97 names is NULL; names are 17-40 characters; amounts 0.00-99,999.99; timestamps one second apart
+# ~1 in 97 names is NULL; names are 17-40 characters; amounts 0.00-99,999.99; timestamps one second apart.
+# (%% is a literal %: the statement has bound parameters)
 _FILL_ORDERS = """
 INSERT INTO {table}
 SELECT g,
-       (g * 7919) % 100000,
-       CASE WHEN g % 97 = 0 THEN NULL ELSE 'customer ' || left(md5(g::text), 8 + (g % 24)) END,
-       ((g * 104729) % 10000000) / 100.0,
-       (ARRAY['new', 'paid', 'shipped', 'delivered', 'cancelled'])[1 + g % 5],
+       (g * 7919) %% 100000,
+       CASE WHEN g %% 97 = 0 THEN NULL ELSE 'customer ' || left(md5(g::text), (8 + g %% 24)::int) END,
+       ((g * 104729) %% 10000000) / 100.0,
+       (ARRAY['new', 'paid', 'shipped', 'delivered', 'cancelled'])[(1 + g %% 5)::int],
        timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second',
-       timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second' + (g % 86400) * interval '1 millisecond'
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second' + (g %% 86400) * interval '1 millisecond'
 FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g
 """
 FILL_CHUNK = 1_000_000  # rows per INSERT: keeps generate_series' tuplestore small
@@ -149,9 +150,9 @@ class Verdict:
 
 
 def compare(source: TableFacts, dest: TableFacts, *, expect_types: dict[str, str] | None,
-            expect_pk: bool, strict_types: bool = True) -> Verdict:
-    """Compare ``dest`` with ``source``. Type differences are problems when ``strict_types``, notes otherwise
-    (other tools are free to choose their own types); columns only the destination has are noted."""
+            expect_pk: bool, strict: bool = True) -> Verdict:
+    """Compare ``dest`` with ``source``: rows and data must match. Types (and, with ``expect_pk``, the primary
+    key) are problems when ``strict``, only notes otherwise: other tools do not promise them."""
     if not dest.exists:
         return Verdict(False, "table missing", ["the destination table does not exist"])
     problems: list[str] = []
@@ -167,17 +168,21 @@ def compare(source: TableFacts, dest: TableFacts, *, expect_types: dict[str, str
     diffs = [f"{c}: {dest.types.get(c, 'missing')} (expected {t})" for c, t in wanted.items()
              if dest.types.get(c) != t]
     extra = [c for c in dest.types if c not in wanted]
-    marks.append("types ✓" if not diffs else "types ✗" if strict_types else "types ≠")
+    marks.append("types ✓" if not diffs else "types ✗" if strict else "types ≠")
     if diffs:
-        (problems if strict_types else notes).append("column types differ: " + "; ".join(diffs))
+        (problems if strict else notes).append("column types differ: " + "; ".join(diffs))
     if extra:
         notes.append("extra columns: " + ", ".join(extra))
 
     pk_ok = dest.primary_key == source.primary_key
-    if expect_pk:
+    if expect_pk and strict:
         marks.append("pk ✓" if pk_ok else "pk ✗")
         if not pk_ok:
             problems.append(f"primary key {dest.primary_key or 'none'}, expected {source.primary_key}")
+    elif expect_pk:
+        marks.append("pk ✓" if pk_ok else "no pk")
+        if not pk_ok:
+            notes.append(f"primary key {dest.primary_key or 'none'} (source: {source.primary_key})")
     elif dest.primary_key:
         notes.append(f"primary key {dest.primary_key}")
     else:

@@ -11,7 +11,8 @@ class Result:
     """A measured run: ``key`` is stable (used for ratios and targets), ``label`` is what the table shows.
 
     ``ok`` is False when the run failed or its output did not check out; ``error`` then says why. A run
-    whose time means nothing per row (the no-op incremental run) has ``per_row`` False.
+    whose time means nothing per row (the no-op incremental run) has ``per_row`` False; one that is not a
+    copy of the orders table (the incremental runs) has ``vs_raw`` False: no ratio to the raw pipe.
     """
 
     key: str
@@ -26,6 +27,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     per_row: bool = True
+    vs_raw: bool = True
 
     @property
     def rows_per_s(self) -> float | None:

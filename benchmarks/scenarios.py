@@ -111,7 +111,7 @@ def raw_pipe(bench: Bench, source_db: str, source: pgdata.TableFacts) -> list[Re
     try:
         copy = bench.measure("raw_pipe", ["bash", "-c", pipeline], env)
         copied = pgdata.table_facts(dest_url) if copy.ok else None
-        copy_result = _result("raw_pipe", "raw pipe: psql COPY binary | psql COPY binary (no PK)", source.rows,
+        copy_result = _result("raw_pipe", "raw pipe: psql COPY binary → psql COPY binary (no PK)", source.rows,
                               copy, pgdata.compare(source, copied, expect_types=None, expect_pk=False)
                               if copied else None)
         if not copy.ok:
@@ -248,6 +248,7 @@ def noop_incremental(bench: Bench, tables: int, rows_per_table: int) -> list[Res
         first_m = bench.measure("incremental_first", _copyjob_command(job), cwd=job.parent)
         first = _result("incremental_first", f"copyjob incremental, first run ({tables} tables × "
                         f"{rows_per_table:,} rows)", total, first_m)
+        first.vs_raw = False
         first_run = _attach_history(first, job) if first_m.ok else None
         if first_run is not None:
             written = sum(t["rows_written"] for t in first_run["tables"])
@@ -260,6 +261,7 @@ def noop_incremental(bench: Bench, tables: int, rows_per_table: int) -> list[Res
         second_m = bench.measure("incremental_noop", _copyjob_command(job), cwd=job.parent)
         second = _result("incremental_noop", f"copyjob incremental, no-op run ({tables} tables)", 0, second_m,
                          per_row=False)
+        second.details["tables"] = tables
         second_run = _attach_history(second, job) if second_m.ok else None
         if second_run is not None:
             modes = {t["mode"] for t in second_run["tables"]}
@@ -295,7 +297,7 @@ def dlt_copy(bench: Bench, source_url: str, source: pgdata.TableFacts) -> Result
         home.mkdir(parents=True, exist_ok=True)
         m = bench.measure(key, [sys.executable, "-m", "benchmarks.dlt_load"], env, cwd=home)
         verdict = pgdata.compare(source, pgdata.table_facts(dest_url), expect_types=None, expect_pk=True,
-                                 strict_types=False) if m.ok else None
+                                 strict=False) if m.ok else None
         result = _result(key, label, source.rows, m, verdict)
         if m.ok:
             lines = m.stdout().strip().splitlines()
@@ -337,7 +339,7 @@ def sling_copy(bench: Bench, source_url: str, source: pgdata.TableFacts) -> Resu
         m = bench.measure(key, [str(binary), "run", "--src-conn", "PG_SRC", "--src-stream", ORDERS,
                                 "--tgt-conn", "PG_DST", "--tgt-object", ORDERS, "--mode", "full-refresh"], env)
         verdict = pgdata.compare(source, pgdata.table_facts(dest_url), expect_types=None, expect_pk=True,
-                                 strict_types=False) if m.ok else None
+                                 strict=False) if m.ok else None
         result = _result(key, label, source.rows, m, verdict)
         version = (binary.parent / "VERSION")
         if version.is_file():

@@ -382,7 +382,7 @@ def _batch(rows: Sequence[Sequence[Any]], schema: pa.Schema,
         for i in temporal:
             columns[i] = _parse_temporal(columns[i], schema.field(i).type)
         return pa.RecordBatch.from_arrays(columns, schema=schema)
-    except (ValueError, TypeError, pa.ArrowException) as exc:
+    except (ValueError, TypeError) as exc:  # includes pyarrow's ArrowInvalid and ArrowTypeError
         raise DataError(f"{table}: a value cannot be read: {exc}") from exc
 
 
@@ -473,7 +473,7 @@ def _literals(array: pa.Array, column: Column) -> pa.Array:
     if array.type != target and not (pa.types.is_integer(array.type) and pa.types.is_integer(target)):
         try:
             array = array.cast(target)
-        except pa.ArrowException as exc:
+        except pa.ArrowInvalid as exc:
             raise ValueError(f"column {column.name!r} does not fit {column.type}: {exc}") from exc
     if kind == "timestamptz":
         array = array.cast(pa.timestamp("us"))  # same instant, naive UTC wall time
@@ -490,12 +490,11 @@ def _literals(array: pa.Array, column: Column) -> pa.Array:
 
 def _row_literals(batch: pa.RecordBatch, columns: Sequence[Column]) -> pa.Array:
     """``(v1,v2,…)`` per row."""
-    cols = [_literals(batch.column(c.name), c) for c in columns]
-    joined = pc.binary_join_element_wise(*cols, ",") if len(cols) > 1 else cols[0]
-    return pc.binary_join_element_wise("(", joined, ")", "")
-
-
-_ROW_IN_MESSAGE = re.compile(r"at row (\d+)")
+    # large_string: a big batch of wide rows may pass the 2 GiB that 32-bit string offsets can address
+    cols = [_literals(batch.column(c.name), c).cast(pa.large_string()) for c in columns]
+    comma, open_, close, empty = (pa.scalar(t, pa.large_string()) for t in (",", "(", ")", ""))
+    joined = pc.binary_join_element_wise(*cols, comma) if len(cols) > 1 else cols[0]
+    return pc.binary_join_element_wise(open_, joined, close, empty)
 
 
 # ---------------------------------------------------------------- destination
@@ -578,6 +577,7 @@ _STATE_UPSERT = (
     "run_id = VALUES(run_id), state = VALUES(state), committed_at = VALUES(committed_at)"
 )
 _SEQ = "_copyjob_seq"
+_ROW_IN_MESSAGE = re.compile(r"at row (\d+)")  # MySQL counts rows within the failing statement
 
 
 class MysqlLoadSession:
@@ -647,7 +647,7 @@ class MysqlLoadSession:
             return 0
         try:
             rows = _row_literals(batch, self._schema.columns)
-        except (ValueError, pa.ArrowException) as exc:
+        except ValueError as exc:  # includes pyarrow's ArrowInvalid
             raise DataError(f"{self._table}: {exc}") from exc
         prefix = (f"INSERT INTO {_table_sql(self._insert_into)} "
                   f"({', '.join(_q(c) for c in self._schema.column_names)}) VALUES ")

@@ -330,7 +330,8 @@ def _last_per_key(table: pa.Table, key: Sequence[str]) -> pa.Table:
     position = "__copyjob_position"
     numbered = table.append_column(position, pa.array(range(table.num_rows), pa.int64()))
     last = numbered.group_by(list(key), use_threads=False).aggregate([(position, "max")])
-    return table.take(pc.sort_indices(last[f"{position}_max"]))
+    positions = last[f"{position}_max"].combine_chunks()
+    return table.take(positions.take(pc.sort_indices(positions)))  # in load order
 
 
 def _without_keys(batch: pa.RecordBatch, keys: pa.Table, key: Sequence[str]) -> pa.Table:

@@ -118,6 +118,15 @@ class LoadSession(Protocol):
 
     def write_binary(self, chunks: Iterator[bytes]) -> int: ...
 
+    def delete_keys(self, keys: pa.RecordBatch) -> int:
+        """Delete, inside the transaction, the rows whose key equals a row of ``keys`` (key columns only).
+        Used by merge to apply deletes; returns the rows deleted."""
+
+    def update_columns(self, rows: pa.RecordBatch) -> int:
+        """Update only the columns present in ``rows`` (which also hold the key columns) of the rows with
+        those keys, inside the transaction; returns the rows updated. Used for changes that leave some
+        values untouched (PostgreSQL's unchanged TOAST)."""
+
     def commit(self, marker: StateMarker | None) -> None: ...
 
     def abort(self) -> None: ...

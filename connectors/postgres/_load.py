@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import json
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.types as pt
 from psycopg.types.json import set_json_dumps
 
 from connectors._sql import STATE_TABLE, qualified, quote_double
+from connectors.postgres import _wire
 from connectors.postgres._catalog import NativeColumn, column_list
 from connectors.postgres._connect import translate
 from copyjob.errors import ConfigurationError, ConnectorError, DataError
@@ -25,15 +21,11 @@ from copyjob.urls import ConnectionUrl
 
 STAGE = 'pg_temp."_copyjob_stage"'
 SEQ = quote_double("__copyjob_seq")
-_INT_LIMITS = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1), "int8": (-(2**63), 2**63 - 1)}
-_TEXT_TYPES = {"text", "varchar", "bpchar", "name"}  # one binary format: the UTF-8 bytes
 _UPSERT_MARKER = f"""
 INSERT INTO {quote_double(STATE_TABLE)} (job, table_name, run_id, state, committed_at)
 VALUES (%s, %s, %s, %s::jsonb, now())
 ON CONFLICT (job, table_name) DO UPDATE
 SET run_id = EXCLUDED.run_id, state = EXCLUDED.state, committed_at = EXCLUDED.committed_at"""
-
-Converter = Callable[[Any], Any]
 
 
 class PostgresLoadSession:
@@ -54,8 +46,7 @@ class PostgresLoadSession:
         self._ensure_state_table = ensure_state_table
         self._target = qualified(table, quote_double)
         self._cols_sql = column_list([c.name for c in columns])
-        self._copy_types = [_copy_type(c) for c in columns]
-        self._converters: dict[pa.Schema, list[Converter | None]] = {}
+        self._wires: dict[pa.Schema, list[_wire.Wire]] = {}
         self._open = True
         self._check_keys()
         self._guard(self._start, truncate)
@@ -89,39 +80,43 @@ class PostgresLoadSession:
         return batch.num_rows
 
     def _write_batch(self, batch: pa.RecordBatch) -> None:
-        converters = self._converters_for(batch.schema)
-        columns = []
-        for column, array, conv in zip(self._columns, batch.columns, converters, strict=True):
-            self._check_range(column, array)
-            columns.append(self._python_values(column, array, conv))
-        self._copy_rows(columns)
+        wires = self._wires_for(batch.schema)
+        columns = [self._python_values(c, a, w) for c, a, w in zip(self._columns, batch.columns, wires, strict=True)]
+        self._copy_rows([w.copy_type for w in wires], columns)
 
-    def _python_values(self, column: NativeColumn, array: pa.Array, conv: Converter | None) -> list[Any]:
+    def _python_values(self, column: NativeColumn, array: pa.Array, wire: _wire.Wire) -> list[Any]:
         """The column's values as psycopg's dumpers want them (column-wise: one to_pylist per column)."""
-        values: list[Any] = array.to_pylist()
-        if conv is None:
+        bad = _wire.first_out_of_range(column, array)
+        if bad is not None:
+            raise self._row_error(bad, f"value {array[bad].as_py()} of column {column.name!r} is out of range "
+                                       f"for {column.native_type}")
+        values: list[Any] = (wire.prepare(array) if wire.prepare else array).to_pylist()
+        convert = wire.convert
+        if convert is None:
             return values
         try:
-            return [None if v is None else conv(v) for v in values]
+            return [None if v is None else convert(v) for v in values]
         except (ValueError, TypeError, ArithmeticError) as exc:
-            row = next((i for i, v in enumerate(values) if v is not None and not _converts(conv, v)), 0)
-            raise DataError(f"cannot write row {row + 1} of the batch into {self._table}: value {values[row]!r} "
-                            f"of column {column.name!r} does not fit {column.native_type}") from exc
+            bad = _wire.first_unconvertible(convert, values)
+            raise self._row_error(bad, f"value {values[bad]!r} of column {column.name!r} does not fit "
+                                       f"{column.native_type}") from exc
 
-    def _copy_rows(self, columns: list[list[Any]]) -> None:
+    def _copy_rows(self, copy_types: list[str], columns: list[list[Any]]) -> None:
         with self._conn.cursor() as cur:
-            set_json_dumps(_as_is, context=cur)  # json arrives as JSON text: send it untouched
+            set_json_dumps(_wire.as_is, context=cur)  # json arrives as JSON text: send it untouched
             with cur.copy(self._copy_in_sql()) as copy:
-                copy.set_types(self._copy_types)
+                copy.set_types(copy_types)
                 write_row = copy.write_row
                 row_no = 0
                 try:
                     # row_no is read by the error message below
-                    for row_no, row in enumerate(zip(*columns, strict=True), start=1):  # noqa: B007
+                    for row_no, row in enumerate(zip(*columns, strict=True)):  # noqa: B007
                         write_row(row)
                 except (ValueError, TypeError, OverflowError, psycopg.DataError) as exc:
-                    raise DataError(f"cannot write row {row_no} of the batch into {self._table}: "
-                                    f"{type(exc).__name__}: {exc}") from exc
+                    raise self._row_error(row_no, f"{type(exc).__name__}: {exc}") from exc
+
+    def _row_error(self, index: int, what: str) -> DataError:
+        return DataError(f"cannot write row {index + 1} of the batch into {self._table}: {what}")
 
     def write_binary(self, chunks: Iterator[bytes]) -> int:
         return int(self._guard(self._copy_binary, chunks))
@@ -137,27 +132,11 @@ class PostgresLoadSession:
         into = STAGE if self._method == "merge" else self._target
         return f"COPY {into} ({self._cols_sql}) FROM STDIN (FORMAT binary)"
 
-    def _check_range(self, column: NativeColumn, array: pa.Array) -> None:
-        """psycopg's binary int2/int4/int8 dumpers silently wrap values that do not fit: refuse them here."""
-        limits = _INT_LIMITS.get(column.base_type)
-        if limits is None or not pt.is_integer(array.type) or array.null_count == len(array):
-            return
-        lo, hi = limits
-        if _fits(array.type, lo, hi):
-            return
-        bounds = pc.min_max(array)
-        if bounds["min"].as_py() >= lo and bounds["max"].as_py() <= hi:
-            return
-        outside = pc.or_(pc.less(array, lo), pc.greater(array, hi))
-        row = pc.index(outside, True).as_py()
-        raise DataError(f"cannot write row {row + 1} of the batch into {self._table}: value {array[row].as_py()} "
-                        f"of column {column.name!r} is out of range for {column.native_type}")
-
-    def _converters_for(self, schema: pa.Schema) -> list[Converter | None]:
-        found = self._converters.get(schema)
+    def _wires_for(self, schema: pa.Schema) -> list[_wire.Wire]:
+        found = self._wires.get(schema)
         if found is None:
-            found = [_converter(c.base_type, f.type) for c, f in zip(self._columns, schema, strict=True)]
-            self._converters[schema] = found
+            found = [_wire.plan(c, f.type) for c, f in zip(self._columns, schema, strict=True)]
+            self._wires[schema] = found
         return found
 
     # ------------------------------------------------------------ step 3
@@ -217,62 +196,3 @@ class PostgresLoadSession:
     def _close(self) -> None:
         self._open = False
         self._conn.close()
-
-
-def _fits(arrow: pa.DataType, lo: int, hi: int) -> bool:
-    """Every value of the Arrow integer type fits in [lo, hi]."""
-    bits = arrow.bit_width
-    if pt.is_signed_integer(arrow):
-        return bool(-(2 ** (bits - 1)) >= lo and 2 ** (bits - 1) - 1 <= hi)
-    return bool(2**bits - 1 <= hi)
-
-
-def _copy_type(column: NativeColumn) -> str:
-    if column.base_type in _TEXT_TYPES:
-        return "text"
-    return column.base_type
-
-
-def _converter(target: str, arrow: pa.DataType) -> Converter | None:
-    """How to turn an Arrow value into what psycopg's binary dumper for ``target`` accepts."""
-    if target == "numeric" and not pt.is_decimal(arrow):
-        return _to_decimal
-    if target == "uuid":
-        return _to_uuid
-    if target in _TEXT_TYPES and not (pt.is_string(arrow) or pt.is_large_string(arrow)):
-        return str
-    if target == "timestamptz" and pt.is_timestamp(arrow) and arrow.tz is None:
-        return _assume_utc
-    if target == "timestamp" and pt.is_timestamp(arrow) and arrow.tz is not None:
-        return _naive_utc
-    return None
-
-
-def _to_decimal(v: Any) -> decimal.Decimal:
-    return decimal.Decimal(str(v))
-
-
-def _to_uuid(v: Any) -> uuid.UUID:
-    if isinstance(v, uuid.UUID):
-        return v
-    return uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v))
-
-
-def _assume_utc(v: dt.datetime) -> dt.datetime:
-    return v.replace(tzinfo=dt.UTC)
-
-
-def _naive_utc(v: dt.datetime) -> dt.datetime:
-    return v.astimezone(dt.UTC).replace(tzinfo=None)
-
-
-def _as_is(value: Any) -> Any:
-    return value
-
-
-def _converts(conv: Converter, value: Any) -> bool:
-    try:
-        conv(value)
-    except (ValueError, TypeError, ArithmeticError):
-        return False
-    return True

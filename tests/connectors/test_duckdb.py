@@ -250,7 +250,7 @@ def test_max_count_and_key_range(dest: DuckdbDestination, src: DuckdbSource) -> 
 
 def test_missing_source_file_fails_without_creating_it(tmp_path: Path) -> None:
     path = tmp_path / "missing.duckdb"
-    with pytest.raises(ConnectionFailed, match="missing.duckdb"):
+    with pytest.raises(ConnectionFailed, match=r"missing\.duckdb"):
         DuckdbSource(_url(path))
     assert not path.exists()
 

@@ -484,5 +484,15 @@ def test_zero_dates_read_as_null_and_long_times_refused(mariadb_server: MariadbS
     schema = source.reflect(TableName("z"))
     rows = read_all(source, schema, (RowFilter("id", upper=Bound(1, True)),))
     assert rows == [{"id": 1, "d": None, "t": None, "tm": dt.time(12)}]
-    with pytest.raises(DataError, match="z.*TIME value"):
+    with pytest.raises(DataError, match=r"z.*TIME value"):
         read_all(source, schema)
+
+
+def test_registry_opens_both_schemes(mariadb_url: str) -> None:
+    from connectors import open_destination, open_source
+
+    for raw in (mariadb_url, mariadb_url.replace("mysql://", "mariadb://", 1)):
+        src, dst = open_source(parse_url(raw)), open_destination(parse_url(raw))
+        assert isinstance(src, MysqlSource) and isinstance(dst, MysqlDestination)
+        src.close()
+        dst.close()

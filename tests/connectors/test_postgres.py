@@ -503,3 +503,32 @@ def test_uuid_and_decimal_from_strings(pg_url: str, dest: PostgresDestination) -
             {"u": None, "n": None, "j": None, "t": None}]
     finally:
         source.close()
+
+
+def test_temporal_edges_round_trip(pg_url: str, dest: PostgresDestination) -> None:
+    """Dates, times and timestamps are written as PostgreSQL's integers: check both sides of 1970 and 2000."""
+    schema = TableSchema(TableName("when"), (
+        Column("d", LogicalType("date")), Column("t", LogicalType("time")),
+        Column("ts", LogicalType("timestamp")), Column("tz", LogicalType("timestamptz"))))
+    dest.create_table(schema)
+    moments = [dt.datetime(1, 1, 1), dt.datetime(1969, 12, 31, 23, 59, 59, 999999), dt.datetime(1999, 12, 31, 23),
+               dt.datetime(2000, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59, 999999)]
+    times = [dt.time(0), dt.time(0, 0, 0, 1), dt.time(12, 30), dt.time(23, 59, 59, 999999), dt.time(1)]
+    batch = pa.RecordBatch.from_arrays([
+        pa.array([m.date() for m in moments] + [None], pa.date32()),
+        pa.array([*times, None], pa.time64("us")),
+        pa.array([*moments, None], pa.timestamp("us", tz="UTC")),  # aware into timestamp: UTC wall time
+        pa.array([*moments, None], pa.timestamp("us")),  # naive into timestamptz: taken as UTC
+    ], names=["d", "t", "ts", "tz"])
+    session = dest.begin_load(schema, "append", [])
+    session.write(batch)
+    session.commit(None)
+    source = PostgresSource(parse_url(pg_url))
+    try:
+        back = source.reflect(schema.table)
+        rows = read_all(source, back)
+    finally:
+        source.close()
+    expected = [{"d": m.date(), "t": t, "ts": m, "tz": m.replace(tzinfo=UTC)}
+                for m, t in zip(moments, times, strict=True)]
+    assert rows == [*expected, {"d": None, "t": None, "ts": None, "tz": None}]

@@ -266,7 +266,7 @@ def test_max_count_and_key_range(dest: SqliteDestination, db: Path) -> None:
 
 def test_missing_source_file_fails_without_creating_it(tmp_path: Path) -> None:
     path = tmp_path / "missing.sqlite"
-    with pytest.raises(ConnectionFailed, match="missing.sqlite"):
+    with pytest.raises(ConnectionFailed, match=r"missing\.sqlite"):
         _source(path)
     assert not path.exists()
 
