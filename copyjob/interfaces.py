@@ -11,11 +11,12 @@ connectors import only this module and copyjob's shared vocabulary, never each o
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from copyjob.changes import ChangeBatch
 from copyjob.schema import Column, TableName, TableSchema
 
 if TYPE_CHECKING:
@@ -157,6 +158,34 @@ class Destination(Protocol):
         """The last marker committed with data for (job, table), or None."""
 
     def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- change capture
+
+
+class ChangeCapture(Protocol):
+    """A change stream (ingest/): started from a source position, it hands out change batches in source
+    order and is told, with :meth:`ack`, up to where the changes are durable downstream, so that it can
+    release the source's log (PostgreSQL: confirm the flushed LSN; MySQL: nothing to release).
+
+    Reads never block for long: :meth:`next_batches` returns an empty list when nothing arrived in time.
+    """
+
+    def next_batches(self, timeout_s: float) -> list[ChangeBatch]: ...
+
+    def ack(self, position: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """What a snapshot hands to streaming: where the change stream must start so nothing is missed or
+    applied twice (Debezium's shape: completed / skipped / aborted)."""
+
+    status: Literal["completed", "skipped", "aborted"]
+    position: Mapping[str, Any]
+    rows: int = 0
 
 
 # ---------------------------------------------------------------- state

@@ -137,6 +137,45 @@ class TableSpec(_Strict):
         return self.target or self.name
 
 
+Transport = Literal["direct", "kafka"]
+
+
+class KafkaSettings(_Strict):
+    bootstrap_servers: str
+    topic_prefix: str = Field(default="copyjob", pattern=r"^[A-Za-z0-9._-]+$")
+    format: Literal["avro", "json"] = "avro"
+    schema_registry_url: str = ""
+    config: dict[str, str | int | float | bool] = Field(default_factory=dict,
+                                                        description="passed through to librdkafka")
+    partitions: int = Field(default=3, ge=1, le=1000, description="partitions of topics the job creates")
+    replication_factor: int = Field(default=1, ge=1, le=10)
+    group_id: str | None = Field(default=None, description="apply consumer group (default copyjob.<job>)")
+
+
+class Publication(_Strict):
+    name: str | None = None
+    create: bool = True
+
+
+class CdcSettings(_Strict):
+    """Log-based change capture options (PostgreSQL slot/publication, MySQL server id)."""
+
+    slot: str | None = Field(default=None, description="PostgreSQL replication slot (default: copyjob_<job>)")
+    publication: Publication = Field(default_factory=Publication)
+    heartbeat: str = "10s"
+    server_id: int | None = Field(default=None, ge=1, description="MySQL/MariaDB replica server id")
+    max_lag_bytes: int | None = Field(default=None, ge=0, description="status warns and check fails above")
+    max_lag_seconds: float | None = Field(default=None, ge=0)
+    batch_events: int = Field(default=10_000, ge=1)
+    max_batch_delay: str = "200ms"
+
+    @field_validator("heartbeat", "max_batch_delay")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
 class Job(_Strict):
     job: str
     source: Endpoint
@@ -146,6 +185,9 @@ class Job(_Strict):
     state: str | None = Field(default=None, description="state store URL (SQLite path or PostgreSQL URL)")
     schedules: list[Schedule] = Field(default_factory=list)
     triggers: list[Trigger] = Field(default_factory=list)
+    transport: Transport = "direct"
+    kafka: KafkaSettings | None = None
+    cdc: CdcSettings = Field(default_factory=CdcSettings)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -154,6 +154,8 @@ def _first_error(exc: ValidationError, path: Path, lines: dict[PathKey, int], do
 
 def _check_semantics(loaded: LoadedJob) -> None:
     """Checks that need more than one field: mode/method combinations per table."""
+    if loaded.job.transport == "kafka" and loaded.job.kafka is None:
+        raise loaded.error("transport kafka needs a kafka: section with bootstrap_servers", ("transport",))
     seen: set[str] = set()
     for t in loaded.tables:
         base: PathKey = ("tables", t.index)
