@@ -185,8 +185,6 @@ def compare(source: TableFacts, dest: TableFacts, *, expect_types: dict[str, str
             notes.append(f"primary key {dest.primary_key or 'none'} (source: {source.primary_key})")
     elif dest.primary_key:
         notes.append(f"primary key {dest.primary_key}")
-    else:
-        notes.append("no primary key")
 
     if source.fingerprint is not None and dest.fingerprint is not None:
         data_ok = source.fingerprint == dest.fingerprint

@@ -99,8 +99,10 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 def markdown(results: list[Result], meta: dict[str, Any]) -> str:
+    load = meta.get("load_average_at_start", ["?"])[0]
     lines = [f"## copyjob benchmark ({meta['started_at']}, {meta['machine']['cpus']} CPUs, "
-             f"PostgreSQL {meta['postgres_version']})", ""]
+             f"PostgreSQL {meta.get('postgres_version', '?')})", "",
+             f"{meta['params']['repeat']} runs of each copy, median shown; load average at start {load}.", ""]
     lines.append("| run | rows | seconds | rows/s | peak RSS MB | CPU s | ÷ raw pipe | ÷ raw pipe + PK | check |")
     lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
@@ -109,11 +111,10 @@ def markdown(results: list[Result], meta: dict[str, Any]) -> str:
             f"| {_cell(r.label)}", f"{r.rows:,}", seconds, _num(r.rows_per_s, ",.0f"), _num(r.peak_rss_mb, ".0f"),
             _num(r.cpu_seconds, ".1f"), _x(ratio(results, r.key, RAW)) if r.key != RAW else "1.00×",
             _x(ratio(results, r.key, RAW_PK)) if r.key != RAW_PK else "1.00×", _cell(r.check or "-") + " |"]))
-    lines += ["", "**copyjob full copy vs the others** (speed: rows/s ratio; memory: their peak RSS ÷ ours)", "",
-              "| vs | copyjob speed | copyjob memory |", "| --- | ---: | ---: |"]
+    lines += ["", "**copyjob full copy vs the others** (above 1× copyjob is better)", "",
+              "| vs | speed: copyjob rows/s ÷ theirs | memory: their peak RSS ÷ copyjob's |", "| --- | ---: | ---: |"]
     for other, c in comparisons(results).items():
-        lines.append(f"| {other} | {_x(c['speed_ratio'])} faster | {_x(c['memory_ratio'])} less |"
-                     if c["speed_ratio"] is not None else f"| {other} | - | - |")
+        lines.append(f"| {other} | {_x(c['speed_ratio'])} | {_x(c['memory_ratio'])} |")
     lines += ["", "**Targets**", "", "| target | wanted | got | met |", "| --- | --- | --- | --- |"]
     for t in targets(results):
         met = "n/a" if t.met is None else "yes" if t.met else "**NO**"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,3 +47,36 @@ class Result:
 
 def failed(key: str, label: str, rows: int, error: str) -> Result:
     return Result(key=key, label=label, rows=rows, ok=False, error=error, check="error")
+
+
+def combine(runs: list[Result]) -> Result:
+    """One line for repeated runs of the same thing: the median time (CPU time, numeric details too), the
+    highest peak RSS, ok only if every run was, the notes of the first (or first failed) run; each run's
+    seconds are kept in ``details["runs_seconds"]``."""
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    bad = next((r for r in runs if not r.ok), None)
+    timed = [r for r in runs if r.seconds is not None and r.error is None]
+    out = Result(key=first.key, label=first.label, rows=first.rows, per_row=first.per_row, vs_raw=first.vs_raw,
+                 ok=bad is None, error=bad.error if bad else None, check=(bad or first).check,
+                 details=dict(first.details))
+    if timed:
+        out.seconds = statistics.median(r.seconds for r in timed if r.seconds is not None)
+        out.cpu_seconds = statistics.median(r.cpu_seconds for r in timed if r.cpu_seconds is not None)
+    rss = [r.peak_rss_mb for r in runs if r.peak_rss_mb is not None]
+    out.peak_rss_mb = max(rss) if rss else None
+    for name in first.details:  # numbers measured per run: their median too
+        values = [r.details.get(name) for r in runs]
+        numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(numbers) == len(values):
+            out.details[name] = round(statistics.median(numbers), 3)
+    out.details["runs_seconds"] = [round(r.seconds, 3) if r.seconds is not None else None for r in runs]
+    out.notes = list((bad or first).notes)
+    return out
+
+
+def combine_by_key(runs: list[list[Result]]) -> list[Result]:
+    """:func:`combine` for scenarios that give several lines per run (matched by key, first run's order)."""
+    keys = [r.key for r in runs[0]]
+    return [combine([r for lines in runs for r in lines if r.key == key]) for key in keys]

@@ -37,6 +37,7 @@ from tests.services.postgres import start_postgres
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # the same for every tool: fewer forced checkpoints during multi-GB loads
 SERVER_SETTINGS = {"max_wal_size": "8GB", "checkpoint_timeout": "30min"}
+BUSY_LOAD = 0.7  # 1-minute load average above which the report warns that other work competes for the CPU
 PIP_PACKAGES = {"dlt": ["dlt[postgres,sql_database]"], "sling": ["sling-linux-amd64"]}
 
 
@@ -49,6 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-dlt", action="store_true", help="do not run dlt")
     p.add_argument("--skip-sling", action="store_true", help="do not run sling")
     p.add_argument("--skip-decoded", action="store_true", help="skip copyjob's decoded (Arrow) path")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each measured copy (the median is reported)")
     p.add_argument("--incremental-tables", type=int, default=50, help="tables in the no-op incremental run")
     p.add_argument("--incremental-rows", type=int, default=1_000, help="rows per table in that run")
     p.add_argument("--no-install", action="store_true", help="do not pip install dlt / sling when missing")
@@ -57,8 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, job files)")
     p.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json", help="the JSON report")
     args = p.parse_args(argv)
-    if args.rows < 1 or args.big_rows < 1 or args.incremental_tables < 1 or args.incremental_rows < 1:
-        p.error("row and table counts must be positive")
+    if min(args.rows, args.big_rows, args.incremental_tables, args.incremental_rows, args.repeat) < 1:
+        p.error("row, table and repeat counts must be positive")
     return args
 
 
@@ -171,12 +173,16 @@ def main(argv: list[str] | None = None) -> int:
         if not skip
     }
     meta["versions"] = versions()
+    meta["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    if meta["load_average_at_start"][0] > BUSY_LOAD:
+        say(f"warning: the machine is busy (load average {meta['load_average_at_start'][0]:.2f}): other processes "
+            "compete for the CPU and the numbers will be noisy")
     tmp = Path(tempfile.mkdtemp(prefix="copyjob-bench-", dir=args.tmp_dir))
     say(f"working in {tmp}")
     server = None
     try:
         server = start_postgres(tmp / "pg", settings=SERVER_SETTINGS)
-        bench = scenarios.Bench(server=server, work=tmp / "work", timeout_s=args.timeout)
+        bench = scenarios.Bench(server=server, work=tmp / "work", timeout_s=args.timeout, repeat=args.repeat)
         bench.work.mkdir(parents=True)
         meta["postgres_version"] = pgdata.scalar(server.url(), "SHOW server_version")
         say(f"PostgreSQL {meta['postgres_version']} on port {server.port}")
@@ -189,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     meta["total_seconds"] = round(time.perf_counter() - started, 1)
+    meta["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report = markdown(results, meta)
     write_json(args.output, results, meta)
     args.output.with_suffix(".md").write_text(report)

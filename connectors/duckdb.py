@@ -90,9 +90,11 @@ def _cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 
 
 def _database_path(url: ConnectionUrl, *, create: bool) -> Path:
+    """The database file, resolved so that every spelling of one file shares one cache entry."""
     path = url.path or Path(":memory:")
     if str(path) == ":memory:":
         return path
+    path = path.resolve()
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.is_file():

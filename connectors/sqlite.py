@@ -141,9 +141,9 @@ def _is_int64(c: Column | None) -> bool:
 
 def reflect_table(con: sqlite3.Connection, table: TableName) -> TableSchema | None:
     """Columns and primary key from ``pragma_table_info``; None when the table does not exist."""
-    _table_sql(table)
+    _table_sql(table)  # refuses a schema other than main
     rows = con.execute(
-        "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?) ORDER BY cid", (table.name,)
+        "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?, 'main') ORDER BY cid", (table.name,)
     ).fetchall()
     if not rows:
         return None
@@ -184,21 +184,13 @@ def _to_bytes(v: Any) -> bytes:
 
 
 def _to_datetime(v: Any) -> dt.datetime:
-    if isinstance(v, str):
+    """Stored text (or unix epoch seconds) as a datetime. Arrow converts aware values to UTC for us: an aware
+    value stored in a timestamp column becomes naive UTC, a naive one in a timestamptz column is taken as UTC."""
+    if type(v) is str:
         return dt.datetime.fromisoformat(v)
     if isinstance(v, int | float):  # unix epoch seconds, as some applications store them
         return dt.datetime(1970, 1, 1, tzinfo=_UTC) + dt.timedelta(seconds=v)
     raise TypeError(f"cannot read {v!r} as a timestamp")
-
-
-def _to_naive(v: Any) -> dt.datetime:
-    value = _to_datetime(v)
-    return value if value.tzinfo is None else value.astimezone(_UTC).replace(tzinfo=None)
-
-
-def _to_aware(v: Any) -> dt.datetime:
-    value = _to_datetime(v)
-    return value.replace(tzinfo=_UTC) if value.tzinfo is None else value
 
 
 def _to_date(v: Any) -> dt.date:
@@ -213,9 +205,9 @@ def _decimal_reader(scale: int) -> Converter:
     quantum = decimal.Decimal(1).scaleb(-scale)
 
     def convert(v: Any) -> decimal.Decimal:
-        if isinstance(v, float):  # REAL storage is approximate anyway: round to the declared scale
+        if type(v) is float:  # REAL storage is approximate anyway: round to the declared scale
             return decimal.Decimal(repr(v)).quantize(quantum, context=_WIDE)
-        return decimal.Decimal(_to_text(v))
+        return decimal.Decimal(v if type(v) is str else _to_text(v))
 
     return convert
 
@@ -226,7 +218,7 @@ def reader_for(t: LogicalType) -> Converter | None:
         return _decimal_reader(t.scale or 0) if t.precision is not None else _to_text
     return {
         "string": _to_text, "json": _to_text, "uuid": _to_uuid, "bool": _to_bool, "binary": _to_bytes,
-        "date": _to_date, "time": _to_time, "timestamp": _to_naive, "timestamptz": _to_aware,
+        "date": _to_date, "time": _to_time, "timestamp": _to_datetime, "timestamptz": _to_datetime,
     }.get(t.kind)
 
 
@@ -243,12 +235,11 @@ def _python_value(raw: Any, t: LogicalType) -> Any:
 
 def stored_column(values: pa.Array, t: LogicalType) -> list[Any]:
     """An Arrow column as the Python values we bind for ``t`` (vectorised text formatting)."""
-    if t.kind in ("decimal", "date", "time"):
-        values = values.cast(pa.string())
-    elif t.kind == "timestamp":
-        values = pc.strftime(values, format="%Y-%m-%d %H:%M:%S")  # %S of a µs timestamp keeps 6 decimals
+    if t.kind in ("decimal", "date", "time", "timestamp"):
+        values = values.cast(pa.string())  # timestamp(us) → 'YYYY-MM-DD HH:MM:SS.ffffff'
     elif t.kind == "timestamptz":
-        values = pc.strftime(values.cast(pa.timestamp("us", tz="UTC")), format="%Y-%m-%d %H:%M:%S+00:00")
+        utc_text = values.cast(pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us")).cast(pa.string())
+        values = pc.binary_join_element_wise(utc_text, "+00:00", "")
     return list(values.to_pylist())
 
 
@@ -268,7 +259,7 @@ def stored_value(value: Any, t: LogicalType) -> Any:
     if t.kind == "time" and isinstance(value, dt.time):
         return value.isoformat(timespec="microseconds")
     if t.kind == "date" and isinstance(value, dt.date):
-        return value.isoformat()
+        return (value.date() if isinstance(value, dt.datetime) else value).isoformat()
     if t.kind == "decimal":
         return float(value)  # compared with CAST(col AS REAL), see _where
     if t.kind == "bool":
@@ -329,7 +320,8 @@ class SqliteSource:
             raise ConnectionFailed(f"SQLite database file not found: {path}", retriable=False)
         try:
             # mode=ro never creates the file and never takes the write lock
-            self._con = _connect(":memory:" if str(path) == ":memory:" else f"{path.as_uri()}?mode=ro", uri=True)
+            self._con = _connect(":memory:" if str(path) == ":memory:" else f"{path.resolve().as_uri()}?mode=ro",
+                                 uri=True)
         except sqlite3.Error as exc:
             raise ConnectionFailed(f"cannot open SQLite database {path}: {exc}") from exc
 
@@ -343,15 +335,14 @@ class SqliteSource:
              batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
         columns = ", ".join(quote_double(c.name) for c in schema.columns)
         where, params = _where(filters, self._types(schema, filters))
-        arrow_schema = schema.arrow_schema()
         converters = [reader_for(c.type) for c in schema.columns]
+        # text columns almost always hold text: try Arrow's own conversion first, convert per value on failure
+        fast = [None if c.type.kind in ("string", "json") else conv for c, conv in zip(schema.columns, converters,
+                                                                                       strict=True)]
         cur = self._execute(f"SELECT {columns} FROM {_table_sql(schema.table)}{where}", params, schema.table)
         try:
             while rows := cur.fetchmany(batch_rows):
-                try:
-                    yield rows_to_batch(rows, arrow_schema, converters)
-                except (pa.ArrowException, ValueError, TypeError, decimal.InvalidOperation) as exc:
-                    raise DataError(f"SQLite: {schema.table}: a value does not fit its column type: {exc}") from exc
+                yield self._batch(rows, schema, fast, converters)
         finally:
             cur.close()
 
@@ -375,6 +366,19 @@ class SqliteSource:
         self._con.close()
 
     # ------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _batch(rows: list[Any], schema: TableSchema, fast: list[Converter | None],
+               converters: list[Converter | None]) -> pa.RecordBatch:
+        arrow_schema = schema.arrow_schema()
+        try:
+            return rows_to_batch(rows, arrow_schema, fast)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+        try:
+            return rows_to_batch(rows, arrow_schema, converters)
+        except (pa.ArrowException, ValueError, TypeError, decimal.InvalidOperation) as exc:
+            raise DataError(f"SQLite: {schema.table}: a value does not fit its column type: {exc}") from exc
 
     def _types(self, schema: TableSchema, filters: Sequence[RowFilter]) -> dict[str, LogicalType]:
         types = {c.name: c.type for c in schema.columns}
@@ -543,7 +547,7 @@ class SqliteLoadSession:
 
     def _add_primary_key(self) -> None:
         """SQLite cannot ALTER a key onto a table: rebuild it with the key, keeping the declared types."""
-        rows = self._con.execute("SELECT name, type, \"notnull\" FROM pragma_table_info(?) ORDER BY cid",
+        rows = self._con.execute("SELECT name, type, \"notnull\" FROM pragma_table_info(?, 'main') ORDER BY cid",
                                  (self._schema.table.name,)).fetchall()
         names = [r[0] for r in rows]
         parts = [f"{quote_double(n)} {t}{' NOT NULL' if nn or n in self._deferred_key else ''}"

@@ -267,4 +267,9 @@ class StateStore(Protocol):
 
     def history(self, job: str, limit: int = 20) -> list[RunRecord]: ...
 
+    def get_meta(self, job: str, key: str) -> str | None:
+        """A small named value of the job (serve: a schedule's last fire time), or None."""
+
+    def set_meta(self, job: str, key: str, value: str) -> None: ...
+
     def close(self) -> None: ...

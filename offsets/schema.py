@@ -107,6 +107,15 @@ run_tables = Table(
     Column("error", Text),
 )
 
+job_meta = Table(
+    # small named values per job (serve: each schedule's last fire time). Added without a schema version bump:
+    # a store made before it gets the table on first use, and an older copyjob simply ignores it.
+    "job_meta", metadata,
+    Column("job", String(255), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 locks = Table(
     "locks", metadata,
     Column("job", String(255), primary_key=True),

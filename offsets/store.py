@@ -52,6 +52,7 @@ from offsets.schema import (
     SCHEMA_VERSION,
     decode_watermark,
     encode_watermark,
+    job_meta,
     meta,
     metadata,
     run_tables,
@@ -260,6 +261,7 @@ class SqlStateStore:
     def __init__(self, url: str) -> None:
         self._db = Database(url)
         self._held: list[run_lock.RunLock] = []
+        self._job_meta_ready = False
         try:
             self._db.ensure_schema()
         except BaseException:
@@ -346,6 +348,32 @@ class SqlStateStore:
         for row in table_rows:
             records[row["run_id"]].tables.append(_table_run_record(row))
         return list(records.values())
+
+    # ---- small per-job values
+
+    def get_meta(self, job: str, key: str) -> str | None:
+        """The value stored under ``key`` for ``job`` (e.g. a schedule's last fire time), or None."""
+        self._ensure_job_meta()
+        with self._db.reading(f"read {key!r} of job {job!r}") as conn:
+            value = conn.execute(select(job_meta.c.value).where(
+                job_meta.c.job == job, job_meta.c.key == key)).scalar()
+        return None if value is None else str(value)
+
+    def set_meta(self, job: str, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` for ``job`` (insert or replace)."""
+        self._ensure_job_meta()
+        with self._db.writing(f"save {key!r} of job {job!r}") as conn:
+            self._db.upsert(conn, job_meta, {"job": job, "key": key, "value": value})
+
+    def _ensure_job_meta(self) -> None:
+        """``job_meta`` came after schema version 1 without a bump: create it in an older store on first use."""
+        if self._job_meta_ready:
+            return
+        with self._db.writing("create the job_meta table") as conn:
+            if self._db.dialect == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(_DDL_LOCK_KEY)))
+            job_meta.create(conn, checkfirst=True)
+        self._job_meta_ready = True
 
     # ---- run lock
 

@@ -63,13 +63,18 @@ def translate(exc: BaseException, url: ConnectionUrl, table: TableName | None = 
         state = exc.sqlstate or ""
         if state.startswith("28"):
             return AuthenticationFailed(f"PostgreSQL rejected the credentials for {url.redacted}: {_text(exc)}")
-        if state.startswith(("22", "23")) or (not state and isinstance(exc, psycopg.DataError)):
+        if state.startswith(("22", "23")):
             return DataError(f"PostgreSQL refused a value for {where}: {_text(exc)}")
-        if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "57"))):
-            return ConnectionFailed(f"lost the connection to {url.redacted} ({table}): {_text(exc)}")
+        if not state and isinstance(exc, psycopg.DataError):  # the driver could not convert a value
+            return DataError(f"a value of {where} cannot be converted: {_text(exc)}")
+        if state.startswith("40"):  # serialization failure, deadlock: the server asks us to try again
+            return ConnectorError(f"PostgreSQL gave up a transaction on {where}: {_text(exc)}", retriable=True)
+        if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "53", "57"))):
+            during = f" while working on {table}" if table else ""
+            return ConnectionFailed(f"connection to {url.redacted} failed or was interrupted{during}: {_text(exc)}")
         return ConnectorError(f"PostgreSQL error on {where}: {_text(exc)}")
-    if isinstance(exc, (ValueError, TypeError, OverflowError)):  # raised while encoding a Python value
-        return DataError(f"cannot write a value into {where}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, (ValueError, TypeError, OverflowError)):  # converting a value (Arrow, Python)
+        return DataError(f"a value of {where} cannot be converted: {type(exc).__name__}: {exc}")
     return ConnectorError(f"error on {where}: {type(exc).__name__}: {exc}")
 
 

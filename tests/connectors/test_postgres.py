@@ -237,6 +237,18 @@ def test_unreachable_server_is_retriable(postgres_server: PostgresServer) -> Non
     assert "pw-x1" not in str(info.value)
 
 
+def test_dropped_connection_is_retriable(postgres_server: PostgresServer, pg_url: str,
+                                        dest: PostgresDestination) -> None:
+    make_items(postgres_server, pg_url)
+    session = dest.begin_load(SIMPLE, "append", [])
+    postgres_server.psql(db_of(pg_url), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    with pytest.raises(ConnectionFailed) as info:
+        session.write(simple_batch([(9, "x")]))
+    assert info.value.retriable
+    assert table_rows(postgres_server, pg_url) == ["1|a", "2|b", "3|c"]
+
+
 def test_refused_values_are_data_errors(dest: PostgresDestination) -> None:
     schema = TableSchema(TableName("short"), (Column("id", LogicalType("int64"), nullable=False),
                                               Column("code", LogicalType("string", length=3))))
@@ -369,7 +381,7 @@ def test_abort_and_markers(postgres_server: PostgresServer, pg_url: str, dest: P
     assert dest.read_marker("job", "items") is None  # no state table yet
 
     for method in ("append", "overwrite", "merge"):
-        session = dest.begin_load(SIMPLE, method, ["id"])  # type: ignore[arg-type]
+        session = dest.begin_load(SIMPLE, method, ["id"])
         session.write(simple_batch([(10, "new")] if method == "append" else [(1, "changed"), (10, "new")]))
         session.abort()
     assert table_rows(postgres_server, pg_url) == ["1|a", "2|b", "3|c"]

@@ -184,18 +184,18 @@ def test_reads_values_stored_by_other_tools(db: Path) -> None:
     db.parent.mkdir()
     with sqlite3.connect(db) as con:
         con.execute("CREATE TABLE t (id INTEGER, ts TIMESTAMP, tz TIMESTAMPTZ, d NUMERIC(10,2), b BOOLEAN, "
-                    "u UUID, dd DATE, s VARCHAR(5))")
+                    "u UUID, dd DATE, s VARCHAR(5), j JSON, w WHATEVER)")
         con.execute("INSERT INTO t VALUES (1, '2024-01-02T03:04:05', '2024-01-02 03:04:05+02:00', 1.1, 'true', "
-                    "?, '2024-01-02 00:00:00', 42)", (uuid.UUID(int=5).bytes,))
-        con.execute("INSERT INTO t VALUES (2, 0, 86400.5, '12.30', 0, 'x', '2024-01-03', 1.5)")
+                    "?, '2024-01-02 00:00:00', 42, '123', 'x')", (uuid.UUID(int=5).bytes,))
+        con.execute("INSERT INTO t VALUES (2, 0, 86400.5, '12.30', 0, 'x', '2024-01-03', 1.5, '[1]', 7)")
     src = _source(db)
     rows = _read(src, src.reflect(TableName("t")))
     assert rows[0] == {"id": 1, "ts": dt.datetime(2024, 1, 2, 3, 4, 5), "tz": dt.datetime(2024, 1, 2, 1, 4, 5,
                        tzinfo=UTC), "d": Decimal("1.10"), "b": True, "u": str(uuid.UUID(int=5)),
-                       "dd": dt.date(2024, 1, 2), "s": "42"}
+                       "dd": dt.date(2024, 1, 2), "s": "42", "j": "123", "w": "x"}
     assert rows[1]["ts"] == dt.datetime(1970, 1, 1)
     assert rows[1]["tz"] == dt.datetime(1970, 1, 2, 0, 0, 0, 500000, tzinfo=UTC)
-    assert rows[1]["d"] == Decimal("12.30") and rows[1]["s"] == "1.5"
+    assert rows[1]["d"] == Decimal("12.30") and rows[1]["s"] == "1.5" and rows[1]["w"] == "7"
     src.close()
 
 
@@ -417,4 +417,22 @@ def test_identifiers_with_spaces_quotes_and_upper_case(dest: SqliteDestination, 
     assert _read(src, schema, [RowFilter("Key Col", lower=Bound(0, False))]) == [
         {"Key Col": 1, 'say "hi"': "x", "UPPER": True}]
     assert src.max_value(schema.table, 'say "hi"') == "x"
+    src.close()
+
+
+def test_copy_between_tables_of_one_file(dest: SqliteDestination, db: Path) -> None:
+    a, b = _simple("a"), _simple("b")
+    dest.create_table(a)
+    dest.create_table(b)
+    _load(dest, a, [{"id": i} for i in range(10)])
+    src = _source(db)
+    session = dest.begin_load(b, "append", ())
+    for batch in src.read(a, batch_rows=3):  # the source reads while the load holds the write lock
+        session.write(batch)
+        assert src.count(a.table) == 10
+    session.commit(StateMarker("job", "b", "r", {}))
+    assert src.count(b.table) == 10
+    other = src.clone()
+    assert sorted(r["id"] for r in _read(other, b)) == list(range(10))
+    other.close()
     src.close()
