@@ -51,7 +51,7 @@ def parse_url(raw: str, base_dir: Path | None = None) -> ConnectionUrl:
     query = dict(parse_qsl(parts.query))
     if scheme in FILE_SCHEMES:
         text = unquote((parts.netloc + parts.path) if parts.netloc else parts.path)
-        if text.startswith("/") and not text.startswith("//") and parts.netloc == "":
+        if text.startswith("/") and parts.netloc == "":
             # sqlite:///shop.db is relative, sqlite:////abs/shop.db absolute (SQLAlchemy's convention)
             text = text[1:]
         path = Path(text).expanduser()
