@@ -1,4 +1,4 @@
-"""The command line: run, validate, status, history, reset, demo.
+"""The command line: run, serve, validate, status, history, reset, demo.
 
 Exit codes: 0 success; 1 a table failed (or a system could not be reached); 2 a bad job file, variables
 file or command line; 3 skipped because another run of the job held the lock past --wait; 130 interrupted.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -86,6 +87,43 @@ def run(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables
 
 
 @app.command()
+def serve(paths: Annotated[list[Path], typer.Argument(help="Job files, or folders: every *.yaml/*.yml in it "
+                                                      "with a job: key.", show_default=False)],
+          env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None,
+          poll: Annotated[bool, typer.Option("--poll", help="Poll trigger folders instead of waiting for file "
+                                             "events (for filesystems that send none).")] = False,
+          workers: Annotated[int | None, typer.Option("--workers", min=1, help="Jobs running at once "
+                                                      "(default: one per job, at most 8).")] = None) -> None:
+    """Run jobs on their schedules and file-arrival triggers until SIGTERM or Ctrl-C."""
+
+    def body() -> int:
+        from copyjob.serve import Server, find_job_files, served_job, tick_from_env
+
+        _log_to_stderr("copyjob.serve")
+        tick = tick_from_env()
+        jobs = []
+        for path in find_job_files(paths):
+            loaded = _load(path, env, variables)
+            jobs.append(served_job(loaded, partial(_store, loaded, state), poll=poll, poll_interval_s=tick))
+        server = Server(jobs, tick_s=tick, workers=workers)
+        server.install_signal_handlers()
+        server.serve()
+        return 0
+
+    raise typer.Exit(_guard(body))
+
+
+def _log_to_stderr(name: str) -> None:
+    """One plain line per event, with a timestamp: serve's log is read by people and by log collectors."""
+    logger = logging.getLogger(name)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+@app.command()
 def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None,
              connect: Annotated[bool, typer.Option("--connect", help="Also reach both ends and check every "
                                                    "table and column.")] = False) -> None:
@@ -116,23 +154,26 @@ def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None,
 @app.command()
 def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None,
            json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Per-table state: last run and outcome, watermark, and whether the next run is full or incremental."""
+    """Per-table state (last run and outcome, watermark, whether the next run is full or incremental), and
+    the job's next scheduled runs and its triggers."""
 
     def body() -> int:
-        from copyjob.summary import dumps, print_status, status_rows
+        from copyjob.summary import dumps, print_status, schedule_rows, status_rows, trigger_rows
 
         loaded = _load(job_file, env, variables)
         store = _store(loaded, state)
         try:
             states = [(t.spec.target_name, t.mode, store.load(loaded.job.job, t.spec.target_name))
                       for t in loaded.tables]
+            schedules = schedule_rows(store, loaded.job)
         finally:
             store.close()
         rows = status_rows(states)
         if json_out:
-            print(dumps({"job": loaded.job.job, "tables": rows}))
+            print(dumps({"job": loaded.job.job, "tables": rows, "schedules": schedules,
+                         "triggers": trigger_rows(loaded.job)}))
         else:
-            print_status(out, loaded.job.job, rows)
+            print_status(out, loaded.job.job, rows, schedules, trigger_rows(loaded.job))
         return 0
 
     raise typer.Exit(_guard(body))

@@ -12,6 +12,7 @@
     │   ├── AuthenticationFailed      wrong credentials (terminal: never retried)
     │   ├── TableNotFound             a table named in the job does not exist
     │   └── DataError                 a value the destination refused; names the table and, where known, the row
+    │       └── BadFile               a source file that cannot be read (bad row, broken file, encoding): file:line
     ├── StateError                    the state store cannot be read or written
     └── MissingDependency             an optional package is not installed; says which extra to install
 
@@ -86,6 +87,17 @@ class TableNotFound(ConnectorError):
 
 class DataError(ConnectorError):
     pass
+
+
+class BadFile(DataError):
+    """A source file that cannot be read: a row with the wrong number of fields, a broken Parquet file, bytes
+    that do not decode. Formats as ``file:line: problem`` (``file: problem`` when the line is unknown)."""
+
+    def __init__(self, problem: str, *, file: str, line: int | None = None) -> None:
+        self.file = file
+        self.line = line
+        self.problem = problem
+        super().__init__(f"{file}:{line}: {problem}" if line else f"{file}: {problem}")
 
 
 class StateError(CopyjobError):

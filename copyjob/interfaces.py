@@ -7,6 +7,8 @@ connectors import only this module and copyjob's shared vocabulary, never each o
   :class:`LoadSession`, which writes batches with one update method and commits them together with a
   :class:`StateMarker` (the incremental state the data belongs to) in one transaction where the system allows.
 - :class:`StateStore`: the job's state: per-table watermarks and outcomes, run history (package ``offsets``).
+- :class:`FileSetSource`: a folder or S3 prefix whose table entries are sets of files (:class:`FileSet`):
+  list them (:class:`FileInfo`), open one as a :class:`FileReader`; copied file by file (copyjob.file_copy).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class RowFilter:
 class SourceCapabilities:
     postgres_binary: bool = False
     """Can stream ``COPY … TO STDOUT (FORMAT binary)`` bytes (:meth:`Source.copy_out_binary`)."""
+    files: bool = False
+    """A set of files rather than tables: the source is a :class:`FileSetSource`."""
 
 
 class Source(Protocol):
@@ -93,6 +97,8 @@ class DestinationCapabilities:
     postgres_binary: bool = False
     """Accepts a PostgreSQL binary COPY stream (:meth:`LoadSession.write_binary`)."""
     preferred_batch_rows: int = 50_000
+    files: bool = False
+    """Writes one output file per source file: its sessions are :class:`FileLoadSession`."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,12 @@ class LoadSession(Protocol):
     def commit(self, marker: StateMarker | None) -> None: ...
 
     def abort(self) -> None: ...
+
+
+class FileLoadSession(LoadSession, Protocol):
+    def begin_file(self, name: str) -> None:
+        """The next writes form the output named after the source file ``name`` (a relative path); an output
+        of that name already there is replaced at commit."""
 
 
 class Destination(Protocol):
@@ -186,6 +198,75 @@ class SnapshotResult:
     status: Literal["completed", "skipped", "aborted"]
     position: Mapping[str, Any]
     rows: int = 0
+
+
+# ---------------------------------------------------------------- file sets
+
+FileFormat = Literal["csv", "jsonl", "parquet"]
+SOURCE_FILE_COLUMN = "_source_file"
+"""The column that names each row's source file (``source_file_column: true``)."""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One file of a file source: its path relative to the source root ('/'-separated), its modification time
+    in nanoseconds since the epoch, its size in bytes."""
+
+    path: str
+    mtime_ns: int
+    size: int
+
+
+@dataclass(frozen=True)
+class FileSet:
+    """A table entry of a file source: which files (a glob relative to the source root) and how to read them."""
+
+    name: str
+    pattern: str
+    format: FileFormat
+    csv: CsvOptions
+    source_file_column: bool = False
+
+
+class FileColumnsGrew(Exception):
+    """Raised by :meth:`FileReader.batches` when a later part of a file has columns that ``columns`` lacked
+    (JSON lines may add keys anywhere): the caller adds them to the table and reads the file again."""
+
+    def __init__(self, columns: Sequence[Column]) -> None:
+        super().__init__(", ".join(c.name for c in columns))
+        self.columns = tuple(columns)
+
+
+class FileReader(Protocol):
+    """One opened source file. ``columns`` is known as soon as it is open (CSV header and first block,
+    Parquet footer, first block of JSON lines), before any row is handed out."""
+
+    file: FileInfo
+    columns: tuple[Column, ...]
+
+    def batches(self, schema: TableSchema) -> Iterator[pa.RecordBatch]:
+        """The file's rows as batches with ``schema.arrow_schema()`` (columns the file lacks are NULL).
+
+        Raises BadFile (naming the file and line) or :class:`FileColumnsGrew`."""
+
+    def close(self) -> None: ...
+
+
+class FileSetSource(Protocol):
+    capabilities: SourceCapabilities
+
+    def list_files(self, pattern: str) -> list[FileInfo]:
+        """The files matching ``pattern`` (relative to the source root; ``**`` crosses folders), from one
+        listing; hidden names (``.``/``_`` prefix) are skipped."""
+
+    def infer_schema(self, files: FileSet, listed: Sequence[FileInfo]) -> TableSchema | None:
+        """The set's columns from a quick look at its newest readable file; None when none can be read."""
+
+    def read_file(self, files: FileSet, file: FileInfo, known: TableSchema | None = None, *,
+                  batch_rows: int = 50_000) -> FileReader:
+        """Open ``file``: columns in ``known`` are read with its types, others inferred. Raises BadFile."""
+
+    def close(self) -> None: ...
 
 
 # ---------------------------------------------------------------- state

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from copyjob.interfaces import RunRecord, TableRunRecord, TableState
+from copyjob.interfaces import RunRecord, StateStore, TableRunRecord, TableState
+from copyjob.jobfile import Job
 from copyjob.values import display_value, encode_value
 
 
@@ -75,7 +78,30 @@ def status_rows(states: list[tuple[str, str, TableState]]) -> list[dict[str, Any
     return rows
 
 
-def print_status(console: Console, job: str, rows: list[dict[str, Any]]) -> None:
+def schedule_rows(store: StateStore, job: Job, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Per schedule: its expression, time zone and next run, in that zone. ``missed``: a fire time passed
+    while serve was not running; serve runs it once when it starts."""
+    from copyjob.schedule import ScheduleRule, load_last_fire
+
+    now = now or datetime.now(UTC)
+    rows = []
+    for spec in job.schedules:
+        rule = ScheduleRule.of(spec)
+        last = load_last_fire(store, job.job, rule)
+        due = rule.next_after(last) if last is not None else rule.next_after(now)
+        kind = {"cron": spec.cron} if spec.cron is not None else {"every": spec.every}
+        rows.append({**kind, "timezone": rule.zone_name, "next_run": due.astimezone(rule.zone).isoformat(),
+                     "missed": due <= now,
+                     "last_fire": last.astimezone(rule.zone).isoformat() if last is not None else None})
+    return rows
+
+
+def trigger_rows(job: Job) -> list[dict[str, Any]]:
+    return [{"file_arrival": t.file_arrival.model_dump()} for t in job.triggers]
+
+
+def print_status(console: Console, job: str, rows: list[dict[str, Any]],
+                 schedules: Sequence[dict[str, Any]] = (), triggers: Sequence[dict[str, Any]] = ()) -> None:
     table = Table(title=f"copyjob status {job}", title_justify="left")
     for col in ("table", "mode", "last run", "last outcome", "watermark", "next run"):
         table.add_column(col)
@@ -89,6 +115,15 @@ def print_status(console: Console, job: str, rows: list[dict[str, Any]]) -> None
     for r in rows:
         if r["last_outcome"] == "failed" and r["last_error"]:
             console.print(f"[red]last error[/]: {r['table']}: {r['last_error']}", soft_wrap=True)
+    for sc in schedules:
+        what = f"cron {sc['cron']}" if "cron" in sc else f"every {sc['every']}"
+        when = (f"[yellow]missed[/] {sc['next_run']} (runs once when serve starts)" if sc["missed"]
+                else sc["next_run"])
+        console.print(f"schedule: {what} ({sc['timezone']}): next run {when}", highlight=False, soft_wrap=True)
+    for tr in triggers:
+        fa = tr["file_arrival"]
+        console.print(f"trigger: file_arrival {fa['path']} {fa['pattern']} (debounce {fa['debounce']}"
+                      f"{', recursive' if fa['recursive'] else ''})", highlight=False, soft_wrap=True)
 
 
 def print_history(console: Console, runs: list[RunRecord]) -> None:

@@ -11,7 +11,7 @@ A :class:`FileWatcher` turns filesystem events into batches of arrived files:
    has come for ``debounce`` seconds, so a burst of files, or one file written in many chunks, makes one run.
 
 The watcher never calls back into a run: the caller asks :meth:`FileWatcher.take` for a ready batch and
-:meth:`FileWatcher.due_in` how long to sleep; ``on_event`` only wakes the caller up.
+:meth:`FileWatcher.due_in` how long to sleep; the ``on_event`` callback only wakes the caller up.
 """
 
 from __future__ import annotations
@@ -72,14 +72,13 @@ class FileWatcher:
 
     def __init__(self, folder: Path, pattern: str = "*", *, recursive: bool = False, debounce_s: float = 2.0,
                  poll: bool = False, poll_interval_s: float = 1.0,
-                 on_event: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.folder = Path(folder).resolve()
         self.pattern = pattern
         self.recursive = recursive
         self.poll = poll
         self.poll_interval_s = poll_interval_s
-        self._on_event = on_event
+        self._on_event: Callable[[], None] | None = None
         self._debouncer = Debouncer(debounce_s, clock)
         self._observer: Any = None
 
@@ -88,8 +87,10 @@ class FileWatcher:
         """True when the watcher polls (asked to, or because the native observer could not start)."""
         return self.poll
 
-    def start(self) -> None:
-        """Start watching. Raises FileNotFoundError when the folder does not exist."""
+    def start(self, on_event: Callable[[], None] | None = None) -> None:
+        """Start watching; ``on_event`` is called (from the observer's thread) for every matching event.
+        Raises FileNotFoundError when the folder does not exist."""
+        self._on_event = on_event
         if not self.folder.is_dir():
             raise FileNotFoundError(f"not a folder: {self.folder}")
         if not self.poll:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -10,8 +11,9 @@ import psycopg
 import pyarrow as pa
 from psycopg.types.json import set_json_dumps
 
+from connectors._keys import check_delete_batch, last_per_key, match_key, update_targets
 from connectors._sql import STATE_TABLE, qualified, quote_double
-from connectors.postgres import _wire
+from connectors.postgres import _catalog, _wire
 from connectors.postgres._catalog import NativeColumn, column_list
 from connectors.postgres._connect import translate
 from copyjob.errors import ConfigurationError, ConnectorError, DataError
@@ -30,7 +32,8 @@ SET run_id = EXCLUDED.run_id, state = EXCLUDED.state, committed_at = EXCLUDED.co
 
 class PostgresLoadSession:
     """Steps: 1. the constructor opens the transaction (TRUNCATE for overwrite; a staging table for merge);
-    2. ``write``/``write_binary`` COPY batches in; 3. ``commit`` applies the merge, adds the deferred key,
+    2. ``write``/``write_binary`` COPY batches in; ``delete_keys``/``update_columns`` change the target (and
+    the merge staging) by key at once, in call order; 3. ``commit`` applies the merge, adds the deferred key,
     upserts the marker and commits, all in that one transaction. ``abort`` rolls everything back."""
 
     def __init__(self, conn: psycopg.Connection[Any], url: ConnectionUrl, table: TableName,
@@ -43,6 +46,7 @@ class PostgresLoadSession:
         self._method = method
         self._key = key
         self._deferred_key = deferred_key
+        self._primary_key: tuple[str, ...] | None = None  # looked up when delete/update by key needs it
         self._ensure_state_table = ensure_state_table
         self._target = qualified(table, quote_double)
         self._cols_sql = column_list([c.name for c in columns])
@@ -101,10 +105,10 @@ class PostgresLoadSession:
             raise self._row_error(bad, f"value {values[bad]!r} of column {column.name!r} does not fit "
                                        f"{column.native_type}") from exc
 
-    def _copy_rows(self, copy_types: list[str], columns: list[list[Any]]) -> None:
+    def _copy_rows(self, copy_types: list[str], columns: list[list[Any]], copy_sql: str | None = None) -> None:
         with self._conn.cursor() as cur:
             set_json_dumps(_wire.as_is, context=cur)  # json arrives as JSON text: send it untouched
-            with cur.copy(self._copy_in_sql()) as copy:
+            with cur.copy(copy_sql or self._copy_in_sql()) as copy:
                 copy.set_types(copy_types)
                 write_row = copy.write_row
                 row_no = 0
@@ -138,6 +142,87 @@ class PostgresLoadSession:
             found = [_wire.plan(c, f.type) for c, f in zip(self._columns, schema, strict=True)]
             self._wires[schema] = found
         return found
+
+    # ------------------------------------------------------------ step 2b: deletes and column updates by key
+
+    def delete_keys(self, keys: pa.RecordBatch) -> int:
+        """Delete the target rows whose key equals a row of ``keys`` (the key columns only), now, inside the
+        transaction; in a merge session also the rows of those keys staged so far, so that a later ``write`` of
+        a key wins and an earlier one loses (effects in call order, see connectors/_keys.py). Returns the target
+        rows deleted. The keys are binary-COPied into a temporary table and joined: ``DELETE … USING``."""
+        key = self._match_key()
+        check_delete_batch(keys, key, self._table)
+        if keys.num_rows == 0:
+            return 0
+        return int(self._guard(self._delete_keys, keys, key))
+
+    def _delete_keys(self, keys: pa.RecordBatch, key: tuple[str, ...]) -> int:
+        temp = self._stage_columns(keys, key)
+        match = " AND ".join(f"t.{quote_double(k)} = k.{quote_double(k)}" for k in key)  # NULL matches nothing
+        if self._method == "merge":
+            self._conn.execute(f"DELETE FROM {STAGE} AS t USING {temp} AS k WHERE {match}")
+        deleted = self._conn.execute(f"DELETE FROM {self._target} AS t USING {temp} AS k WHERE {match}").rowcount
+        self._conn.execute(f"DROP TABLE {temp}")
+        return deleted
+
+    def update_columns(self, rows: pa.RecordBatch) -> int:
+        """Set the non-key columns of ``rows`` on the target rows with the same key (other columns untouched;
+        keys not in the table are ignored; the last row of a key in ``rows`` wins), now, inside the
+        transaction; in a merge session also on the rows of those keys staged so far (the update applies on
+        top of the staged row). Returns the target rows updated. Staged through a temporary table:
+        ``UPDATE … FROM``."""
+        key = self._match_key()
+        others = update_targets(rows, key, (c.name for c in self._columns), self._table)
+        if rows.num_rows == 0:
+            return 0
+        return int(self._guard(self._update_columns, rows, key, others))
+
+    def _update_columns(self, rows: pa.RecordBatch, key: tuple[str, ...], others: list[str]) -> int:
+        unique = last_per_key(rows, key).combine_chunks()
+        batch = unique.to_batches()[0] if unique.num_rows else rows.slice(0, 0)
+        temp = self._stage_columns(batch, (*key, *others))
+        match = " AND ".join(f"t.{quote_double(k)} = u.{quote_double(k)}" for k in key)
+        if not others:  # nothing to set: the rows that would have been updated
+            found = self._conn.execute(f"SELECT count(*) FROM {self._target} AS t "
+                                       f"WHERE EXISTS (SELECT FROM {temp} AS u WHERE {match})").fetchone()
+            updated = int(found[0]) if found else 0
+        else:
+            sets = ", ".join(f"{quote_double(c)} = u.{quote_double(c)}" for c in others)
+            if self._method == "merge":
+                self._conn.execute(f"UPDATE {STAGE} AS t SET {sets} FROM {temp} AS u WHERE {match}")
+            updated = self._conn.execute(f"UPDATE {self._target} AS t SET {sets} FROM {temp} AS u "
+                                         f"WHERE {match}").rowcount
+        self._conn.execute(f"DROP TABLE {temp}")
+        return updated
+
+    def _match_key(self) -> tuple[str, ...]:
+        """The columns delete_keys/update_columns match on: the load's key, else its deferred key, else the
+        table's primary key; ConfigurationError when there is none."""
+        if not (self._key or self._deferred_key) and self._primary_key is None:
+            found = self._guard(_catalog.reflect_native, self._conn, self._table)
+            self._primary_key = found[1] if found else ()
+        key = match_key(self._table, self._key, self._deferred_key, self._primary_key or ())
+        loaded = {c.name for c in self._columns}
+        unknown = [k for k in key if k not in loaded]
+        if unknown:
+            raise ConfigurationError(f"key column(s) {unknown} of {self._table} are not among the columns loaded")
+        return key
+
+    def _stage_columns(self, batch: pa.RecordBatch, names: Sequence[str]) -> str:
+        """COPY the columns ``names`` of ``batch`` into a new temporary table with the target's types for them
+        (values bound by binary COPY, as ``write`` does); returns the table's name."""
+        temp = f'pg_temp.{quote_double(f"_copyjob_rows_{uuid.uuid4().hex[:12]}")}'
+        cols_sql = column_list(names)
+        self._conn.execute(f"CREATE TEMP TABLE {temp} ON COMMIT DROP AS "
+                           f"SELECT {cols_sql} FROM {self._target} WITH NO DATA")
+        by_name = {c.name: c for c in self._columns}
+        columns = [by_name[n] for n in names]
+        arrays = [batch.column(n) for n in names]
+        wires = [_wire.plan(c, a.type) for c, a in zip(columns, arrays, strict=True)]
+        values = [self._python_values(c, a, w) for c, a, w in zip(columns, arrays, wires, strict=True)]
+        self._copy_rows([w.copy_type for w in wires], values, f"COPY {temp} ({cols_sql}) FROM STDIN (FORMAT binary)")
+        self._conn.execute(f"ANALYZE {temp}")  # temp tables are never auto-analysed; the join needs stats
+        return temp
 
     # ------------------------------------------------------------ step 3
 

@@ -544,3 +544,156 @@ def test_temporal_edges_round_trip(pg_url: str, dest: PostgresDestination) -> No
     expected = [{"d": m.date(), "t": t, "ts": m, "tz": m.replace(tzinfo=UTC)}
                 for m, t in zip(moments, times, strict=True)]
     assert rows == [*expected, {"d": None, "t": None, "ts": None, "tz": None}]
+
+
+# ---------------------------------------------------------------- deletes and column updates by key
+
+DOCS = TableSchema(
+    table=TableName("docs"),
+    columns=(Column("id", LogicalType("int64"), nullable=False), Column("name", LogicalType("string")),
+             Column("body", LogicalType("string"))),
+    primary_key=("id",),
+)
+EVENTS = TableSchema(
+    table=TableName("ev"),
+    columns=(Column("code", LogicalType("string"), nullable=False),
+             Column("at", LogicalType("timestamptz"), nullable=False),
+             Column("u", LogicalType("uuid")), Column("v", LogicalType("int32"))),
+    primary_key=("code", "at"),
+)
+T0 = dt.datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+U1, U2 = uuid.UUID(int=1), uuid.UUID(int=2)
+
+
+def docs_batch(rows: list[tuple[Any, ...]], names: tuple[str, ...] = ("id", "name", "body")) -> pa.RecordBatch:
+    schema = DOCS.select(list(names)).arrow_schema()
+    return pa.RecordBatch.from_pylist([dict(zip(names, r, strict=True)) for r in rows], schema=schema)
+
+
+def make_docs(server: PostgresServer, url: str, key: bool = True) -> None:
+    server.psql(db_of(url), f"CREATE TABLE docs (id bigint {'PRIMARY KEY' if key else ''}, name text, body text); "
+                            "INSERT INTO docs VALUES (1,'a','big1'),(2,'b','big2'),(3,'c','big3')")
+
+
+def test_delete_keys_by_single_key(postgres_server: PostgresServer, pg_url: str, dest: PostgresDestination) -> None:
+    make_docs(postgres_server, pg_url)
+    session = dest.begin_load(DOCS, "merge", ["id"])
+    assert session.delete_keys(docs_batch([(2,), (9,), (None,)], ("id",))) == 1  # missing and NULL match nothing
+    assert session.delete_keys(docs_batch([(7,), (8,)], ("id",))) == 0
+    assert session.delete_keys(docs_batch([], ("id",))) == 0
+    session.commit(StateMarker("j", "docs", "r", {}))
+    assert table_rows(postgres_server, pg_url, "docs") == ["1|a|big1", "3|c|big3"]
+
+
+def test_delete_keys_by_composite_text_and_timestamp_key(postgres_server: PostgresServer, pg_url: str,
+                                                         dest: PostgresDestination) -> None:
+    dest.create_table(EVENTS)
+    rows = [{"code": code, "at": T0 + dt.timedelta(seconds=s), "u": str(U1), "v": s}
+            for code in ("x", "y", "it's") for s in (0, 1)]
+    session = dest.begin_load(EVENTS, "append", [])
+    session.write(pa.RecordBatch.from_pylist(rows, schema=EVENTS.arrow_schema()))
+    session.commit(None)
+    keys = pa.RecordBatch.from_pylist(
+        [{"at": T0, "code": "x"}, {"at": T0 + dt.timedelta(seconds=1), "code": "it's"},
+         {"at": T0 + dt.timedelta(seconds=5), "code": "y"}],  # column order differs from the key's: by name
+        schema=pa.schema([pa.field("at", pa.timestamp("us", tz="UTC")), pa.field("code", pa.string())]))
+    session = dest.begin_load(EVENTS, "append", [])  # append without a key: the table's primary key
+    assert session.delete_keys(keys) == 2
+    session.commit(None)
+    left = postgres_server.psql(db_of(pg_url), "SELECT code, v FROM ev ORDER BY code, v").splitlines()
+    assert left == ["it's|0", "x|1", "y|0", "y|1"]
+
+    # a uuid key (given as text) on a table without a primary key, the key named for the load
+    postgres_server.psql(db_of(pg_url), "CREATE TABLE byu (u uuid, v int); "
+                                        f"INSERT INTO byu VALUES ('{U1}', 1), ('{U2}', 2), ('{U1}', 3)")
+    schema = TableSchema(TableName("byu"), (Column("u", LogicalType("uuid")), Column("v", LogicalType("int32"))))
+    session = dest.begin_load(schema, "append", ["u"])
+    assert session.delete_keys(pa.RecordBatch.from_pylist([{"u": str(U1)}], schema=schema.select(["u"])
+                                                          .arrow_schema())) == 2
+    session.commit(None)
+    assert postgres_server.psql(db_of(pg_url), "SELECT v FROM byu") == "2"
+
+
+def test_delete_keys_needs_a_key(postgres_server: PostgresServer, pg_url: str, dest: PostgresDestination) -> None:
+    make_docs(postgres_server, pg_url, key=False)
+    session = dest.begin_load(DOCS, "append", [])
+    with pytest.raises(ConfigurationError, match="needs a key"):
+        session.delete_keys(docs_batch([(1,)], ("id",)))
+    session.abort()
+    session = dest.begin_load(DOCS, "append", ["id"])
+    with pytest.raises(ConfigurationError, match="key columns"):
+        session.delete_keys(docs_batch([(1, "a")], ("id", "name")))
+    session.abort()
+    assert table_rows(postgres_server, pg_url, "docs") == ["1|a|big1", "2|b|big2", "3|c|big3"]
+
+
+def test_delete_and_write_in_one_merge_session(postgres_server: PostgresServer, pg_url: str,
+                                               dest: PostgresDestination) -> None:
+    make_docs(postgres_server, pg_url)
+    session = dest.begin_load(DOCS, "merge", ["id"])
+    session.write(docs_batch([(3, "c-staged", "x")]))
+    assert session.delete_keys(docs_batch([(1,), (3,)], ("id",))) == 2  # 3 was staged before: deleted too
+    session.write(docs_batch([(4, "d", "big4"), (1, "a-again", "y")]))  # written after its delete: wins
+    session.commit(None)
+    assert table_rows(postgres_server, pg_url, "docs") == ["1|a-again|y", "2|b|big2", "4|d|big4"]
+
+
+def test_update_columns_keeps_the_other_columns(postgres_server: PostgresServer, pg_url: str,
+                                                dest: PostgresDestination) -> None:
+    make_docs(postgres_server, pg_url)
+    session = dest.begin_load(DOCS, "merge", ["id"])
+    session.write(docs_batch([(5, "e", "big5")]))
+    updated = session.update_columns(docs_batch([(1, "a1"), (9, "nobody"), (2, "b1"), (2, "b2"), (5, "e1")],
+                                                ("id", "name")))
+    assert updated == 2  # 9 is not in the table; 5 is only staged (counted by write); last row of 2 wins
+    assert session.update_columns(docs_batch([(3,)], ("id",))) == 1  # nothing to set: the rows matched
+    session.commit(None)
+    assert table_rows(postgres_server, pg_url, "docs") == ["1|a1|big1", "2|b2|big2", "3|c|big3", "5|e1|big5"]
+
+    session = dest.begin_load(DOCS, "append", [])  # by the table's primary key
+    assert session.update_columns(docs_batch([("new body", 3)], ("body", "id"))) == 1
+    session.commit(None)
+    assert table_rows(postgres_server, pg_url, "docs")[2] == "3|c|new body"
+
+
+def test_abort_rolls_back_deletes_and_updates(postgres_server: PostgresServer, pg_url: str,
+                                              dest: PostgresDestination) -> None:
+    make_docs(postgres_server, pg_url)
+    for method in ("merge", "append", "overwrite"):
+        session = dest.begin_load(DOCS, method, ["id"])
+        session.delete_keys(docs_batch([(1,)], ("id",)))
+        session.update_columns(docs_batch([(2, "zzz")], ("id", "body")))
+        session.abort()
+    assert table_rows(postgres_server, pg_url, "docs") == ["1|a|big1", "2|b|big2", "3|c|big3"]
+    assert dest.read_marker("j", "docs") is None
+
+
+def test_update_columns_refuses_a_bad_value(postgres_server: PostgresServer, pg_url: str,
+                                            dest: PostgresDestination) -> None:
+    postgres_server.psql(db_of(pg_url), "CREATE TABLE docs (id bigint PRIMARY KEY, name varchar(3), body text); "
+                                        "INSERT INTO docs VALUES (1,'a','x')")
+    session = dest.begin_load(DOCS, "merge", ["id"])
+    with pytest.raises(DataError, match="docs"):
+        session.update_columns(docs_batch([(1, "too long")], ("id", "name")))
+    assert table_rows(postgres_server, pg_url, "docs") == ["1|a|x"]
+
+
+def test_apply_changes_end_to_end(postgres_server: PostgresServer, pg_url: str, dest: PostgresDestination) -> None:
+    from apply.changes import apply_changes
+    from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+
+    make_docs(postgres_server, pg_url)
+    events = [
+        ChangeEvent("c", None, {"id": 4, "name": "d", "body": "big4"}),
+        ChangeEvent("u", {"id": 1}, {"id": 1, "name": "a2", "body": UNCHANGED_TOAST}),  # body kept
+        ChangeEvent("d", {"id": 2, "name": None, "body": None}, None),
+        ChangeEvent("u", {"id": 3}, {"id": 3, "name": "c2", "body": "new3"}),
+        ChangeEvent("c", None, {"id": 5, "name": "e", "body": "big5"}),
+        ChangeEvent("d", {"id": 5, "name": None, "body": None}, None),
+    ]
+    marker = StateMarker("j", "docs", "r1", {"lsn": 42})
+    result = apply_changes(dest, DOCS, ChangeBatch(DOCS.table, DOCS, events), method="merge", key=["id"],
+                           rename={}, marker=lambda: marker)
+    assert (result.upserted, result.deleted) == (3, 1)
+    assert table_rows(postgres_server, pg_url, "docs") == ["1|a2|big1", "3|c2|new3", "4|d|big4"]
+    assert dest.read_marker("j", "docs") == marker

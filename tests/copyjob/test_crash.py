@@ -71,15 +71,16 @@ def test_death_between_destination_commit_and_state_save_does_not_double(tmp_pat
     assert_equal(tmp_path)
 
 
-@pytest.mark.parametrize("delay", [0.2, 0.8, 1.6])
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0])
 def test_sigkill_mid_run_then_rerun_equals_source(tmp_path: Path, delay: float) -> None:
     make_source(tmp_path / "src.db", 1, 20_000)
     job_file = append_job(tmp_path)
     assert copyjob("run", job_file).code == 0
-    make_source(tmp_path / "src.db", 20_001, 300_000)
+    make_source(tmp_path / "src.db", 20_001, 800_000)
     proc = subprocess.Popen([sys.executable, "-m", "copyjob", "run", str(job_file)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     time.sleep(delay)
+    assert proc.poll() is None, "the run ended before it could be killed: make the data bigger"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     out = copyjob("run", job_file)

@@ -1,0 +1,210 @@
+"""Thin wrappers over confluent-kafka (librdkafka): configuration, topic creation, an idempotent producer that
+reports failed deliveries, consumers, and the translation of Kafka errors into copyjob's errors."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from copyjob.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    ConnectorError,
+    CopyjobError,
+    MissingDependency,
+)
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
+
+ACK_TIMEOUT_S = 60.0
+_AUTH_CODES = {"_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "TOPIC_AUTHORIZATION_FAILED",
+               "GROUP_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED", "_SSL"}
+_TRANSIENT_CODES = {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT", "_MSG_TIMED_OUT", "REQUEST_TIMED_OUT",
+                    "NOT_LEADER_OR_FOLLOWER", "LEADER_NOT_AVAILABLE", "NOT_COORDINATOR",
+                    "COORDINATOR_NOT_AVAILABLE", "COORDINATOR_LOAD_IN_PROGRESS", "_RESOLVE",
+                    "NETWORK_EXCEPTION", "_WAIT_COORD", "UNKNOWN_TOPIC_OR_PART"}
+
+
+def kafka_module() -> Any:
+    try:
+        import confluent_kafka
+    except ImportError as exc:
+        raise MissingDependency("confluent-kafka is not installed: pip install confluent-kafka fastavro") from exc
+    return confluent_kafka
+
+
+def base_config(bootstrap_servers: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """librdkafka settings: the bootstrap servers, then the job's ``kafka.config`` (which wins)."""
+    return {"bootstrap.servers": bootstrap_servers, "log_level": 3, **{k: v for k, v in config.items()}}
+
+
+def translate(exc: BaseException, what: str) -> CopyjobError:
+    """A Kafka error as a copyjob error: authentication terminal, broker trouble retriable."""
+    if isinstance(exc, CopyjobError):
+        return exc
+    err = exc.args[0] if exc.args else None
+    name = err.name() if hasattr(err, "name") else ""
+    text = err.str() if hasattr(err, "str") else str(exc)
+    message = f"kafka: {what}: {text}"
+    if name in _AUTH_CODES:
+        return AuthenticationFailed(message)
+    retriable = name in _TRANSIENT_CODES or bool(getattr(err, "retriable", lambda: False)())
+    if retriable:
+        return ConnectionFailed(message)
+    return ConnectorError(message)
+
+
+class Admin:
+    """Topic creation and offsets, over an AdminClient."""
+
+    def __init__(self, bootstrap_servers: str, config: Mapping[str, Any]) -> None:
+        ck = kafka_module()
+        from confluent_kafka.admin import AdminClient
+
+        self._ck = ck
+        self._conf = base_config(bootstrap_servers, config)
+        self._admin = AdminClient(self._conf)
+
+    def existing_topics(self, timeout_s: float = 10.0) -> set[str]:
+        try:
+            meta = self._admin.list_topics(timeout=timeout_s)
+        except self._ck.KafkaException as exc:
+            raise translate(exc, "listing topics") from exc
+        return set(meta.topics)
+
+    def ensure_topics(self, topics: Mapping[str, bool], partitions: int, replication_factor: int) -> list[str]:
+        """Create the missing topics (``name → compacted``); returns those created."""
+        from confluent_kafka.admin import NewTopic
+
+        missing = [t for t in topics if t not in self.existing_topics()]
+        if not missing:
+            return []
+        new = [NewTopic(t, num_partitions=1 if t.endswith("._schemas") else partitions,
+                        replication_factor=replication_factor,
+                        config={"cleanup.policy": "compact" if topics[t] else "delete"}) for t in missing]
+        created = []
+        for name, future in self._admin.create_topics(new, operation_timeout=30).items():
+            try:
+                future.result(timeout=60)
+                created.append(name)
+            except self._ck.KafkaException as exc:
+                if exc.args and exc.args[0].name() == "TOPIC_ALREADY_EXISTS":
+                    continue
+                raise translate(exc, f"creating topic {name}") from exc
+        self._wait_for_leaders(created)
+        return created
+
+    def _wait_for_leaders(self, topics: Sequence[str], timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for topic in topics:
+            while time.monotonic() < deadline:
+                meta = self._admin.list_topics(topic, timeout=5).topics.get(topic)
+                if meta is not None and meta.error is None and meta.partitions and all(
+                        p.leader >= 0 for p in meta.partitions.values()):
+                    break
+                time.sleep(0.1)
+
+    def partitions(self, topic: str) -> list[int]:
+        try:
+            meta = self._admin.list_topics(topic, timeout=10).topics.get(topic)
+        except self._ck.KafkaException as exc:
+            raise translate(exc, f"reading the metadata of {topic}") from exc
+        if meta is None or meta.error is not None:
+            return []
+        return sorted(meta.partitions)
+
+    def delete_topics(self, topics: Sequence[str]) -> None:
+        if not topics:
+            return
+        for name, future in self._admin.delete_topics(list(topics), operation_timeout=30).items():
+            try:
+                future.result(timeout=60)
+            except self._ck.KafkaException as exc:
+                if exc.args and exc.args[0].name() == "UNKNOWN_TOPIC_OR_PART":
+                    continue
+                raise translate(exc, f"deleting topic {name}") from exc
+
+
+def end_offsets(consumer: Consumer, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+    """The high watermark of each partition (the offset the next message will get)."""
+    ck = kafka_module()
+    out = {}
+    for p in partitions:
+        try:
+            _, high = consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10, cached=False)
+        except ck.KafkaException as exc:
+            raise translate(exc, f"reading the end offsets of {topic}") from exc
+        out[p] = int(high)
+    return out
+
+
+class Producer:
+    """An idempotent producer (enable.idempotence, acks=all) that remembers failed deliveries; :meth:`flush`
+    waits for every acknowledgement and raises when one failed, so callers save positions only after it."""
+
+    def __init__(self, bootstrap_servers: str, config: Mapping[str, Any]) -> None:
+        ck = kafka_module()
+        self._ck = ck
+        conf = {"linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4",
+                "queue.buffering.max.messages": 500_000, "queue.buffering.max.kbytes": 512 * 1024,
+                "message.timeout.ms": 120_000,
+                **base_config(bootstrap_servers, config), "enable.idempotence": True, "acks": "all"}
+        self._producer = ck.Producer(conf)
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+        self.sent = 0
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            with self._lock:
+                self._errors.append(f"{msg.topic()}: {err.str()}")
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None,
+                headers: Sequence[tuple[str, bytes]] | None = None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=list(headers) if headers else None,
+                                       on_delivery=self._on_delivery)
+                self.sent += 1
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: serve delivery reports, then try again
+            except self._ck.KafkaException as exc:
+                raise translate(exc, f"producing to {topic}") from exc
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = ACK_TIMEOUT_S) -> None:
+        """Wait until the broker acknowledged every message produced so far; raise if any failed."""
+        remaining = self._producer.flush(timeout_s)
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if errors:
+            raise ConnectionFailed(f"kafka: {len(errors)} messages were not acknowledged: {errors[0]}")
+        if remaining:
+            raise ConnectionFailed(f"kafka: {remaining} messages not acknowledged within {timeout_s:.0f}s "
+                                   "(is the broker reachable?)")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._producer.flush(5)
+
+
+def open_consumer(bootstrap_servers: str, config: Mapping[str, Any], group_id: str,
+                  **extra: Any) -> Consumer:
+    ck = kafka_module()
+    conf = {"group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "enable.partition.eof": False, "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
+            "max.poll.interval.ms": 300_000, "fetch.wait.max.ms": 50, "isolation.level": "read_committed",
+            "queued.max.messages.kbytes": 65536,
+            **base_config(bootstrap_servers, config), **extra}
+    try:
+        consumer: Consumer = ck.Consumer(conf)
+    except ck.KafkaException as exc:
+        raise translate(exc, "creating a consumer") from exc
+    return consumer

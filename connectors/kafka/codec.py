@@ -1,0 +1,321 @@
+"""Encoding change events into Kafka messages and decoding them back, in the three formats.
+
+- ``avro`` without a registry: Avro single-object encoding (``C3 01`` + CRC-64-AVRO fingerprint + datum); the
+  schema is published to ``<prefix>._schemas`` keyed by its fingerprint (see :mod:`connectors.kafka.schemas`).
+- ``avro`` with ``schema_registry_url``: the Confluent wire format (``00`` + 4-byte big-endian schema id +
+  datum), schemas registered under the subjects ``<topic>-key`` and ``<topic>-value``.
+- ``json``: the Debezium JSON envelope (payload only, UTF-8); the key is a JSON object of the key columns. The
+  header ``copyjob.schema`` names the fingerprint of the Avro schema of the same version in the schema topic,
+  so decoders can restore exact types (decimals, timestamps).
+
+A message whose value is null is a tombstone: it follows every delete so compacted topics forget the key.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from connectors.kafka import avro
+from connectors.kafka.values import json_row_parser, to_json_value
+from copyjob.changes import UNCHANGED_TOAST, ChangeEvent
+from copyjob.errors import ConnectorError
+from copyjob.schema import TableSchema
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+Format = Literal["avro", "json"]
+SCHEMA_HEADER = "copyjob.schema"
+CONFLUENT_MAGIC = b"\x00"
+
+
+class Registrar(Protocol):
+    """Where an encoder makes a schema known before its first message (schema topic or registry)."""
+
+    def register(self, subject: str, schema_json: str) -> bytes:
+        """Make the schema known; returns the prefix of every datum written with it."""
+
+
+class Lookup(Protocol):
+    """Where a decoder finds the writer's schema of a message."""
+
+    def by_fingerprint(self, fp: int) -> str | None: ...
+
+    def by_id(self, schema_id: int) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """The ``source`` block of the envelope, without the per-event fields."""
+
+    connector: str
+    db: str
+    schema: str | None
+    table: str
+
+    def block(self, snapshot: bool, position: Mapping[str, Any], ts_ms: int) -> dict[str, Any]:
+        return {"connector": self.connector, "db": self.db, "schema": self.schema, "table": self.table,
+                "snapshot": "true" if snapshot else "false",
+                "position": json.dumps(dict(position), sort_keys=True, default=str), "ts_ms": ts_ms}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _clean(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {k: (None if v is UNCHANGED_TOAST else v) for k, v in row.items()}
+
+
+@dataclass
+class TableEncoder:
+    """Encodes one table's events with one schema version."""
+
+    topic: str
+    schema: TableSchema
+    key: tuple[str, ...]
+    format: Format
+    value_prefix: bytes = b""
+    key_prefix: bytes = b""
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    _value_parsed: Any = None
+    _key_parsed: Any = None
+    _field_names: dict[str, str] = field(default_factory=dict)
+
+    def encode_key(self, row: Mapping[str, Any] | None) -> bytes | None:
+        if not self.key or row is None:
+            return None
+        values = {k: row.get(k) for k in self.key}
+        if self.format == "json":
+            return json.dumps({k: to_json_value(v) for k, v in values.items()}, default=str).encode()
+        return self.key_prefix + self._datum(self._key_parsed, self._avro_row(values))
+
+    def encode_value(self, event: ChangeEvent, source: SourceInfo) -> bytes:
+        ts = now_ms()
+        block = source.block(event.snapshot or event.op == "r", event.position, event.ts_ms or ts)
+        before, after = _clean(event.before), _clean(event.after)
+        if self.format == "json":
+            doc = {"before": _json_row(before), "after": _json_row(after), "op": event.op, "source": block,
+                   "ts_ms": ts}
+            return json.dumps(doc, default=str).encode()
+        datum = {"before": self._avro_row(before), "after": self._avro_row(after), "op": event.op,
+                 "source": block, "ts_ms": ts}
+        return self.value_prefix + self._datum(self._value_parsed, datum)
+
+    def encode_rows(self, batch: pa.RecordBatch, op: str, source: SourceInfo,
+                    position: Mapping[str, Any]) -> Iterator[tuple[bytes | None, bytes]]:
+        """Every row of an Arrow batch as an event ``op`` (snapshot ``r`` or ``u``): (key, value) pairs."""
+        ts = now_ms()
+        for row in batch.to_pylist():
+            event = ChangeEvent(op=op, before=None, after=row, position=position, ts_ms=ts,  # type: ignore[arg-type]
+                                snapshot=op == "r")
+            yield self.encode_key(row), self.encode_value(event, source)
+
+    def _avro_row(self, row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        if row is None or not self._field_names:
+            return dict(row) if row is not None else None
+        return {self._field_names.get(k, k): v for k, v in row.items()}
+
+    @staticmethod
+    def _datum(parsed: Any, datum: Any) -> bytes:
+        from fastavro import schemaless_writer
+
+        out = io.BytesIO()
+        try:
+            schemaless_writer(out, parsed, datum)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConnectorError(f"cannot encode a value as Avro: {exc}") from exc
+        return out.getvalue()
+
+
+def _json_row(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if row is None else {k: to_json_value(v) for k, v in row.items()}
+
+
+class Encoder:
+    """Builds (and caches) a :class:`TableEncoder` per topic and schema version, registering each schema once."""
+
+    def __init__(self, format: Format, registrar: Registrar) -> None:
+        self.format = format
+        self._registrar = registrar
+        self._cache: dict[tuple[str, TableSchema, tuple[str, ...]], TableEncoder] = {}
+
+    def for_table(self, topic: str, schema: TableSchema, key: Sequence[str]) -> TableEncoder:
+        cache_key = (topic, schema, tuple(key))
+        found = self._cache.get(cache_key)
+        if found is not None:
+            return found
+        value_schema = avro.envelope_schema(topic, schema)
+        value_json = json.dumps(value_schema, sort_keys=True)
+        enc = TableEncoder(topic=topic, schema=schema, key=tuple(key), format=self.format)
+        enc._field_names = {c.name: f["name"] for c, f in zip(schema.columns, avro.table_record(value_schema)
+                                                             ["fields"], strict=True) if c.name != f["name"]}
+        if self.format == "json":
+            fp = avro.fingerprint(value_json)
+            self._registrar.register(f"{topic}-value", value_json)
+            enc.headers = [(SCHEMA_HEADER, f"{fp:016x}".encode())]
+        else:
+            enc.value_prefix = self._registrar.register(f"{topic}-value", value_json)
+            enc._value_parsed = avro.parsed(value_json)
+            if key:
+                key_json = json.dumps(avro.key_schema(topic, schema, tuple(key)), sort_keys=True)
+                enc.key_prefix = self._registrar.register(f"{topic}-key", key_json)
+                enc._key_parsed = avro.parsed(key_json)
+        self._cache[cache_key] = enc
+        return enc
+
+
+# ---------------------------------------------------------------- decoding
+
+
+@dataclass(frozen=True)
+class DecodedMessage:
+    """One decoded message. ``op`` is None for a tombstone (a null value after a delete)."""
+
+    op: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    source: dict[str, Any]
+    ts_ms: int | None
+    key: dict[str, Any] | None = None
+    schema: TableSchema | None = None
+    """The table schema of the writer's version (None for JSON messages whose schema is unknown)."""
+    schema_ref: str | None = None
+    """``fp:<hex>`` (single-object or JSON header) or ``id:<n>`` (registry)."""
+
+    @property
+    def position(self) -> dict[str, Any]:
+        raw = self.source.get("position")
+        return json.loads(raw) if isinstance(raw, str) and raw else {}
+
+    def to_event(self) -> ChangeEvent:
+        """The copyjob change event (raises on a tombstone)."""
+        if self.op is None:
+            raise ConnectorError("a tombstone carries no change event")
+        return ChangeEvent(op=self.op, before=self.before, after=self.after,  # type: ignore[arg-type]
+                           position=self.position, ts_ms=int(self.source.get("ts_ms") or self.ts_ms or 0),
+                           snapshot=self.source.get("snapshot") == "true")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict: key, op, before, after, source, ts_ms."""
+        return {"key": _json_row(self.key), "op": self.op, "before": _json_row(self.before),
+                "after": _json_row(self.after), "source": self.source, "ts_ms": self.ts_ms}
+
+
+class Decoder:
+    """Decodes messages of any of the three formats, finding writers' schemas through ``lookup``."""
+
+    def __init__(self, lookup: Lookup) -> None:
+        self._lookup = lookup
+        self._readers: dict[str, _AvroReader] = {}
+
+    def decode(self, value: bytes | None, key: bytes | None = None,
+               headers: Sequence[tuple[str, bytes | None]] | None = None) -> DecodedMessage:
+        decoded_key = self._decode_key(key) if key else None
+        if value is None:
+            return DecodedMessage(op=None, before=None, after=None, source={}, ts_ms=None, key=decoded_key)
+        if value[:2] == avro.SINGLE_OBJECT_MAGIC:
+            reader = self._reader_fp(int.from_bytes(value[2:10], "little"))
+            doc = reader.read(value[10:])
+        elif value[:1] == CONFLUENT_MAGIC and len(value) >= 5:
+            reader = self._reader_id(int.from_bytes(value[1:5], "big"))
+            doc = reader.read(value[5:])
+        else:
+            return self._decode_json(value, decoded_key, headers)
+        return DecodedMessage(op=doc["op"], before=doc["before"], after=doc["after"], source=doc["source"],
+                              ts_ms=doc.get("ts_ms"), key=decoded_key, schema=reader.table, schema_ref=reader.ref)
+
+    def _decode_key(self, key: bytes) -> dict[str, Any] | None:
+        if key[:2] == avro.SINGLE_OBJECT_MAGIC:
+            return self._reader_fp(int.from_bytes(key[2:10], "little")).read_row(key[10:])
+        if key[:1] == CONFLUENT_MAGIC and len(key) >= 5:
+            return self._reader_id(int.from_bytes(key[1:5], "big")).read_row(key[5:])
+        try:
+            loaded = json.loads(key)
+        except ValueError:
+            return {"_raw": key.hex()}
+        return loaded if isinstance(loaded, dict) else {"_key": loaded}
+
+    def _decode_json(self, value: bytes, key: dict[str, Any] | None,
+                     headers: Sequence[tuple[str, bytes | None]] | None) -> DecodedMessage:
+        try:
+            doc = json.loads(value)
+        except ValueError as exc:
+            raise ConnectorError(f"not a copyjob message (neither Avro nor JSON): {value[:20]!r}") from exc
+        if isinstance(doc, dict) and "payload" in doc and "op" not in doc:
+            doc = doc["payload"]  # Debezium's JsonConverter with schemas enabled
+        ref = next((v.decode() for k, v in headers or () if k == SCHEMA_HEADER and v), None)
+        table = None
+        if ref is not None:
+            text = self._lookup.by_fingerprint(int(ref, 16))
+            if text is not None:
+                table = avro.table_schema(json.loads(text))
+        parse = json_row_parser(table) if table is not None else (lambda r: dict(r) if r is not None else None)
+        return DecodedMessage(op=doc.get("op"), before=parse(doc.get("before")), after=parse(doc.get("after")),
+                              source=doc.get("source") or {}, ts_ms=doc.get("ts_ms"), key=key, schema=table,
+                              schema_ref=f"fp:{ref}" if ref else None)
+
+    def _reader_fp(self, fp: int) -> _AvroReader:
+        ref = f"fp:{fp:016x}"
+        if ref not in self._readers:
+            text = self._lookup.by_fingerprint(fp)
+            if text is None:
+                raise ConnectorError(f"unknown Avro schema fingerprint {fp:016x} (not in the schema topic)")
+            self._readers[ref] = _AvroReader(text, ref)
+        return self._readers[ref]
+
+    def _reader_id(self, schema_id: int) -> _AvroReader:
+        ref = f"id:{schema_id}"
+        if ref not in self._readers:
+            text = self._lookup.by_id(schema_id)
+            if text is None:
+                raise ConnectorError(f"unknown schema id {schema_id} (not in the schema registry)")
+            self._readers[ref] = _AvroReader(text, ref)
+        return self._readers[ref]
+
+
+class _AvroReader:
+    """One writer schema: decodes datums and restores column names and uuid strings."""
+
+    def __init__(self, text: str, ref: str) -> None:
+        doc = json.loads(text)
+        self.ref = ref
+        self.parsed = avro.parsed(text)
+        self.is_envelope = doc.get("name") == "Envelope"
+        self.table = avro.table_schema(doc) if self.is_envelope else None
+        self._names = avro.column_names(doc)
+        record = avro.table_record(doc)
+        self._uuids = [f["name"] for f in record["fields"] if f.get("copyjob.type") == "uuid"]
+
+    def read(self, payload: bytes) -> dict[str, Any]:
+        from fastavro import schemaless_reader
+
+        try:
+            doc: dict[str, Any] = schemaless_reader(io.BytesIO(payload), self.parsed, None)  # type: ignore[assignment]
+        except (EOFError, ValueError, IndexError) as exc:
+            raise ConnectorError(f"cannot decode an Avro message ({self.ref}): {exc}") from exc
+        doc["before"] = self._row(doc.get("before"))
+        doc["after"] = self._row(doc.get("after"))
+        return doc
+
+    def read_row(self, payload: bytes) -> dict[str, Any] | None:
+        from fastavro import schemaless_reader
+
+        return self._row(schemaless_reader(io.BytesIO(payload), self.parsed, None))  # type: ignore[arg-type]
+
+    def _row(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        for name in self._uuids:
+            if row.get(name) is not None:
+                row[name] = str(row[name])
+        if self._names:
+            row = {self._names.get(k, k): v for k, v in row.items()}
+        return row

@@ -1,0 +1,342 @@
+"""``copyjob serve``: run jobs on their schedules and file-arrival triggers until SIGTERM or SIGINT.
+
+One loop thread decides, worker threads copy. Each turn of :meth:`Server.serve`'s loop:
+
+1. fires the schedules that are due: one run per job however many of its schedules are due together,
+   labelled ``schedule: <expr>`` (``…, missed`` for a catch-up at start), and records each schedule's fire
+   time in the state store, so that a schedule missed while serve was down runs once when it starts again;
+2. a schedule that fires while the job's previous run is still going is recorded as a skipped run (runs of
+   one job never overlap); a run that finds the lock held by another process (a manual ``copyjob run``) is
+   skipped and recorded by :class:`~copyjob.runner.JobRun` itself, which serve starts with ``lock_wait_s=0``;
+3. collects debounced file arrivals; they start a run labelled ``trigger: file_arrival <files>``, or, while
+   the job is busy, wait for its run to end (a skip would leave those files for the next event);
+4. sleeps until the next fire time, a file event, a finished run or the tick (``COPYJOB_SERVE_TICK``).
+
+Stopping (SIGTERM/SIGINT): stop accepting runs, set every running :class:`JobRun`'s ``stop`` (it finishes the
+table being copied and skips the rest), wait for them, exit 0. A second signal aborts at once (exit 130): the
+state stays as consistent as after a crash.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from copyjob.errors import EXIT_INTERRUPTED, CopyjobError, UsageError
+from copyjob.interfaces import RunRecord, StateStore, TableRunRecord
+from copyjob.jobfile import parse_duration
+from copyjob.loader import LoadedJob, read_yaml
+from copyjob.progress import Progress
+from copyjob.schedule import Clock, ScheduleRule, SystemClock, load_last_fire, recorded_fire, save_last_fire
+from copyjob.urls import redact
+from ingest.file_watcher import FileWatcher
+
+log = logging.getLogger("copyjob.serve")
+
+TRIGGER_MAX = 64
+"""Width of the ``trigger`` column of the run history: longer labels are shortened to fit."""
+TICK_ENV = "COPYJOB_SERVE_TICK"
+DEFAULT_TICK_S = 1.0
+MAX_WORKERS = 8
+
+
+# ---------------------------------------------------------------- what to serve
+
+
+def find_job_files(paths: Iterable[Path]) -> list[Path]:
+    """Job files named directly, plus every ``*.yaml``/``*.yml`` with a top-level ``job:`` key in the folders
+    named (not ``variables.yaml``, not recursively)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            candidates = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+            found.extend(p for p in candidates if p.stem != "variables" and _has_job_key(p))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise UsageError(f"{path}: no such job file or folder")
+    if not found:
+        raise UsageError(f"no job files in {', '.join(map(str, paths))}")
+    return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def _has_job_key(path: Path) -> bool:
+    doc, _ = read_yaml(path)
+    return isinstance(doc, dict) and "job" in doc
+
+
+@dataclass
+class ServedJob:
+    """A job with its schedules and file watchers, and what the loop knows about it."""
+
+    loaded: LoadedJob
+    open_store: Callable[[], StateStore]
+    rules: list[ScheduleRule]
+    watchers: list[FileWatcher]
+    next_due: dict[str, datetime] = field(default_factory=dict)
+    missed: set[str] = field(default_factory=set)
+    running: Future[Any] | None = None
+    running_label: str = ""
+    pending_files: list[str] = field(default_factory=list)
+    store: StateStore | None = None
+
+    @property
+    def name(self) -> str:
+        return self.loaded.job.job
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None and not self.running.done()
+
+
+def served_job(loaded: LoadedJob, open_store: Callable[[], StateStore], *, poll: bool = False,
+               poll_interval_s: float = DEFAULT_TICK_S) -> ServedJob:
+    """Schedules and watchers of a loaded job; trigger folders are relative to the job file and must exist."""
+    rules = [ScheduleRule.of(s) for s in loaded.job.schedules]
+    watchers = []
+    for i, trigger in enumerate(loaded.job.triggers):
+        arrival = trigger.file_arrival
+        folder = (loaded.base_dir / arrival.path).resolve()
+        if not folder.is_dir():
+            raise loaded.error(f"folder not found: {folder}", ("triggers", i, "file_arrival", "path"))
+        watchers.append(FileWatcher(folder, arrival.pattern, recursive=arrival.recursive,
+                                    debounce_s=parse_duration(arrival.debounce), poll=poll,
+                                    poll_interval_s=poll_interval_s))
+    return ServedJob(loaded, open_store, rules, watchers)
+
+
+def tick_from_env() -> float:
+    """The loop's longest sleep: ``COPYJOB_SERVE_TICK`` (a duration such as ``0.2s``), default 1 s."""
+    text = os.environ.get(TICK_ENV)
+    try:
+        tick = parse_duration(text) if text else DEFAULT_TICK_S
+    except ValueError as exc:
+        raise UsageError(f"{TICK_ENV}: {exc}") from None
+    if tick <= 0:
+        raise UsageError(f"{TICK_ENV} must be positive")
+    return tick
+
+
+# ---------------------------------------------------------------- labels
+
+
+def schedule_label(rules: list[ScheduleRule], missed: bool) -> str:
+    return _fit("schedule: " + " + ".join(r.expression for r in rules) + (", missed" if missed else ""))
+
+
+def files_label(names: list[str]) -> str:
+    """``trigger: file_arrival inbox/a.csv, inbox/b.csv (+3 more)``, within TRIGGER_MAX characters."""
+    head = "trigger: file_arrival "
+    shown: list[str] = []
+    for i, name in enumerate(names):
+        rest = len(names) - i - 1
+        candidate = head + ", ".join([*shown, name]) + (f" (+{rest} more)" if rest else "")
+        if shown and len(candidate) > TRIGGER_MAX:
+            break
+        shown.append(name)
+    more = len(names) - len(shown)
+    return _fit(head + ", ".join(shown) + (f" (+{more} more)" if more else ""))
+
+
+def _fit(label: str) -> str:
+    return label if len(label) <= TRIGGER_MAX else label[:TRIGGER_MAX - 1] + "…"
+
+
+def _display_path(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+class _Discard(io.StringIO):
+    """Serve logs one line per run, not progress lines."""
+
+    def write(self, s: str) -> int:
+        return len(s)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+class Server:
+    def __init__(self, jobs: list[ServedJob], *, clock: Clock | None = None, tick_s: float = DEFAULT_TICK_S,
+                 workers: int | None = None) -> None:
+        names = [j.name for j in jobs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise UsageError(f"job name given by more than one job file: {', '.join(duplicates)}")
+        self.jobs = jobs
+        self.clock = clock or SystemClock()
+        self.tick_s = tick_s
+        self._pool = ThreadPoolExecutor(max_workers=workers or max(1, min(len(jobs), MAX_WORKERS)),
+                                        thread_name_prefix="copyjob-run")
+        self._stopping = threading.Event()
+        """Shared with every JobRun as its ``stop``: set, the loop ends and runs skip their remaining tables."""
+        self._wake = threading.Event()
+
+    # ---- lifetime
+
+    def stop(self) -> None:
+        """Stop accepting runs and let the running ones finish their current table (thread- and signal-safe)."""
+        self._stopping.set()
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            if self._stopping.is_set():
+                log.warning("second %s: aborting at once", signal.Signals(signum).name)
+                os._exit(EXIT_INTERRUPTED)
+            log.info("%s: stopping; running runs finish their current table", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def serve(self) -> None:
+        """Run until :meth:`stop`; returns once every started run has ended."""
+        try:
+            self._start()
+            while not self._stopping.is_set():
+                now = self.clock.now()
+                for job in self.jobs:
+                    self._turn(job, now)
+                self.clock.sleep(self._sleep_s(self.clock.now()), self._wake)
+                self._wake.clear()
+        finally:
+            self._shutdown()
+
+    def _start(self) -> None:
+        now = self.clock.now()
+        for job in self.jobs:
+            job.store = job.open_store()
+            for rule in job.rules:
+                last = load_last_fire(job.store, job.name, rule)
+                if last is None:  # first served: count from now, nothing was missed
+                    save_last_fire(job.store, job.name, rule, now)
+                    last = now
+                job.next_due[rule.key] = rule.next_after(last)
+                if job.next_due[rule.key] <= now:
+                    job.missed.add(rule.key)
+            for watcher in job.watchers:
+                watcher.start(on_event=self._wake.set)
+            log.info("serving job=%s (%s): %s", job.name, job.loaded.path, _describe(job))
+
+    def _shutdown(self) -> None:
+        self._stopping.set()
+        for job in self.jobs:
+            for watcher in job.watchers:
+                watcher.stop()
+        running = [j.name for j in self.jobs if j.busy]
+        if running:
+            log.info("waiting for running runs to finish their current table: %s", ", ".join(running))
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for job in self.jobs:
+            if job.store is not None:
+                job.store.close()
+                job.store = None
+        log.info("stopped")
+
+    # ---- one turn
+
+    def _turn(self, job: ServedJob, now: datetime) -> None:
+        due = [r for r in job.rules if job.next_due[r.key] <= now]
+        if due:
+            label = schedule_label(due, missed=any(r.key in job.missed for r in due))
+            job.missed.clear()
+            for rule in due:
+                fired = recorded_fire(rule, job.next_due[rule.key], now)
+                job.next_due[rule.key] = rule.next_after(fired)
+                self._guarded(partial(save_last_fire, self._store(job), job.name, rule, fired))
+            if job.busy:
+                self._guarded(lambda: self._record_skip(job, label, now))
+            else:
+                self._submit(job, label)
+        for watcher in job.watchers:
+            job.pending_files.extend(_display_path(p, job.loaded.base_dir) for p in watcher.take())
+        if job.pending_files and not job.busy:
+            label = files_label(list(dict.fromkeys(job.pending_files)))
+            job.pending_files.clear()
+            self._submit(job, label)
+
+    def _sleep_s(self, now: datetime) -> float:
+        waits = [self.tick_s]
+        for job in self.jobs:
+            waits.extend((due - now).total_seconds() for due in job.next_due.values())
+            waits.extend(w for w in (watcher.due_in() for watcher in job.watchers) if w is not None)
+        return max(0.0, min(waits))
+
+    def _store(self, job: ServedJob) -> StateStore:
+        assert job.store is not None, "the loop opens the stores before its first turn"
+        return job.store
+
+    @staticmethod
+    def _guarded(action: Callable[[], None]) -> None:
+        """A state store hiccup must not end the service: log it, the next fire tries again."""
+        try:
+            action()
+        except CopyjobError as exc:
+            log.warning("state store: %s", redact(str(exc)))
+
+    # ---- runs
+
+    def _submit(self, job: ServedJob, label: str) -> None:
+        if self._stopping.is_set():
+            return
+        job.running_label = label
+        job.running = self._pool.submit(self._run, job, label)
+        job.running.add_done_callback(lambda _: self._wake.set())
+
+    def _run(self, job: ServedJob, label: str) -> None:
+        from copyjob.runner import JobRun
+
+        started = time.monotonic()
+        log.info("job=%s trigger=%r status=started", job.name, label)
+        job_run = JobRun(job.loaded, job.open_store, Progress(stream=_Discard(), live=False), trigger=label,
+                         lock_wait_s=0.0, stop=self._stopping)
+        try:
+            record = job_run.run()
+        except CopyjobError as exc:
+            log.error("job=%s trigger=%r status=error error=%s", job.name, label, redact(str(exc)))
+            return
+        except Exception as exc:  # a bug must not take the service down with it
+            log.exception("job=%s trigger=%r status=error error=%s", job.name, label, redact(repr(exc)))
+            return
+        finally:
+            job_run.close()
+        log.info("job=%s trigger=%r status=%s rows=%d duration=%.2fs", job.name, label, record.status,
+                 sum(t.rows_written for t in record.tables), time.monotonic() - started)
+
+    def _record_skip(self, job: ServedJob, label: str, now: datetime) -> None:
+        """The job's previous run is still going: record this fire as a skipped run, as JobRun does when it
+        finds the lock held by another process."""
+        from copyjob.runner import new_run_id
+
+        store = self._store(job)
+        holder = store.lock_info(job.name)
+        why = holder.describe() if holder else f"started by {job.running_label}"
+        error = f"skipped: another run of this job is in progress ({why})"
+        run = RunRecord(run_id=new_run_id(), job=job.name, started_at=now, finished_at=now, status="skipped",
+                        trigger=label, tables=[TableRunRecord(table=t.spec.target_name, mode=t.mode,
+                                                              status="skipped", error=error)
+                                               for t in job.loaded.tables])
+        store.finish_run(run)
+        log.info("job=%s trigger=%r status=skipped rows=0 (%s)", job.name, label, why)
+
+
+def _describe(job: ServedJob) -> str:
+    parts = [f"schedule {r.expression}" for r in job.rules]
+    parts += [f"file_arrival {w.folder} {w.pattern}{' (polling)' if w.polling else ''}" for w in job.watchers]
+    return "; ".join(parts) or "no schedules or triggers"

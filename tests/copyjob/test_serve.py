@@ -1,0 +1,210 @@
+"""``copyjob serve`` end to end: a real process serving SQLite → SQLite jobs on schedules and file arrivals.
+
+The tests poll the state store (a SQLite file) for conditions instead of sleeping fixed times, and read the
+final answers through the real CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from copyjob.jobfile import Schedule
+from copyjob.schedule import ScheduleRule, save_last_fire
+from offsets import open_state_store
+from tests.helpers import ROOT, copyjob, sqlite_rows, sqlite_script, write_job
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def make_source(db: Path, tables: dict[str, int]) -> None:
+    """Tables of ``rows`` rows each; a few hundred thousand make a run last seconds."""
+    script = "".join(
+        f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, v TEXT, n REAL);"
+        f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows}) "
+        f"INSERT INTO {name} SELECT i, 'value number ' || i, i * 1.5 FROM s;"
+        for name, rows in tables.items())
+    sqlite_script(db, script)
+
+
+def make_job(tmp_path: Path, tables: dict[str, int], **extra: Any) -> Path:
+    make_source(tmp_path / "src.db", tables)
+    return write_job(tmp_path / "job.yaml", {
+        "job": "served", "source": {"url": "sqlite:///src.db"}, "destination": {"url": "sqlite:///dst.db"},
+        "copy": {"mode": "full", "update_method": "overwrite"}, "tables": [{"name": t} for t in tables],
+        **extra})
+
+
+def runs(tmp_path: Path) -> list[dict[str, Any]]:
+    """The run history straight from the state store, oldest first (fast enough to poll)."""
+    db = tmp_path / ".copyjob" / "state.db"
+    if not db.exists():
+        return []
+    con = sqlite3.connect(db, timeout=10)
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute("SELECT * FROM runs ORDER BY started_at, run_id")]
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+    finally:
+        con.close()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Served:
+    """``python -m copyjob serve ...`` in the background; stderr goes to a file the test can read."""
+
+    def __init__(self, tmp_path: Path, *args: str | Path) -> None:
+        self.log = tmp_path / f"serve-{time.monotonic_ns()}.log"
+        env = {**os.environ, "COPYJOB_SERVE_TICK": "0.2", "COLUMNS": "200"}
+        with self.log.open("w") as stderr:
+            self.proc = subprocess.Popen([sys.executable, "-m", "copyjob", "serve", *map(str, args)], cwd=ROOT,
+                                         stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        wait_until(lambda: "serving job=" in self.text() or self.proc.poll() is not None, 20, "serve to start")
+        assert self.proc.poll() is None, self.text()
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM, then the exit code (within ``timeout`` seconds)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    started: list[Served] = []
+
+    def start(*args: str | Path) -> Served:
+        started.append(Served(tmp_path, *args))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.kill()
+
+
+def same_table(tmp_path: Path, table: str) -> None:
+    sql = f"SELECT id, v, n FROM {table} ORDER BY id"
+    assert sqlite_rows(tmp_path / "dst.db", sql) == sqlite_rows(tmp_path / "src.db", sql)
+
+
+def history(job: Path) -> list[dict[str, Any]]:
+    result = copyjob("history", job, "--json", "--limit", "100")
+    assert result.code == 0, result.output
+    runs_: list[dict[str, Any]] = json.loads(result.stdout)
+    return runs_
+
+
+def test_a_dropped_file_starts_a_run_within_seconds(tmp_path: Path, serve: Callable[..., Served]) -> None:
+    (tmp_path / "inbox").mkdir()
+    job = make_job(tmp_path, {"orders": 500}, triggers=[
+        {"file_arrival": {"path": "./inbox", "pattern": "*.csv", "debounce": "0.3s"}}])
+    served = serve(job)
+    (tmp_path / "inbox" / "ignored.txt").write_text("not a csv\n")
+    dropped = time.monotonic()
+    (tmp_path / "inbox" / "a.csv").write_text("id\n1\n")
+    done = wait_until(lambda: [r for r in runs(tmp_path) if r["status"] == "ok"], 10, "the triggered run")
+    assert time.monotonic() - dropped < 5, served.text()
+    assert done[0]["trigger"] == "trigger: file_arrival inbox/a.csv"
+    assert served.stop() == 0, served.text()
+    same_table(tmp_path, "orders")
+    assert [r["trigger"] for r in history(job)] == ["trigger: file_arrival inbox/a.csv"]
+    assert "job=served trigger='trigger: file_arrival inbox/a.csv' status=ok rows=500" in served.text()
+
+
+def test_two_schedules_both_fire(tmp_path: Path, serve: Callable[..., Served]) -> None:
+    job = make_job(tmp_path, {"orders": 100}, schedules=[{"every": "1s"}, {"every": "1.5s"}])
+    served = serve(job)
+    labels = {"schedule: every 1s", "schedule: every 1.5s"}
+    wait_until(lambda: labels <= {r["trigger"] for r in runs(tmp_path) if r["status"] == "ok"}, 15,
+               f"ok runs labelled {labels}")
+    assert served.stop() == 0, served.text()
+    status = json.loads(copyjob("status", job, "--json").stdout)
+    assert [(s["every"], s["missed"]) for s in status["schedules"]] == [("1s", True), ("1.5s", True)]
+
+
+def test_a_schedule_firing_during_a_long_run_is_skipped(tmp_path: Path, serve: Callable[..., Served]) -> None:
+    job = make_job(tmp_path, {"big": 150_000}, schedules=[{"every": "1s"}])
+    served = serve(job)
+    wait_until(lambda: any(r["status"] == "running" for r in runs(tmp_path)), 10, "a run to start")
+    manual = copyjob("run", job, "--wait", "0")  # another process, while serve's run holds the lock
+    assert manual.code == 3, manual.output
+    wait_until(lambda: sum(r["status"] == "ok" for r in runs(tmp_path)) >= 2
+               and any(r["status"] == "skipped" and r["trigger"] == "schedule: every 1s" for r in runs(tmp_path)),
+               30, "two runs and a skipped one")
+    assert served.stop() == 0, served.text()
+    copied = sorted((r["started_at"], r["finished_at"]) for r in runs(tmp_path) if r["status"] != "skipped")
+    for (_, finished), (next_started, _) in zip(copied, copied[1:], strict=False):
+        assert finished <= next_started, "two runs of one job overlapped"
+    skipped = [r for r in history(job) if r["status"] == "skipped"]
+    assert {r["trigger"] for r in skipped} == {"manual", "schedule: every 1s"}
+    assert all("another run of this job is in progress" in r["tables"][0]["error"] for r in skipped)
+
+
+def test_sigterm_mid_run_finishes_the_table_and_leaves_consistent_state(
+        tmp_path: Path, serve: Callable[..., Served]) -> None:
+    tables = {"t1": 120_000, "t2": 120_000, "t3": 120_000}
+    job = make_job(tmp_path, tables, schedules=[{"every": "1s"}])
+    served = serve(job)
+    wait_until(lambda: any(r["status"] == "running" for r in runs(tmp_path)), 10, "a run to start")
+    stopped_at = time.monotonic()
+    assert served.stop(timeout=20) == 0, served.text()
+    assert time.monotonic() - stopped_at < 10
+    last = history(job)[0]
+    assert last["status"] == "stopped"
+    assert last["tables"][0]["status"] == "ok" and last["tables"][-1]["status"] == "skipped"
+    assert all(r["status"] != "running" for r in runs(tmp_path))
+    status = json.loads(copyjob("status", job, "--json").stdout)
+    assert {t["last_outcome"] for t in status["tables"]} <= {"ok", None}
+    rerun = copyjob("run", job)
+    assert rerun.code == 0, rerun.output
+    for table in tables:
+        same_table(tmp_path, table)
+
+
+def test_a_schedule_missed_while_serve_was_down_runs_once_at_start(
+        tmp_path: Path, serve: Callable[..., Served]) -> None:
+    schedule = {"cron": "0 6 * * *", "timezone": "UTC"}
+    job = make_job(tmp_path, {"orders": 100}, schedules=[schedule])
+    first = serve(job)  # first serve: records when it began watching, runs nothing (nothing missed)
+    assert first.stop() == 0, first.text()
+    assert runs(tmp_path) == []
+    status = json.loads(copyjob("status", job, "--json").stdout)["schedules"][0]
+    assert status["timezone"] == "UTC" and status["next_run"].endswith("T06:00:00+00:00") and not status["missed"]
+    with open_state_store(f"sqlite:///{tmp_path / '.copyjob' / 'state.db'}") as store:  # "down for 3 days"
+        save_last_fire(store, "served", ScheduleRule.of(Schedule(**schedule)),
+                       datetime.now(UTC) - timedelta(days=3))
+    assert json.loads(copyjob("status", job, "--json").stdout)["schedules"][0]["missed"]
+    second = serve(job)
+    wait_until(lambda: [r for r in runs(tmp_path) if r["status"] == "ok"], 10, "the catch-up run")
+    time.sleep(1.0)  # a few more ticks: it must not run again
+    assert second.stop() == 0, second.text()
+    assert [(r["trigger"], r["status"]) for r in history(job)] == [("schedule: 0 6 * * * (UTC), missed", "ok")]
