@@ -18,6 +18,8 @@ demo: venv
 
 system-deps:
 	bash scripts/install-system-deps.sh
+	ls .cache/kafka/lib/kafka_2.13-*.jar >/dev/null 2>&1 || mvn -q -B -f tests/services/kafka/pom.xml \
+	    dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.cache/kafka/lib -DincludeScope=runtime  # kafka jars
 
 test: system-deps venv
 	$(BIN)/ruff check .

@@ -86,19 +86,26 @@ def run_measured(command: Sequence[str], *, log_dir: Path, name: str, env: Mappi
         timed_out = False
         status: int | None = None
         usage = None
-        while True:
-            # wait4 reaps the child itself, so its rusage (CPU time, ru_maxrss) is not lost to Popen.wait
-            pid, wait_status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid == proc.pid:
-                status = wait_status
-                break
-            peak = max(peak, _tree_rss(root))
-            if time.perf_counter() - started > timeout_s:
-                timed_out = True
-                _kill_group(proc.pid)
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(POLL_S)
+        try:
+            while True:
+                # wait4 reaps the child itself, so its rusage (CPU time, ru_maxrss) is not lost to Popen.wait
+                pid, wait_status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid == proc.pid:
+                    status = wait_status
+                    break
+                peak = max(peak, _tree_rss(root))
+                if time.perf_counter() - started > timeout_s:
+                    timed_out = True
+                    _kill_group(proc.pid)
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(POLL_S)
+        except BaseException:  # Ctrl-C reaches only us (the child has its own session): stop the child too
+            _kill_group(proc.pid)
+            with contextlib.suppress(ChildProcessError):
+                os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            raise
         seconds = time.perf_counter() - started
     returncode = None if timed_out else os.waitstatus_to_exitcode(status)
     proc.returncode = returncode if returncode is not None else -9  # reaped here: keep Popen consistent

@@ -13,7 +13,8 @@ class Result:
 
     ``ok`` is False when the run failed or its output did not check out; ``error`` then says why. A run
     whose time means nothing per row (the no-op incremental run) has ``per_row`` False; one that is not a
-    copy of the orders table (the incremental runs) has ``vs_raw`` False: no ratio to the raw pipe.
+    copy of the orders table (the incremental runs) has ``vs_raw`` False: no ratio to the raw pipe. Lines
+    about another table size than the main one name their raw pipe lines by ``baseline``.
     """
 
     key: str
@@ -29,6 +30,7 @@ class Result:
     details: dict[str, Any] = field(default_factory=dict)
     per_row: bool = True
     vs_raw: bool = True
+    baseline: str = ""  # compared with the raw pipe lines of the same size: keys "raw_pipe" + baseline
 
     @property
     def rows_per_s(self) -> float | None:
@@ -59,7 +61,7 @@ def combine(runs: list[Result]) -> Result:
     bad = next((r for r in runs if not r.ok), None)
     timed = [r for r in runs if r.seconds is not None and r.error is None]
     out = Result(key=first.key, label=first.label, rows=first.rows, per_row=first.per_row, vs_raw=first.vs_raw,
-                 ok=bad is None, error=bad.error if bad else None, check=(bad or first).check,
+                 baseline=first.baseline, ok=bad is None, error=bad.error if bad else None, check=(bad or first).check,
                  details=dict(first.details))
     if timed:
         out.seconds = statistics.median(r.seconds for r in timed if r.seconds is not None)

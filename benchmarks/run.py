@@ -206,4 +206,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the server is stopped and the temporary folder removed by then
+        say("interrupted")
+        sys.exit(130)

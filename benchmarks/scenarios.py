@@ -116,10 +116,15 @@ def prepare_source(bench: Bench, database: str, rows: int) -> tuple[str, pgdata.
 # ---------------------------------------------------------------- raw pipe
 
 
-def raw_pipe(bench: Bench, source_db: str, source: pgdata.TableFacts) -> list[Result]:
-    """psql binary COPY out | psql binary COPY in, into a pre-created table without a key; then the key."""
+def raw_pipe(bench: Bench, source_db: str, source: pgdata.TableFacts, baseline: str = "") -> list[Result]:
+    """psql binary COPY out | psql binary COPY in, into a pre-created table without a key; then the key.
+    ``baseline`` tells these lines from the raw pipe of another table size (see Result.baseline)."""
     results = bench.repeated(lambda: _raw_pipe_once(bench, source_db, source))
     for r in results:
+        if baseline:
+            r.key += baseline
+            r.baseline = baseline
+            r.label += f", {source.rows:,} rows"
         if r.key == "raw_pipe_pk" and "copy_seconds" in r.details:
             r.notes.append(f"COPY {r.details['copy_seconds']:.2f}s + ADD PRIMARY KEY "
                            f"{r.details['primary_key_seconds']:.2f}s (medians)")
@@ -266,13 +271,16 @@ def _copyjob_decoded_once(bench: Bench, source_url: str, source: pgdata.TableFac
 
 
 def copyjob_big(bench: Bench, rows: int) -> list[Result]:
-    """The memory bound: a full copy of a ``rows``-row table (its own source database)."""
+    """The memory bound: a full copy of a ``rows``-row table (its own source database), with the raw pipe on
+    the same table for the ratios."""
     source_url, source, seconds = prepare_source(bench, "big_src", rows)
     try:
+        raw = raw_pipe(bench, "big_src", source, baseline="_big")
         result = copyjob_full(bench, source_url, source, key="copyjob_big",
                               label=f"copyjob full copy, {rows:,} rows (memory bound)", dest_db="big_dst")
+        result.baseline = "_big"
         result.details["source_generation_seconds"] = round(seconds, 3)
-        return [result]
+        return [*raw, result]
     finally:
         bench.drop_database("big_src")
 

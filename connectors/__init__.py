@@ -24,6 +24,8 @@ REGISTRY: dict[str, tuple[str, str | None, str | None]] = {
     "mariadb": ("connectors.mysql", "MysqlSource", "MysqlDestination"),
     "duckdb": ("connectors.duckdb", "DuckdbSource", "DuckdbDestination"),
     "parquet": ("connectors.parquet", None, "ParquetDestination"),
+    "file": ("connectors.files", "FileSource", "FileDestination"),
+    "s3": ("connectors.files", "FileSource", "FileDestination"),
 }
 
 

@@ -20,13 +20,14 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from connectors._keys import check_delete_batch, last_per_key, match_key, update_targets, without_null_keys
 from connectors._sql import STATE_TABLE, qualified, quote_double, render_filters
 from copyjob.errors import (
     ConfigurationError,
@@ -404,6 +405,90 @@ class DuckdbLoadSession:
 
     def write_binary(self, chunks: Iterator[bytes]) -> int:
         raise ConfigurationError("DuckDB does not accept a PostgreSQL binary COPY stream")
+
+    # ------------------------------------------------------------ deletes and column updates by key
+    # Effects in call order (connectors/_keys.py): applied to the table now, inside the transaction, and in a
+    # merge session to the rows staged so far, so a later ``write`` of a key wins at commit.
+
+    def delete_keys(self, keys: pa.RecordBatch) -> int:
+        """Delete the rows whose key equals a row of ``keys`` (key columns only); returns the table rows
+        deleted. The Arrow batch is registered as a view and joined: ``DELETE … USING``."""
+        key = self._match_key()
+        check_delete_batch(keys, key, self._schema.table)
+        live = without_null_keys(pa.Table.from_batches([keys]), key)  # a NULL key matches nothing
+        if live.num_rows == 0:
+            return 0
+        match = " AND ".join(f"t.{quote_double(k)} = k.{quote_double(k)}" for k in key)
+        view = quote_double(self._view)
+
+        def run() -> int:
+            if self._stage:
+                self._cur.execute(f"DELETE FROM {self._stage} AS t USING {view} AS k WHERE {match}")
+            return self._count(f"DELETE FROM {self._table} AS t USING {view} AS k WHERE {match}")
+
+        return self._with_view(self._conformed(live, key), run)
+
+    def update_columns(self, rows: pa.RecordBatch) -> int:
+        """Set the non-key columns of ``rows`` on the rows with the same key (other columns untouched, keys not
+        in the table ignored, the last row of a key in ``rows`` wins); returns the table rows updated.
+        The Arrow batch is registered as a view: ``UPDATE … FROM``."""
+        key = self._match_key()
+        others = update_targets(rows, key, self._schema.column_names, self._schema.table)
+        live = without_null_keys(last_per_key(rows, key), key)
+        if live.num_rows == 0:
+            return 0
+        match = " AND ".join(f"t.{quote_double(k)} = u.{quote_double(k)}" for k in key)
+        view = quote_double(self._view)
+        sets = ", ".join(f"{quote_double(c)} = u.{quote_double(c)}" for c in others)
+
+        def run() -> int:
+            if not others:  # nothing to set: the rows that would have been updated
+                return self._count(f"SELECT count(*) FROM {self._table} AS t "
+                                   f"WHERE EXISTS (SELECT 1 FROM {view} AS u WHERE {match})")
+            if self._stage:
+                self._cur.execute(f"UPDATE {self._stage} AS t SET {sets} FROM {view} AS u WHERE {match}")
+            return self._count(f"UPDATE {self._table} AS t SET {sets} FROM {view} AS u WHERE {match}")
+
+        return self._with_view(self._conformed(live, [*key, *others]), run)
+
+    def _match_key(self) -> tuple[str, ...]:
+        """The load's key, else its deferred key, else the table's primary key."""
+        if not self._open:
+            raise ConnectorError(f"DuckDB: the load into {self._schema.table} is already committed or aborted")
+        primary: tuple[str, ...] = ()
+        if not (self._key or self._deferred_key):
+            try:
+                found = _reflect(self._cur, self._schema.table)
+            except duckdb.Error as exc:
+                raise _translate(exc, str(self._schema.table)) from exc
+            primary = found.primary_key if found else ()
+        key = match_key(self._schema.table, self._key, self._deferred_key, primary)
+        unknown = [k for k in key if self._schema.column(k) is None]
+        if unknown:
+            raise ConfigurationError(f"key column(s) {unknown} of {self._schema.table} are not among the columns "
+                                     "loaded")
+        return key
+
+    def _conformed(self, table: pa.Table, names: Sequence[str]) -> pa.RecordBatch:
+        """The columns ``names`` in the types ``write`` sends them in."""
+        schema = pa.schema([self._arrow_schema.field(n) for n in names])
+        batch = table.select(list(names)).combine_chunks().to_batches()[0]
+        return _conform(batch, schema)
+
+    def _with_view(self, batch: pa.RecordBatch, run: Callable[[], int]) -> int:
+        try:
+            self._cur.register(self._view, batch)
+            return run()
+        except duckdb.Error as exc:
+            raise _translate(exc, str(self._schema.table)) from exc
+        finally:
+            with contextlib.suppress(duckdb.Error):  # fails once the error aborted the transaction
+                self._cur.unregister(self._view)
+
+    def _count(self, sql: str) -> int:
+        """Run a statement that answers with one count (DuckDB's DELETE and UPDATE do: the rows changed)."""
+        row = self._cur.execute(sql).fetchone()
+        return int(row[0]) if row else 0
 
     def commit(self, marker: StateMarker | None) -> None:
         """1. apply staged merge rows; 2. add the deferred primary key; 3. upsert the marker; 4. COMMIT."""

@@ -29,6 +29,7 @@ from pymysql.constants import FIELD_TYPE
 from pymysql.converters import conversions, convert_date, convert_datetime
 
 from connectors._arrow import rows_to_batch
+from connectors._keys import check_delete_batch, last_per_key, match_key, update_targets, without_null_keys
 from connectors._sql import STATE_TABLE, quote_backtick, render_filters
 from copyjob.errors import (
     AuthenticationFailed,
@@ -50,7 +51,7 @@ from copyjob.interfaces import (
 from copyjob.schema import Column, LogicalType, TableName, TableSchema, arrow_type
 from copyjob.urls import ConnectionUrl, redact
 
-__all__ = ["MysqlDestination", "MysqlLoadSession", "MysqlSource"]
+__all__ = ["MysqlDestination", "MysqlLoadSession", "MysqlSource", "connection_settings", "value_converter"]
 
 # NO_AUTO_VALUE_ON_ZERO: a copied 0 in an AUTO_INCREMENT column stays 0 instead of taking the next value
 _SQL_MODE = ("STRICT_ALL_TABLES,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,"
@@ -75,16 +76,20 @@ _TEXT_ON_WIRE = (FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE, FIELD_TYPE.DATETIME, FIELD
 _STREAM_CONVERSIONS = {k: v for k, v in conversions.items() if k not in _TEXT_ON_WIRE}
 
 
+def connection_settings(url: ConnectionUrl) -> dict[str, Any]:
+    """pymysql's connection arguments for ``url`` (also what change capture's binlog reader connects with)."""
+    return dict(host=url.host or "127.0.0.1", port=url.port or 3306, user=url.username or "",
+                password=url.password or "", unix_socket=url.query.get("unix_socket"), charset="utf8mb4",
+                connect_timeout=int(url.query.get("connect_timeout", "10")))
+
+
 def _connect(url: ConnectionUrl, *, streaming: bool = False, autocommit: bool = True) -> Connection[Any]:
     """A pymysql connection for ``url``; errors translated (AuthenticationFailed, ConnectionFailed, …)."""
     cursor = pymysql.cursors.SSCursor if streaming else pymysql.cursors.Cursor
     with _errors(url):
         return pymysql.connect(
-            host=url.host or "127.0.0.1", port=url.port or 3306, user=url.username or "",
-            password=url.password or "", database=url.database, unix_socket=url.query.get("unix_socket"),
-            charset="utf8mb4", autocommit=autocommit, init_command=_INIT_COMMAND, cursorclass=cursor,
-            connect_timeout=int(url.query.get("connect_timeout", "10")),
-            conv=_STREAM_CONVERSIONS if streaming else None,
+            **connection_settings(url), database=url.database, autocommit=autocommit,
+            init_command=_INIT_COMMAND, cursorclass=cursor, conv=_STREAM_CONVERSIONS if streaming else None,
         )
 
 
@@ -285,15 +290,44 @@ def _read_value(column: Column, value: Any) -> Any:
     return value
 
 
+def value_converter(column: Column) -> Callable[[Any], Any] | None:
+    """How a driver value of ``column`` becomes its logical value, as :func:`_read_value` does it (None: as
+    it is). Change capture converts binlog values with it."""
+    conv = _converter(column)
+    if conv is None or column.type.kind != "timestamptz":
+        return conv
+
+    def aware(value: Any) -> Any:
+        value = conv(value)
+        return value.replace(tzinfo=dt.UTC) if value is not None else None
+
+    return aware
+
+
 # ---------------------------------------------------------------- source
 
 
 class MysqlSource:
     capabilities = SourceCapabilities()
+    _pinned: Connection[Any] | None = None
 
     def __init__(self, url: ConnectionUrl) -> None:
         self._url = url
         self._conn = _connect(url)
+
+    @contextmanager
+    def pinned(self) -> Iterator[Connection[Any]]:
+        """Inside the block, :meth:`read` runs on one streaming connection (one read after the other), on which
+        the caller may first open a transaction: change capture reads its snapshot in a consistent-snapshot
+        transaction whose binlog position it knows. The transaction is rolled back at the end. ``clone`` (parallel
+        reads) would leave it: read with one reader."""
+        conn = _connect(self._url, streaming=True)
+        self._pinned = conn
+        try:
+            yield conn
+        finally:
+            self._pinned = None
+            _close_quietly(conn)  # closing rolls the snapshot transaction back
 
     def _resolve(self, table: TableName) -> TableName:
         return _resolve(self._url, table)
@@ -314,7 +348,8 @@ class MysqlSource:
         where, params = render_filters(filters, _q, placeholder=_PARAM)
         sql = f"SELECT {', '.join(_select_expr(c) for c in schema.columns)} FROM {_table_sql(table)}{where}"
         # a connection of its own: an unbuffered result blocks its connection until fully read
-        conn = _connect(self._url, streaming=True)
+        pinned = self._pinned
+        conn = pinned or _connect(self._url, streaming=True)
         cur = conn.cursor()
         try:
             with _errors(self._url, table):
@@ -323,7 +358,8 @@ class MysqlSource:
                     yield _batch(rows, arrow_schema, converters, table)
         finally:
             _abandon(cur)
-            _close_quietly(conn)
+            if conn is not pinned:
+                _close_quietly(conn)
 
     def max_value(self, table: TableName, column: str) -> Any:
         return self._aggregate(table, column, ("MAX",))[0]
@@ -588,7 +624,9 @@ class MysqlLoadSession:
        (InnoDB stores rows in key order, so loading with the key is the fast path anyway, and duplicate keys
        then fail the load instead of surfacing after the data committed); create merge staging tables.
     2. ``START TRANSACTION``; overwrite/truncate ``DELETE`` the rows (TRUNCATE would commit).
-    3. ``write`` inserts batches into the table, or for merge into a temporary staging table.
+    3. ``write`` inserts batches into the table, or for merge into a temporary staging table;
+       ``delete_keys``/``update_columns`` change the table (and the merge staging) by key at once, in call
+       order, through a temporary table of the keys (``DELETE … JOIN``, ``UPDATE … JOIN``).
     4. ``commit``: merge deletes the target rows whose key was staged and inserts the last staged row per
        key; then the state marker is upserted and data and marker commit together.
     """
@@ -601,6 +639,7 @@ class MysqlLoadSession:
         self._table = schema.table
         self._method = method
         self._key = key or schema.primary_key
+        self._deferred_key = deferred_key
         self._rows = 0
         self._conn = _connect(url, autocommit=False)
         self._open = True
@@ -687,6 +726,96 @@ class MysqlLoadSession:
 
     def write_binary(self, chunks: Iterator[bytes]) -> int:
         raise ConfigurationError("MySQL does not accept PostgreSQL binary COPY data")
+
+    # ---- step 3b: deletes and column updates by key (effects in call order, see connectors/_keys.py)
+
+    def delete_keys(self, keys: pa.RecordBatch) -> int:
+        """Delete the rows whose key equals a row of ``keys`` (key columns only), now, inside the transaction;
+        in a merge session also the rows of those keys staged so far, so a later ``write`` of a key wins.
+        Returns the table rows deleted."""
+        key = self._match_key()
+        check_delete_batch(keys, key, self._table)
+        live = without_null_keys(pa.Table.from_batches([keys]), key)  # a NULL key matches nothing
+        if live.num_rows == 0:
+            return 0
+        with _errors(self._url, self._table):
+            temp = self._stage_columns(live, key)
+            match = " AND ".join(f"t.{_q(k)} = k.{_q(k)}" for k in key)
+            if self._method == "merge":
+                self._execute(f"DELETE t FROM {_table_sql(self._stage)} AS t JOIN {temp} AS k ON {match}")
+            with self._conn.cursor() as cur:
+                deleted = int(cur.execute(f"DELETE t FROM {_table_sql(self._table)} AS t JOIN {temp} AS k "
+                                          f"ON {match}"))
+            self._execute(f"DROP TEMPORARY TABLE {temp}")
+        return deleted
+
+    def update_columns(self, rows: pa.RecordBatch) -> int:
+        """Set the non-key columns of ``rows`` on the rows with the same key (other columns untouched, keys not
+        in the table ignored, the last row of a key in ``rows`` wins), now, inside the transaction; in a merge
+        session also on the rows of those keys staged so far. Returns the table rows matched."""
+        key = self._match_key()
+        others = update_targets(rows, key, self._schema.column_names, self._table)
+        live = without_null_keys(last_per_key(rows, key), key)
+        if live.num_rows == 0:
+            return 0
+        with _errors(self._url, self._table):
+            temp = self._stage_columns(live, (*key, *others))
+            match = " AND ".join(f"t.{_q(k)} = u.{_q(k)}" for k in key)
+            # MySQL reports changed rows, not matched ones: count the matches
+            (found,) = _query(self._conn, f"SELECT COUNT(*) FROM {_table_sql(self._table)} AS t "
+                                          f"WHERE EXISTS (SELECT 1 FROM {temp} AS u WHERE {match})")[0]
+            if others:
+                sets = ", ".join(f"t.{_q(c)} = u.{_q(c)}" for c in others)
+                if self._method == "merge":
+                    self._execute(f"UPDATE {_table_sql(self._stage)} AS t JOIN {temp} AS u ON {match} SET {sets}")
+                self._execute(f"UPDATE {_table_sql(self._table)} AS t JOIN {temp} AS u ON {match} SET {sets}")
+            self._execute(f"DROP TEMPORARY TABLE {temp}")
+        return int(found)
+
+    def _match_key(self) -> tuple[str, ...]:
+        """The load's key (or the schema's primary key), else its deferred key, else the table's primary key."""
+        if not self._open:
+            raise ConnectorError(f"load into {self._table} is already finished")
+        primary: tuple[str, ...] = ()
+        if not (self._key or self._deferred_key):
+            with _errors(self._url, self._table):
+                primary = tuple(_text(r[0]) for r in _query(self._conn, _KEY_SQL,
+                                                             (self._table.schema, self._table.name)))
+        key = match_key(self._table, self._key, self._deferred_key, primary)
+        unknown = [k for k in key if self._schema.column(k) is None]
+        if unknown:
+            raise ConfigurationError(f"key column(s) {unknown} of {self._table} are not among the columns loaded")
+        return key
+
+    def _stage_columns(self, rows: pa.Table, names: Sequence[str]) -> str:
+        """Insert the columns ``names`` of ``rows`` into a new temporary table with the target's column types
+        (temporary DDL does not commit); returns its quoted name."""
+        temp = _table_sql(TableName(f"_copyjob_rows_{uuid.uuid4().hex[:12]}", self._table.schema))
+        cols = ", ".join(_q(n) for n in names)
+        self._execute(f"CREATE TEMPORARY TABLE {temp} ENGINE=InnoDB SELECT {cols} FROM {_table_sql(self._table)} "
+                      "LIMIT 0")
+        columns = [c for n in names if (c := self._schema.column(n)) is not None]
+        prefix = f"INSERT INTO {temp} ({cols}) VALUES "
+        limit = min(self._max_packet - 1024, 4 << 20) - len(prefix.encode())
+        for batch in rows.select(list(names)).to_batches():
+            if batch.num_rows == 0:
+                continue
+            try:
+                literals = _row_literals(batch, columns)
+            except ValueError as exc:  # includes pyarrow's ArrowInvalid
+                raise DataError(f"{self._table}: {exc}") from exc
+            texts, sizes = literals.to_pylist(), pc.binary_length(literals).to_pylist()
+            start, size = 0, 0
+            for i, n in enumerate(sizes):
+                if n > limit:
+                    raise DataError(f"{self._table}: a row is {n} bytes as SQL, larger than max_allowed_packet "
+                                    f"({self._max_packet})")
+                if size + n + 1 > limit and i > start:
+                    self._execute(prefix + ",".join(texts[start:i]))
+                    start, size = i, 0
+                size += n + 1
+            self._execute(prefix + ",".join(texts[start:]))
+        return temp
 
     # ---- step 4: commit
 

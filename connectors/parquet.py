@@ -14,7 +14,9 @@ the files that were there before only after the new files are in place: a reader
 files together, and a crash in that window leaves both (the marker is written last, so the next run redoes
 the load). Merge rewrites the whole table: old rows whose key was loaded are dropped, the new rows (the last
 one of each key) are added, and the result replaces every old file. The new rows of a merge are held in
-memory; old rows are streamed batch by batch.
+memory; old rows are streamed batch by batch. ``delete_keys``/``update_columns`` are remembered and applied in
+that rewrite, in call order, to the old rows and to the rows loaded before each call (an append or overwrite
+load that uses them rewrites the table the same way).
 
 URL options: ``?rows_per_file=1000000&compression=zstd``.
 """
@@ -26,8 +28,9 @@ import json
 import os
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 import pyarrow as pa
@@ -35,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from connectors._keys import check_delete_batch, last_per_key, match_key, update_targets, without_null_keys
 from copyjob.errors import ConfigurationError, ConnectionFailed, DataError, TableNotFound
 from copyjob.interfaces import DestinationCapabilities, StateMarker, UpdateMethod
 from copyjob.schema import Column, TableName, TableSchema, logical_from_arrow, parse_logical
@@ -239,23 +243,109 @@ class ParquetLoadSession:
         self._writer = self._new_writer(self._arrow_schema, self._load_id)
         self._pending: list[Path] = []  # temporary files not yet published
         self._done = False
+        self._written = 0  # rows written by this load so far (the position of the next one)
+        self._ops: list[_KeyOp] = []  # delete_keys/update_columns calls, applied at commit in call order
 
     def write(self, batch: pa.RecordBatch) -> int:
         batch = _conform(batch, self._arrow_schema)
         self._writer.write(batch)
+        self._written += batch.num_rows
         return int(batch.num_rows)
 
     def write_binary(self, chunks: Iterator[bytes]) -> int:
         raise ConfigurationError("Parquet does not accept a PostgreSQL binary COPY stream")
+
+    # ------------------------------------------------------------ deletes and column updates by key
+    # Remembered and applied at commit, when the table is rewritten, in call order (connectors/_keys.py): each
+    # touches the published rows and the rows this load wrote before the call, never the rows written after it,
+    # so a later ``write`` of a key wins. The counts are those of the table as it stands at the call.
+
+    def delete_keys(self, keys: pa.RecordBatch) -> int:
+        """Remember to delete the rows whose key equals a row of ``keys`` (key columns only) at commit (an anti
+        join in the rewrite); returns the rows of the table it deletes (rows a merge load staged excluded)."""
+        key = self._match_key()
+        check_delete_batch(keys, key, self._schema.table)
+        rows = self._op_rows(pa.Table.from_batches([keys]), key, key)
+        if rows.num_rows == 0:
+            return 0
+        op = _KeyOp("delete", key, rows, (), self._written)
+        found = self._matches_now(op)
+        self._ops.append(op)
+        return found
+
+    def update_columns(self, rows: pa.RecordBatch) -> int:
+        """Remember to set the non-key columns of ``rows`` on the rows with the same key at commit (other
+        columns untouched, keys not in the table ignored, the last row of a key wins); returns the rows of the
+        table it updates (rows a merge load staged excluded)."""
+        key = self._match_key()
+        others = update_targets(rows, key, self._schema.column_names, self._schema.table)
+        table = self._op_rows(pa.Table.from_batches([rows]), key, (*key, *others))
+        if table.num_rows == 0:
+            return 0
+        for name in others:
+            f = self._arrow_schema.field(name)
+            if not f.nullable and table[name].null_count:
+                raise DataError(f"Parquet table {self._schema.table}: column {name!r} is NOT NULL but the rows to "
+                                "update hold NULLs")
+        op = _KeyOp("update", key, table, tuple(others), self._written)
+        found = self._matches_now(op)
+        self._ops.append(op)
+        return found
+
+    def _match_key(self) -> tuple[str, ...]:
+        """The load's key, else its deferred key, else the table's primary key (from ``_schema.json``)."""
+        if self._done:
+            raise ConfigurationError("this load was already committed or aborted")
+        key = match_key(self._schema.table, self._key, self._deferred_key, self._table_schema.primary_key)
+        unknown = [k for k in key if self._schema.column(k) is None]
+        if unknown:
+            raise ConfigurationError(f"key column(s) {unknown} of {self._schema.table} are not among the columns "
+                                     "loaded")
+        return key
+
+    def _op_rows(self, table: pa.Table, key: Sequence[str], names: Sequence[str]) -> pa.Table:
+        """The columns ``names`` in the load's types, without NULL keys (they match nothing), the last row of
+        each key only."""
+        schema = pa.schema([self._arrow_schema.field(n).with_nullable(True) for n in names])
+        try:
+            columns = [table[n].cast(schema.field(n).type) for n in names]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataError(f"Parquet table {self._schema.table}: {exc}") from exc
+        return last_per_key(without_null_keys(pa.Table.from_arrays(columns, schema=schema), key), key)
+
+    def _matches_now(self, op: _KeyOp) -> int:
+        """How many rows of the table as it stands now have a key of ``op``: the published rows (unless this
+        load replaces them) and, except for merge (whose rows are staged), the rows written so far; the deletes
+        remembered before are taken into account (updates never change keys)."""
+        deletes = [o for o in self._ops if o.kind == "delete"]
+        columns = list(op.key)
+        found = 0
+        old = [] if self._replace_all else data_files(self._folder)
+        if old:
+            table_schema = self._table_schema.arrow_schema()
+            for batch in ds.dataset(old, schema=table_schema, format="parquet").to_batches(columns=columns):
+                kept, _ = _apply_ops(pa.Table.from_batches([batch]), deletes, None)
+                found += _hits(kept, op)
+        if self._method != "merge":
+            position = 0
+            for path in self._writer.close():  # closed so it can be read; the next write opens a new file
+                for batch in pq.ParquetFile(path).iter_batches(columns=columns):
+                    at = pa.array(range(position, position + batch.num_rows), pa.int64())
+                    kept, _ = _apply_ops(pa.Table.from_batches([batch]), deletes, at)
+                    found += _hits(kept, op)
+                    position += batch.num_rows
+        return found
 
     def commit(self, marker: StateMarker | None) -> None:
         """Publish the load:
 
         1. close the temporary files of the load;
         2. merge: write the merged table (old rows without the loaded keys, then the loaded rows) as new
-           temporary files, replacing the load's own;
+           temporary files, replacing the load's own; the remembered ``delete_keys``/``update_columns`` are
+           applied to the old rows and to the rows loaded before each call, in call order, before the last row
+           per key is taken; append/overwrite with such calls: rewrite the old and loaded rows likewise;
         3. rename the temporary files to their final names (each rename is atomic);
-        4. overwrite, truncate and merge: delete the files that were there before;
+        4. overwrite, truncate, merge and rewrites: delete the files that were there before;
         5. record a deferred primary key in ``_schema.json``;
         6. write the marker (atomically), last, so it never describes data that is not in place.
         """
@@ -265,7 +355,9 @@ class ParquetLoadSession:
         old = data_files(self._folder)
         try:
             if self._method == "merge":
-                self._pending = self._merge(self._pending, old)
+                self._pending = self._merge(self._pending, [] if self._replace_all else old)
+            elif self._ops:
+                self._pending = self._rewrite(self._pending, [] if self._replace_all else old)
             prefix = f"{_file_prefix(marker.run_id)}-{self._load_id}" if marker else self._load_id
             while self._pending:
                 n = len(self._pending) - 1
@@ -274,7 +366,7 @@ class ParquetLoadSession:
             self.abort()
             raise
         self._done = True
-        if self._replace_all or self._method == "merge":
+        if self._replace_all or self._method == "merge" or self._ops:
             for path in old:
                 path.unlink(missing_ok=True)
         if self._deferred_key:
@@ -294,15 +386,18 @@ class ParquetLoadSession:
 
     def _merge(self, staged: list[Path], old: list[Path]) -> list[Path]:
         table_schema = self._table_schema.arrow_schema()
-        loaded = _last_per_key(ds.dataset(staged, schema=self._arrow_schema, format="parquet").to_table(),
-                               self._key)
+        loaded = ds.dataset(staged, schema=self._arrow_schema, format="parquet").to_table()
+        if self._ops:  # each touches the rows loaded before it only
+            loaded, _ = _apply_ops(loaded, self._ops, pa.array(range(loaded.num_rows), pa.int64()))
+        loaded = _last_per_key(loaded, self._key)
         keys = loaded.select(list(self._key))
         writer = self._new_writer(table_schema, f"{self._load_id}-merged")
         try:
             if old:
                 for batch in ds.dataset(old, schema=table_schema, format="parquet").to_batches():
-                    for kept in _without_keys(batch, keys, self._key).to_batches():
-                        writer.write(_conform(kept, table_schema, fill_missing=True))
+                    for changed in _with_ops(batch, self._ops):
+                        for kept in _without_keys(changed, keys, self._key).to_batches():
+                            writer.write(_conform(kept, table_schema, fill_missing=True))
             for batch in loaded.to_batches():
                 writer.write(_conform(batch, table_schema, fill_missing=True))
         except BaseException:
@@ -314,8 +409,107 @@ class ParquetLoadSession:
             path.unlink(missing_ok=True)
         return merged
 
+    def _rewrite(self, staged: list[Path], old: list[Path]) -> list[Path]:
+        """Append/overwrite with remembered deletes/updates: the old rows, then the loaded rows, with them
+        applied (each to the old rows and to the rows loaded before it), as new temporary files."""
+        table_schema = self._table_schema.arrow_schema()
+        writer = self._new_writer(table_schema, f"{self._load_id}-rewritten")
+        try:
+            if old:
+                for batch in ds.dataset(old, schema=table_schema, format="parquet").to_batches():
+                    for changed in _with_ops(batch, self._ops):
+                        writer.write(_conform(changed, table_schema, fill_missing=True))
+            position = 0
+            for path in staged:
+                for batch in pq.ParquetFile(path).iter_batches():
+                    at = pa.array(range(position, position + batch.num_rows), pa.int64())
+                    position += batch.num_rows
+                    changed, _ = _apply_ops(pa.Table.from_batches([batch]), self._ops, at)
+                    for b in changed.to_batches():
+                        writer.write(_conform(b, table_schema, fill_missing=True))
+        except BaseException:
+            for path in writer.close():
+                path.unlink(missing_ok=True)
+            raise
+        rewritten = writer.close()
+        for path in staged:
+            path.unlink(missing_ok=True)
+        return rewritten
+
     def _new_writer(self, schema: pa.Schema, load_id: str) -> _RollingWriter:
         return _RollingWriter(self._folder, schema, load_id, self._dest.rows_per_file, self._dest.compression)
+
+
+@dataclass(frozen=True)
+class _KeyOp:
+    """A remembered ``delete_keys`` or ``update_columns`` call."""
+
+    kind: Literal["delete", "update"]
+    key: tuple[str, ...]
+    rows: pa.Table
+    """The key columns (one row per key, no NULLs) and, for an update, the columns it sets."""
+    columns: tuple[str, ...]
+    """The columns an update sets."""
+    before: int
+    """Rows the load had written when the call came: the call touches only those of the load's rows."""
+
+
+def _match_index(table: pa.Table, keys: pa.Table, key: Sequence[str]) -> pa.Array:
+    """For each row of ``table``, the index of the row of ``keys`` (unique, without NULLs) with its key, or
+    NULL."""
+    if len(key) == 1:
+        k = key[0]
+        found = pc.index_in(table[k], value_set=keys[k].combine_chunks().cast(table.schema.field(k).type))
+        return found.combine_chunks() if isinstance(found, pa.ChunkedArray) else found
+    row, match = "__copyjob_row", "__copyjob_match"
+    left = pa.Table.from_arrays([*(table[k] for k in key), pa.array(range(table.num_rows), pa.int64())],
+                                names=[*key, row])
+    right = pa.Table.from_arrays([*(keys[k].cast(table.schema.field(k).type) for k in key),
+                                  pa.array(range(keys.num_rows), pa.int64())], names=[*key, match])
+    joined = left.join(right, list(key), join_type="left outer", use_threads=False).sort_by(row)
+    return joined[match].combine_chunks()
+
+
+def _apply_ops(table: pa.Table, ops: Sequence[_KeyOp],
+               positions: pa.Array | None) -> tuple[pa.Table, pa.Array | None]:
+    """``table`` with the deletes and updates applied in call order; with ``positions`` (rows of this load,
+    numbered in load order) each op touches only the rows loaded before it. Returns the rows and positions
+    that remain."""
+    for op in ops:
+        if table.num_rows == 0:
+            break
+        index = _match_index(table, op.rows, op.key)
+        hit = pc.is_valid(index)
+        if positions is not None:
+            hit = pc.and_(hit, pc.less(positions, op.before))
+        if op.kind == "delete":
+            keep = pc.invert(hit)
+            table = table.filter(keep)
+            positions = positions.filter(keep) if positions is not None else None
+            continue
+        for name in op.columns:
+            i = table.schema.get_field_index(name)
+            if i < 0:
+                continue
+            f = table.schema.field(i)
+            new = op.rows[name].combine_chunks().cast(f.type).take(index)
+            table = table.set_column(i, f, pc.if_else(hit, new, table[name].combine_chunks()))
+    return table, positions
+
+
+def _with_ops(batch: pa.RecordBatch, ops: Sequence[_KeyOp]) -> list[pa.RecordBatch]:
+    """A batch of published rows with the remembered deletes and updates applied."""
+    if not ops:
+        return [batch]
+    changed, _ = _apply_ops(pa.Table.from_batches([batch]), ops, None)
+    return changed.combine_chunks().to_batches()
+
+
+def _hits(table: pa.Table, op: _KeyOp) -> int:
+    """How many rows of ``table`` have a key of ``op``."""
+    if table.num_rows == 0:
+        return 0
+    return int(pc.sum(pc.is_valid(_match_index(table, op.rows, op.key))).as_py() or 0)
 
 
 def _file_prefix(run_id: str) -> str:

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors._arrow import rows_to_batch
+from connectors._keys import check_delete_batch, last_per_key, match_key, update_targets
 from connectors._sql import STATE_TABLE, quote_double, render_filters
 from copyjob.errors import (
     ConfigurationError,
@@ -513,6 +514,72 @@ class SqliteLoadSession:
 
     def write_binary(self, chunks: Iterator[bytes]) -> int:
         raise ConfigurationError("SQLite does not accept a PostgreSQL binary COPY stream")
+
+    # ------------------------------------------------------------ deletes and column updates by key
+    # Effects in call order (connectors/_keys.py): applied to the table now, inside the transaction, and in a
+    # merge session to the rows staged so far, so a later ``write`` of a key wins at commit.
+
+    def delete_keys(self, keys: pa.RecordBatch) -> int:
+        """Delete the rows whose key equals a row of ``keys`` (key columns only); returns the table rows
+        deleted. One bound ``DELETE … WHERE k1 = ? AND …`` per key (executemany)."""
+        key = self._match_key()
+        check_delete_batch(keys, key, self._schema.table)
+        if keys.num_rows == 0:
+            return 0
+        values = self._stored_rows(pa.Table.from_batches([keys]), key)
+        where = " AND ".join(f"{quote_double(k)} = ?" for k in key)  # a NULL key matches nothing
+        try:
+            if self._stage:
+                self._con.executemany(f"DELETE FROM {self._stage} WHERE {where}", values)
+            return int(self._con.executemany(f"DELETE FROM {self._table} WHERE {where}", values).rowcount)
+        except sqlite3.Error as exc:
+            raise _translate(exc, str(self._schema.table)) from exc
+
+    def update_columns(self, rows: pa.RecordBatch) -> int:
+        """Set the non-key columns of ``rows`` on the rows with the same key (other columns untouched, keys not
+        in the table ignored, the last row of a key in ``rows`` wins); returns the table rows updated."""
+        key = self._match_key()
+        others = update_targets(rows, key, self._schema.column_names, self._schema.table)
+        if rows.num_rows == 0:
+            return 0
+        values = self._stored_rows(last_per_key(rows, key), [*others, *key])
+        where = " AND ".join(f"{quote_double(k)} = ?" for k in key)
+        try:
+            if not others:  # nothing to set: the rows that would have been updated
+                return sum(int(self._con.execute(f"SELECT count(*) FROM {self._table} WHERE {where}", v)
+                               .fetchone()[0]) for v in values)
+            sets = ", ".join(f"{quote_double(c)} = ?" for c in others)
+            if self._stage:
+                self._con.executemany(f"UPDATE {self._stage} SET {sets} WHERE {where}", values)
+            return int(self._con.executemany(f"UPDATE {self._table} SET {sets} WHERE {where}", values).rowcount)
+        except sqlite3.Error as exc:
+            raise _translate(exc, str(self._schema.table)) from exc
+
+    def _match_key(self) -> tuple[str, ...]:
+        """The load's key, else its deferred key, else the table's primary key."""
+        if not self._open:
+            raise ConnectorError(f"SQLite: the load into {self._schema.table} is already committed or aborted")
+        primary: tuple[str, ...] = ()
+        if not (self._key or self._deferred_key):
+            found = reflect_table(self._con, self._schema.table)
+            primary = found.primary_key if found else ()
+        key = match_key(self._schema.table, self._key, self._deferred_key, primary)
+        unknown = [k for k in key if self._schema.column(k) is None]
+        if unknown:
+            raise ConfigurationError(f"key column(s) {unknown} of {self._schema.table} are not among the columns "
+                                     "loaded")
+        return key
+
+    def _stored_rows(self, table: pa.Table, names: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The columns ``names`` of ``table`` as rows of the values ``write`` would bind for them."""
+        columns = []
+        for name in names:
+            column = self._schema.column(name)
+            assert column is not None
+            values = table.column(name).combine_chunks()
+            target = arrow_type(column.type)
+            columns.append(stored_column(values if values.type == target else values.cast(target), column.type))
+        return list(zip(*columns, strict=True))
 
     def commit(self, marker: StateMarker | None) -> None:
         """1. apply staged merge rows; 2. add the deferred primary key; 3. upsert the marker; 4. COMMIT."""

@@ -2,6 +2,7 @@
 
 Exit codes: 0 success; 1 a table failed (or a system could not be reached); 2 a bad job file, variables
 file or command line; 3 skipped because another run of the job held the lock past --wait; 130 interrupted.
+``serve`` exits 0 once stopped by SIGTERM/SIGINT and its running runs have ended (130 on a second signal).
 """
 
 from __future__ import annotations
@@ -249,6 +250,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()
 
+
+from copyjob import cli_kafka as _cli_kafka  # noqa: E402  registers capture, apply, tail, replay
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,8 @@ from copyjob.schema import Column, TableName, TableSchema
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from copyjob.jobfile import CsvOptions
+
 UpdateMethod = Literal["append", "overwrite", "merge"]
 CopyMode = Literal["full", "incremental", "cdc"]
 
@@ -132,7 +134,14 @@ class LoadSession(Protocol):
     def update_columns(self, rows: pa.RecordBatch) -> int:
         """Update only the columns present in ``rows`` (which also hold the key columns) of the rows with
         those keys, inside the transaction; returns the rows updated. Used for changes that leave some
-        values untouched (PostgreSQL's unchanged TOAST)."""
+        values untouched (PostgreSQL's unchanged TOAST).
+
+        Both match on the load's key (else its deferred key, else the table's primary key; ConfigurationError
+        when there is none) and work under every update method. Order of effects: ``write``, ``delete_keys``
+        and ``update_columns`` take effect in call order. A delete or update touches the table's rows and, in
+        a merge load, the rows staged by earlier ``write`` calls; a ``write`` after it stages the key again
+        and wins at commit. Counts are of the table's rows (staged merge rows are counted by ``write``); NULL
+        keys match nothing. Details: connectors/_keys.py."""
 
     def commit(self, marker: StateMarker | None) -> None: ...
 

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from copyjob.errors import JobFileError
+from copyjob.filesets import format_from_pattern, is_file_url
 from copyjob.jobfile import Job, ResolvedTable, resolve_tables
 from copyjob.variables import VariableLibrary, load_library
 
@@ -157,13 +158,16 @@ def _check_semantics(loaded: LoadedJob) -> None:
     if loaded.job.transport == "kafka" and loaded.job.kafka is None:
         raise loaded.error("transport kafka needs a kafka: section with bootstrap_servers", ("transport",))
     seen: set[str] = set()
+    file_source = is_file_url(loaded.job.source.url)
+    _check_endpoint_formats(loaded)
     for t in loaded.tables:
         base: PathKey = ("tables", t.index)
+        _check_file_fields(loaded, t, file_source)
         if t.spec.target_name in seen:
             raise loaded.error(f"two tables write to the same target {t.spec.target_name!r}",
                                (*base, "target") if t.spec.target else (*base, "name"))
         seen.add(t.spec.target_name)
-        if t.mode == "incremental" and not t.spec.incremental_column:
+        if t.mode == "incremental" and not t.spec.incremental_column and not file_source:
             raise loaded.error("required when mode is incremental (the column whose growth marks new rows)",
                                (*base, "incremental_column"))
         if t.mode == "cdc":
@@ -178,3 +182,36 @@ def _check_semantics(loaded: LoadedJob) -> None:
             targets = list(t.spec.columns.values())
             if len(set(targets)) != len(targets):
                 raise loaded.error("two columns renamed to the same name", (*base, "columns"))
+
+
+def _check_endpoint_formats(loaded: LoadedJob) -> None:
+    if loaded.job.source.format is not None:
+        raise loaded.error("a file source gives the format per table entry (tables[].format)", ("source", "format"))
+    if loaded.job.destination.format is not None and not is_file_url(loaded.job.destination.url):
+        raise loaded.error("only for file destinations (file://, s3://)", ("destination", "format"))
+
+
+def _check_file_fields(loaded: LoadedJob, t: ResolvedTable, file_source: bool) -> None:
+    """A file source's entries name sets of files (pattern, format, csv); a database's entries name tables."""
+    base: PathKey = ("tables", t.index)
+    spec = t.spec
+    if not file_source:
+        for name in ("pattern", "format", "csv"):
+            if getattr(spec, name) is not None:
+                raise loaded.error("only for file sources (file://, s3://); this source has tables", (*base, name))
+        if spec.source_file_column:
+            raise loaded.error("only for file sources (file://, s3://)", (*base, "source_file_column"))
+        return
+    if spec.pattern is None:
+        raise loaded.error('required for a file source: which files, e.g. "*.csv" or "**/*.parquet"',
+                           (*base, "pattern"))
+    if spec.incremental_column:
+        raise loaded.error("files are copied incrementally by their modification time: remove it",
+                           (*base, "incremental_column"))
+    fmt = spec.format or format_from_pattern(spec.pattern)
+    if fmt is None:
+        raise JobFileError(f"cannot tell the format from the pattern {spec.pattern!r}: add format: csv, jsonl "
+                           "or parquet", file=str(loaded.path), line=loaded.line_of((*base, "pattern")),
+                           field=format_key((*base, "format")))
+    if spec.csv is not None and fmt != "csv":
+        raise loaded.error(f"csv options for a {fmt} file set", (*base, "csv"))

@@ -7,9 +7,11 @@ Each failure is a JobFileError naming the job file's line and field.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from copyjob.errors import TableNotFound
-from copyjob.interfaces import DestinationCapabilities, Source
+from copyjob.filesets import file_set
+from copyjob.interfaces import DestinationCapabilities, FileInfo, FileSet, FileSetSource, Source
 from copyjob.jobfile import ResolvedTable
 from copyjob.loader import LoadedJob
 from copyjob.schema import TableName, TableSchema
@@ -26,6 +28,10 @@ class TablePlan:
     """The same columns as named in the destination (rename map applied), with the destination key."""
     key: tuple[str, ...]
     """Merge key, in destination column names."""
+    files: FileSet | None = None
+    """A file source's set of files (then ``source_schema`` is a first look at their columns)."""
+    listed: tuple[FileInfo, ...] = ()
+    """The set's files as listed by the check (one listing per run: the copy plans from it)."""
 
     @property
     def state_key(self) -> str:
@@ -41,6 +47,8 @@ def check_tables(loaded: LoadedJob, tables: list[ResolvedTable], source: Source,
                  destination: DestinationCapabilities) -> list[TablePlan]:
     """Reflect every table at the source and check the job's names against it (the destination is not
     touched, so a bad job writes nothing there)."""
+    if source.capabilities.files:
+        return [_check_file_table(loaded, t, cast(FileSetSource, source), destination) for t in tables]
     return [_check_table(loaded, t, source, destination) for t in tables]
 
 
@@ -48,6 +56,9 @@ def _check_table(loaded: LoadedJob, t: ResolvedTable, source: Source,
                  destination: DestinationCapabilities) -> TablePlan:
     base = ("tables", t.index)
     spec = t.spec
+    for name in ("pattern", "format", "csv"):
+        if getattr(spec, name) is not None:
+            raise loaded.error("only for file sources (file://, s3://); this source has tables", (*base, name))
     try:
         schema = source.reflect(TableName.parse(spec.name))
     except TableNotFound as exc:
@@ -79,3 +90,36 @@ def _check_table(loaded: LoadedJob, t: ResolvedTable, source: Source,
         target = TableSchema(target.table, target.columns, tuple(rename.get(k, k) for k in spec.key))
     return TablePlan(table=t, source_schema=schema, target_schema=target,
                      key=tuple(rename.get(k, k) for k in source_key))
+
+
+def _check_file_table(loaded: LoadedJob, t: ResolvedTable, source: FileSetSource,
+                      destination: DestinationCapabilities) -> TablePlan:
+    """A set of files: the loader checked pattern and format; here the key columns are checked against a
+    first look at the newest file (when there are files: an empty set is fine, it fills later)."""
+    base = ("tables", t.index)
+    spec = t.spec
+    if spec.pattern is None:
+        raise loaded.error("required for a file source", (*base, "pattern"))
+    files = file_set(spec)
+    listed = tuple(source.list_files(files.pattern))
+    schema = source.infer_schema(files, listed) if listed else None
+    if schema is not None:
+        columns = set(schema.column_names)
+        for k in spec.key or ():
+            if k not in columns:
+                raise loaded.error(f"key column {k!r} is not a column of the files {files.pattern!r} "
+                                   f"(columns: {', '.join(sorted(columns))})", (*base, "key"))
+    if t.update_method == "merge":
+        if not spec.key:
+            raise loaded.error("merge needs a key: files have no primary key, so name the key columns",
+                               (*base, "key"))
+        if not destination.supports_merge:
+            field = (*base, "update_method") if spec.update_method else ("copy", "update_method")
+            raise loaded.error("this destination does not support merge", field)
+    source_schema = schema or TableSchema(TableName.parse(spec.name), ())
+    rename = spec.columns
+    key = tuple(rename.get(k, k) for k in spec.key or ())
+    target = source_schema.renamed(TableName.parse(spec.target_name), rename)
+    target = TableSchema(target.table, target.columns, key if t.update_method == "merge" else ())
+    return TablePlan(table=t, source_schema=source_schema, target_schema=target, key=key, files=files,
+                     listed=listed)

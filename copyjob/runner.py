@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from apply import prepare_target, write_batches, write_binary
 from copyjob.errors import CopyjobError, UsageError, is_retriable
+from copyjob.filesets import endpoint_url
 from copyjob.interfaces import (
     Destination,
     RunRecord,
@@ -35,13 +36,15 @@ from copyjob.jobfile import ResolvedTable
 from copyjob.loader import LoadedJob
 from copyjob.preflight import TablePlan, check_tables
 from copyjob.progress import Progress
-from copyjob.urls import parse_url, redact
+from copyjob.urls import redact
 from copyjob.values import decode_value, encode_value
 from ingest import IncrementPlan, plan_full, plan_incremental
 from snapshot import read_binary, read_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from copyjob.interfaces import FileSetSource
 
 log = logging.getLogger("copyjob")
 RETRIES = 3
@@ -97,13 +100,17 @@ class JobRun:
         does not fit the systems; otherwise returns the run record (tables may have failed)."""
         from connectors import destination_capabilities, open_destination, open_source
 
+        if self.loaded.job.transport == "kafka":  # capture → topics → apply (copyjob.kafka_pipeline)
+            from copyjob.kafka_pipeline import run_kafka
+
+            return run_kafka(self, table_names)
         job = self.loaded.job
         tables = select_tables(self.loaded, table_names)
         run = RunRecord(run_id=new_run_id(), job=job.job, started_at=datetime.now(UTC), trigger=self.trigger)
         base = self.loaded.base_dir
-        destination_url = parse_url(job.destination.url, base)
+        destination_url = endpoint_url(job.destination, base)
         try:
-            source = open_source(parse_url(job.source.url, base))
+            source = open_source(endpoint_url(job.source, base))
         except CopyjobError as exc:
             return self._fail_all(run, tables, f"source: {exc}")
         try:
@@ -191,6 +198,8 @@ class JobRun:
     def _copy_table(self, plan: TablePlan, source: Source, destination: Destination,
                     run_id: str) -> TableRunRecord:
         job_name = self.loaded.job.job
+        if source.capabilities.files:  # a set of files: committed file by file (copyjob.file_copy)
+            return self._copy_file_set(plan, source, destination, run_id)
         t = plan.table
         started = time.monotonic()
         # 1. state, reconciled with the destination's marker
@@ -289,6 +298,19 @@ class JobRun:
         state.watermark = decode_value(marker.state.get("watermark"), marker.state.get("watermark_type"))
         state.watermark_type = marker.state.get("watermark_type")
         state.needs_full = False
+        state.extra.update(marker.state.get("extra") or {})  # e.g. a file set's mark and quarantined files
         state.extra["committed_run_id"] = marker.run_id
         self.store.save(job_name, state)
         return state
+
+    def _copy_file_set(self, plan: TablePlan, source: Source, destination: Destination,
+                       run_id: str) -> TableRunRecord:
+        from copyjob.file_copy import FileCopyContext, copy_file_set
+
+        settings = self.loaded.job.copy_settings
+        ctx = FileCopyContext(job=self.loaded.job.job, run_id=run_id, create_tables=settings.create_tables,
+                              batch_rows=min(settings.batch_rows, destination.capabilities.preferred_batch_rows),
+                              progress=self.progress, save=lambda s: self.store.save(self.loaded.job.job, s),
+                              stop=self.stop)
+        return copy_file_set(ctx, plan, cast("FileSetSource", source), destination,
+                             self._reconciled_state(plan, destination))

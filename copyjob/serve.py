@@ -39,7 +39,15 @@ from copyjob.interfaces import RunRecord, StateStore, TableRunRecord
 from copyjob.jobfile import parse_duration
 from copyjob.loader import LoadedJob, read_yaml
 from copyjob.progress import Progress
-from copyjob.schedule import Clock, ScheduleRule, SystemClock, load_last_fire, recorded_fire, save_last_fire
+from copyjob.schedule import (
+    Clock,
+    ScheduleRule,
+    SystemClock,
+    is_missed,
+    load_last_fire,
+    recorded_fire,
+    save_last_fire,
+)
 from copyjob.urls import redact
 from ingest.file_watcher import FileWatcher
 
@@ -178,6 +186,11 @@ class Server:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise UsageError(f"job name given by more than one job file: {', '.join(duplicates)}")
+        if not any(j.rules or j.watchers for j in jobs):
+            raise UsageError("nothing to serve: no job has schedules: or triggers:")
+        for idle in (j for j in jobs if not (j.rules or j.watchers)):
+            log.warning("job=%s (%s) has no schedules: or triggers:; serve never runs it", idle.name,
+                        idle.loaded.path)
         self.jobs = jobs
         self.clock = clock or SystemClock()
         self.tick_s = tick_s
@@ -224,12 +237,12 @@ class Server:
             job.store = job.open_store()
             for rule in job.rules:
                 last = load_last_fire(job.store, job.name, rule)
-                if last is None:  # first served: count from now, nothing was missed
+                if is_missed(rule, last, now):  # due at once: the first turn runs it, labelled "missed"
+                    job.missed.add(rule.key)
+                if last is None:  # first served: count from now, so that a later downtime is noticed
                     save_last_fire(job.store, job.name, rule, now)
                     last = now
                 job.next_due[rule.key] = rule.next_after(last)
-                if job.next_due[rule.key] <= now:
-                    job.missed.add(rule.key)
             for watcher in job.watchers:
                 watcher.start(on_event=self._wake.set)
             log.info("serving job=%s (%s): %s", job.name, job.loaded.path, _describe(job))

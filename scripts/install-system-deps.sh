@@ -6,6 +6,8 @@ need=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15 postgresql-client-15)
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server mariadb-client)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)  # the Kafka test broker
+command -v mvn >/dev/null 2>&1 || need+=(maven)                       # fetches Kafka's jars
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run as root or: sudo apt-get install ${need[*]})" >&2

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.services.kafka import KafkaBroker, start_kafka
 from tests.services.mariadb import MariadbServer, start_mariadb
 from tests.services.postgres import PostgresServer, start_postgres
 
@@ -34,6 +35,14 @@ def mariadb_server(services_dir: Path) -> Iterator[MariadbServer]:
     server = start_mariadb(services_dir / "mariadb")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(services_dir: Path) -> Iterator[KafkaBroker]:
+    """A single-node Apache Kafka broker (KRaft) for the session; its jars are fetched when missing."""
+    broker = start_kafka(services_dir / "kafka")
+    yield broker
+    broker.stop()
 
 
 def _fresh_name(prefix: str) -> str:

@@ -27,14 +27,21 @@ _AUTH_MARKERS = ("password authentication failed", "no password supplied", "auth
 _SESSION_SETTINGS = "-c TimeZone=UTC -c DateStyle=ISO"
 
 
-def connect(url: ConnectionUrl, *, autocommit: bool) -> psycopg.Connection[Any]:
-    """A connection in UTC (timestamptz values come back as UTC datetimes)."""
+def connection_params(url: ConnectionUrl) -> dict[str, Any]:
+    """libpq keyword parameters for ``url``, with the session in UTC and ISO dates (also used by change
+    capture to open replication connections)."""
     params: dict[str, Any] = {"connect_timeout": 10, "application_name": "copyjob", **url.query}
     params["options"] = f"{params.get('options', '')} {_SESSION_SETTINGS}".strip()
     for key, value in (("host", url.host), ("port", url.port), ("user", url.username),
                        ("password", url.password), ("dbname", url.database)):
         if value is not None:
             params[key] = value
+    return params
+
+
+def connect(url: ConnectionUrl, *, autocommit: bool) -> psycopg.Connection[Any]:
+    """A connection in UTC (timestamptz values come back as UTC datetimes)."""
+    params = connection_params(url)
     try:
         return psycopg.connect(autocommit=autocommit, **params)
     except psycopg.ProgrammingError as exc:  # e.g. an unknown ?option= in the URL

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
+from psycopg import sql
 
 from connectors._arrow import rows_to_batch
 from connectors._sql import qualified, quote_double, render_filters
@@ -27,9 +28,23 @@ class PostgresSource:
 
     capabilities = SourceCapabilities(postgres_binary=True)
 
-    def __init__(self, url: ConnectionUrl) -> None:
+    def __init__(self, url: ConnectionUrl, snapshot: str | None = None) -> None:
         self._url = url
+        self._snapshot = snapshot
         self._conn = connect(url, autocommit=True)
+        if snapshot is not None:
+            self._pin(snapshot)
+
+    def _pin(self, snapshot: str) -> None:
+        """Read everything inside one REPEATABLE READ transaction that uses an exported snapshot (change
+        capture's gap-free handoff: every clone sees exactly the same data)."""
+        try:
+            # autocommit connection, explicit BEGIN: the reads below all run in this one transaction
+            self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            self._conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        except psycopg.Error as exc:
+            self._conn.close()
+            raise translate(exc, self._url) from exc
 
     # ------------------------------------------------------------ catalog
 
@@ -114,7 +129,7 @@ class PostgresSource:
         return psycopg.ClientCursor(self._conn).mogrify(where, params)
 
     def clone(self) -> PostgresSource:
-        return PostgresSource(self._url)
+        return PostgresSource(self._url, self._snapshot)
 
     def close(self) -> None:
         self._conn.close()

@@ -496,3 +496,171 @@ def test_registry_opens_both_schemes(mariadb_url: str) -> None:
         assert isinstance(src, MysqlSource) and isinstance(dst, MysqlDestination)
         src.close()
         dst.close()
+
+
+# ---------------------------------------------------------------- deletes and column updates by key
+
+EVENTS = TableSchema(
+    table=TableName("ev"),
+    columns=(Column("code", LogicalType("string"), nullable=False),
+             Column("at", LogicalType("timestamptz"), nullable=False),
+             Column("u", LogicalType("uuid")), Column("v", LogicalType("int32"))),
+    primary_key=("code", "at"),
+)
+T0 = dt.datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def people_part(rows: list[tuple[Any, ...]], names: tuple[str, ...]) -> pa.RecordBatch:
+    schema = people_schema().select(list(names)).arrow_schema()
+    return pa.RecordBatch.from_pylist([dict(zip(names, r, strict=True)) for r in rows], schema=schema)
+
+
+def three_people(dest: MysqlDestination, primary_key: bool = True) -> TableSchema:
+    schema = people_schema()
+    dest.create_table(schema, primary_key=primary_key)
+    load(dest, schema, [people_batch([(1, "a", "1"), (2, "b", "2"), (3, "c", "3")])])
+    return schema
+
+
+def test_delete_keys_by_single_key(mariadb_server: MariadbServer, url: ConnectionUrl,
+                                   dest: MysqlDestination) -> None:
+    schema = three_people(dest)
+    session = dest.begin_load(schema, "merge", ("id",))
+    assert session.delete_keys(people_part([(2,), (9,), (None,)], ("id",))) == 1  # missing, NULL: no match
+    assert session.delete_keys(people_part([(7,), (8,)], ("id",))) == 0
+    assert session.delete_keys(people_part([], ("id",))) == 0
+    session.commit(StateMarker("j", "people", "r", {}))
+    assert [r[0] for r in table_rows(mariadb_server, url)] == [1, 3]
+
+
+def test_delete_keys_by_composite_text_and_timestamp_key(mariadb_server: MariadbServer, url: ConnectionUrl,
+                                                         dest: MysqlDestination) -> None:
+    dest.create_table(EVENTS)
+    rows = [{"code": code, "at": T0 + dt.timedelta(seconds=s), "u": "0b7e3a52-9d3c-4a1e-8a15-0e5a3c1f2b6d",
+             "v": s} for code in ("x", "X", "it's") for s in (0, 1)]
+    load(dest, EVENTS, [pa.RecordBatch.from_pylist(rows, schema=EVENTS.arrow_schema())])
+    keys = pa.RecordBatch.from_pylist(
+        [{"at": T0, "code": "x"}, {"at": T0 + dt.timedelta(seconds=1), "code": "it's"},
+         {"at": T0 + dt.timedelta(seconds=5), "code": "X"}],  # columns in another order: matched by name
+        schema=pa.schema([pa.field("at", pa.timestamp("us", tz="UTC")), pa.field("code", pa.string())]))
+    session = dest.begin_load(EVENTS, "append", ())  # append: the schema's primary key
+    assert session.delete_keys(keys) == 2
+    session.commit(None)
+    assert sql(mariadb_server, url, "SELECT code, v FROM ev ORDER BY code, v") == [
+        ("X", 0), ("X", 1), ("it's", 0), ("x", 1)]
+
+    # a uuid key on a table without a primary key, named for the load
+    uu = TableSchema(TableName("byu"), (Column("u", LogicalType("uuid")), Column("v", LogicalType("int32"))))
+    dest.create_table(uu)
+    u1, u2 = "00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"
+    load(dest, uu, [pa.RecordBatch.from_pydict({"u": [u1, u2, u1], "v": [1, 2, 3]}, schema=uu.arrow_schema())])
+    session = dest.begin_load(uu, "append", ("u",))
+    assert session.delete_keys(pa.RecordBatch.from_pydict({"u": [u1]}, schema=uu.select(["u"]).arrow_schema())) == 2
+    session.commit(None)
+    assert sql(mariadb_server, url, "SELECT v FROM byu") == [(2,)]
+
+
+def test_delete_keys_needs_a_key(mariadb_server: MariadbServer, url: ConnectionUrl,
+                                 dest: MysqlDestination) -> None:
+    three_people(dest, primary_key=False)
+    session = dest.begin_load(people_schema(key=()), "append", ())
+    with pytest.raises(ConfigurationError, match="needs a key"):
+        session.delete_keys(people_part([(1,)], ("id",)))
+    session.abort()
+    session = dest.begin_load(people_schema(), "append", ("id",))
+    with pytest.raises(ConfigurationError, match="key columns"):
+        session.delete_keys(people_part([(1, "a")], ("id", "name")))
+    session.abort()
+    assert len(table_rows(mariadb_server, url)) == 3
+
+
+def test_delete_keys_uses_the_table_primary_key(mariadb_server: MariadbServer, url: ConnectionUrl,
+                                                dest: MysqlDestination) -> None:
+    three_people(dest)
+    session = dest.begin_load(people_schema(key=()), "overwrite", ())  # key found on the table itself
+    session.write(people_batch([(5, "e", "5"), (6, "f", "6")]))
+    assert session.delete_keys(people_part([(6,)], ("id",))) == 1  # rows written in this load count
+    session.commit(None)
+    assert table_rows(mariadb_server, url) == [(5, "e", Decimal("5.00"))]
+
+
+def test_delete_and_write_in_one_merge_session(mariadb_server: MariadbServer, url: ConnectionUrl,
+                                               dest: MysqlDestination) -> None:
+    schema = three_people(dest)
+    session = dest.begin_load(schema, "merge", ("id",))
+    session.write(people_batch([(3, "c-staged", "30")]))
+    assert session.delete_keys(people_part([(1,), (3,)], ("id",))) == 2  # 3 staged before: deleted too
+    session.write(people_batch([(4, "d", "4"), (1, "a-again", "10")]))  # written after its delete: wins
+    session.commit(None)
+    assert table_rows(mariadb_server, url) == [(1, "a-again", Decimal("10.00")), (2, "b", Decimal("2.00")),
+                                               (4, "d", Decimal("4.00"))]
+
+
+def test_update_columns_keeps_the_other_columns(mariadb_server: MariadbServer, url: ConnectionUrl,
+                                                dest: MysqlDestination) -> None:
+    schema = three_people(dest)
+    session = dest.begin_load(schema, "merge", ("id",))
+    session.write(people_batch([(5, "e", "5")]))
+    updated = session.update_columns(people_part([(1, "a1"), (9, "nobody"), (2, "b1"), (2, "b2"), (5, "e1"),
+                                                  (3, "c")], ("id", "name")))
+    assert updated == 3  # 9 is not in the table; 5 is only staged; 3 matched although unchanged
+    session.commit(None)
+    assert table_rows(mariadb_server, url) == [(1, "a1", Decimal("1.00")), (2, "b2", Decimal("2.00")),
+                                               (3, "c", Decimal("3.00")), (5, "e1", Decimal("5.00"))]
+    session = dest.begin_load(schema, "append", ())
+    assert session.update_columns(people_part([(Decimal("7.5"), 3)], ("score", "id"))) == 1
+    session.commit(None)
+    assert table_rows(mariadb_server, url)[2] == (3, "c", Decimal("7.50"))
+
+
+def test_abort_rolls_back_deletes_and_updates(mariadb_server: MariadbServer, url: ConnectionUrl,
+                                              dest: MysqlDestination) -> None:
+    schema = three_people(dest)
+    methods: list[UpdateMethod] = ["merge", "append", "overwrite"]
+    for method in methods:
+        session = dest.begin_load(schema, method, ("id",))
+        session.delete_keys(people_part([(1,)], ("id",)))
+        session.update_columns(people_part([(2, "zzz")], ("id", "name")))
+        session.abort()
+    assert table_rows(mariadb_server, url) == [(1, "a", Decimal("1.00")), (2, "b", Decimal("2.00")),
+                                               (3, "c", Decimal("3.00"))]
+    assert dest.read_marker("j", "people") is None
+
+
+def test_update_columns_refuses_a_bad_value(mariadb_server: MariadbServer, url: ConnectionUrl,
+                                            dest: MysqlDestination) -> None:
+    schema = TableSchema(TableName("people"), (Column("id", LogicalType("int64"), nullable=False),
+                                               Column("name", LogicalType("string", length=3))), ("id",))
+    dest.create_table(schema)
+    load(dest, schema, [pa.RecordBatch.from_pydict({"id": [1], "name": ["a"]}, schema=schema.arrow_schema())])
+    session = dest.begin_load(schema, "merge", ("id",))
+    with pytest.raises(DataError, match="people"):
+        session.update_columns(pa.RecordBatch.from_pydict({"id": [1], "name": ["too long"]},
+                                                          schema=schema.arrow_schema()))
+    session.abort()
+    assert table_rows(mariadb_server, url) == [(1, "a")]
+
+
+def test_apply_changes_end_to_end(mariadb_server: MariadbServer, url: ConnectionUrl,
+                                  dest: MysqlDestination) -> None:
+    from apply.changes import apply_changes
+    from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+
+    schema = three_people(dest)
+    target = dest.reflect(schema.table)
+    assert target is not None
+    events = [
+        ChangeEvent("c", None, {"id": 4, "name": "d", "score": Decimal("4")}),
+        ChangeEvent("u", {"id": 1}, {"id": 1, "name": "a2", "score": UNCHANGED_TOAST}),  # score kept
+        ChangeEvent("d", {"id": 2, "name": None, "score": None}, None),
+        ChangeEvent("u", {"id": 3}, {"id": 3, "name": "c2", "score": Decimal("33")}),
+        ChangeEvent("c", None, {"id": 5, "name": "e", "score": None}),
+        ChangeEvent("d", {"id": 5, "name": None, "score": None}, None),
+    ]
+    marker = StateMarker("j", "people", "r1", {"pos": 42})
+    result = apply_changes(dest, target, ChangeBatch(target.table, target, events), method="merge", key=["id"],
+                           rename={}, marker=lambda: marker)
+    assert (result.upserted, result.deleted) == (3, 1)
+    assert table_rows(mariadb_server, url) == [(1, "a2", Decimal("1.00")), (3, "c2", Decimal("33.00")),
+                                               (4, "d", Decimal("4.00"))]
+    assert dest.read_marker("j", "people") == marker

@@ -330,3 +330,181 @@ def test_identifiers_with_spaces_quotes_and_upper_case(dest: ParquetDestination)
     reflected = dest.reflect(schema.table)
     assert reflected is not None and _types(reflected) == _types(schema)
     assert _read(dest, schema.table) == [{"Key Col": 1, 'say "hi"': "x", "UPPER": True}]
+
+
+# ---------------------------------------------------------------- deletes and column updates by key
+
+T0 = dt.datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def _events() -> TableSchema:
+    return TableSchema(TableName("ev"), (Column("code", T("string"), False), Column("at", T("timestamptz"), False),
+                                         Column("u", T("uuid")), Column("v", T("int32"))), primary_key=("code", "at"))
+
+
+def _part(schema: TableSchema, names: list[str], rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([dict(zip(names, r, strict=True)) for r in rows],
+                                      schema=schema.select(names).arrow_schema())
+
+
+def _three(dest: ParquetDestination, primary_key: bool = True) -> TableSchema:
+    schema = _simple()
+    dest.create_table(schema, primary_key=primary_key)
+    _load(dest, schema, [{"id": i, "v": f"v{i}", "at": T0} for i in (1, 2, 3)])
+    return schema
+
+
+def _pairs(dest: ParquetDestination, schema: TableSchema) -> list[tuple[int, str | None]]:
+    return sorted((r["id"], r["v"]) for r in _read(dest, schema.table))
+
+
+def test_delete_keys_by_single_key(dest: ParquetDestination) -> None:
+    schema = _three(dest)
+    session = dest.begin_load(schema, "merge", ("id",))
+    assert session.delete_keys(_part(schema, ["id"], [(2,), (9,), (None,)])) == 1  # missing and NULL: no match
+    assert session.delete_keys(_part(schema, ["id"], [(7,), (8,)])) == 0
+    assert session.delete_keys(_part(schema, ["id"], [])) == 0
+    assert session.delete_keys(_part(schema, ["id"], [(2,)])) == 0  # already deleted in this load
+    assert _pairs(dest, schema) == [(1, "v1"), (2, "v2"), (3, "v3")]  # applied at commit
+    session.commit(StateMarker("j", "t", "r", {}))
+    assert _pairs(dest, schema) == [(1, "v1"), (3, "v3")]
+    assert dest.read_marker("j", "t") == StateMarker("j", "t", "r", {})
+
+
+def test_delete_keys_by_composite_text_and_timestamp_key(tmp_path: Path) -> None:
+    dest = _dest(tmp_path / "lake", "?rows_per_file=2")
+    schema = _events()
+    dest.create_table(schema)
+    u = str(uuid.UUID(int=5))
+    _load(dest, schema, [{"code": c, "at": T0 + dt.timedelta(seconds=s), "u": u, "v": s}
+                         for c in ("x", "X", "it's") for s in (0, 1)])
+    keys = pa.RecordBatch.from_pylist(
+        [{"at": T0, "code": "x"}, {"at": T0 + dt.timedelta(seconds=1), "code": "it's"},
+         {"at": T0 + dt.timedelta(seconds=5), "code": "X"}, {"at": None, "code": "X"}],  # other order: by name
+        schema=pa.schema([pa.field("at", pa.timestamp("us", tz="UTC")), pa.field("code", pa.string())]))
+    session = dest.begin_load(schema, "append", ())  # append: the table's primary key
+    assert session.delete_keys(keys) == 2
+    session.commit(None)
+    assert sorted((r["code"], r["v"]) for r in _read(dest, schema.table)) == [
+        ("X", 0), ("X", 1), ("it's", 0), ("x", 1)]
+
+    uu = TableSchema(TableName("byu"), (Column("u", T("uuid")), Column("v", T("int32"))))  # no primary key
+    dest.create_table(uu)
+    u1, u2 = str(uuid.UUID(int=1)), str(uuid.UUID(int=2))
+    _load(dest, uu, [{"u": u1, "v": 1}, {"u": u2, "v": 2}, {"u": u1, "v": 3}])
+    session = dest.begin_load(uu, "append", ("u",))
+    assert session.delete_keys(_part(uu, ["u"], [(u1,)])) == 2
+    session.commit(None)
+    assert [r["v"] for r in _read(dest, uu.table)] == [2]
+
+
+def test_delete_keys_needs_a_key(dest: ParquetDestination) -> None:
+    schema = _three(dest, primary_key=False)
+    session = dest.begin_load(schema, "append", ())
+    with pytest.raises(ConfigurationError, match="needs a key"):
+        session.delete_keys(_part(schema, ["id"], [(1,)]))
+    session.abort()
+    session = dest.begin_load(schema, "append", ("id",))
+    with pytest.raises(ConfigurationError, match="key columns"):
+        session.delete_keys(_part(schema, ["id", "v"], [(1, "v1")]))
+    session.abort()
+    assert len(_read(dest, schema.table)) == 3
+
+
+def test_delete_and_write_in_one_merge_session(dest: ParquetDestination) -> None:
+    schema = _three(dest)
+    session = dest.begin_load(schema, "merge", ("id",))
+    session.write(_batch(schema, [{"id": 3, "v": "staged"}]))
+    assert session.delete_keys(_part(schema, ["id"], [(1,), (3,)])) == 2  # 3 staged before: deleted too
+    session.write(_batch(schema, [{"id": 4, "v": "v4"}, {"id": 1, "v": "again"}]))  # after its delete: wins
+    session.commit(None)
+    assert _pairs(dest, schema) == [(1, "again"), (2, "v2"), (4, "v4")]
+
+
+def test_deletes_and_updates_in_an_append_load_touch_rows_written_before_them(tmp_path: Path) -> None:
+    dest = _dest(tmp_path / "lake", "?rows_per_file=2")
+    schema = _three(dest, primary_key=False)
+    session = dest.begin_load(schema, "append", ("id",))
+    session.write(_batch(schema, [{"id": 4, "v": "v4"}, {"id": 5, "v": "v5"}]))
+    assert session.delete_keys(_part(schema, ["id"], [(1,), (4,)])) == 2  # an old row and a row of this load
+    assert session.update_columns(_part(schema, ["id", "v"], [(5, "u5"), (2, "u2")])) == 2
+    session.write(_batch(schema, [{"id": 4, "v": "again"}, {"id": 5, "v": "later"}]))  # untouched: written after
+    session.commit(None)
+    assert _pairs(dest, schema) == [(2, "u2"), (3, "v3"), (4, "again"), (5, "later"), (5, "u5")]
+    assert {r["at"] for r in _read(dest, schema.table) if r["id"] in (2, 3)} == {T0}
+
+
+def test_merge_with_truncate_replaces_the_old_rows(dest: ParquetDestination) -> None:
+    schema = _three(dest)
+    session = dest.begin_load(schema, "merge", ("id",), truncate=True)
+    session.write(_batch(schema, [{"id": 9, "v": "v9"}]))
+    assert session.delete_keys(_part(schema, ["id"], [(1,)])) == 0  # the table is emptied by this load
+    session.commit(None)
+    assert _pairs(dest, schema) == [(9, "v9")]
+
+
+def test_update_columns_keeps_the_other_columns(dest: ParquetDestination) -> None:
+    schema = _three(dest)
+    session = dest.begin_load(schema, "merge", ("id",))
+    session.write(_batch(schema, [{"id": 5, "v": "v5", "at": T0}]))
+    updated = session.update_columns(_part(schema, ["id", "v"], [(1, "a1"), (9, "nobody"), (2, "b1"), (2, "b2"),
+                                                                 (5, "e1")]))
+    assert updated == 2  # 9 is not in the table; 5 is only staged (counted by write); last row of 2 wins
+    assert session.update_columns(_part(schema, ["id"], [(3,)])) == 1  # nothing to set: the rows matched
+    session.commit(None)
+    rows = sorted(_read(dest, schema.table), key=lambda r: r["id"])
+    assert [(r["id"], r["v"]) for r in rows] == [(1, "a1"), (2, "b2"), (3, "v3"), (5, "e1")]
+    assert {r["at"] for r in rows} == {T0}
+    later = T0 + dt.timedelta(days=1)
+    session = dest.begin_load(schema, "append", ())
+    assert session.update_columns(_part(schema, ["at", "id"], [(later, 3)])) == 1
+    session.commit(None)
+    assert sorted(_read(dest, schema.table), key=lambda r: r["id"])[2] == {"id": 3, "v": "v3", "at": later}
+
+
+def test_abort_forgets_deletes_and_updates(dest: ParquetDestination) -> None:
+    schema = _three(dest)
+    before = sorted(p.name for p in dest.folder(schema.table).iterdir())
+    for method in ("merge", "append", "overwrite"):
+        session = dest.begin_load(schema, method, ("id",))
+        session.write(_batch(schema, [{"id": 7, "v": "v7"}]))
+        session.delete_keys(_part(schema, ["id"], [(1,)]))
+        session.update_columns(_part(schema, ["id", "v"], [(2, "zzz")]))
+        session.abort()
+    assert sorted(p.name for p in dest.folder(schema.table).iterdir()) == before
+    assert _pairs(dest, schema) == [(1, "v1"), (2, "v2"), (3, "v3")]
+    assert dest.read_marker("j", "t") is None
+
+
+def test_update_columns_refuses_nulls_in_a_not_null_column(dest: ParquetDestination) -> None:
+    schema = TableSchema(TableName("t"), (Column("id", T("int64"), False), Column("v", T("string"), False)), ("id",))
+    dest.create_table(schema)
+    _load(dest, schema, [{"id": 1, "v": "a"}])
+    session = dest.begin_load(schema, "merge", ("id",))
+    with pytest.raises(DataError, match=r"t.*'v'"):
+        session.update_columns(pa.RecordBatch.from_pydict({"id": [1], "v": [None]}))
+    session.abort()
+    assert _pairs(dest, schema) == [(1, "a")]
+
+
+def test_apply_changes_end_to_end(dest: ParquetDestination) -> None:
+    from apply.changes import apply_changes
+    from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+
+    schema = _three(dest)
+    later = T0 + dt.timedelta(hours=1)
+    events = [
+        ChangeEvent("c", None, {"id": 4, "v": "d", "at": later}),
+        ChangeEvent("u", {"id": 1}, {"id": 1, "v": "a2", "at": UNCHANGED_TOAST}),  # at kept
+        ChangeEvent("d", {"id": 2, "v": None, "at": None}, None),
+        ChangeEvent("u", {"id": 3}, {"id": 3, "v": "c2", "at": later}),
+        ChangeEvent("c", None, {"id": 5, "v": "e", "at": None}),
+        ChangeEvent("d", {"id": 5, "v": None, "at": None}, None),
+    ]
+    marker = StateMarker("j", "t", "r1", {"pos": 42})
+    result = apply_changes(dest, schema, ChangeBatch(schema.table, schema, events), method="merge", key=["id"],
+                           rename={}, marker=lambda: marker)
+    assert (result.upserted, result.deleted) == (3, 1)
+    assert sorted(_read(dest, schema.table), key=lambda r: r["id"]) == [
+        {"id": 1, "v": "a2", "at": T0}, {"id": 3, "v": "c2", "at": later}, {"id": 4, "v": "d", "at": later}]
+    assert dest.read_marker("j", "t") == marker

@@ -6,6 +6,7 @@ final answers through the real CLI.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -20,26 +21,36 @@ from typing import Any
 
 import pytest
 
+from copyjob.errors import UsageError
 from copyjob.jobfile import Schedule
 from copyjob.schedule import ScheduleRule, save_last_fire
+from copyjob.serve import find_job_files
 from offsets import open_state_store
 from tests.helpers import ROOT, copyjob, sqlite_rows, sqlite_script, write_job
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def make_source(db: Path, tables: dict[str, int]) -> None:
-    """Tables of ``rows`` rows each; a few hundred thousand make a run last seconds."""
-    script = "".join(
-        f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, v TEXT, n REAL);"
-        f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows}) "
-        f"INSERT INTO {name} SELECT i, 'value number ' || i, i * 1.5 FROM s;"
-        for name, rows in tables.items())
+SLOW_STEPS = 2000
+"""Work per row of a slow source: about half a millisecond, so a thousand rows take about half a second."""
+
+
+def make_source(db: Path, tables: dict[str, int], *, slow: bool = False) -> None:
+    """Tables of ``rows`` rows each, kept in ``<name>_data``. A slow source reads each table through a view
+    that does deliberate work per row, so that a run lasts seconds whatever the disk."""
+    script = ""
+    for name, rows in tables.items():
+        script += (f"CREATE TABLE {name}_data (id INTEGER PRIMARY KEY, v TEXT, n REAL);"
+                   f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows}) "
+                   f"INSERT INTO {name}_data SELECT i, 'value number ' || i, i * 1.5 FROM s;")
+        busy = (f" WHERE (WITH RECURSIVE c(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM c WHERE x < "
+                f"{SLOW_STEPS} + d.id % 2) SELECT count(*) FROM c) > 0" if slow else "")
+        script += f"CREATE VIEW {name} AS SELECT d.id AS id, d.v AS v, d.n AS n FROM {name}_data d{busy};"
     sqlite_script(db, script)
 
 
-def make_job(tmp_path: Path, tables: dict[str, int], **extra: Any) -> Path:
-    make_source(tmp_path / "src.db", tables)
+def make_job(tmp_path: Path, tables: dict[str, int], *, slow: bool = False, **extra: Any) -> Path:
+    make_source(tmp_path / "src.db", tables, slow=slow)
     return write_job(tmp_path / "job.yaml", {
         "job": "served", "source": {"url": "sqlite:///src.db"}, "destination": {"url": "sqlite:///dst.db"},
         "copy": {"mode": "full", "update_method": "overwrite"}, "tables": [{"name": t} for t in tables],
@@ -112,8 +123,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
 
 
 def same_table(tmp_path: Path, table: str) -> None:
-    sql = f"SELECT id, v, n FROM {table} ORDER BY id"
-    assert sqlite_rows(tmp_path / "dst.db", sql) == sqlite_rows(tmp_path / "src.db", sql)
+    got = sqlite_rows(tmp_path / "dst.db", f"SELECT id, v, n FROM {table} ORDER BY id")
+    assert got == sqlite_rows(tmp_path / "src.db", f"SELECT id, v, n FROM {table}_data ORDER BY id")
 
 
 def history(job: Path) -> list[dict[str, Any]]:
@@ -123,11 +134,13 @@ def history(job: Path) -> list[dict[str, Any]]:
     return runs_
 
 
-def test_a_dropped_file_starts_a_run_within_seconds(tmp_path: Path, serve: Callable[..., Served]) -> None:
+@pytest.mark.parametrize("poll", [False, True], ids=["events", "polling"])
+def test_a_dropped_file_starts_a_run_within_seconds(tmp_path: Path, serve: Callable[..., Served],
+                                                    poll: bool) -> None:
     (tmp_path / "inbox").mkdir()
     job = make_job(tmp_path, {"orders": 500}, triggers=[
         {"file_arrival": {"path": "./inbox", "pattern": "*.csv", "debounce": "0.3s"}}])
-    served = serve(job)
+    served = serve(job, *(["--poll"] if poll else []))
     (tmp_path / "inbox" / "ignored.txt").write_text("not a csv\n")
     dropped = time.monotonic()
     (tmp_path / "inbox" / "a.csv").write_text("id\n1\n")
@@ -148,11 +161,12 @@ def test_two_schedules_both_fire(tmp_path: Path, serve: Callable[..., Served]) -
                f"ok runs labelled {labels}")
     assert served.stop() == 0, served.text()
     status = json.loads(copyjob("status", job, "--json").stdout)
-    assert [(s["every"], s["missed"]) for s in status["schedules"]] == [("1s", True), ("1.5s", True)]
+    assert [s["every"] for s in status["schedules"]] == ["1s", "1.5s"]
+    assert all(s["next_run"] and s["last_fire"] for s in status["schedules"])
 
 
 def test_a_schedule_firing_during_a_long_run_is_skipped(tmp_path: Path, serve: Callable[..., Served]) -> None:
-    job = make_job(tmp_path, {"big": 150_000}, schedules=[{"every": "1s"}])
+    job = make_job(tmp_path, {"big": 4000}, slow=True, schedules=[{"every": "1s"}])  # a run of seconds
     served = serve(job)
     wait_until(lambda: any(r["status"] == "running" for r in runs(tmp_path)), 10, "a run to start")
     manual = copyjob("run", job, "--wait", "0")  # another process, while serve's run holds the lock
@@ -162,7 +176,7 @@ def test_a_schedule_firing_during_a_long_run_is_skipped(tmp_path: Path, serve: C
                30, "two runs and a skipped one")
     assert served.stop() == 0, served.text()
     copied = sorted((r["started_at"], r["finished_at"]) for r in runs(tmp_path) if r["status"] != "skipped")
-    for (_, finished), (next_started, _) in zip(copied, copied[1:], strict=False):
+    for (_, finished), (next_started, _) in itertools.pairwise(copied):
         assert finished <= next_started, "two runs of one job overlapped"
     skipped = [r for r in history(job) if r["status"] == "skipped"]
     assert {r["trigger"] for r in skipped} == {"manual", "schedule: every 1s"}
@@ -171,8 +185,8 @@ def test_a_schedule_firing_during_a_long_run_is_skipped(tmp_path: Path, serve: C
 
 def test_sigterm_mid_run_finishes_the_table_and_leaves_consistent_state(
         tmp_path: Path, serve: Callable[..., Served]) -> None:
-    tables = {"t1": 120_000, "t2": 120_000, "t3": 120_000}
-    job = make_job(tmp_path, tables, schedules=[{"every": "1s"}])
+    tables = {"t1": 2500, "t2": 2500, "t3": 2500}
+    job = make_job(tmp_path, tables, slow=True, schedules=[{"every": "1s"}])
     served = serve(job)
     wait_until(lambda: any(r["status"] == "running" for r in runs(tmp_path)), 10, "a run to start")
     stopped_at = time.monotonic()
@@ -208,3 +222,25 @@ def test_a_schedule_missed_while_serve_was_down_runs_once_at_start(
     time.sleep(1.0)  # a few more ticks: it must not run again
     assert second.stop() == 0, second.text()
     assert [(r["trigger"], r["status"]) for r in history(job)] == [("schedule: 0 6 * * * (UTC), missed", "ok")]
+
+
+def test_a_folder_serves_its_job_files_only(tmp_path: Path) -> None:
+    job = {"job": "j", "source": {"url": "sqlite:///a.db"}, "destination": {"url": "sqlite:///b.db"},
+           "tables": [{"name": "t"}]}
+    write_job(tmp_path / "one.yaml", job)
+    write_job(tmp_path / "two.yml", {**job, "job": "k"})
+    write_job(tmp_path / "variables.yaml", {"default": {"job": "not a job file"}})
+    write_job(tmp_path / "compose.yaml", {"services": {}})
+    assert find_job_files([tmp_path]) == [tmp_path / "one.yaml", tmp_path / "two.yml"]
+    with pytest.raises(UsageError, match="no such job file or folder"):
+        find_job_files([tmp_path / "missing"])
+
+
+def test_serve_refuses_bad_input_before_serving(tmp_path: Path) -> None:
+    job = make_job(tmp_path, {"orders": 10}, triggers=[{"file_arrival": {"path": "./nope"}}])
+    missing = copyjob("serve", job, timeout=30)
+    assert missing.code == 2 and "triggers[0].file_arrival.path: folder not found" in missing.output
+    write_job(job, {"job": "idle", "source": {"url": "sqlite:///src.db"},
+                    "destination": {"url": "sqlite:///dst.db"}, "tables": [{"name": "orders"}]})
+    idle = copyjob("serve", tmp_path, timeout=30)
+    assert idle.code == 2 and "nothing to serve" in idle.output

@@ -223,7 +223,8 @@ def _answers(port: int) -> bool:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
             return True
         return False
-    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "socket.connection.setup.timeout.ms": 1000})
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "socket.connection.setup.timeout.ms": 1000,
+                         "log_level": 0})
     try:
         meta = admin.list_topics(timeout=2)
     except Exception:

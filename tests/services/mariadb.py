@@ -154,6 +154,7 @@ def _server_args(mariadbd: str, base_dir: Path, datadir: Path, sock: Path, port:
         "--bind-address=127.0.0.1", f"--pid-file={base_dir / 'mysqld.pid'}",
         f"--log-error={base_dir / 'error.log'}", *_user_args(),
         f"--log-bin={base_dir / 'binlog'}", "--binlog-format=ROW", "--binlog-row-image=FULL",
+        "--binlog-row-metadata=FULL",  # column names and types in the binlog: change capture reads them
         "--server-id=1", "--log-slave-updates",
         # speed over durability: this server holds only test data
         "--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0", "--innodb-doublewrite=0",

@@ -1,0 +1,151 @@
+"""The Kafka implementation of copyjob's transport (copyjob/transport.py): topics, an idempotent producer and
+consumer groups whose partitions start at the offsets the destination holds."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from connectors.kafka.client import Admin, Producer, end_offsets, kafka_module, open_consumer, translate
+from connectors.kafka.schemas import RegistryClient, Schemas, SchemaTopic, schema_topic
+from copyjob.transport import Headers, Record, StartAt
+
+log = logging.getLogger("copyjob.kafka")
+
+
+class KafkaTransport:
+    """``settings`` is the job's ``kafka:`` section (copyjob.jobfile.KafkaSettings)."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self._servers: str = settings.bootstrap_servers
+        self._config: dict[str, Any] = dict(settings.config)
+        self.admin = Admin(self._servers, self._config)
+        self._producer: Producer | None = None
+        topic = SchemaTopic(self._servers, self._config, settings.topic_prefix)
+        self._topic = topic
+        registry = RegistryClient(settings.schema_registry_url) if settings.schema_registry_url else None
+        self.schemas = Schemas(topic, registry)
+        # JSON messages name their schema by fingerprint: it goes to the schema topic even with a registry
+        self.registrar = Schemas(topic, None) if settings.format == "json" else self.schemas
+
+    def ensure_topics(self, topics: Mapping[str, bool]) -> None:
+        wanted = {schema_topic(self.settings.topic_prefix): True, **topics}
+        created = self.admin.ensure_topics(wanted, self.settings.partitions, self.settings.replication_factor)
+        for name in created:
+            log.info("created topic %s", name)
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        consumer = open_consumer(self._servers, self._config, group_id="copyjob-offsets")
+        try:
+            return end_offsets(consumer, topic, self.admin.partitions(topic))
+        finally:
+            consumer.close()
+
+    def offsets_for_time(self, topic: str, ts_ms: int) -> dict[int, int]:
+        """Per partition, the offset of the first message published after ``ts_ms`` (or the end)."""
+        ck = kafka_module()
+        consumer = open_consumer(self._servers, self._config, group_id="copyjob-offsets")
+        try:
+            parts = self.admin.partitions(topic)
+            ends = end_offsets(consumer, topic, parts)
+            found = consumer.offsets_for_times([ck.TopicPartition(topic, p, ts_ms + 1) for p in parts], timeout=10)
+        except ck.KafkaException as exc:
+            raise translate(exc, f"looking up offsets of {topic} by time") from exc
+        finally:
+            consumer.close()
+        return {tp.partition: (tp.offset if tp.offset >= 0 else ends[tp.partition]) for tp in found}
+
+    def publisher(self) -> KafkaPublisher:
+        if self._producer is None:
+            self._producer = Producer(self._servers, self._config)
+            self._topic._producer = self._producer
+        return KafkaPublisher(self._producer)
+
+    def subscribe(self, topics: Sequence[str], group_id: str, start_at: StartAt) -> KafkaSubscription:
+        return KafkaSubscription(self._servers, self._config, list(topics), group_id, start_at)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
+
+
+class KafkaPublisher:
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+
+    def publish(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers = ()) -> None:
+        self._producer.produce(topic, key, value, headers)
+
+    def flush(self) -> None:
+        self._producer.flush()
+
+
+class KafkaSubscription:
+    """A consumer group member. On each assignment, every partition is positioned at ``start_at`` (the offset
+    committed with the data in the destination) or at its beginning; group offsets are only for monitoring."""
+
+    def __init__(self, servers: str, config: Mapping[str, Any], topics: list[str], group_id: str,
+                 start_at: StartAt) -> None:
+        self._ck = kafka_module()
+        self._start_at = start_at
+        self._consumer = open_consumer(servers, config, group_id)
+        self._assigned: list[tuple[str, int]] = []
+        try:
+            self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        except self._ck.KafkaException as exc:
+            raise translate(exc, "subscribing") from exc
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            start = self._start_at(tp.topic, tp.partition)
+            tp.offset = start if start is not None else self._ck.OFFSET_BEGINNING
+        consumer.assign(partitions)
+        self._assigned = [(tp.topic, tp.partition) for tp in partitions]
+        log.info("assigned %s", ", ".join(f"{t}[{p}]@{tp.offset}" for (t, p), tp in zip(self._assigned,
+                                                                                          partitions, strict=True)))
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self._assigned = []
+        consumer.unassign()
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        try:
+            messages = self._consumer.consume(max_records, timeout_s)
+        except self._ck.KafkaException as exc:
+            raise translate(exc, "consuming") from exc
+        out = []
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.code() == self._ck.KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal():
+                    raise translate(self._ck.KafkaException(err), "consuming")
+                log.log(logging.DEBUG if err.code() == self._ck.KafkaError.UNKNOWN_TOPIC_OR_PART else logging.WARNING,
+                        "kafka: %s", err.str())
+                continue
+            ts_type, ts = m.timestamp()
+            out.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                              tuple(m.headers() or ()), ts))
+        return out
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        if not offsets:
+            return
+        tps = [self._ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self._consumer.commit(offsets=tps, asynchronous=True)
+        except self._ck.KafkaException as exc:  # monitoring only: never fails the apply
+            log.debug("committing group offsets: %s", exc)
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return list(self._assigned)
+
+    def close(self) -> None:
+        try:
+            self._consumer.close()
+        except Exception as exc:  # closing is best effort
+            log.debug("closing consumer: %s", exc)

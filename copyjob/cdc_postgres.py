@@ -1,0 +1,168 @@
+"""PostgreSQL's part of change capture: the glue between the PostgreSQL connector (connection parameters,
+reflection, the type mapping, snapshot reads) and the logical replication code in :mod:`ingest.postgres_cdc`,
+which imports no connector.
+
+:class:`PostgresCdc` gives the orchestrator (:mod:`copyjob.cdc`) its per-source hooks:
+
+- ``prepare(plans)``: server settings and privileges, each table's replica identity, the publication;
+- ``stream_exists()``: whether the job's replication slot exists;
+- ``snapshot(copy)``: creates the job's slot (or, when it exists, a temporary one) with an exported snapshot
+  and calls ``copy(source, position)`` with a source whose every connection reads that snapshot;
+- ``current_position()``: emits a ``copyjob.stop`` message; ``capture(...).caught_up(it)`` says when the
+  stream has handed out everything committed before it;
+- ``capture(starts)``: the slot's stream, decoding the tables of ``starts``;
+- ``at_or_before``, ``describe``: order and display of positions ``{"lsn", "seq"}``;
+- ``slot_status()`` and ``drop()`` for ``copyjob status``/``check``/``drop``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from copyjob.interfaces import SnapshotResult, Source
+from copyjob.jobfile import CdcSettings, parse_duration
+from copyjob.schema import LogicalType, TableName
+from copyjob.urls import ConnectionUrl
+
+if TYPE_CHECKING:
+    from copyjob.preflight import TablePlan
+    from ingest.postgres_cdc import PgChangeStream, ReplicationSetup, SlotInfo
+
+log = logging.getLogger("copyjob.cdc")
+SCHEMES = ("postgresql",)
+
+
+def slot_name(job: str, settings: CdcSettings) -> str:
+    from ingest.postgres_cdc import default_name
+
+    return settings.slot or default_name(job)
+
+
+def publication_name(job: str, settings: CdcSettings) -> str:
+    from ingest.postgres_cdc import default_name
+
+    return settings.publication.name or default_name(job)
+
+
+def open_setup(url: ConnectionUrl, job: str, settings: CdcSettings) -> ReplicationSetup:
+    """The slot/publication catalog helper of a job (for status, check and drop: no source reads)."""
+    from connectors.postgres._connect import connect
+    from ingest.postgres_cdc import ReplicationSetup
+
+    return ReplicationSetup(lambda: connect(url, autocommit=True), url.redacted, slot=slot_name(job, settings),
+                            publication=publication_name(job, settings), job=job)
+
+
+class PostgresCdc:
+    """Change capture hooks for one PostgreSQL source."""
+
+    parallel_snapshot = True
+    """Snapshot readers may run in parallel: every clone of the pinned source imports the same snapshot."""
+
+    def __init__(self, url: ConnectionUrl, job: str, settings: CdcSettings, source: Source) -> None:
+        from connectors.postgres._connect import connection_params
+
+        self._url = url
+        self._settings = settings
+        self._source = source
+        self._params = connection_params(url)
+        self.where = url.redacted
+        self.setup = open_setup(url, job, settings)
+        self._keys: dict[TableName, tuple[str, ...]] = {}
+        self._types: dict[tuple[int, int], LogicalType] = {}
+
+    # ------------------------------------------------------------ preparing
+
+    def prepare(self, plans: Sequence[TablePlan]) -> None:
+        """Check the server and the tables, then make the publication cover them (nothing is created when a
+        check fails)."""
+        self.setup.check_server()
+        for plan in plans:
+            table = plan.source_schema.table
+            source_key = tuple(plan.table.spec.key or plan.source_schema.primary_key)
+            self._keys[table] = source_key
+            self.setup.check_identity(table, source_key if plan.table.update_method == "merge" else ())
+        info = self.setup.slot_info()
+        if info is not None:
+            self.setup.check_slot(info)
+        added = self.setup.ensure_publication([p.source_schema.table for p in plans],
+                                              create=self._settings.publication.create)
+        if added:
+            log.info("publication %s now publishes %s", self.setup.publication, ", ".join(map(str, added)))
+
+    def stream_exists(self) -> bool:
+        return self.setup.slot_info() is not None
+
+    # ------------------------------------------------------------ snapshot → stream
+
+    def snapshot(self, copy: Callable[[Source, Mapping[str, Any]], int]) -> SnapshotResult:
+        from connectors.postgres import PostgresSource
+        from ingest.postgres_cdc import ExportedSnapshot
+
+        temporary = self.stream_exists()
+        with ExportedSnapshot(self._params, self.where, self.setup.slot, temporary=temporary) as exported:
+            def read(snapshot_name: str) -> int:
+                pinned = PostgresSource(self._url, snapshot=snapshot_name)
+                try:
+                    return copy(pinned, exported.position)
+                finally:
+                    pinned.close()
+
+            return exported.run(read)
+
+    def current_position(self) -> dict[str, Any]:
+        from ingest.postgres_cdc import STOP_PREFIX
+
+        return {"lsn": self.setup.emit_message(STOP_PREFIX, secrets.token_hex(8)), "seq": -1}
+
+    def capture(self, starts: Mapping[TableName, Mapping[str, Any]]) -> PgChangeStream:
+        from ingest.postgres_cdc import PgChangeStream, PgOutputDecoder, StreamOptions
+
+        decoder = PgOutputDecoder(self._logical_type, self._keys, set(starts))
+        options = StreamOptions(slot=self.setup.slot, publication=self.setup.publication,
+                                batch_events=self._settings.batch_events,
+                                max_batch_delay_s=parse_duration(self._settings.max_batch_delay),
+                                heartbeat_s=parse_duration(self._settings.heartbeat))
+        return PgChangeStream(self._params, self.where, options, decoder)
+
+    def _logical_type(self, oid: int, typmod: int) -> LogicalType:
+        """A column's logical type from its Relation message: the connector's own type mapping, applied to the
+        base type (one catalog query per type the server does not have built in)."""
+        from connectors.postgres._catalog import logical_type
+        from ingest.postgres_cdc._types import BUILTIN_TYPES
+
+        found = self._types.get((oid, typmod))
+        if found is None:
+            name = BUILTIN_TYPES.get(oid)
+            if name is None:
+                name, domain_typmod = self.setup.base_type(oid)
+                typmod = domain_typmod if domain_typmod is not None else typmod
+            found = self._types[(oid, typmod)] = logical_type(name, typmod)
+        return found
+
+    # ------------------------------------------------------------ positions
+
+    @staticmethod
+    def at_or_before(position: Mapping[str, Any], bound: Mapping[str, Any]) -> bool:
+        return (int(position["lsn"]), int(position["seq"])) <= (int(bound["lsn"]), int(bound["seq"]))
+
+    @staticmethod
+    def describe(position: Mapping[str, Any]) -> str:
+        from ingest.postgres_cdc import format_lsn
+
+        seq = int(position.get("seq", -1))
+        return format_lsn(int(position["lsn"])) + (f"#{seq}" if seq >= 0 else "")
+
+    # ------------------------------------------------------------ operations
+
+    def slot_status(self) -> SlotInfo | None:
+        return self.setup.slot_info()
+
+    def drop(self) -> list[str]:
+        return self.setup.drop()
+
+    def close(self) -> None:
+        self.setup.close()

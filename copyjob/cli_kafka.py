@@ -1,0 +1,185 @@
+"""Commands of ``transport: kafka``: capture, apply, tail, replay (registered onto copyjob.cli's app), and
+:func:`stream`, the body of ``copyjob stream`` for Kafka jobs.
+
+Exit codes as everywhere: 0 success, 1 a table failed or events went to a dead-letter topic, 2 bad input,
+3 skipped (the run lock was held), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from copyjob.cli import EnvOpt, JobArg, StateOpt, TablesOpt, VarsOpt, _guard, _load, _store, app, err, out
+from copyjob.errors import EXIT_SKIPPED, EXIT_TABLE_FAILED, UsageError
+
+WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for another run of this job to finish "
+                                        "before skipping.")]
+
+
+def _kafka_job(job_file: Path, env: str | None, variables: Path | None) -> Any:
+    loaded = _load(job_file, env, variables)
+    if loaded.job.transport != "kafka":
+        raise UsageError(f"{job_file}: this command needs transport: kafka in the job file")
+    return loaded
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by the first SIGTERM/SIGINT (a second SIGINT interrupts at once)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        err.print(f"stopping ({signal.Signals(signum).name}): finishing the current batch")
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _exit_code(status: str) -> int:
+    return {"ok": 0, "stopped": 0, "skipped": EXIT_SKIPPED}.get(status, EXIT_TABLE_FAILED)
+
+
+@app.command()
+def capture(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
+            state: StateOpt = None, wait: WaitOpt = 3600.0) -> None:
+    """Kafka: only the producer side: publish each table's changes to its topic and save its position."""
+
+    def body() -> int:
+        from copyjob.kafka_pipeline import run_kafka
+        from copyjob.runner import JobRun
+        from copyjob.summary import print_run
+
+        loaded = _kafka_job(job_file, env, variables)
+        job_run = JobRun(loaded, lambda: _store(loaded, state), lock_wait_s=wait, trigger="capture")
+        try:
+            with stop_on_signals() as stop:
+                job_run.stop = stop
+                record = run_kafka(job_run, table or None, apply=False)
+        finally:
+            job_run.close()
+        print_run(out, record)
+        return _exit_code(record.status)
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command("apply")
+def apply_command(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
+                  until_caught_up: Annotated[bool, typer.Option("--until-caught-up", help="Stop once the "
+                                            "destination holds what the topics held at the start.")] = False,
+                  group: Annotated[str | None, typer.Option("--group", help="Consumer group (default: "
+                                   "kafka.group_id or copyjob.<job>).")] = None) -> None:
+    """Kafka: only the consumer side: apply the topics into the destination until SIGTERM/SIGINT. Start
+    several to share the partitions."""
+
+    def body() -> int:
+        from copyjob.kafka_pipeline import apply_kafka
+
+        loaded = _kafka_job(job_file, env, variables)
+        with stop_on_signals() as stop:
+            tables = apply_kafka(loaded, table or None, stop, until_caught_up=until_caught_up, group=group)
+        dlq = 0
+        for t in tables:
+            s = t.stats
+            dlq += s.dlq
+            out.print(f"{t.name}: {s.events:,} events, {s.upserted:,} upserted, {s.deleted:,} deleted, "
+                      f"{s.appended:,} appended" + (f", [red]{s.dlq:,} to {t.dlq}[/]" if s.dlq else ""))
+        return EXIT_TABLE_FAILED if dlq else 0
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def tail(job_file: JobArg, table: Annotated[str | None, typer.Option("--table", help="Only this table.")] = None,
+         env: EnvOpt = None, variables: VarsOpt = None,
+         from_beginning: Annotated[bool, typer.Option("--from-beginning", help="Start at the oldest event "
+                                                      "kept instead of new ones.")] = False,
+         limit: Annotated[int | None, typer.Option("--max", min=1, help="Stop after this many events.")] = None,
+         idle: Annotated[float | None, typer.Option("--idle-timeout", help="Stop when nothing arrived for this "
+                                                    "many seconds.")] = None) -> None:
+    """Kafka: print the tables' events, decoded, one JSON object a line."""
+
+    def body() -> int:
+        from copyjob.kafka_tail import tail_events
+
+        loaded = _kafka_job(job_file, env, variables)
+        with stop_on_signals() as stop:
+            for event in tail_events(loaded, table, from_beginning=from_beginning, limit=limit,
+                                     idle_timeout_s=idle, stop=stop):
+                sys.stdout.write(json.dumps(event, default=str) + "\n")
+                sys.stdout.flush()
+        return 0
+
+    raise typer.Exit(_guard(body))
+
+
+def _timestamp_ms(text: str) -> int:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--to-timestamp {text!r}: use ISO 8601, e.g. 2026-01-31T12:00:00+00:00") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+@app.command()
+def replay(job_file: JobArg, table: Annotated[str, typer.Option("--table", help="The table to rebuild.")],
+           to_timestamp: Annotated[str | None, typer.Option("--to-timestamp", help="Only events published up "
+                                                            "to this time (ISO 8601; UTC when no zone).")] = None,
+           env: EnvOpt = None, variables: VarsOpt = None) -> None:
+    """Kafka: rebuild a destination table from its topic, into a fresh table that replaces the old one."""
+
+    def body() -> int:
+        from copyjob.kafka_replay import replay as run_replay
+
+        loaded = _kafka_job(job_file, env, variables)
+        ts = _timestamp_ms(to_timestamp) if to_timestamp else None
+        with stop_on_signals() as stop:
+            result = run_replay(loaded, table, ts, stop)
+        out.print(f"replayed {result.table}: {result.events:,} events, {result.rows:,} rows now in the table")
+        return 0
+
+    raise typer.Exit(_guard(body))
+
+
+def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
+           state: StateOpt = None, wait: WaitOpt = 3600.0,
+           poll_interval: Annotated[float, typer.Option("--poll-interval", help="Seconds between two reads "
+                                                        "of the source.")] = 0.5) -> None:
+    """Keep capturing and applying until SIGTERM/SIGINT, then stop cleanly (transport kafka)."""
+
+    def body() -> int:
+        from copyjob.kafka_stream import stream_kafka
+        from copyjob.runner import JobRun
+        from copyjob.summary import print_run
+
+        loaded = _kafka_job(job_file, env, variables)
+        job_run = JobRun(loaded, lambda: _store(loaded, state), lock_wait_s=wait, trigger="stream")
+        try:
+            with stop_on_signals() as stop:
+                job_run.stop = stop
+                record = stream_kafka(job_run, table or None, poll_interval_s=poll_interval)
+        finally:
+            job_run.close()
+        print_run(out, record)
+        return _exit_code(record.status)
+
+    raise typer.Exit(_guard(body))

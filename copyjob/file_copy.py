@@ -1,0 +1,338 @@
+"""Copying one table of a file source: file by file, each small group of files committed with its state.
+
+Called by :meth:`copyjob.runner.JobRun._copy_table` for a file source, with the table's state already
+reconciled with the destination's marker. Steps:
+
+1. plan, from the run's one listing (ingest.files): every file for a fresh pass (mode full, or the first
+   run), the rest of a pass that a crash or an error interrupted, else the new, rewritten and fixed files;
+2. read the files in (modification time, path) order. A small file is read whole before any of it is
+   written, so a bad one never reaches the destination, and small files are committed in groups; a large
+   file streams (read ahead in a thread) in a transaction of its own, rolled back if it turns out bad;
+3. a file with columns the table lacks first commits what came before, then adds them (apply.prepare_target);
+4. each commit carries the state after its last file (the mark, the names at the mark, the quarantined
+   files), so a crash between commits loses nothing and doubles nothing. Overwrite and truncate empty the
+   table in the first commit of a pass;
+5. a bad file is quarantined: its problem (file:line) is logged and reported, the mark moves past it, and it
+   is read again once it changes; the table is reported failed while the good files stay committed;
+6. the state store is saved after the last commit (and, when an error ends the copy, before it is passed on).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, cast
+
+from apply import prepare_target
+from apply.writer import renamed
+from copyjob.errors import BadFile
+from copyjob.interfaces import (
+    Destination,
+    FileColumnsGrew,
+    FileInfo,
+    FileLoadSession,
+    FileReader,
+    FileSetSource,
+    LoadSession,
+    StateMarker,
+    TableRunRecord,
+    TableState,
+)
+from copyjob.preflight import TablePlan
+from copyjob.progress import Progress
+from copyjob.schema import Column, TableName, TableSchema
+from copyjob.values import encode_value
+from ingest.files import FileMark, after_copy, after_failure, files_to_copy, finish_pass, forget_vanished, start_pass
+from snapshot.background import prefetch
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger("copyjob")
+
+SMALL_FILE_BYTES = 16 << 20
+"""Files up to this size are read whole before they are written (a bad one never reaches the destination)."""
+GROUP_FILES = 200
+GROUP_BYTES = 64 << 20
+"""A group of small files shares one commit: fewer transactions, and a crash redoes at most one group."""
+MAX_REREADS = 20
+"""A JSON-lines file whose later lines add keys is read again with them; this many times at most."""
+SHOWN_ERRORS = 3
+
+
+@dataclass(frozen=True)
+class FileCopyContext:
+    job: str
+    run_id: str
+    create_tables: bool
+    batch_rows: int
+    progress: Progress
+    save: Callable[[TableState], None]
+    stop: threading.Event | None = None
+    """Set (SIGTERM): commit what is read and end the pass; the next run resumes it."""
+
+
+def copy_file_set(ctx: FileCopyContext, plan: TablePlan, source: FileSetSource, destination: Destination,
+                  state: TableState) -> TableRunRecord:
+    """Copy one file-set table (see the module docstring). A bad file fails the table without an exception;
+    any other error is raised after the committed progress is saved."""
+    return _FileSetCopy(ctx, plan, source, destination, state).run()
+
+
+class _FileSetCopy:
+    def __init__(self, ctx: FileCopyContext, plan: TablePlan, source: FileSetSource, destination: Destination,
+                 state: TableState) -> None:
+        assert plan.files is not None
+        self.ctx, self.plan, self.files, self.source, self.destination = ctx, plan, plan.files, source, destination
+        self.state = state
+        t = plan.table
+        previous = FileMark.from_json(state.extra.get("files"))
+        first = state.needs_full or state.extra.get("committed_run_id") is None
+        resume = not first and not previous.complete
+        fresh = not resume and (t.mode == "full" or first)
+        self.mode_used = "full" if fresh or (resume and t.mode == "full") else "incremental"
+        if resume:
+            log.info("%s: resuming a pass that did not finish", plan.label)
+        self.mark = start_pass(forget_vanished(previous, plan.listed), fresh=fresh)
+        self.committed_mark = self.mark
+        self.todo = files_to_copy(plan.listed, self.mark)
+        self.truncate = fresh and (t.update_method == "overwrite" or t.truncate_before_full_load)
+        self.rename = dict(t.spec.columns)
+        self.target_table = TableName.parse(t.spec.target_name)
+        # the table's columns, named as in the source: the destination's, and those loaded by this run
+        existing = destination.reflect(self.target_table)
+        back = {v: k for k, v in self.rename.items()}
+        self.types: dict[str, Column] = {back.get(c.name, c.name): replace(c, name=back.get(c.name, c.name))
+                                         for c in (existing.columns if existing else ())}
+        self.table_exists = existing is not None
+        self.load: list[Column] = []
+        self.session: LoadSession | None = None
+        self.buffered: list[pa.RecordBatch] = []
+        self.group_files = self.group_bytes = 0
+        self.pending_read = self.pending_written = 0
+        self.rows_read = self.rows_written = 0
+        self.commits = 0
+        self.committed_id: str | None = None
+        self.errors: list[str] = []
+        self.bad_paths: set[str] = set()
+        self.advance: Callable[[int], None] = lambda rows: None
+
+    # ------------------------------------------------------------ the pass
+
+    def run(self) -> TableRunRecord:
+        started = time.monotonic()
+        before = self.state.watermark
+        try:
+            with self.ctx.progress.table(self.plan.label) as advance:
+                self.advance = advance
+                stopped = self._copy_all()
+        except BaseException:
+            self._abort_session()
+            if self.commits:
+                self._save(self.committed_mark, status=None)
+            raise
+        if not stopped:
+            self.mark = finish_pass(self.mark)
+        self._report_quarantined()
+        error = self._error()
+        self._save(self.mark, status="failed" if error else "ok", error=error)
+        return TableRunRecord(table=self.plan.state_key, mode=self.mode_used, status="failed" if error else "ok",
+                              rows_read=self.rows_read, rows_written=self.rows_written,
+                              duration_s=time.monotonic() - started, watermark_before=before,
+                              watermark_after=self.mark.watermark, error=error)
+
+    def _copy_all(self) -> bool:
+        """Copy the planned files; True when a stop request ended the pass early."""
+        for f in self.todo:
+            if self.ctx.stop is not None and self.ctx.stop.is_set():
+                self._commit()
+                return True
+            self._copy_file(f)
+        if self.truncate and self.table_exists and not self.todo:  # overwrite, no file at all: emptied
+            self._open_session()
+        self._commit()
+        return False
+
+    def _copy_file(self, f: FileInfo) -> None:
+        for _ in range(MAX_REREADS):
+            try:
+                reader = self.source.read_file(self.files, f, self._known(), batch_rows=self.ctx.batch_rows)
+            except BadFile as exc:
+                self._quarantine(f, exc)
+                return
+            try:
+                self._add_columns([c for c in reader.columns if c.name not in self._load_names()])
+                if f.size <= SMALL_FILE_BYTES:
+                    self._copy_small(f, reader)
+                else:
+                    self._copy_large(f, reader)
+                return
+            except FileColumnsGrew as grew:  # read it again with the new columns
+                self._add_columns([c for c in grew.columns if c.name not in self._load_names()])
+            except BadFile as exc:
+                self._quarantine(f, exc)
+                return
+            finally:
+                reader.close()
+        self._quarantine(f, BadFile(f"new keys kept appearing after {MAX_REREADS} reads", file=f.path))
+
+    def _copy_small(self, f: FileInfo, reader: FileReader) -> None:
+        """Read the whole file first (a bad one raises before anything is written), then add it to the group."""
+        batches = list(reader.batches(self._load_schema()))
+        self._write(self._open_session(), f, batches, coalesce=not self.destination.capabilities.files)
+        self.mark = after_copy(self.mark, f)
+        self.group_files += 1
+        self.group_bytes += f.size
+        if self.group_files >= GROUP_FILES or self.group_bytes >= GROUP_BYTES:
+            self._commit()
+
+    def _copy_large(self, f: FileInfo, reader: FileReader) -> None:
+        """Stream the file in a transaction of its own; a bad file rolls it back."""
+        self._commit()
+        schema = self._load_schema()
+        stream = cast(Generator["pa.RecordBatch", None, None],
+                      prefetch([lambda: reader.batches(schema)], max_buffered=2))
+        try:
+            self._write(self._open_session(), f, stream)
+        except BaseException:
+            stream.close()
+            self._abort_session()
+            raise
+        self.mark = after_copy(self.mark, f)
+        self._commit()
+
+    def _quarantine(self, f: FileInfo, exc: BadFile) -> None:
+        message = str(exc)
+        log.warning("%s: quarantined (read again once it changes): %s", self.plan.label, message)
+        self.errors.append(message)
+        self.bad_paths.add(f.path)
+        self.mark = after_failure(self.mark, f, message)
+
+    # ------------------------------------------------------------ columns
+
+    def _load_names(self) -> set[str]:
+        return {c.name for c in self.load}
+
+    def _known(self) -> TableSchema:
+        return TableSchema(TableName(self.files.name), tuple({**self.types, **{c.name: c for c in self.load}}
+                                                             .values()))
+
+    def _load_schema(self) -> TableSchema:
+        return TableSchema(TableName(self.files.name), tuple(self.load))
+
+    def _target(self) -> TableSchema:
+        columns = tuple(replace(c, name=self.rename.get(c.name, c.name)) for c in self.load)
+        return TableSchema(self.target_table, columns, self.plan.target_schema.primary_key)
+
+    def _add_columns(self, new: list[Column]) -> None:
+        """Load ``new`` columns from now on: commit what came before, then create or extend the table."""
+        if not new:
+            return
+        self._commit()
+        self.load.extend(self.types.get(c.name, c) for c in new)
+        if self.table_exists and all(c.name in self.types for c in new):
+            return
+        prepared = prepare_target(self.destination, self._target(), create=self.ctx.create_tables, defer_key=False)
+        self.table_exists = True
+        self.types.update({c.name: c for c in self.load if c.name not in self.types})
+        if prepared.added_columns:
+            log.info("%s: added column(s) %s", self.plan.label, ", ".join(prepared.added_columns))
+
+    # ------------------------------------------------------------ sessions and commits
+
+    def _open_session(self) -> LoadSession:
+        if self.session is None:
+            if not self.load:  # an empty load (overwrite with no file): the table's own columns
+                self.load = list(self.types.values())
+            t = self.plan.table
+            self.session = self.destination.begin_load(self._target(), t.update_method, self.plan.key,
+                                                       truncate=self.truncate)
+        return self.session
+
+    def _write(self, session: LoadSession, f: FileInfo, batches: Iterable[pa.RecordBatch], *,
+               coalesce: bool = False) -> None:
+        """Write a file's batches; ``coalesce`` gathers small files' batches into fewer, larger writes (one
+        COPY per file would cost more than the rows)."""
+        if self.destination.capabilities.files:  # one output file per source file
+            cast(FileLoadSession, session).begin_file(f.path)
+        for batch in renamed(batches, self._target()):
+            if not batch.num_rows:
+                continue
+            self.pending_read += batch.num_rows
+            if coalesce:
+                self.buffered.append(batch)
+                if sum(b.num_rows for b in self.buffered) >= self.ctx.batch_rows:
+                    self._drain(session)
+            else:
+                self.pending_written += session.write(batch)
+                self.advance(batch.num_rows)
+
+    def _drain(self, session: LoadSession) -> None:
+        if not self.buffered:
+            return
+        import pyarrow as pa
+
+        rows = pa.Table.from_batches(self.buffered).combine_chunks().to_batches()
+        self.buffered = []
+        for batch in rows:
+            self.pending_written += session.write(batch)
+            self.advance(batch.num_rows)
+
+    def _commit(self) -> None:
+        """Commit the open session with the state after its last file."""
+        if self.session is None:
+            return
+        self._drain(self.session)
+        session, self.session = self.session, None
+        commit_id = f"{self.ctx.run_id}.{self.commits + 1:06d}"  # sorts after the run's earlier commits
+        encoded, type_name = encode_value(self.mark.watermark)
+        session.commit(StateMarker(job=self.ctx.job, table=self.plan.state_key, run_id=commit_id, state={
+            "watermark": encoded, "watermark_type": type_name, "mode": self.mode_used,
+            "extra": {"files": self.mark.to_json()}}))
+        self.commits += 1
+        self.committed_id, self.committed_mark = commit_id, self.mark
+        self.rows_read += self.pending_read
+        self.rows_written += self.pending_written
+        self.pending_read = self.pending_written = self.group_files = self.group_bytes = 0
+        self.truncate = False
+
+    def _abort_session(self) -> None:
+        self.buffered = []
+        if self.session is not None:
+            session, self.session = self.session, None
+            session.abort()
+        self.pending_read = self.pending_written = self.group_files = self.group_bytes = 0
+
+    # ------------------------------------------------------------ state and report
+
+    def _save(self, mark: FileMark, *, status: str | None, error: str | None = None) -> None:
+        s = self.state
+        s.watermark = mark.watermark
+        s.watermark_type = "datetime" if mark.watermark is not None else None
+        s.needs_full = False
+        s.extra["files"] = mark.to_json()
+        s.extra["committed_run_id"] = self.committed_id or self.ctx.run_id
+        if status is not None:
+            s.last_run_id = self.ctx.run_id
+            s.last_run_at = datetime.now(UTC)
+            s.last_status, s.last_error = status, error
+        self.ctx.save(s)
+
+    def _error(self) -> str | None:
+        if not self.errors:
+            return None
+        shown = "; ".join(self.errors[:SHOWN_ERRORS])
+        more = f"; and {len(self.errors) - SHOWN_ERRORS} more" if len(self.errors) > SHOWN_ERRORS else ""
+        return f"{len(self.errors)} bad file(s) quarantined: {shown}{more}"
+
+    def _report_quarantined(self) -> None:
+        """Files quarantined by earlier runs and still unchanged: said every run, so they are not forgotten."""
+        waiting = [q.error for p, q in self.mark.quarantined.items() if p not in self.bad_paths]
+        if waiting:
+            log.warning("%s: %d file(s) stay quarantined until they change: %s", self.plan.label, len(waiting),
+                        "; ".join(waiting[:SHOWN_ERRORS]))
+

@@ -1,0 +1,325 @@
+"""The apply side of ``transport: kafka``: a consumer-group member that merges events into the destination.
+
+Records are taken in batches, split per table partition (and where the writer's schema version changes), folded
+per key and written with the table's update method by ``apply.changes.apply_changes``. Order per key holds:
+a key always lands in the same partition, and a partition is applied in offset order by one member at a time.
+
+The apply commit, per table partition (steps in this order):
+1. write the segment's changes in one destination transaction together with the state marker
+   ``<table>#<partition>`` = ``{"offset": next offset}`` (exactly once into SQL destinations; at least once,
+   made idempotent by merge, where the destination has no transactions);
+2. an event that cannot be applied is isolated by halving the segment until it stands alone, sent with its
+   error to ``<prefix>.<table>.dlq`` (flushed), and skipped by committing the marker past it;
+3. commit the Kafka group offsets, for monitoring only. On assignment a partition starts at the offset of its
+   marker, so a member killed between 1 and 3 (or during 1) neither loses nor repeats a change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from apply import prepare_target
+from apply.changes import APPEND_COLUMNS, apply_changes
+from connectors.kafka import dlq_topic
+from connectors.kafka.codec import Decoder
+from copyjob.changes import ChangeBatch, ChangeEvent
+from copyjob.errors import ConfigurationError, is_retriable
+from copyjob.interfaces import Destination, StateMarker
+from copyjob.jobfile import ResolvedTable
+from copyjob.schema import TableName, TableSchema
+from copyjob.transport import Record, Subscription, Transport
+from copyjob.urls import redact
+
+log = logging.getLogger("copyjob.kafka")
+POLL_RECORDS = 20_000
+POLL_TIMEOUT_S = 0.2
+
+
+@dataclass
+class TableStats:
+    events: int = 0
+    upserted: int = 0
+    deleted: int = 0
+    appended: int = 0
+    dlq: int = 0
+    last_error: str | None = None
+
+    @property
+    def written(self) -> int:
+        return self.upserted + self.deleted + self.appended
+
+
+@dataclass
+class ApplyTable:
+    """One job table as the apply side sees it: where its events come from and how they are written."""
+
+    table: ResolvedTable
+    topic: str
+    dlq: str
+    stats: TableStats = field(default_factory=TableStats)
+    targets: dict[TableSchema, tuple[TableSchema, tuple[str, ...]]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.table.spec.target_name
+
+    def marker_name(self, partition: int) -> str:
+        return f"{self.name}#{partition}"
+
+    def target(self, source: TableSchema) -> tuple[TableSchema, tuple[str, ...]]:
+        """The destination schema and key (destination names) for a writer's schema version."""
+        found = self.targets.get(source)
+        if found is None:
+            spec = self.table.spec
+            rename = spec.columns
+            key = tuple(rename.get(k, k) for k in (spec.key or source.primary_key))
+            target = source.renamed(TableName.parse(spec.target_name), rename)
+            if self.table.update_method == "merge":
+                if not key:
+                    raise ConfigurationError(f"merge into {spec.target_name} needs a key: the source has no "
+                                             "primary key, so name the key columns")
+                target = TableSchema(target.table, target.columns, key)
+            found = self.targets[source] = (target, key)
+        return found
+
+
+@dataclass
+class Segment:
+    table: ApplyTable
+    schema: TableSchema | None
+    items: list[tuple[Record, ChangeEvent | None]]
+
+    @property
+    def next_offset(self) -> int:
+        return self.items[-1][0].offset + 1
+
+
+class Applier:
+    """Applies the job's topics into one destination; ``step`` handles one poll's worth of records."""
+
+    def __init__(self, job: str, tables: Sequence[ApplyTable], transport: Transport, destination: Destination,
+                 run_id: str, group_id: str, prefix: str, create_tables: bool = True, *,
+                 from_beginning: bool = False, limits: dict[tuple[str, int], int] | None = None) -> None:
+        self.job = job
+        self.by_topic = {t.topic: t for t in tables}
+        self.transport = transport
+        self.destination = destination
+        self.run_id = run_id
+        self.prefix = prefix
+        self.create_tables = create_tables
+        self.from_beginning = from_beginning
+        self.limits = limits or {}
+        """Per partition, the offset where applying stops (replay); records from there on are skipped."""
+        self.decoder = Decoder(transport.schemas)
+        self.applied: dict[tuple[str, int], int] = {}
+        self._prepared: set[TableSchema] = set()
+        self._known_schema: dict[str, TableSchema] = {}
+        self._dlq_ready: set[str] = set()
+        self._publisher = transport.publisher()
+        self.subscription: Subscription = transport.subscribe(list(self.by_topic), group_id, self.start_at)
+
+    def start_at(self, topic: str, partition: int) -> int | None:
+        if self.from_beginning:
+            return None
+        marker = self.destination.read_marker(self.job, self.by_topic[topic].marker_name(partition))
+        offset = marker.state.get("offset") if marker is not None else None
+        if offset is not None:
+            self.applied[(topic, partition)] = int(offset)
+        return int(offset) if offset is not None else None
+
+    def stored_offset(self, topic: str, partition: int) -> int:
+        """Where the destination stands for a partition, whichever member applied it."""
+        marker = self.destination.read_marker(self.job, self.by_topic[topic].marker_name(partition))
+        return int(marker.state.get("offset", 0)) if marker is not None else 0
+
+    def close(self) -> None:
+        self.subscription.close()
+
+    # ------------------------------------------------------------ the loop
+
+    def step(self, timeout_s: float = POLL_TIMEOUT_S, max_records: int = POLL_RECORDS) -> int:
+        """Poll once and apply what came; returns the number of records handled."""
+        records = self.subscription.poll(max_records, timeout_s)
+        if self.limits:
+            records = self._within_limits(records)
+        if not records:
+            return 0
+        done: dict[tuple[str, int], int] = {}
+        for segment in self._segments(records):
+            self._apply(segment)
+            key = (segment.items[0][0].topic, segment.items[0][0].partition)
+            self.applied[key] = done[key] = segment.next_offset
+        self.subscription.commit(done)  # 3. group offsets, for monitoring
+        return len(records)
+
+    def _within_limits(self, records: list[Record]) -> list[Record]:
+        kept = []
+        for r in records:
+            limit = self.limits.get((r.topic, r.partition))
+            if limit is not None and r.offset >= limit:
+                tp = (r.topic, r.partition)
+                self.applied[tp] = max(self.applied.get(tp, 0), limit)  # reached: compaction may leave gaps
+                continue
+            kept.append(r)
+        return kept
+
+    def caught_up(self, ends: dict[tuple[str, int], int]) -> bool:
+        """Every partition's applied offset (here or by another member) has reached ``ends``."""
+        for tp, end in ends.items():
+            if end <= 0 or self.applied.get(tp, 0) >= end:
+                continue
+            if self.from_beginning:
+                return False
+            stored = self.stored_offset(*tp)
+            if stored >= end:
+                self.applied[tp] = max(self.applied.get(tp, 0), stored)
+                continue
+            return False
+        return True
+
+    def _segments(self, records: list[Record]) -> Iterator[Segment]:
+        """Consecutive records of one partition with one writer schema (tombstones join their neighbours)."""
+        by_partition: dict[tuple[str, int], list[Record]] = {}
+        for r in records:
+            by_partition.setdefault((r.topic, r.partition), []).append(r)
+        for (topic, _), recs in by_partition.items():
+            table = self.by_topic[topic]
+            current: Segment | None = None
+            for record, event, schema in self._decoded(table, recs):
+                if current is not None and schema is not None and current.schema is not None \
+                        and schema != current.schema:
+                    yield current
+                    current = None
+                if current is None:
+                    current = Segment(table, schema or self._known_schema.get(topic), [])
+                elif current.schema is None:
+                    current.schema = schema
+                current.items.append((record, event))
+            if current is not None:
+                yield current
+
+    def _decoded(self, table: ApplyTable, records: list[Record]) -> Iterator[tuple[Record, ChangeEvent | None,
+                                                                                   TableSchema | None]]:
+        for r in records:
+            if r.value is None:
+                yield r, None, None
+                continue
+            try:
+                msg = self.decoder.decode(r.value, None, r.headers)
+                if msg.schema is None:
+                    raise ConfigurationError("the message names no schema that copyjob can find")
+                event = msg.to_event()
+            except Exception as exc:
+                if is_retriable(exc):
+                    raise
+                self._dead_letter(table, r, exc)
+                yield r, None, None
+                continue
+            self._known_schema[table.topic] = msg.schema
+            yield r, event, msg.schema
+
+    # ------------------------------------------------------------ writing
+
+    def _apply(self, segment: Segment) -> None:
+        """1./2. of the apply commit: the whole segment, or its halves until a bad event stands alone."""
+        try:
+            self._write(segment)
+            return
+        except Exception as exc:
+            if is_retriable(exc) or not any(e is not None for _, e in segment.items):
+                raise
+            if len(segment.items) == 1:
+                record, _ = segment.items[0]
+                self._dead_letter(segment.table, record, exc)
+                self._write(Segment(segment.table, segment.schema, [(record, None)]))
+                return
+            log.info("%s: a batch of %d events failed (%s); isolating the bad events", segment.table.name,
+                     len(segment.items), redact(str(exc))[:200])
+        half = len(segment.items) // 2
+        self._apply(Segment(segment.table, segment.schema, segment.items[:half]))
+        self._apply(Segment(segment.table, segment.schema, segment.items[half:]))
+
+    def _write(self, segment: Segment) -> None:
+        table = segment.table
+        partition = segment.items[0][0].partition
+        offset = segment.next_offset
+        events = [e for _, e in segment.items if e is not None]
+
+        def marker() -> StateMarker:
+            return StateMarker(job=self.job, table=table.marker_name(partition), run_id=self.run_id,
+                               state={"offset": offset, "topic": table.topic, "partition": partition})
+
+        if segment.schema is None:
+            self._marker_only(table, marker())
+            return
+        target, key = table.target(segment.schema)
+        method = table.table.update_method
+        self._prepare(target, method)
+        batch = ChangeBatch(table=segment.schema.table, schema=segment.schema, events=events)
+        result = apply_changes(self.destination, target, batch, method="append" if method == "append" else "merge",
+                               key=key, rename=table.table.spec.columns, marker=marker)
+        table.stats.events += len(events)
+        table.stats.upserted += result.upserted
+        table.stats.deleted += result.deleted
+        table.stats.appended += result.appended
+
+    def _prepare(self, target: TableSchema, method: str) -> None:
+        if target in self._prepared:
+            return
+        wanted = target if method != "append" else TableSchema(target.table, (*target.columns, *APPEND_COLUMNS))
+        prepare_target(self.destination, wanted, create=self.create_tables, defer_key=False)
+        self._prepared.add(target)
+
+    def _marker_only(self, table: ApplyTable, marker: StateMarker) -> None:
+        """Advance past records that change nothing (tombstones, dead letters) in a transaction of its own."""
+        existing = self.destination.reflect(TableName.parse(table.name))
+        if existing is None:
+            return
+        session = self.destination.begin_load(existing, "append", ())
+        try:
+            session.commit(marker)
+        except BaseException:
+            session.abort()
+            raise
+
+    def _dead_letter(self, table: ApplyTable, record: Record, exc: BaseException) -> None:
+        """The original message, with the error and where it came from in headers, to the table's DLQ."""
+        topic = dlq_topic(self.prefix, table.name)
+        if topic not in self._dlq_ready:
+            self.transport.ensure_topics({topic: False})
+            self._dlq_ready.add(topic)
+        error = redact(f"{type(exc).__name__}: {exc}")[:2000]
+        headers = [*record.headers, ("copyjob.error", error.encode()), ("copyjob.topic", record.topic.encode()),
+                   ("copyjob.partition", str(record.partition).encode()),
+                   ("copyjob.offset", str(record.offset).encode())]
+        self._publisher.publish(topic, record.key, record.value, headers)
+        self._publisher.flush()
+        table.stats.dlq += 1
+        table.stats.last_error = error
+        log.warning("%s: event at %s[%d]@%d sent to %s: %s", table.name, record.topic, record.partition,
+                    record.offset, topic, error[:300])
+
+
+def run_until(applier: Applier, done: Callable[[], bool], stop: Callable[[], bool],
+              idle_timeout_s: float = 300.0) -> None:
+    """Step until ``done()`` (checked when a poll brings nothing) or ``stop()``; fail when nothing moves for
+    ``idle_timeout_s`` while not done."""
+    last_progress = time.monotonic()
+    last_check = 0.0
+    while not stop():
+        n = applier.step()
+        now = time.monotonic()
+        if n:
+            last_progress = now
+        if now - last_check >= (0.5 if n == 0 else 2.0):
+            last_check = now
+            if done():
+                return
+        if now - last_progress > idle_timeout_s:
+            from copyjob.errors import ConnectionFailed
+
+            raise ConnectionFailed(f"kafka: no events arrived for {idle_timeout_s:.0f}s while the destination "
+                                   "had not caught up (are the topics' partitions held by another member?)")
+

@@ -1,0 +1,162 @@
+"""The capture side of ``transport: kafka``: read each table and publish its rows as change events.
+
+Rows are read with the same planning as a direct run (ingest.watermark, snapshot.read_table). A full read
+publishes every row as ``op: r`` (a snapshot row); an incremental read publishes the rows past the watermark as
+``op: u``, because a watermark poller cannot tell an insert from an update (apply's merge treats both as an
+upsert). Deletes are not seen by a poller; log-based capture (cdc) publishes them through :func:`publish_batch`.
+
+Per table, the capture commit (steps in this order):
+1. plan full or incremental from the state store (``reset`` sets needs_full: the next capture re-snapshots);
+2. read the rows and publish them to ``<prefix>.<schema>.<table>``;
+3. flush: wait until the broker acknowledged every event (the producer is idempotent, acks=all);
+4. only then save the new watermark in the state store. A crash before 4 publishes the same rows again,
+   which merge applies idempotently (and append marks with the same position).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from connectors.kafka.codec import Encoder, SourceInfo
+from copyjob.changes import ChangeBatch
+from copyjob.errors import ConfigurationError
+from copyjob.interfaces import Source, StateStore, TableRunRecord
+from copyjob.loader import LoadedJob
+from copyjob.preflight import TablePlan
+from copyjob.schema import TableName
+from copyjob.transport import Publisher, Transport
+from copyjob.urls import ConnectionUrl
+from copyjob.values import encode_value
+from ingest import plan_full, plan_incremental
+from snapshot import read_table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger("copyjob.kafka")
+DEFAULT_SCHEMA = {"postgresql": "public"}
+
+
+def source_info(url: ConnectionUrl, table: TableName) -> SourceInfo:
+    """The envelope's source block for a table: the schema is the table's, else the system's default."""
+    db = url.database or (url.path.stem if url.path else "") or url.scheme
+    schema = table.schema or DEFAULT_SCHEMA.get(url.scheme) or (url.database if url.scheme in (
+        "mysql", "mariadb") else None) or "main"
+    return SourceInfo(connector=url.scheme, db=db, schema=schema, table=table.name)
+
+
+def topic_of(prefix: str, info: SourceInfo) -> str:
+    from connectors.kafka import topic_name
+
+    return topic_name(prefix, info.schema or "main", info.table)
+
+
+def check_kafka_tables(loaded: LoadedJob, plans: list[TablePlan]) -> None:
+    """What Kafka cannot carry: overwrite and truncate need the whole table in one destination transaction."""
+    for plan in plans:
+        t = plan.table
+        base = ("tables", t.index)
+        if t.update_method == "overwrite":
+            key = (*base, "update_method") if t.spec.update_method else ("copy", "update_method")
+            raise loaded.error("overwrite replaces the table in one transaction, which a stream of events "
+                               "cannot do; with transport kafka use merge or append", key)
+        if t.truncate_before_full_load:
+            raise loaded.error("truncate_before_full_load is not available with transport kafka (use "
+                               "copyjob replay to rebuild a table)", (*base, "truncate_before_full_load"))
+
+
+@dataclass
+class Capturer:
+    """Publishes tables of one job through a transport; ``run_id`` stamps the state it saves."""
+
+    loaded: LoadedJob
+    source: Source
+    source_url: ConnectionUrl
+    store: StateStore
+    transport: Transport
+    run_id: str
+    progress: Callable[[str], Any] | None = None
+
+    def __post_init__(self) -> None:
+        settings = self.loaded.job.kafka
+        assert settings is not None
+        self.prefix = settings.topic_prefix
+        self.encoder = Encoder(settings.format, self.transport.registrar)
+        self.publisher: Publisher = self.transport.publisher()
+
+    def topic(self, plan: TablePlan) -> str:
+        return topic_of(self.prefix, source_info(self.source_url, TableName.parse(plan.table.spec.name)))
+
+    def capture(self, plan: TablePlan) -> TableRunRecord:
+        """One table through the capture commit (see the module docstring)."""
+        job = self.loaded.job.job
+        t = plan.table
+        started = time.monotonic()
+        info = source_info(self.source_url, TableName.parse(plan.table.spec.name))
+        topic = topic_of(self.prefix, info)
+        source_key = tuple(t.spec.key or plan.source_schema.primary_key)
+        self.transport.ensure_topics({topic: bool(source_key)})
+        # 1. full or incremental
+        state = self.store.load(job, plan.state_key)
+        full = t.mode == "full" or state.needs_full or state.extra.get("committed_run_id") is None
+        column = t.spec.incremental_column
+        increment = (plan_full(self.source, plan.source_schema.table, column) if full or column is None
+                     else plan_incremental(self.source, plan.source_schema.table, column, state.watermark,
+                                           reread_boundary=t.update_method == "merge"))
+        encoded, wm_type = encode_value(increment.watermark_after)
+        position = {"watermark": encoded, "run_id": self.run_id}
+        op = "r" if full else "u"
+        # 2. read and publish
+        encoder = self.encoder.for_table(topic, plan.source_schema, source_key)
+        published = 0
+        settings = self.loaded.job.copy_settings
+        for filters in increment.reads:
+            for batch in read_table(self.source, plan.source_schema, filters, settings.batch_rows,
+                                    settings.parallel):
+                published += self._publish_rows(encoder, batch, op, info, position)
+        # 3. wait for the broker's acknowledgement
+        self.publisher.flush()
+        # 4. save the position
+        state.watermark = increment.watermark_after
+        state.watermark_type = wm_type
+        state.needs_full = False
+        state.last_run_id = self.run_id
+        state.last_run_at = datetime.now(UTC)
+        state.last_status = "ok"
+        state.last_error = None
+        state.extra["committed_run_id"] = self.run_id
+        state.extra["topic"] = topic
+        self.store.save(job, state)
+        return TableRunRecord(table=plan.state_key, mode="full" if full else "incremental", status="ok",
+                              rows_read=published, rows_written=0, duration_s=time.monotonic() - started,
+                              watermark_before=increment.watermark_before,
+                              watermark_after=increment.watermark_after, null_watermark_rows=increment.null_rows)
+
+    def _publish_rows(self, encoder: Any, batch: pa.RecordBatch, op: str, info: SourceInfo,
+                      position: dict[str, Any]) -> int:
+        headers = encoder.headers
+        n = 0
+        for key, value in encoder.encode_rows(batch, op, info, position):
+            self.publisher.publish(encoder.topic, key, value, headers)
+            n += 1
+        return n
+
+
+def publish_batch(encoder: Encoder, publisher: Publisher, topic: str, batch: ChangeBatch, info: SourceInfo,
+                  key: tuple[str, ...]) -> int:
+    """Publish a change batch from a log-based capturer (deletes are followed by a tombstone). The caller
+    flushes and then acknowledges ``batch.position`` to the capturer."""
+    enc = encoder.for_table(topic, batch.schema, key)
+    for event in batch.events:
+        if event.op == "t":
+            raise ConfigurationError(f"{batch.table}: a truncate cannot be carried by Kafka events")
+        row_key = enc.encode_key(event.row)
+        publisher.publish(topic, row_key, enc.encode_value(event, info), enc.headers)
+        if event.op == "d" and row_key is not None:
+            publisher.publish(topic, row_key, None, enc.headers)
+    return len(batch.events)

@@ -1,0 +1,224 @@
+"""``transport: kafka``: runs of a job whose capture and apply sides meet on Kafka topics.
+
+``copyjob run`` (:func:`run_kafka`), in this order:
+1. check every table at the source (a job that does not fit writes nothing, not even topics);
+2. take the job's run lock;
+3. capture each table: publish, wait for the broker's acknowledgement, then save its position
+   (copyjob.kafka_capture);
+4. note the end offset of every partition of the tables' topics;
+5. apply (copyjob.kafka_apply) until the destination holds every partition up to those offsets, whichever
+   group member applied them; then record the run.
+
+``copyjob capture`` does 1–3, ``copyjob apply`` only the consumer side, ``copyjob stream`` both until stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from copyjob.errors import CopyjobError, is_retriable
+from copyjob.interfaces import RunRecord, TableRunRecord
+from copyjob.jobfile import KafkaSettings, ResolvedTable
+from copyjob.kafka_apply import Applier, ApplyTable, TableStats, run_until
+from copyjob.kafka_capture import Capturer, check_kafka_tables, source_info, topic_of
+from copyjob.loader import LoadedJob
+from copyjob.schema import TableName
+from copyjob.transport import Transport
+from copyjob.urls import ConnectionUrl, parse_url, redact
+
+if TYPE_CHECKING:
+    from copyjob.runner import JobRun
+
+log = logging.getLogger("copyjob.kafka")
+
+
+def settings_of(loaded: LoadedJob) -> KafkaSettings:
+    assert loaded.job.kafka is not None, "the loader requires kafka: with transport kafka"
+    return loaded.job.kafka
+
+
+def open_transport(loaded: LoadedJob) -> Transport:
+    from connectors.kafka.transport import KafkaTransport
+
+    return KafkaTransport(settings_of(loaded))
+
+
+def group_id(loaded: LoadedJob) -> str:
+    return settings_of(loaded).group_id or f"copyjob.{loaded.job.job}"
+
+
+def apply_tables(loaded: LoadedJob, tables: list[ResolvedTable]) -> list[ApplyTable]:
+    """The apply side's view of the tables; it needs the source's URL only to name topics, never a connection."""
+    from connectors.kafka import dlq_topic
+
+    prefix = settings_of(loaded).topic_prefix
+    url = parse_url(loaded.job.source.url, loaded.base_dir)
+    return [ApplyTable(table=t, topic=topic_of(prefix, source_info(url, TableName.parse(t.spec.name))),
+                       dlq=dlq_topic(prefix, t.spec.target_name)) for t in tables]
+
+
+@dataclass
+class Sides:
+    """What one kafka run holds open, closed in reverse order."""
+
+    transport: Transport
+    destination: Any = None
+    applier: Applier | None = None
+
+    def close(self) -> None:
+        if self.applier is not None:
+            self.applier.close()
+        if self.destination is not None:
+            self.destination.close()
+        self.transport.close()
+
+
+def new_applier(loaded: LoadedJob, tables: list[ApplyTable], transport: Transport, destination: Any,
+                run_id: str, group: str | None = None) -> Applier:
+    return Applier(loaded.job.job, tables, transport, destination, run_id, group or group_id(loaded),
+                   settings_of(loaded).topic_prefix, loaded.job.copy_settings.create_tables)
+
+
+def end_offsets(transport: Transport, tables: list[ApplyTable]) -> dict[tuple[str, int], int]:
+    return {(t.topic, p): end for t in tables for p, end in transport.end_offsets(t.topic).items()}
+
+
+def merge_records(captured: list[TableRunRecord], tables: list[ApplyTable]) -> list[TableRunRecord]:
+    """One record per table: rows read = events published, rows written = changes applied by this process;
+    failed when events went to the dead-letter topic."""
+    stats = {t.name: t for t in tables}
+    out = []
+    for rec in captured:
+        t = stats.get(rec.table)
+        if t is not None:
+            rec.rows_written = t.stats.written
+            if t.stats.dlq and rec.status == "ok":
+                rec.status = "failed"
+                rec.error = (f"{t.stats.dlq} events could not be applied and went to {t.dlq} "
+                             f"(last error: {t.stats.last_error})")
+        out.append(rec)
+    return out
+
+
+def run_kafka(job_run: JobRun, table_names: list[str] | None,
+              transport_factory: Callable[[LoadedJob], Transport] = open_transport,
+              apply: bool = True) -> RunRecord:
+    """``copyjob run`` (and, with ``apply=False``, ``copyjob capture``) with transport kafka."""
+    from connectors import destination_capabilities, open_destination, open_source
+    from copyjob.preflight import check_tables
+    from copyjob.runner import new_run_id, select_tables
+
+    loaded = job_run.loaded
+    tables = select_tables(loaded, table_names)
+    run = RunRecord(run_id=new_run_id(), job=loaded.job.job, started_at=datetime.now(UTC),
+                    trigger=job_run.trigger)
+    source_url = parse_url(loaded.job.source.url, loaded.base_dir)
+    destination_url = parse_url(loaded.job.destination.url, loaded.base_dir)
+    try:
+        source = open_source(source_url)
+    except CopyjobError as exc:
+        return job_run._fail_all(run, tables, f"source: {exc}")
+    try:
+        # 1. check
+        plans = check_tables(loaded, tables, source, destination_capabilities(destination_url))
+        check_kafka_tables(loaded, plans)
+        # 2. lock
+        lock = job_run.store.acquire_lock(loaded.job.job, f"run {run.run_id} ({job_run.trigger})",
+                                          wait_s=job_run.lock_wait_s)
+        if lock is None:
+            return job_run._skip(run, tables)
+        with lock:
+            try:
+                sides = Sides(transport_factory(loaded))
+            except CopyjobError as exc:
+                return job_run._fail_all(run, tables, f"kafka: {exc}")
+            try:
+                job_run.store.start_run(run)
+                # 3. capture
+                capturer = Capturer(loaded, source, source_url, job_run.store, sides.transport, run.run_id)
+                captured = [_capture_one(capturer, plan, job_run) for plan in plans]
+                run.tables = captured
+                if apply and not job_run.stop.is_set():
+                    _apply_caught_up(loaded, tables, sides, destination_url, open_destination, run, job_run)
+            finally:
+                sides.close()
+    finally:
+        source.close()
+    run.finished_at = datetime.now(UTC)
+    run.status = "ok" if all(t.status == "ok" for t in run.tables) else "failed"
+    job_run.store.finish_run(run)
+    return run
+
+
+def _capture_one(capturer: Capturer, plan: Any, job_run: JobRun) -> TableRunRecord:
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return capturer.capture(plan)
+        except Exception as exc:
+            if is_retriable(exc) and attempt < 3:
+                log.warning("%s: %s; retrying (%d/3)", plan.label, redact(str(exc)), attempt)
+                time.sleep(min(2 ** attempt, 10))
+                continue
+            error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+            job_run._record_failure(plan.state_key, capturer.run_id, error)
+            return TableRunRecord(table=plan.state_key, mode=plan.table.mode, status="failed", error=error)
+
+
+def _apply_caught_up(loaded: LoadedJob, tables: list[ResolvedTable], sides: Sides, destination_url: ConnectionUrl,
+                     open_destination: Callable[[ConnectionUrl], Any], run: RunRecord, job_run: JobRun) -> None:
+    """4./5.: apply until every partition reached the end offsets noted after the capture."""
+    wanted = apply_tables(loaded, [t for t in tables if any(r.table == t.spec.target_name and r.status == "ok"
+                                                                for r in run.tables)])
+    if not wanted:
+        return
+    started = time.monotonic()
+    ends = end_offsets(sides.transport, wanted)
+    try:
+        sides.destination = open_destination(destination_url)
+        sides.applier = new_applier(loaded, wanted, sides.transport, sides.destination, run.run_id)
+        applier = sides.applier
+        run_until(applier, lambda: applier.caught_up(ends), job_run.stop.is_set)
+    except Exception as exc:
+        error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+        log.error("apply failed: %s", error)
+        for rec in run.tables:
+            if rec.status == "ok":
+                rec.status, rec.error = "failed", f"apply: {error}"
+    elapsed = time.monotonic() - started
+    for rec in run.tables:
+        rec.duration_s += elapsed
+    run.tables = merge_records(run.tables, wanted)
+
+
+def apply_kafka(loaded: LoadedJob, table_names: list[str] | None, stop: threading.Event, *,
+                until_caught_up: bool = False, group: str | None = None,
+                transport_factory: Callable[[LoadedJob], Transport] = open_transport) -> list[ApplyTable]:
+    """``copyjob apply``: only the consumer side, until ``stop`` (or, with ``until_caught_up``, until the
+    destination holds what the topics held when it started). Returns the tables with their counts."""
+    from connectors import open_destination
+    from copyjob.runner import new_run_id, select_tables
+
+    tables = apply_tables(loaded, select_tables(loaded, table_names))
+    sides = Sides(transport_factory(loaded))
+    try:
+        ends = end_offsets(sides.transport, tables) if until_caught_up else None
+        sides.destination = open_destination(parse_url(loaded.job.destination.url, loaded.base_dir))
+        sides.applier = new_applier(loaded, tables, sides.transport, sides.destination, new_run_id(), group)
+        applier = sides.applier
+        done = (lambda: applier.caught_up(ends)) if ends is not None else (lambda: False)
+        run_until(applier, done, stop.is_set, idle_timeout_s=float("inf") if ends is None else 300.0)
+    finally:
+        sides.close()
+    return tables
+
+
+def summary_of(tables: list[ApplyTable]) -> dict[str, TableStats]:
+    return {t.name: t.stats for t in tables}

@@ -1,0 +1,121 @@
+"""``copyjob stream`` with transport kafka: capture and apply side by side until SIGTERM/SIGINT.
+
+1. check the tables at the source and take the job's run lock (held until the stream stops);
+2. a capture thread publishes each table again and again (the first pass is full or incremental by the state,
+   later passes incremental), ``poll_interval_s`` apart, each pass through the capture commit;
+3. this thread applies what arrives (copyjob.kafka_apply), so the destination follows the source;
+4. on stop: the capture finishes its pass, the apply finishes its batch, the run is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from copyjob.errors import CopyjobError, is_retriable
+from copyjob.interfaces import RunRecord, TableRunRecord
+from copyjob.kafka_apply import run_until
+from copyjob.kafka_capture import Capturer, check_kafka_tables
+from copyjob.kafka_pipeline import Sides, apply_tables, merge_records, new_applier, open_transport
+from copyjob.urls import parse_url, redact
+
+if TYPE_CHECKING:
+    from copyjob.preflight import TablePlan
+    from copyjob.runner import JobRun
+
+log = logging.getLogger("copyjob.kafka")
+
+
+def stream_kafka(job_run: JobRun, table_names: list[str] | None = None, poll_interval_s: float = 0.5,
+                 transport_factory=open_transport) -> RunRecord:  # type: ignore[no-untyped-def]
+    """Capture and apply until ``job_run.stop`` is set; returns the run record (status ``stopped`` when it
+    ended on request, ``failed`` when a side failed)."""
+    from connectors import destination_capabilities, open_destination, open_source
+    from copyjob.preflight import check_tables
+    from copyjob.runner import new_run_id, select_tables
+
+    loaded = job_run.loaded
+    tables = select_tables(loaded, table_names)
+    run = RunRecord(run_id=new_run_id(), job=loaded.job.job, started_at=datetime.now(UTC), trigger="stream")
+    source_url = parse_url(loaded.job.source.url, loaded.base_dir)
+    destination_url = parse_url(loaded.job.destination.url, loaded.base_dir)
+    # 1. check and lock
+    source = open_source(source_url)
+    try:
+        plans = check_tables(loaded, tables, source, destination_capabilities(destination_url))
+        check_kafka_tables(loaded, plans)
+    finally:
+        source.close()
+    lock = job_run.store.acquire_lock(loaded.job.job, f"stream {run.run_id}", wait_s=job_run.lock_wait_s)
+    if lock is None:
+        return job_run._skip(run, tables)
+    records = {p.state_key: TableRunRecord(table=p.state_key, mode="stream", status="ok") for p in plans}
+    with lock:
+        sides = Sides(transport_factory(loaded))
+        sides.transport.publisher()  # one producer, made before the threads share it
+        job_run.store.start_run(run)
+        capture_done = threading.Event()
+        worker = threading.Thread(target=_capture_loop, name="capture", daemon=True, args=(
+            job_run, plans, sides, run.run_id, records, poll_interval_s, capture_done))
+        try:
+            worker.start()
+            # 3. apply
+            sides.destination = open_destination(destination_url)
+            wanted = apply_tables(loaded, tables)
+            sides.applier = new_applier(loaded, wanted, sides.transport, sides.destination, run.run_id)
+            run_until(sides.applier, lambda: False,
+                      lambda: job_run.stop.is_set() or capture_done.is_set(), idle_timeout_s=float("inf"))
+            run.tables = merge_records(list(records.values()), wanted)
+        except Exception as exc:
+            error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+            log.error("stream: apply failed: %s", error)
+            for rec in records.values():
+                rec.status, rec.error = "failed", f"apply: {error}"
+            run.tables = list(records.values())
+        finally:
+            # 4. stop both sides
+            job_run.stop.set()
+            worker.join(timeout=60)
+            sides.close()
+    run.finished_at = datetime.now(UTC)
+    run.status = "failed" if any(t.status == "failed" for t in run.tables) else "stopped"
+    job_run.store.finish_run(run)
+    return run
+
+
+def _capture_loop(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id: str,
+                  records: dict[str, TableRunRecord], poll_interval_s: float, done: threading.Event) -> None:
+    """2.: passes over every table until stopped; a failing table is logged and tried again next pass."""
+    from connectors import open_source
+
+    loaded = job_run.loaded
+    source_url = parse_url(loaded.job.source.url, loaded.base_dir)
+    try:
+        source = open_source(source_url)
+    except CopyjobError as exc:
+        for rec in records.values():
+            rec.status, rec.error = "failed", f"source: {exc}"
+        done.set()
+        return
+    try:
+        capturer = Capturer(loaded, source, source_url, job_run.store, sides.transport, run_id)
+        while not job_run.stop.is_set():
+            for plan in plans:
+                rec = records[plan.state_key]
+                try:
+                    result = capturer.capture(plan)
+                except Exception as exc:
+                    error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+                    log.warning("%s: capture failed%s: %s", plan.label,
+                                " (will retry)" if is_retriable(exc) else "", error)
+                    rec.error = error
+                    continue
+                rec.rows_read += result.rows_read
+                rec.watermark_before = rec.watermark_before or result.watermark_before
+                rec.watermark_after = result.watermark_after
+                rec.error = None
+            job_run.stop.wait(poll_interval_s)
+    finally:
+        source.close()

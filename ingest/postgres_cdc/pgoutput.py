@@ -1,0 +1,286 @@
+"""Decoding pgoutput (logical replication protocol version 1) into change events.
+
+Messages (one per XLogData payload, first byte = type): Begin ``B``, Commit ``C``, Origin ``O``, Relation
+``R``, Type ``Y``, Insert ``I``, Update ``U``, Delete ``D``, Truncate ``T`` and logical decoding Message ``M``.
+Tuple data holds per column ``n`` (NULL), ``u`` (unchanged TOASTed value: :data:`UNCHANGED_TOAST`), ``t``
+(text, converted by the column's cached converter) or ``b`` (binary; never requested here).
+
+Positions: every change message of a transaction gets ``{"lsn": L, "seq": i}`` where ``L`` is the LSN of the
+transaction's commit record (known from its Begin) and ``i`` the index of the message within the transaction.
+Transactions arrive in commit order, so ``(lsn, seq)`` orders all changes, and a consumer that stopped in the
+middle of a transaction can skip exactly what it applied when the transaction is sent again. ``seq`` counts
+every published change message, also those of tables the job does not copy, so it does not depend on the
+job's table list.
+
+An update that changes the key is emitted as a delete of the old key followed by an insert (as Debezium
+does), so that a merge removes the old row; both events carry the message's position.
+
+The decoder is batch-oriented: change events are appended to :attr:`PgOutputDecoder.pending` (per
+relation, in order) and handed out with :meth:`take`; :meth:`decode` only returns the message type.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from copyjob.changes import UNCHANGED_TOAST, ChangeEvent
+from copyjob.errors import ConnectorError
+from copyjob.schema import Column, LogicalType, TableName, TableSchema
+from ingest.postgres_cdc._types import TextConverter, text_converter
+
+PG_EPOCH_MS = 946_684_800_000
+"""2000-01-01T00:00:00Z in milliseconds since 1970: pgoutput timestamps count microseconds from there."""
+
+_U16 = struct.Struct(">H").unpack_from
+_U32 = struct.Struct(">I").unpack_from
+_BEGIN = struct.Struct(">Qq").unpack_from  # final (commit) lsn, commit time; then xid
+_COMMIT = struct.Struct(">BQQq").unpack_from  # flags, commit lsn, end lsn, commit time
+_RELATION_HEAD = struct.Struct(">I").unpack_from
+_COLUMN_TAIL = struct.Struct(">Ii").unpack_from  # type oid, typmod
+_MESSAGE_HEAD = struct.Struct(">BQ").unpack_from  # flags, lsn
+
+LogicalTypeOf = Callable[[int, int], LogicalType]
+"""(type oid, typmod) → logical type of a column."""
+
+
+@dataclass(frozen=True, eq=False)
+class Relation:
+    """A table as the Relation message describes it, with a converter per column."""
+
+    oid: int
+    table: TableName
+    names: tuple[str, ...]
+    type_oids: tuple[int, ...]
+    typmods: tuple[int, ...]
+    converters: tuple[TextConverter | None, ...]
+    schema: TableSchema
+    identity: str
+    """Replica identity: ``d`` default (primary key), ``f`` full, ``i`` index, ``n`` nothing."""
+    key: tuple[str, ...]
+    """Columns whose change makes an update a delete + insert (the job's key, else the identity columns)."""
+
+    def same_shape(self, other: Relation) -> bool:
+        return (self.names, self.type_oids, self.typmods) == (other.names, other.type_oids, other.typmods)
+
+
+def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
+    end = buf.index(0, pos)
+    return buf[pos:end].decode(), end + 1
+
+
+class PgOutputDecoder:
+    """Stateful decoder of one replication session (relations are announced once per session)."""
+
+    def __init__(self, logical_type: LogicalTypeOf, keys: Mapping[TableName, Sequence[str]] | None = None,
+                 tables: Collection[TableName] | None = None) -> None:
+        self._logical_type = logical_type
+        self._keys = dict(keys or {})
+        self._tables = set(tables) if tables is not None else None
+        self.relations: dict[int, Relation] = {}
+        self.pending: dict[Relation, list[ChangeEvent]] = {}
+        """Events decoded since the last :meth:`take`, per relation (a relation whose columns changed is a new
+        one, so its events form their own batch)."""
+        self.pending_count = 0
+        self.in_transaction = False
+        self.lsn = 0
+        """Commit LSN of the current (or last) transaction."""
+        self.end_lsn = 0
+        """End LSN of the last commit decoded: confirming it releases everything up to that transaction."""
+        self.seq = 0
+        self.last: tuple[int, int] = (0, -1)
+        """(lsn, seq) of the last change message decoded."""
+        self.ts_ms = 0
+        self.schema_changed = False
+        """Set by a Relation message that changes a relation with pending events (cleared by :meth:`take`)."""
+        self.message: tuple[str, bytes, int] | None = None
+        """The last logical decoding message: (prefix, content, lsn)."""
+        self._dispatch: dict[int, Callable[[bytes], None]] = {
+            ord("B"): self._begin, ord("C"): self._commit, ord("R"): self._relation, ord("I"): self._insert,
+            ord("U"): self._update, ord("D"): self._delete, ord("T"): self._truncate, ord("M"): self._message,
+            ord("O"): _ignore, ord("Y"): _ignore,
+        }
+
+    # ------------------------------------------------------------ public
+
+    def decode(self, data: bytes) -> int:
+        """Decode one pgoutput message; returns its type byte (``ord('B')``, …)."""
+        kind = data[0]
+        handler = self._dispatch.get(kind)
+        if handler is None:
+            raise ConnectorError(f"unexpected pgoutput message type {chr(kind)!r}")
+        handler(data)
+        return kind
+
+    @property
+    def inside_last_change_transaction(self) -> bool:
+        """The transaction of the last change is still open (so a chunk ending now ends inside it)."""
+        return self.in_transaction and self.seq > 0
+
+    def take(self) -> list[tuple[Relation, list[ChangeEvent]]]:
+        """The pending events per relation (in order of first change), and forget them."""
+        out = list(self.pending.items())
+        self.pending = {}
+        self.pending_count = 0
+        self.schema_changed = False
+        return out
+
+    # ------------------------------------------------------------ transactions
+
+    def _begin(self, data: bytes) -> None:
+        self.lsn, ts = _BEGIN(data, 1)
+        self.ts_ms = PG_EPOCH_MS + ts // 1000
+        self.seq = 0
+        self.in_transaction = True
+
+    def _commit(self, data: bytes) -> None:
+        _, _lsn, self.end_lsn, _ = _COMMIT(data, 1)
+        self.in_transaction = False
+
+    def _message(self, data: bytes) -> None:
+        _, lsn = _MESSAGE_HEAD(data, 1)
+        prefix, pos = _cstring(data, 10)
+        (length,) = _U32(data, pos)
+        self.message = (prefix, data[pos + 4:pos + 4 + length], lsn)
+
+    # ------------------------------------------------------------ relations
+
+    def _relation(self, data: bytes) -> None:
+        (oid,) = _RELATION_HEAD(data, 1)
+        namespace, pos = _cstring(data, 5)
+        name, pos = _cstring(data, pos)
+        identity = chr(data[pos])
+        (ncols,) = _U16(data, pos + 1)
+        pos += 3
+        names: list[str] = []
+        oids: list[int] = []
+        typmods: list[int] = []
+        flagged: list[str] = []
+        for _ in range(ncols):
+            flags = data[pos]
+            column, pos = _cstring(data, pos + 1)
+            type_oid, typmod = _COLUMN_TAIL(data, pos)
+            pos += 8
+            names.append(column)
+            oids.append(type_oid)
+            typmods.append(typmod)
+            if flags & 1 and identity != "f":
+                flagged.append(column)
+        table = TableName(name, namespace)
+        types = [self._logical_type(o, m) for o, m in zip(oids, typmods, strict=True)]
+        key = tuple(self._keys.get(table) or flagged)
+        schema = TableSchema(table, tuple(Column(n, t) for n, t in zip(names, types, strict=True)),
+                             tuple(k for k in key if k in names))
+        relation = Relation(oid, table, tuple(names), tuple(oids), tuple(typmods),
+                            tuple(text_converter(t) for t in types), schema, identity, key)
+        previous = self.relations.get(oid)
+        if previous is not None and previous.same_shape(relation):
+            return  # sent again (a new session, or before a truncate): keep the one pending events follow
+        if previous is not None and previous in self.pending:
+            self.schema_changed = True
+        self.relations[oid] = relation
+
+    def _relation_of(self, oid: int) -> Relation:
+        relation = self.relations.get(oid)
+        if relation is None:
+            raise ConnectorError(f"pgoutput sent a change for relation {oid} before describing it")
+        return relation
+
+    # ------------------------------------------------------------ changes
+
+    def _emit(self, relation: Relation, events: list[ChangeEvent]) -> None:
+        if self._tables is not None and relation.table not in self._tables:
+            return
+        pending = self.pending.get(relation)
+        if pending is None:
+            pending = self.pending[relation] = []
+        pending.extend(events)
+        self.pending_count += len(events)
+
+    def _position(self) -> dict[str, int]:
+        position = {"lsn": self.lsn, "seq": self.seq}
+        self.last = (self.lsn, self.seq)
+        self.seq += 1
+        return position
+
+    def _insert(self, data: bytes) -> None:
+        (oid,) = _U32(data, 1)
+        relation = self._relation_of(oid)
+        values, _ = _tuple(data, 6, relation)  # byte 5 is 'N'
+        after = dict(zip(relation.names, values, strict=True))
+        self._emit(relation, [ChangeEvent("c", None, after, self._position(), self.ts_ms)])
+
+    def _update(self, data: bytes) -> None:
+        (oid,) = _U32(data, 1)
+        relation = self._relation_of(oid)
+        names = relation.names
+        before: dict[str, Any] | None = None
+        pos = 5
+        if data[pos] in (75, 79):  # 'K' old key, 'O' old row (REPLICA IDENTITY FULL)
+            old, pos = _tuple(data, pos + 1, relation)
+            before = dict(zip(names, old, strict=True))
+        new, _ = _tuple(data, pos + 1, relation)  # data[pos] is 'N'
+        after = dict(zip(names, new, strict=True))
+        position = self._position()
+        if before is not None and _key_changed(relation.key, before, after):
+            self._emit(relation, [ChangeEvent("d", before, None, position, self.ts_ms),
+                                  ChangeEvent("c", None, after, position, self.ts_ms)])
+            return
+        self._emit(relation, [ChangeEvent("u", before, after, position, self.ts_ms)])
+
+    def _delete(self, data: bytes) -> None:
+        (oid,) = _U32(data, 1)
+        relation = self._relation_of(oid)
+        old, _ = _tuple(data, 6, relation)  # byte 5 is 'K' or 'O'
+        before = dict(zip(relation.names, old, strict=True))
+        self._emit(relation, [ChangeEvent("d", before, None, self._position(), self.ts_ms)])
+
+    def _truncate(self, data: bytes) -> None:
+        (count,) = _U32(data, 1)
+        position = self._position()
+        for i in range(count):
+            (oid,) = _U32(data, 6 + 4 * i)  # byte 5: options (cascade, restart identity)
+            self._emit(self._relation_of(oid), [ChangeEvent("t", None, None, position, self.ts_ms)])
+
+
+def _ignore(data: bytes) -> None:
+    """Origin and Type messages: nothing to do (types are resolved by OID when a relation arrives)."""
+
+
+def _key_changed(key: Sequence[str], before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    if not key:
+        return False
+    for k in key:
+        old = before.get(k)
+        if old is not None and old is not UNCHANGED_TOAST and old != after.get(k):
+            return True
+    return False
+
+
+def _tuple(buf: bytes, pos: int, relation: Relation) -> tuple[list[Any], int]:
+    """TupleData at ``pos``: the column values and the position after them."""
+    converters = relation.converters
+    (ncols,) = _U16(buf, pos)
+    pos += 2
+    values: list[Any] = [None] * ncols
+    for i in range(ncols):
+        kind = buf[pos]
+        pos += 1
+        if kind == 116:  # 't'
+            (length,) = _U32(buf, pos)
+            pos += 4
+            raw = buf[pos:pos + length]
+            pos += length
+            convert = converters[i]
+            try:
+                values[i] = raw.decode() if convert is None else convert(raw)
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                raise ConnectorError(f"{relation.table}: cannot convert the value {raw[:60]!r} of column "
+                                     f"{relation.names[i]!r}: {exc}") from exc
+        elif kind == 117:  # 'u'
+            values[i] = UNCHANGED_TOAST
+        elif kind != 110:  # 'n' is NULL, 'b' binary is never requested
+            raise ConnectorError(f"unexpected pgoutput tuple data kind {chr(kind)!r}")
+    return values, pos

@@ -1,0 +1,257 @@
+"""Streaming a replication slot as change batches (:class:`copyjob.interfaces.ChangeCapture`).
+
+A reader thread owns the replication connection: it decodes pgoutput messages, cuts them into *chunks* and
+hands each chunk (one :class:`ChangeBatch` per table, in stream order) to :meth:`PgChangeStream.next_batches`
+through a small queue, so decoding overlaps the destination's writes and memory stays bounded. A chunk ends
+at ``batch_events`` events (also inside a big transaction), at a transaction end once ``max_batch_delay`` has
+passed since its first event, when a table's columns change (a new Relation message), or at the stop marker.
+
+Acknowledgement, in this order:
+1. the consumer commits a chunk's batches downstream (destination or broker);
+2. it calls :meth:`PgChangeStream.ack` with the chunk's position;
+3. the reader sends the flushed LSN to the server (a standby status update): the end of the last fully
+   acknowledged transaction, or, for a chunk that ends inside a transaction, that transaction's commit LSN,
+   so the server sends the transaction again after a restart and the consumer skips what it applied;
+4. once everything handed out is acknowledged and no transaction is open, the server's keepalive position
+   is confirmed as well (releases WAL of other tables and databases); every ``heartbeat`` the reader asks the
+   server for a keepalive, so an idle database still advances the slot.
+
+A bounded run (``copyjob run``) first emits a logical decoding message ``copyjob.stop`` (non-transactional,
+so it sits in the stream at its LSN: every transaction committed before it comes before it). When the reader
+meets such a message it ends the chunk and queues a mark behind it; once :meth:`PgChangeStream.next_batches`
+has handed out that mark, :meth:`PgChangeStream.caught_up` is true for every end at or before its LSN.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from copyjob.changes import ChangeBatch
+from ingest.postgres_cdc._replication import KEEPALIVE, XLOGDATA_HEADER, ReplicationConnection, format_lsn
+from ingest.postgres_cdc.pgoutput import PgOutputDecoder
+
+log = logging.getLogger("copyjob.cdc")
+STOP_PREFIX = "copyjob.stop"
+_CHANGES = frozenset(map(ord, "IUDT"))
+_W, _K = ord("w"), ord("k")
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    slot: str
+    publication: str
+    batch_events: int = 10_000
+    max_batch_delay_s: float = 0.2
+    heartbeat_s: float = 10.0
+    queue_chunks: int = 4
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    batches: list[ChangeBatch]
+    key: tuple[int, int]
+    flush: int
+
+
+@dataclass(frozen=True)
+class _Reached:
+    lsn: int
+
+
+_FAILED = object()
+
+
+class PgChangeStream:
+    """Reads the slot from its confirmed position (the server resumes there)."""
+
+    def __init__(self, params: Mapping[str, Any], where: str, options: StreamOptions,
+                 decoder: PgOutputDecoder) -> None:
+        self._options = options
+        self._decoder = decoder
+        self._conn = ReplicationConnection(params, where)
+        try:
+            self._conn.start(options.slot, 0, {"proto_version": "1", "publication_names": options.publication,
+                                               "messages": "true"})
+        except BaseException:
+            self._conn.close()
+            raise
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=options.queue_chunks)
+        self._lock = threading.Lock()
+        self._handed: deque[_Chunk] = deque()
+        self._flush = 0
+        self._flush_sent = -1
+        self._server_end = 0
+        self._received = 0
+        self._chunk_started: float | None = None
+        self._reached = 0
+        self._closing = threading.Event()
+        self._error: BaseException | None = None
+        self.caught_up_at: float | None = None
+        """Wall-clock time when everything the server had sent was last confirmed (for lag in seconds)."""
+        self._thread = threading.Thread(target=self._read_loop, name="pg-cdc-reader", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ consumer side (ChangeCapture)
+
+    def next_batches(self, timeout_s: float) -> list[ChangeBatch]:
+        try:
+            item = self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            self._raise_failure()
+            return []
+        if isinstance(item, _Reached):
+            self._reached = max(self._reached, item.lsn)
+            return []
+        if item is _FAILED:
+            self._raise_failure()
+        assert isinstance(item, _Chunk)
+        return item.batches
+
+    def caught_up(self, end: Mapping[str, Any]) -> bool:
+        """Every transaction committed before ``end`` (from a ``copyjob.stop`` message) was handed out."""
+        return self._reached >= int(end["lsn"])
+
+    def ack(self, position: Mapping[str, Any]) -> None:
+        """Everything up to ``position`` (a chunk's position) is durable downstream (step 2)."""
+        key = (int(position["lsn"]), int(position["seq"]))
+        with self._lock:
+            while self._handed and self._handed[0].key <= key:
+                self._flush = max(self._flush, self._handed.popleft().flush)
+
+    def close(self) -> None:
+        """Stop the reader; it sends the last flushed position before closing the connection."""
+        self._closing.set()
+        self._thread.join(timeout=30)
+
+    @property
+    def flushed_lsn(self) -> int:
+        return self._flush
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    # ------------------------------------------------------------ reader thread
+
+    def _read_loop(self) -> None:
+        conn = self._conn
+        next_status = 0.0
+        try:
+            while not self._closing.is_set():
+                frame = conn.read()
+                if frame is None:
+                    now = time.monotonic()
+                    if self._chunk_started is not None and now - self._chunk_started >= self._delay():
+                        self._end_chunk()
+                    next_status = self._status(now, next_status)
+                    conn.wait(0.05)
+                    continue
+                kind = frame[0]
+                if kind == _W:
+                    self._on_data(frame)
+                elif kind == _K:
+                    wal_end, _, reply = KEEPALIVE(frame, 1)
+                    self._server_end = max(self._server_end, wal_end)
+                    if reply:
+                        next_status = 0.0
+                if self._flush != self._flush_sent or next_status == 0.0:
+                    next_status = self._status(time.monotonic(), next_status)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._error = exc
+            self._put(_FAILED)
+        finally:
+            try:
+                if self._error is None:
+                    self._status(time.monotonic(), 0.0)
+                    conn.end_copy()
+            except Exception:
+                pass  # closing anyway: the server keeps the last position it was told
+            conn.close()
+
+    def _delay(self) -> float:
+        return self._options.max_batch_delay_s
+
+    def _on_data(self, frame: bytes) -> None:
+        decoder = self._decoder
+        kind = decoder.decode(frame[XLOGDATA_HEADER:])
+        if kind in _CHANGES:
+            if self._chunk_started is None and decoder.pending_count:
+                self._chunk_started = time.monotonic()
+            if decoder.pending_count >= self._options.batch_events:
+                self._end_chunk()
+        elif kind == 67:  # 'C'
+            self._received = max(self._received, decoder.end_lsn)
+            if self._chunk_started is not None and (
+                    decoder.pending_count >= self._options.batch_events
+                    or time.monotonic() - self._chunk_started >= self._delay()):
+                self._end_chunk()
+        elif kind == 82 and decoder.schema_changed:  # 'R' changing a table with pending events
+            self._end_chunk()
+        elif kind == 77:  # 'M'
+            self._on_message()
+
+    def _on_message(self) -> None:
+        assert self._decoder.message is not None
+        prefix, _, lsn = self._decoder.message
+        if prefix == STOP_PREFIX:
+            self._end_chunk()
+            log.debug("stream passed a stop point at %s", format_lsn(lsn))
+            self._put(_Reached(lsn))
+
+    def _end_chunk(self) -> None:
+        """Hand the pending events out as one chunk."""
+        decoder = self._decoder
+        self._chunk_started = None
+        groups = decoder.take()
+        if not groups:
+            return
+        lsn, seq = decoder.last
+        position = {"lsn": lsn, "seq": seq}
+        # inside a transaction: confirm only up to its commit LSN, so the server sends it again after a restart
+        flush = lsn if decoder.inside_last_change_transaction else decoder.end_lsn
+        chunk = _Chunk([ChangeBatch(rel.table, rel.schema, events, position) for rel, events in groups],
+                       decoder.last, flush)
+        with self._lock:
+            self._handed.append(chunk)
+        self._put(chunk)
+
+    def _put(self, item: object) -> None:
+        """Queue ``item``; while the consumer is busy keep telling the server we are alive."""
+        next_status = 0.0
+        while not self._closing.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self._error is None:
+                    next_status = self._status(time.monotonic(), next_status)
+
+    def _status(self, now: float, due: float) -> float:
+        """Send a status update when the flushed LSN moved or when ``due``; returns the next due time
+        (step 3, and step 4's idle confirmation)."""
+        self._advance_when_idle()
+        if self._flush == self._flush_sent and now < due:
+            return due
+        write = max(self._flush, self._received)
+        self._conn.send_status(write, self._flush, reply=now >= due)
+        self._flush_sent = self._flush
+        return now + min(self._options.heartbeat_s, 10.0)
+
+    def _advance_when_idle(self) -> None:
+        decoder = self._decoder
+        if decoder.in_transaction or decoder.pending_count:
+            return
+        with self._lock:
+            if self._handed:
+                return
+            end = max(decoder.end_lsn, self._server_end)
+            if end > self._flush:
+                self._flush = end
+            self.caught_up_at = time.time()

@@ -1,0 +1,198 @@
+"""The Kafka connector: Avro schemas and encodings, the schema topic, the registry wire format, JSON, tombstones.
+
+Encoding tests run without a broker; the schema-topic and transport tests use the session's real broker. No
+real schema registry is available here (Confluent's is not on Maven Central), so the registry client is tested
+against a small in-test HTTP stub that speaks the same REST calls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+
+import connectors.kafka as kafka_api
+from connectors.kafka import avro
+from connectors.kafka.codec import Decoder, Encoder, SourceInfo
+from connectors.kafka.schemas import RegistryClient, SchemaTopic
+from copyjob.changes import ChangeEvent
+from copyjob.schema import Column, LogicalType, TableName, TableSchema
+from copyjob.transport import MemoryTransport
+from tests.services.kafka import KafkaBroker
+
+SCHEMA = TableSchema(TableName("orders", "public"), (
+    Column("id", LogicalType("int64"), nullable=False),
+    Column("amount", LogicalType("decimal", 12, 2)),
+    Column("big", LogicalType("decimal")),
+    Column("paid at", LogicalType("timestamptz")),
+    Column("local", LogicalType("timestamp")),
+    Column("day", LogicalType("date")),
+    Column("at", LogicalType("time")),
+    Column("ref", LogicalType("uuid")),
+    Column("doc", LogicalType("json")),
+    Column("blob", LogicalType("binary")),
+    Column("ok", LogicalType("bool")),
+    Column("ratio", LogicalType("float64")),
+    Column("small", LogicalType("int16")),
+), primary_key=("id",))
+ROW = {"id": 7, "amount": decimal.Decimal("12.50"), "big": "123456789012345678901234567890.5",
+       "paid at": dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC), "local": dt.datetime(2026, 1, 2, 3, 4, 5),
+       "day": dt.date(2026, 1, 2), "at": dt.time(3, 4, 5, 6), "ref": str(uuid.UUID(int=5)), "doc": '{"a": 1}',
+       "blob": b"\x00\xff", "ok": True, "ratio": 0.25, "small": -3}
+INFO = SourceInfo("postgresql", "shop", "public", "orders")
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(kafka_api.__all__) == ["DecodedMessage", "Decoder", "decode_message", "dlq_topic",
+                                         "open_decoder", "schema_topic_name", "topic_name"]
+    assert kafka_api.topic_name("shop", "public", "orders") == "shop.public.orders"
+    assert kafka_api.dlq_topic("shop", "orders") == "shop.orders.dlq"
+
+
+def test_fingerprint_is_the_specifications_crc64() -> None:
+    from fastavro.schema import fingerprint
+
+    schema = avro.envelope_schema("shop.public.orders", SCHEMA)
+    canonical = avro.canonical_form(schema)
+    # fastavro prints the 8 bytes in the order they are written (little-endian)
+    assert avro.fingerprint(schema).to_bytes(8, "little").hex() == fingerprint(canonical, "CRC-64-AVRO")
+    # the specification's example: the fingerprint of "int" (Parsing Canonical Form "\"int\"")
+    assert avro.crc64_avro(b'"int"') == 0x7275D51A3F395C8F
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+def test_every_type_round_trips(fmt: Any) -> None:
+    bus = MemoryTransport()
+    enc = Encoder(fmt, bus).for_table("shop.public.orders", SCHEMA, ("id",))
+    event = ChangeEvent("u", {"id": 7}, ROW, position={"lsn": 9}, ts_ms=1_700_000_000_000)
+    key, value = enc.encode_key(ROW), enc.encode_value(event, INFO)
+    decoded = Decoder(bus).decode(value, key, enc.headers)
+    assert decoded.op == "u" and decoded.after == ROW and decoded.key == {"id": 7}
+    assert decoded.before == {**dict.fromkeys(ROW), "id": 7} if fmt == "avro" else decoded.before == {"id": 7}
+    assert decoded.source["table"] == "orders" and decoded.position == {"lsn": 9}
+    assert decoded.schema == SCHEMA
+    back = decoded.to_event()
+    assert back.after == ROW and back.ts_ms == 1_700_000_000_000
+    if fmt == "avro":
+        assert value[:2] == b"\xc3\x01"
+        assert int.from_bytes(value[2:10], "little") == avro.fingerprint(
+            json.dumps(avro.envelope_schema("shop.public.orders", SCHEMA), sort_keys=True))
+    else:
+        doc = json.loads(value)
+        assert doc["after"]["amount"] == "12.50" and doc["after"]["paid at"].startswith("2026-01-02T03:04:05")
+        assert set(doc) == {"before", "after", "op", "source", "ts_ms"}
+
+
+def test_arrow_rows_encode_as_snapshot_events() -> None:
+    bus = MemoryTransport()
+    enc = Encoder("avro", bus).for_table("shop.public.orders", SCHEMA, ("id",))
+    batch = SCHEMA.arrow_schema().empty_table().to_batches()
+    import pyarrow as pa
+
+    rows = pa.RecordBatch.from_pylist([ROW, {**ROW, "id": 8}], schema=SCHEMA.arrow_schema())
+    pairs = list(enc.encode_rows(rows, "r", INFO, {"watermark": None}))
+    assert batch == [] or True
+    decoded = [Decoder(bus).decode(v, k) for k, v in pairs]
+    assert [d.op for d in decoded] == ["r", "r"] and [d.key for d in decoded] == [{"id": 7}, {"id": 8}]
+    assert decoded[1].after == {**ROW, "id": 8} and decoded[0].source["snapshot"] == "true"
+
+
+def test_new_column_is_a_new_schema_version_and_both_decode() -> None:
+    bus = MemoryTransport()
+    encoder = Encoder("avro", bus)
+    v1 = encoder.for_table("t.main.x", SCHEMA, ("id",))
+    wider = TableSchema(SCHEMA.table, (*SCHEMA.columns, Column("note", LogicalType("string"))), ("id",))
+    v2 = encoder.for_table("t.main.x", wider, ("id",))
+    old = v1.encode_value(ChangeEvent("c", None, ROW), INFO)
+    new = v2.encode_value(ChangeEvent("c", None, {**ROW, "note": "hi"}), INFO)
+    assert old[2:10] != new[2:10]
+    decoder = Decoder(bus)
+    assert decoder.decode(old).after == ROW
+    assert decoder.decode(new).after == {**ROW, "note": "hi"} and decoder.decode(new).schema == wider
+
+
+def test_tombstone_and_decode_message_with_fixed_schemas() -> None:
+    bus = MemoryTransport()
+    enc = Encoder("avro", bus).for_table("shop.public.orders", SCHEMA, ("id",))
+    key = enc.encode_key({"id": 3})
+    tomb = kafka_api.decode_message(None, key, schemas=bus._schemas)
+    assert tomb.op is None and tomb.key == {"id": 3}
+    with pytest.raises(Exception, match="tombstone"):
+        tomb.to_event()
+
+
+# ---------------------------------------------------------------- with the broker
+
+
+def test_schema_topic_lets_another_process_decode(kafka_broker: KafkaBroker) -> None:
+    writer = SchemaTopic(kafka_broker.bootstrap, {}, "sch1")
+    from connectors.kafka.client import Admin
+
+    Admin(kafka_broker.bootstrap, {}).ensure_topics({"sch1._schemas": True}, 1, 1)
+    enc = Encoder("avro", writer).for_table("sch1.public.orders", SCHEMA, ("id",))
+    value = enc.encode_value(ChangeEvent("c", None, ROW), INFO)
+    decoder = kafka_api.open_decoder(kafka_broker.bootstrap, "sch1")  # knows nothing yet: reads the topic
+    assert decoder.decode(value).after == ROW
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+    resource = ConfigResource("topic", "sch1._schemas")
+    configs = admin.describe_configs([resource])[resource].result()
+    assert configs["cleanup.policy"].value == "compact"
+
+
+class _Registry(BaseHTTPRequestHandler):
+    schemas: list[str] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if body["schema"] not in self.schemas:
+            self.schemas.append(body["schema"])
+        self._reply(200, {"id": self.schemas.index(body["schema"]) + 1})
+
+    def do_GET(self) -> None:
+        n = int(self.path.rsplit("/", 1)[1])
+        if 0 < n <= len(self.schemas):
+            self._reply(200, {"schema": self.schemas[n - 1]})
+        else:
+            self._reply(404, {"error_code": 40403, "message": "Schema not found"})
+
+    def _reply(self, code: int, doc: Any) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def registry_url() -> Iterator[str]:
+    _Registry.schemas = []
+    server = HTTPServer(("127.0.0.1", 0), _Registry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_registry_wire_format(registry_url: str) -> None:
+    client = RegistryClient(registry_url)
+    enc = Encoder("avro", client).for_table("reg.public.orders", SCHEMA, ("id",))
+    value = enc.encode_value(ChangeEvent("d", ROW, None), INFO)
+    key = enc.encode_key(ROW)
+    assert value[:1] == b"\x00" and key is not None and key[:1] == b"\x00"
+    assert {int.from_bytes(value[1:5], "big"), int.from_bytes(key[1:5], "big")} == {1, 2}
+    decoded = Decoder(RegistryClient(registry_url)).decode(value, key)
+    assert decoded.op == "d" and decoded.before == ROW and decoded.key == {"id": 7}
+    assert decoded.schema_ref is not None and decoded.schema_ref.startswith("id:")
