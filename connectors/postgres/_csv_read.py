@@ -10,6 +10,7 @@ as hex and is decoded here.
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,9 +66,12 @@ class _CopyStream(io.RawIOBase):
 
 def parse(chunks: Iterator[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """Arrow record batches of ``schema`` (at most ``batch_rows`` rows each) from CSV COPY data."""
+    first = next(chunks, None)
+    if first is None:  # no rows: Arrow refuses an empty CSV
+        return
     wire = _wire_schema(schema)
     reader = pacsv.open_csv(
-        io.BufferedReader(_CopyStream(chunks), buffer_size=1 << 20),
+        io.BufferedReader(_CopyStream(itertools.chain([first], chunks)), buffer_size=1 << 20),
         read_options=pacsv.ReadOptions(column_names=wire.names, block_size=BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(

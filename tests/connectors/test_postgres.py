@@ -198,6 +198,8 @@ def test_filters_max_count_key_range(postgres_server: PostgresServer, pg_url: st
     postgres_server.psql(db_of(pg_url), "CREATE TABLE empty (id int)")
     assert source.max_value(TableName("empty"), "id") is None
     assert source.key_range(TableName("empty"), "id") == (None, None)
+    assert list(source.read(source.reflect(TableName("empty")))) == []
+    assert ids(RowFilter("id", lower=Bound(100, True))) == []
 
 
 def test_clone_reads_in_parallel(postgres_server: PostgresServer, pg_url: str, source: PostgresSource) -> None:
