@@ -100,11 +100,14 @@ def split_unchanged(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], d
 
 
 def append_rows(events: Sequence[ChangeEvent]) -> Iterator[dict[str, Any]]:
-    """Each change as a row with its change columns (deletes carry the before image)."""
+    """Each change as a row with its change columns (deletes carry the before image; a truncate is recorded
+    as a row whose data columns are all NULL)."""
     for e in events:
         image = e.after if e.op != "d" else e.before
         if image is None:
-            continue
+            if e.op != "t":
+                continue
+            image = {}
         row = {c: (None if v is UNCHANGED_TOAST else v) for c, v in image.items()}
         row["_op"] = e.op
         row["_position"] = json.dumps(dict(e.position), sort_keys=True, default=str)

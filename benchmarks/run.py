@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tmp-dir", type=Path, default=None, help="where to make the temporary folder")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, job files)")
     p.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json", help="the JSON report")
+    p.add_argument("--kafka", action="store_true", help="run only the Kafka benchmarks (benchmarks/kafka_bench.py)")
     args = p.parse_args(argv)
     if min(args.rows, args.big_rows, args.incremental_tables, args.incremental_rows, args.repeat) < 1:
         p.error("row, table and repeat counts must be positive")
@@ -164,6 +165,10 @@ def run_all(args: argparse.Namespace, bench: scenarios.Bench, install_errors: di
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.kafka:  # PostgreSQL → Kafka → PostgreSQL: snapshot events/s, stream latency
+        from benchmarks import kafka_bench
+
+        return kafka_bench.main(["--rows", str(args.rows)])
     started = time.perf_counter()
     meta: dict[str, Any] = {"started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
                             "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}

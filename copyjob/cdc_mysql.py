@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from copyjob.errors import ConfigurationError
@@ -31,6 +32,7 @@ from copyjob.urls import ConnectionUrl
 
 if TYPE_CHECKING:
     from connectors.mysql import MysqlSource
+    from copyjob.preflight import TablePlan
     from ingest.mysql_cdc import MysqlBinlogCapture, Position, ServerInfo
 
 log = logging.getLogger("copyjob.cdc")
@@ -44,11 +46,13 @@ def default_server_id(job: str) -> int:
 
 
 class MysqlCdc:
-    """Change capture hooks for one MySQL/MariaDB source (checked on construction)."""
+    """Change capture hooks for one MySQL/MariaDB source."""
+
+    parallel_snapshot = False
+    """The snapshot is one transaction on one connection: its tables are read one after the other."""
 
     def __init__(self, url: ConnectionUrl, job: str, settings: CdcSettings, source: Source) -> None:
-        from connectors.mysql import MysqlSource, _connect, _errors
-        from ingest.mysql_cdc import server_info
+        from connectors.mysql import MysqlSource
 
         if not isinstance(source, MysqlSource):
             raise ConfigurationError(f"{url.redacted}: not a MySQL/MariaDB source")
@@ -57,37 +61,54 @@ class MysqlCdc:
         self._settings = settings
         self._server_id = settings.server_id or default_server_id(job)
         self.where = url.redacted
-        conn = _connect(url)
-        try:
-            with _errors(url):
-                self.server: ServerInfo = server_info(conn, self.where)
-        finally:
-            conn.close()
+        self._server: ServerInfo | None = None
 
-    def snapshot(self, copy: Callable[[Source], int]) -> SnapshotResult:
-        """Steps 1–3 of :mod:`ingest.mysql_cdc.snapshot`, then ``copy`` reads inside the snapshot; the snapshot
-        transaction ends (rolled back) when ``copy`` returns."""
+    # ------------------------------------------------------------ preparing
+
+    @property
+    def server(self) -> ServerInfo:
+        """The server's flavour and GTID mode, once its settings and privileges passed the checks."""
+        if self._server is None:
+            from ingest.mysql_cdc import server_info
+
+            with self._connection() as conn:
+                self._server = server_info(conn, self.where)
+        return self._server
+
+    @server.setter
+    def server(self, value: ServerInfo) -> None:
+        self._server = value
+
+    def prepare(self, plans: Sequence[TablePlan]) -> None:
+        """Check the binlog settings and replication privileges (nothing is created on the server)."""
+        log.info("%s: %s, binlog positions by %s", self.where, self.server.version,
+                 "GTID" if self.server.gtid else "file and offset")
+
+    @staticmethod
+    def stream_exists() -> bool:
+        return True
+
+    # ------------------------------------------------------------ snapshot → stream
+
+    def snapshot(self, copy: Callable[[Source, Mapping[str, Any]], int]) -> SnapshotResult:
+        """Steps of :mod:`ingest.mysql_cdc.snapshot`, then ``copy(source, position)`` reads inside the snapshot
+        transaction, which ends (rolled back) when ``copy`` returns."""
         from connectors.mysql import _errors
         from ingest.mysql_cdc import begin_consistent_snapshot
 
+        server = self.server
         with self._source.pinned() as conn:
             with _errors(self._url):
-                position = begin_consistent_snapshot(conn, self.server, self.where)
-            log.info("%s: snapshot at binlog %s:%s (GTID %s); reading the tables", self.where, position["file"],
-                     position["pos"], position.get("gtid_pos", "-"))
-            rows = copy(self._source)
+                position = begin_consistent_snapshot(conn, server, self.where)
+            log.info("%s: snapshot at %s; reading the tables", self.where, self.describe(position))
+            rows = copy(self._source, position)
         return SnapshotResult(status="completed", position=position, rows=rows)
 
     def current_position(self) -> Position:
-        from connectors.mysql import _connect, _errors
         from ingest.mysql_cdc import current_position
 
-        conn = _connect(self._url)
-        try:
-            with _errors(self._url):
-                return current_position(conn, self.server)
-        finally:
-            conn.close()
+        with self._connection() as conn:
+            return current_position(conn, self.server)
 
     def capture(self, starts: Mapping[TableName, Mapping[str, Any]], *,
                 stop_at: Mapping[str, Any] | None = None) -> MysqlBinlogCapture:
@@ -104,8 +125,46 @@ class MysqlCdc:
             batch_events=self._settings.batch_events, heartbeat_s=min(1.0, max(0.05, delay)), where=self.where,
             translate=lambda exc: _translate(exc, self._url, None), stop_at=stop_at)
 
+    # ------------------------------------------------------------ positions
+
     @staticmethod
     def at_or_before(position: Mapping[str, Any], bound: Mapping[str, Any]) -> bool:
         from ingest.mysql_cdc import at_or_before
 
         return at_or_before(position, bound)
+
+    @staticmethod
+    def describe(position: Mapping[str, Any]) -> str:
+        """A transaction's GTID and the change's number in it (``0-1-17#2``), a GTID position between
+        transactions (``0-1-16``), or without GTIDs the binlog file and offset (``binlog.000003:4567#2``)."""
+        row = int(position.get("row") or 0)
+        suffix = f"#{row}" if row else ""
+        if position.get("gtid") and row:
+            return f"{position['gtid']}{suffix}"
+        if position.get("gtid_pos") and not row:
+            return str(position["gtid_pos"])
+        return f"{position.get('file')}:{position.get('pos')}{suffix}"
+
+    # ------------------------------------------------------------ operations
+
+    @staticmethod
+    def slot_status() -> None:
+        return None
+
+    @staticmethod
+    def drop() -> list[str]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        from connectors.mysql import _connect, _errors
+
+        conn = _connect(self._url)
+        try:
+            with _errors(self._url):
+                yield conn
+        finally:
+            conn.close()

@@ -155,8 +155,7 @@ def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None,
 @app.command()
 def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None,
            json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Per-table state (last run and outcome, watermark, whether the next run is full or incremental), and
-    the job's next scheduled runs and its triggers."""
+    """Per-table state (last outcome, watermark, full or incremental next), next scheduled runs, triggers."""
 
     def body() -> int:
         from copyjob.summary import dumps, print_status, schedule_rows, status_rows, trigger_rows
@@ -170,11 +169,13 @@ def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, stat
         finally:
             store.close()
         rows = status_rows(states)
+        cdc = _cli_cdc.cdc_status(loaded, [s for _, mode, s in states if mode == "cdc"])
         if json_out:
             print(dumps({"job": loaded.job.job, "tables": rows, "schedules": schedules,
-                         "triggers": trigger_rows(loaded.job)}))
+                         "triggers": trigger_rows(loaded.job), **({"cdc": cdc} if cdc else {})}))
         else:
             print_status(out, loaded.job.job, rows, schedules, trigger_rows(loaded.job))
+            _cli_cdc.print_cdc_status(cdc)
         return 0
 
     raise typer.Exit(_guard(body))
@@ -251,6 +252,7 @@ def main() -> None:
     app()
 
 
+from copyjob import cli_cdc as _cli_cdc  # noqa: E402  registers drop, check (and stream when missing)
 from copyjob import cli_kafka as _cli_kafka  # noqa: E402  registers capture, apply, tail, replay
 
 if __name__ == "__main__":

@@ -56,8 +56,8 @@ log = logging.getLogger("copyjob")
 
 SMALL_FILE_BYTES = 16 << 20
 """Files up to this size are read whole before they are written (a bad one never reaches the destination)."""
-GROUP_FILES = 200
-GROUP_BYTES = 64 << 20
+GROUP_FILES = 50
+GROUP_BYTES = 32 << 20
 """A group of small files shares one commit: fewer transactions, and a crash redoes at most one group."""
 MAX_REREADS = 20
 """A JSON-lines file whose later lines add keys is read again with them; this many times at most."""
@@ -183,6 +183,9 @@ class _FileSetCopy:
     def _copy_small(self, f: FileInfo, reader: FileReader) -> None:
         """Read the whole file first (a bad one raises before anything is written), then add it to the group."""
         batches = list(reader.batches(self._load_schema()))
+        if not self.load:  # an empty file, and no columns known yet: nothing to write
+            self.mark = after_copy(self.mark, f)
+            return
         self._write(self._open_session(), f, batches, coalesce=not self.destination.capabilities.files)
         self.mark = after_copy(self.mark, f)
         self.group_files += 1
@@ -248,8 +251,10 @@ class _FileSetCopy:
         if self.session is None:
             if not self.load:  # an empty load (overwrite with no file): the table's own columns
                 self.load = list(self.types.values())
-            t = self.plan.table
-            self.session = self.destination.begin_load(self._target(), t.update_method, self.plan.key,
+            method = self.plan.table.update_method
+            if method == "overwrite" and not self.truncate:  # emptied by the pass's first commit: add to it
+                method = "append"
+            self.session = self.destination.begin_load(self._target(), method, self.plan.key,
                                                        truncate=self.truncate)
         return self.session
 

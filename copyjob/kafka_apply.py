@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+
 from apply import prepare_target
 from apply.changes import APPEND_COLUMNS, apply_changes
 from connectors.kafka import dlq_topic

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from apply import prepare_target, write_batches
 from copyjob.errors import UsageError
 from copyjob.interfaces import Destination, StateMarker
-from copyjob.kafka_apply import Applier, ApplyTable, run_until
+from copyjob.kafka_apply import Applier, run_until
 from copyjob.kafka_pipeline import Sides, apply_tables, open_transport, settings_of
 from copyjob.loader import LoadedJob
 from copyjob.schema import TableName, TableSchema

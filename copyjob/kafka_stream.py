@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,8 @@ from copyjob.interfaces import RunRecord, TableRunRecord
 from copyjob.kafka_apply import run_until
 from copyjob.kafka_capture import Capturer, check_kafka_tables
 from copyjob.kafka_pipeline import Sides, apply_tables, merge_records, new_applier, open_transport
+from copyjob.loader import LoadedJob
+from copyjob.transport import Transport
 from copyjob.urls import parse_url, redact
 
 if TYPE_CHECKING:
@@ -29,7 +32,7 @@ log = logging.getLogger("copyjob.kafka")
 
 
 def stream_kafka(job_run: JobRun, table_names: list[str] | None = None, poll_interval_s: float = 0.5,
-                 transport_factory=open_transport) -> RunRecord:  # type: ignore[no-untyped-def]
+                 transport_factory: Callable[[LoadedJob], Transport] = open_transport) -> RunRecord:
     """Capture and apply until ``job_run.stop`` is set; returns the run record (status ``stopped`` when it
     ended on request, ``failed`` when a side failed)."""
     from connectors import destination_capabilities, open_destination, open_source

@@ -18,6 +18,7 @@ def tail_events(loaded: LoadedJob, table: str | None, *, from_beginning: bool, l
     """Decoded events of the job's topics (or one table's), each with its topic, partition and offset."""
     from connectors.kafka import open_decoder
     from connectors.kafka.client import Admin, kafka_module, open_consumer, translate
+    from connectors.kafka.transport import _headers
 
     ck = kafka_module()
     settings = settings_of(loaded)
@@ -43,7 +44,7 @@ def tail_events(loaded: LoadedJob, table: str | None, *, from_beginning: bool, l
                 if m.error() is not None:
                     continue
                 last = time.monotonic()
-                decoded = decoder.decode(m.value(), m.key(), m.headers())
+                decoded = decoder.decode(m.value(), m.key(), _headers(m.headers()))
                 yield {"topic": m.topic(), "partition": m.partition(), "offset": m.offset(), **decoded.to_json()}
                 seen += 1
                 if limit is not None and seen >= limit:

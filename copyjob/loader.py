@@ -172,8 +172,13 @@ def _check_semantics(loaded: LoadedJob) -> None:
                                (*base, "incremental_column"))
         if t.mode == "cdc":
             key = (*base, "mode") if t.spec.mode else ("copy", "mode")
-            raise loaded.error("cdc (log-based change capture) is not available in this version; "
-                               "use incremental with an incremental_column", key)
+            scheme = loaded.job.source.url.partition("://")[0].lower()
+            if scheme not in ("postgresql", "postgres", "mysql", "mariadb"):
+                raise loaded.error("cdc reads the database's change log: it needs a PostgreSQL or MySQL/MariaDB "
+                                   "source (use incremental with an incremental_column)", key)
+            if t.update_method == "overwrite":
+                method = (*base, "update_method") if t.spec.update_method else ("copy", "update_method")
+                raise loaded.error("cdc applies changes: use merge or append, not overwrite", method)
         if t.update_method == "overwrite" and t.mode == "incremental":
             key = (*base, "update_method") if t.spec.update_method else ("copy", "update_method")
             raise loaded.error("overwrite replaces the whole table, so it needs mode full "

@@ -29,7 +29,8 @@ class TablePlan:
     key: tuple[str, ...]
     """Merge key, in destination column names."""
     files: FileSet | None = None
-    """A file source's set of files (then ``source_schema`` is a first look at their columns)."""
+    """A file source's set of files (``source_schema`` is then a first look at their columns, when there
+    are keys to check; the copy finds the columns file by file)."""
     listed: tuple[FileInfo, ...] = ()
     """The set's files as listed by the check (one listing per run: the copy plans from it)."""
 
@@ -94,15 +95,17 @@ def _check_table(loaded: LoadedJob, t: ResolvedTable, source: Source,
 
 def _check_file_table(loaded: LoadedJob, t: ResolvedTable, source: FileSetSource,
                       destination: DestinationCapabilities) -> TablePlan:
-    """A set of files: the loader checked pattern and format; here the key columns are checked against a
-    first look at the newest file (when there are files: an empty set is fine, it fills later)."""
+    """A set of files: the loader checked pattern and format; here the files are listed (once per run: the
+    copy plans from this listing) and the key columns checked against a first look at the newest file (when
+    there are files: an empty set is fine, it fills later)."""
     base = ("tables", t.index)
     spec = t.spec
     if spec.pattern is None:
         raise loaded.error("required for a file source", (*base, "pattern"))
     files = file_set(spec)
     listed = tuple(source.list_files(files.pattern))
-    schema = source.infer_schema(files, listed) if listed else None
+    # only keys need a look inside (one file): an incremental run opens no file it does not copy
+    schema = source.infer_schema(files, listed) if listed and spec.key else None
     if schema is not None:
         columns = set(schema.column_names)
         for k in spec.key or ():

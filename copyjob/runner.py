@@ -82,6 +82,8 @@ class JobRun:
     """How long to wait for another run of the same job to finish; after that this run is skipped."""
     stop: threading.Event = field(default_factory=threading.Event)
     """Set (e.g. on SIGTERM) to finish the table being copied and skip the rest."""
+    cdc_until_stopped: bool = False
+    """cdc tables stream until ``stop`` (``copyjob stream``) instead of up to the run's start (``run``)."""
     _store: StateStore | None = None
 
     @property
@@ -126,11 +128,19 @@ class JobRun:
                 try:
                     self.store.start_run(run)
                     for plan in plans:
+                        if plan.table.mode == "cdc":
+                            continue  # below, together: they share one change stream (copyjob.cdc)
                         if self.stop.is_set():
                             run.tables.append(TableRunRecord(table=plan.state_key, mode=plan.table.mode,
                                                              status="skipped", error="stopped before it started"))
                             continue
                         run.tables.append(self._copy_with_retries(plan, source, destination, run.run_id))
+                    cdc_plans = [p for p in plans if p.table.mode == "cdc"]
+                    if cdc_plans:
+                        from copyjob.cdc import run_cdc
+
+                        run.tables.extend(run_cdc(self, cdc_plans, source, destination, run.run_id,
+                                                  until_stopped=self.cdc_until_stopped))
                 finally:
                     destination.close()
         finally:

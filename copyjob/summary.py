@@ -72,6 +72,8 @@ def status_rows(states: list[tuple[str, str, TableState]]) -> list[dict[str, Any
     for label, mode, s in states:
         next_run = "full" if mode == "full" or s.needs_full or not s.extra.get("committed_run_id") \
             else "incremental"
+        if mode == "cdc":  # a snapshot first, then the change stream
+            next_run = "snapshot" if s.needs_full or not s.extra.get("cdc_position") else "stream"
         rows.append({"table": label, "mode": mode, "last_run": s.last_run_at.isoformat() if s.last_run_at
                      else None, "last_outcome": s.last_status, "watermark": _json_value(s.watermark),
                      "next_run": next_run, "last_error": s.last_error})

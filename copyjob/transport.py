@@ -64,9 +64,13 @@ class SchemaStore(Protocol):
 
 
 class Transport(Protocol):
-    schemas: SchemaStore
-    registrar: SchemaStore
-    """Where encoders register schemas (``schemas`` is where decoders find them)."""
+    @property
+    def schemas(self) -> SchemaStore:
+        """Where decoders find writers' schemas."""
+
+    @property
+    def registrar(self) -> SchemaStore:
+        """Where encoders register schemas."""
 
     def ensure_topics(self, topics: Mapping[str, bool]) -> None:
         """Create missing topics (``name → compacted``)."""
@@ -96,7 +100,7 @@ class MemoryTransport:
         self.committed: dict[str, dict[tuple[str, int], int]] = {}
         self._schemas: dict[int, str] = {}
         self._lock = threading.Lock()
-        self.schemas = self.registrar = self  # type: ignore[assignment]
+        self.schemas = self.registrar = self
 
     def register(self, subject: str, schema_json: str) -> bytes:
         fp = self._avro.fingerprint(schema_json)

@@ -35,7 +35,7 @@ from copyjob.errors import BadFile, CopyjobError
 from copyjob.interfaces import SOURCE_FILE_COLUMN, FileColumnsGrew, FileInfo, FileSet
 from copyjob.schema import Column, LogicalType, TableSchema, arrow_type, logical_from_arrow
 
-BLOCK_BYTES = 4 << 20
+BLOCK_BYTES = 2 << 20
 """Bytes per CSV block or JSON-lines block: one Arrow batch each, and the sample types are inferred from."""
 SAMPLE_BYTES = 256 << 10
 """A quick look (checking a job before it runs): enough for the header and a first guess at the types."""
@@ -50,16 +50,16 @@ _JSON_ROW = re.compile(r"in row (\d+)")
 
 
 def open_reader(root: Root, files: FileSet, file: FileInfo, known: TableSchema | None, *, batch_rows: int,
-                sample: bool = False) -> FileReader:
+                sample: bool = False) -> BaseReader:
     """The reader for ``file`` (opened: its columns are known). Raises BadFile."""
     cls = {"csv": CsvReader, "jsonl": JsonLinesReader, "parquet": ParquetReader}[files.format]
     block = SAMPLE_BYTES if sample else BLOCK_BYTES
-    # a small file in one block: no 4 MiB buffer for 40 kB (compressed files may take a few blocks)
+    # a small file in one block: no 2 MiB buffer for 40 kB (compressed files may take a few blocks)
     block = min(block, max(2 * file.size + 1024, 64 << 10))
     return cls(root, files, file, known, batch_rows=batch_rows, block_bytes=block)
 
 
-class FileReader:
+class BaseReader:
     """Shared by the formats: normalising, the ``_source_file`` column, conforming, error translation."""
 
     def __init__(self, root: Root, files: FileSet, file: FileInfo, known: TableSchema | None, *,
@@ -129,7 +129,7 @@ class FileReader:
 # ---------------------------------------------------------------- CSV
 
 
-class CsvReader(FileReader):
+class CsvReader(BaseReader):
     def _open(self) -> None:
         if self.file.size == 0:
             return  # an empty file: no columns, no rows
@@ -245,7 +245,7 @@ def _raw_lines(stream: pa.NativeFile) -> Iterator[bytes]:
 # ---------------------------------------------------------------- JSON lines
 
 
-class JsonLinesReader(FileReader):
+class JsonLinesReader(BaseReader):
     """Blocks of whole lines: the line number of each block is known, so errors name the exact line."""
 
     def _open(self) -> None:
@@ -301,7 +301,7 @@ class JsonLinesReader(FileReader):
         assert self._stream is not None
         data = self._pending
         while len(data) < self.block_bytes:
-            chunk = self._stream.read(1 << 20)
+            chunk = self._stream.read(min(1 << 20, self.block_bytes - len(data)))
             if not chunk:  # the end: the rest, whether or not it ends with a newline
                 self._pending = b""
                 return data or None
@@ -341,7 +341,7 @@ def _json_line(block: bytes, start: int, exc: BaseException) -> int | None:
 # ---------------------------------------------------------------- Parquet
 
 
-class ParquetReader(FileReader):
+class ParquetReader(BaseReader):
     def _open(self) -> None:
         try:
             self._stream = open_random_access(self.root, self.file.path)

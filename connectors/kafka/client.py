@@ -46,7 +46,7 @@ def translate(exc: BaseException, what: str) -> CopyjobError:
     """A Kafka error as a copyjob error: authentication terminal, broker trouble retriable."""
     if isinstance(exc, CopyjobError):
         return exc
-    err = exc.args[0] if exc.args else None
+    err: Any = exc.args[0] if exc.args else None
     name = err.name() if hasattr(err, "name") else ""
     text = err.str() if hasattr(err, "str") else str(exc)
     message = f"kafka: {what}: {text}"

@@ -13,6 +13,7 @@ import json
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
@@ -81,10 +82,11 @@ class SchemaTopic:
                 for msg in consumer.consume(500, 0.5):
                     if msg.error() is not None:
                         continue
-                    if msg.key() and msg.value():
-                        found[int(msg.key().decode(), 16)] = msg.value().decode()
-                    if msg.offset() + 1 >= pending.get(msg.partition(), 0):
-                        pending.pop(msg.partition(), None)
+                    key, value, offset = msg.key(), msg.value(), msg.offset() or 0
+                    if isinstance(key, bytes) and isinstance(value, bytes):
+                        found[int(key.decode(), 16)] = value.decode()
+                    if offset + 1 >= pending.get(msg.partition() or 0, 0):
+                        pending.pop(msg.partition() or 0, None)
         except ck.KafkaException as exc:
             raise translate(exc, f"reading {self.topic}") from exc
         finally:
@@ -104,7 +106,7 @@ class RegistryClient:
     def register(self, subject: str, schema_json: str) -> bytes:
         cache_key = f"{subject}\0{schema_json}"
         if cache_key not in self._ids:
-            reply = self._call("POST", f"/subjects/{urllib.request.quote(subject, safe='')}/versions",
+            reply = self._call("POST", f"/subjects/{urllib.parse.quote(subject, safe='')}/versions",
                                {"schema": schema_json, "schemaType": "AVRO"})
             self._ids[cache_key] = int(reply["id"])
             self._schemas[int(reply["id"])] = schema_json

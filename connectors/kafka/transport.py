@@ -127,9 +127,9 @@ class KafkaSubscription:
                 log.log(logging.DEBUG if err.code() == self._ck.KafkaError.UNKNOWN_TOPIC_OR_PART else logging.WARNING,
                         "kafka: %s", err.str())
                 continue
-            ts_type, ts = m.timestamp()
-            out.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
-                              tuple(m.headers() or ()), ts))
+            _, ts = m.timestamp()
+            out.append(Record(str(m.topic()), int(m.partition() or 0), int(m.offset() or 0), m.key(), m.value(),
+                              _headers(m.headers()), ts))
         return out
 
     def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
@@ -149,3 +149,8 @@ class KafkaSubscription:
             self._consumer.close()
         except Exception as exc:  # closing is best effort
             log.debug("closing consumer: %s", exc)
+
+
+def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
+    items = raw.items() if isinstance(raw, dict) else (raw or ())
+    return tuple((str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in items)

@@ -221,7 +221,7 @@ class MysqlBinlogCapture:
         log.info("%s: reading the binlog from %s", self._where, point)
         return BinLogStreamReader(
             connection_settings=settings, server_id=self._server_id, blocking=True,
-            slave_heartbeat=self._heartbeat_s, enable_logging=False,
+            slave_heartbeat=self._heartbeat_s, enable_logging=False, freeze_schema=True,
             only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, GtidEvent, MariadbGtidEvent, XidEvent,
                          QueryEvent, RotateEvent, HeartbeatLogEvent],
             only_schemas=sorted({s for s, _ in self._tables}), only_tables=sorted({n for _, n in self._tables}),

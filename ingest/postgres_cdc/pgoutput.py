@@ -21,6 +21,7 @@ relation, in order) and handed out with :meth:`take`; :meth:`decode` only return
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ _COMMIT = struct.Struct(">BQQq").unpack_from  # flags, commit lsn, end lsn, comm
 _RELATION_HEAD = struct.Struct(">I").unpack_from
 _COLUMN_TAIL = struct.Struct(">Ii").unpack_from  # type oid, typmod
 _MESSAGE_HEAD = struct.Struct(">BQ").unpack_from  # flags, lsn
+_decode = bytes.decode
 
 LogicalTypeOf = Callable[[int, int], LogicalType]
 """(type oid, typmod) → logical type of a column."""
@@ -55,12 +57,15 @@ class Relation:
     names: tuple[str, ...]
     type_oids: tuple[int, ...]
     typmods: tuple[int, ...]
-    converters: tuple[TextConverter | None, ...]
+    fields: tuple[tuple[str, TextConverter], ...]
+    """(column name, converter of its text value) per column."""
     schema: TableSchema
     identity: str
     """Replica identity: ``d`` default (primary key), ``f`` full, ``i`` index, ``n`` nothing."""
     key: tuple[str, ...]
     """Columns whose change makes an update a delete + insert (the job's key, else the identity columns)."""
+    wanted: bool = True
+    """A table of the job (others still count in ``seq`` but produce no events)."""
 
     def same_shape(self, other: Relation) -> bool:
         return (self.names, self.type_oids, self.typmods) == (other.names, other.type_oids, other.typmods)
@@ -173,8 +178,9 @@ class PgOutputDecoder:
         key = tuple(self._keys.get(table) or flagged)
         schema = TableSchema(table, tuple(Column(n, t) for n, t in zip(names, types, strict=True)),
                              tuple(k for k in key if k in names))
-        relation = Relation(oid, table, tuple(names), tuple(oids), tuple(typmods),
-                            tuple(text_converter(t) for t in types), schema, identity, key)
+        fields = tuple((n, text_converter(t) or _decode) for n, t in zip(names, types, strict=True))
+        relation = Relation(oid, table, tuple(names), tuple(oids), tuple(typmods), fields, schema, identity, key,
+                            wanted=self._tables is None or table in self._tables)
         previous = self.relations.get(oid)
         if previous is not None and previous.same_shape(relation):
             return  # sent again (a new session, or before a truncate): keep the one pending events follow
@@ -188,16 +194,14 @@ class PgOutputDecoder:
             raise ConnectorError(f"pgoutput sent a change for relation {oid} before describing it")
         return relation
 
-    # ------------------------------------------------------------ changes
+    # ------------------------------------------------------------ changes (the hot path)
 
-    def _emit(self, relation: Relation, events: list[ChangeEvent]) -> None:
-        if self._tables is not None and relation.table not in self._tables:
-            return
+    def _pending(self, relation: Relation, count: int) -> list[ChangeEvent]:
         pending = self.pending.get(relation)
         if pending is None:
             pending = self.pending[relation] = []
-        pending.extend(events)
-        self.pending_count += len(events)
+        self.pending_count += count
+        return pending
 
     def _position(self) -> dict[str, int]:
         position = {"lsn": self.lsn, "seq": self.seq}
@@ -206,43 +210,42 @@ class PgOutputDecoder:
         return position
 
     def _insert(self, data: bytes) -> None:
-        (oid,) = _U32(data, 1)
-        relation = self._relation_of(oid)
-        values, _ = _tuple(data, 6, relation)  # byte 5 is 'N'
-        after = dict(zip(relation.names, values, strict=True))
-        self._emit(relation, [ChangeEvent("c", None, after, self._position(), self.ts_ms)])
+        relation = self._relation_of(_U32(data, 1)[0])
+        position = self._position()
+        if relation.wanted:
+            after, _ = _row(data, 6, relation)  # byte 5 is 'N'
+            self._pending(relation, 1).append(_event("c", None, after, position, self.ts_ms))
 
     def _update(self, data: bytes) -> None:
-        (oid,) = _U32(data, 1)
-        relation = self._relation_of(oid)
-        names = relation.names
+        relation = self._relation_of(_U32(data, 1)[0])
+        position = self._position()
+        if not relation.wanted:
+            return
         before: dict[str, Any] | None = None
         pos = 5
         if data[pos] in (75, 79):  # 'K' old key, 'O' old row (REPLICA IDENTITY FULL)
-            old, pos = _tuple(data, pos + 1, relation)
-            before = dict(zip(names, old, strict=True))
-        new, _ = _tuple(data, pos + 1, relation)  # data[pos] is 'N'
-        after = dict(zip(names, new, strict=True))
-        position = self._position()
+            before, pos = _row(data, pos + 1, relation)
+        after, _ = _row(data, pos + 1, relation)  # data[pos] is 'N'
         if before is not None and _key_changed(relation.key, before, after):
-            self._emit(relation, [ChangeEvent("d", before, None, position, self.ts_ms),
-                                  ChangeEvent("c", None, after, position, self.ts_ms)])
+            self._pending(relation, 2).extend((_event("d", before, None, position, self.ts_ms),
+                                               _event("c", None, after, position, self.ts_ms)))
             return
-        self._emit(relation, [ChangeEvent("u", before, after, position, self.ts_ms)])
+        self._pending(relation, 1).append(_event("u", before, after, position, self.ts_ms))
 
     def _delete(self, data: bytes) -> None:
-        (oid,) = _U32(data, 1)
-        relation = self._relation_of(oid)
-        old, _ = _tuple(data, 6, relation)  # byte 5 is 'K' or 'O'
-        before = dict(zip(relation.names, old, strict=True))
-        self._emit(relation, [ChangeEvent("d", before, None, self._position(), self.ts_ms)])
+        relation = self._relation_of(_U32(data, 1)[0])
+        position = self._position()
+        if relation.wanted:
+            before, _ = _row(data, 6, relation)  # byte 5 is 'K' or 'O'
+            self._pending(relation, 1).append(_event("d", before, None, position, self.ts_ms))
 
     def _truncate(self, data: bytes) -> None:
         (count,) = _U32(data, 1)
         position = self._position()
         for i in range(count):
-            (oid,) = _U32(data, 6 + 4 * i)  # byte 5: options (cascade, restart identity)
-            self._emit(self._relation_of(oid), [ChangeEvent("t", None, None, position, self.ts_ms)])
+            relation = self._relation_of(_U32(data, 6 + 4 * i)[0])  # byte 5: cascade / restart identity
+            if relation.wanted:
+                self._pending(relation, 1).append(_event("t", None, None, position, self.ts_ms))
 
 
 def _ignore(data: bytes) -> None:
@@ -250,8 +253,6 @@ def _ignore(data: bytes) -> None:
 
 
 def _key_changed(key: Sequence[str], before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
-    if not key:
-        return False
     for k in key:
         old = before.get(k)
         if old is not None and old is not UNCHANGED_TOAST and old != after.get(k):
@@ -259,28 +260,59 @@ def _key_changed(key: Sequence[str], before: Mapping[str, Any], after: Mapping[s
     return False
 
 
-def _tuple(buf: bytes, pos: int, relation: Relation) -> tuple[list[Any], int]:
-    """TupleData at ``pos``: the column values and the position after them."""
-    converters = relation.converters
-    (ncols,) = _U16(buf, pos)
+def _row(buf: bytes, pos: int, relation: Relation) -> tuple[dict[str, Any], int]:
+    """TupleData at ``pos`` as a row image (column name → value), and the position after it."""
+    fields = relation.fields
+    if _U16(buf, pos)[0] != len(fields):
+        raise ConnectorError(f"{relation.table}: a row has {_U16(buf, pos)[0]} columns, its relation "
+                             f"{len(fields)}")
     pos += 2
-    values: list[Any] = [None] * ncols
-    for i in range(ncols):
-        kind = buf[pos]
-        pos += 1
-        if kind == 116:  # 't'
-            (length,) = _U32(buf, pos)
-            pos += 4
-            raw = buf[pos:pos + length]
-            pos += length
-            convert = converters[i]
-            try:
-                values[i] = raw.decode() if convert is None else convert(raw)
-            except (ValueError, TypeError, ArithmeticError) as exc:
-                raise ConnectorError(f"{relation.table}: cannot convert the value {raw[:60]!r} of column "
-                                     f"{relation.names[i]!r}: {exc}") from exc
-        elif kind == 117:  # 'u'
-            values[i] = UNCHANGED_TOAST
-        elif kind != 110:  # 'n' is NULL, 'b' binary is never requested
-            raise ConnectorError(f"unexpected pgoutput tuple data kind {chr(kind)!r}")
-    return values, pos
+    row: dict[str, Any] = {}
+    try:
+        for name, convert in fields:
+            kind = buf[pos]
+            if kind == 116:  # 't': Int32 length, then the text
+                end = pos + 5 + _U32(buf, pos + 1)[0]
+                row[name] = convert(buf[pos + 5:end])
+                pos = end
+            elif kind == 110:  # 'n'
+                row[name] = None
+                pos += 1
+            elif kind == 117:  # 'u'
+                row[name] = UNCHANGED_TOAST
+                pos += 1
+            else:  # 'b' (binary) is never requested
+                raise ConnectorError(f"{relation.table}: unexpected pgoutput tuple data kind {chr(kind)!r}")
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        name = fields[len(row)][0]
+        raw = buf[pos + 5:pos + 5 + min(60, _U32(buf, pos + 1)[0])]
+        raise ConnectorError(f"{relation.table}: cannot convert the value {raw!r} of column {name!r}: "
+                             f"{exc}") from exc
+    return row, pos
+
+
+def _event_factory() -> Callable[[str, Any, Any, Any, int], ChangeEvent]:
+    """``ChangeEvent(op, before, after, position, ts_ms)``, built through its slots: a frozen dataclass's
+    ``__init__`` sets each field with ``object.__setattr__``, which costs as much as decoding the row. Falls back
+    to the constructor if ChangeEvent ever stops being the slotted six-field class this relies on."""
+    names = [f.name for f in dataclasses.fields(ChangeEvent)]
+    if names != ["op", "before", "after", "position", "ts_ms", "snapshot"] or "__slots__" not in vars(ChangeEvent):
+        return lambda op, before, after, position, ts_ms: ChangeEvent(op, before, after, position, ts_ms)  # type: ignore[arg-type]
+    new = object.__new__
+    set_op, set_before, set_after, set_position, set_ts, set_snapshot = (
+        vars(ChangeEvent)[n].__set__ for n in names)
+
+    def make(op: str, before: Any, after: Any, position: Any, ts_ms: int) -> ChangeEvent:
+        event: ChangeEvent = new(ChangeEvent)
+        set_op(event, op)
+        set_before(event, before)
+        set_after(event, after)
+        set_position(event, position)
+        set_ts(event, ts_ms)
+        set_snapshot(event, False)
+        return event
+
+    return make
+
+
+_event = _event_factory()

@@ -201,6 +201,7 @@ class PgChangeStream:
         assert self._decoder.message is not None
         prefix, _, lsn = self._decoder.message
         if prefix == STOP_PREFIX:
+            self._server_end = max(self._server_end, lsn)  # like a keepalive: everything before it was sent
             self._end_chunk()
             log.debug("stream passed a stop point at %s", format_lsn(lsn))
             self._put(_Reached(lsn))

@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -93,12 +93,10 @@ def test_every_type_round_trips(fmt: Any) -> None:
 def test_arrow_rows_encode_as_snapshot_events() -> None:
     bus = MemoryTransport()
     enc = Encoder("avro", bus).for_table("shop.public.orders", SCHEMA, ("id",))
-    batch = SCHEMA.arrow_schema().empty_table().to_batches()
     import pyarrow as pa
 
     rows = pa.RecordBatch.from_pylist([ROW, {**ROW, "id": 8}], schema=SCHEMA.arrow_schema())
     pairs = list(enc.encode_rows(rows, "r", INFO, {"watermark": None}))
-    assert batch == [] or True
     decoded = [Decoder(bus).decode(v, k) for k, v in pairs]
     assert [d.op for d in decoded] == ["r", "r"] and [d.key for d in decoded] == [{"id": 7}, {"id": 8}]
     assert decoded[1].after == {**ROW, "id": 8} and decoded[0].source["snapshot"] == "true"
@@ -149,7 +147,7 @@ def test_schema_topic_lets_another_process_decode(kafka_broker: KafkaBroker) -> 
 
 
 class _Registry(BaseHTTPRequestHandler):
-    schemas: list[str] = []
+    schemas: ClassVar[list[str]] = []
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -46,7 +46,9 @@ class Db:
         from copyjob.cdc_mysql import MysqlCdc
 
         url = parse_url(self.url)
-        return MysqlCdc(url, "test", CdcSettings(**settings), MysqlSource(url))
+        cdc = MysqlCdc(url, "test", CdcSettings(**settings), MysqlSource(url))
+        cdc.prepare([])
+        return cdc
 
 
 @pytest.fixture
@@ -68,7 +70,7 @@ def drain(capture: MysqlBinlogCapture, end: Any, timeout_s: float = 20) -> list[
 def snapshot_rows(cdc: Any, table: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     got: list[dict[str, Any]] = []
 
-    def copy(source: Any) -> int:
+    def copy(source: Any, position: Any) -> int:
         for b in read_table(source, source.reflect(TableName(table)), (), 1000, 1):
             got.extend(b.to_pylist())
         return len(got)

@@ -1,0 +1,362 @@
+"""The direct-transport CDC orchestrator: a change capture feeds apply in one process.
+
+Generic over a source's *hooks* (:class:`CdcSource`; PostgreSQL: :mod:`copyjob.cdc_postgres`, MySQL/MariaDB:
+:mod:`copyjob.cdc_mysql`). The job's cdc tables share one change stream and run together. Steps:
+
+1. reconcile each table's position: its destination marker, unless a reset came later (cdc_tables);
+2. ``prepare`` the source (PostgreSQL: settings, privileges, replica identity, publication);
+3. snapshot: when the stream does not exist yet, or no table has a position, every table without a position
+   is snapshotted first, in one snapshot whose result carries the position where streaming starts (the
+   handoff); otherwise those tables are snapshotted in a background thread while the others stream;
+4. stream: each chunk from ``next_batches`` is applied table by table, each batch in one destination
+   transaction together with the table's new position (changes at or before the table's position are
+   skipped, so a resume inside a transaction applies nothing twice);
+5. only after every batch of the chunk committed, ``ack`` the chunk's position to the capture (PostgreSQL
+   then confirms the flushed LSN). Acks stop while a background snapshot runs (afterwards the capture is
+   reopened from the source's confirmed position, now with the new tables) and after a table failed;
+6. save the tables' state in the state store (at most every few seconds, and at the end).
+
+``copyjob run`` (bounded) stops once the capture has handed out everything committed before streaming began
+(``current_position`` / ``caught_up``); ``copyjob stream`` goes on until SIGTERM/SIGINT or a failed table.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from copyjob.cdc_tables import (
+    CdcTable,
+    Position,
+    apply_batch,
+    complete_snapshot,
+    forget_abandoned,
+    reconcile,
+    save_state,
+    write_snapshot,
+)
+from copyjob.changes import ChangeBatch
+from copyjob.errors import ConfigurationError, CopyjobError, is_retriable
+from copyjob.interfaces import ChangeCapture, Destination, SnapshotResult, Source, TableRunRecord
+from copyjob.jobfile import CdcSettings
+from copyjob.preflight import TablePlan
+from copyjob.schema import TableName
+from copyjob.urls import ConnectionUrl, redact
+
+if TYPE_CHECKING:
+    from copyjob.runner import JobRun
+
+log = logging.getLogger("copyjob.cdc")
+POLL_S = 0.5
+SAVE_EVERY_S = 5.0
+RETRIES = 3
+SOURCES = {"postgresql": "copyjob.cdc_postgres:PostgresCdc", "mysql": "copyjob.cdc_mysql:MysqlCdc",
+           "mariadb": "copyjob.cdc_mysql:MysqlCdc"}
+"""URL scheme → the hooks class, constructed as ``Class(url, job, settings, source)``."""
+
+
+class _Faults:
+    """Tests only: ``COPYJOB_CDC_FAULT=point:n`` kills this process (SIGKILL, no cleanup) the n-th time it
+    passes ``point``: ``snapshot-batch`` (a snapshot batch read, not committed) or ``applied`` (a batch
+    committed in the destination, its position not yet acknowledged to the source)."""
+
+    def __init__(self) -> None:
+        point, _, n = os.environ.get("COPYJOB_CDC_FAULT", "").partition(":")
+        self.point, self.left = point, int(n or 0)
+
+    def passed(self, point: str) -> None:
+        if point == self.point and self.left > 0:
+            self.left -= 1
+            if self.left == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+class CdcSource(Protocol):
+    """A log-based source, as the orchestrator uses it. Optional: ``prepare(plans)``, ``stream_exists()``
+    (default true), ``describe(position)``, ``parallel_snapshot`` (default false), ``close()``."""
+
+    where: str
+
+    def snapshot(self, copy: Callable[..., int]) -> SnapshotResult:
+        """A consistent snapshot: calls ``copy(source)`` or ``copy(source, position)`` with a source whose
+        reads see the snapshot; the result carries the position where streaming starts."""
+
+    def current_position(self) -> Mapping[str, Any]:
+        """Where the log ends now (``copyjob run`` stops once the capture is caught up with it)."""
+
+    def capture(self, starts: Mapping[TableName, Mapping[str, Any]]) -> ChangeCapture:
+        """The change stream of the tables of ``starts``; the capture also has ``caught_up(end)``."""
+
+    def at_or_before(self, position: Mapping[str, Any], bound: Mapping[str, Any]) -> bool: ...
+
+
+def open_cdc_source(url: ConnectionUrl, job: str, settings: CdcSettings, source: Source) -> CdcSource:
+    entry = SOURCES.get(url.scheme)
+    if entry is None:
+        raise ConfigurationError(f"cdc needs a PostgreSQL or MySQL/MariaDB source, not {url.scheme}://")
+    module, _, name = entry.partition(":")
+    hooks: CdcSource = getattr(importlib.import_module(module), name)(url, job, settings, source)
+    return hooks
+
+
+def run_cdc(job_run: JobRun, plans: Sequence[TablePlan], source: Source, destination: Destination,
+            run_id: str, *, until_stopped: bool = False) -> list[TableRunRecord]:
+    """Run the job's cdc tables (all of them: they share one stream); one record per table."""
+    from copyjob.filesets import endpoint_url
+
+    loaded = job_run.loaded
+    every = [t.spec.target_name for t in loaded.tables if t.mode == "cdc"]
+    if sorted(p.state_key for p in plans) != sorted(every):
+        why = "the cdc tables of a job share one change stream and run together: name all of them or none"
+        return [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=why) for p in plans]
+    try:
+        hooks = open_cdc_source(endpoint_url(loaded.job.source, loaded.base_dir), loaded.job.job,
+                                loaded.job.cdc, source)
+    except CopyjobError as exc:
+        return [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=redact(str(exc)))
+                for p in plans]
+    try:
+        return CdcRun(job_run, hooks, list(plans), destination, run_id, until_stopped).run()
+    finally:
+        close = getattr(hooks, "close", None)
+        if close is not None:
+            close()
+
+
+class _Background:
+    """A snapshot of tables added to a streaming job, in its own thread with its own destination."""
+
+    def __init__(self, run: CdcRun, tables: list[CdcTable]) -> None:
+        self.tables = tables
+        self.result: SnapshotResult | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, args=(run,), name="cdc-snapshot", daemon=True)
+        self._thread.start()
+
+    def _main(self, run: CdcRun) -> None:
+        try:
+            from connectors import open_destination
+            from copyjob.filesets import endpoint_url
+
+            loaded = run.job_run.loaded
+            destination = open_destination(endpoint_url(loaded.job.destination, loaded.base_dir))
+            try:
+                self.result = run.snapshot(self.tables, destination)
+            finally:
+                destination.close()
+        except BaseException as exc:  # reported by the streaming thread
+            self.error = exc
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+
+class CdcRun:
+    def __init__(self, job_run: JobRun, hooks: CdcSource, plans: list[TablePlan], destination: Destination,
+                 run_id: str, until_stopped: bool) -> None:
+        self.job_run = job_run
+        self.hooks = hooks
+        self.plans = plans
+        self.destination = destination
+        self.run_id = run_id
+        self.until_stopped = until_stopped
+        self.job = job_run.loaded.job.job
+        self.settings = job_run.loaded.job.copy_settings
+        self.tables: dict[TableName, CdcTable] = {}
+        self.background: _Background | None = None
+        self.acks_held = False
+        self.fresh_at = 0.0
+        """Epoch seconds up to which the destination is known to hold every change (for lag in seconds)."""
+        self._saved_at = 0.0
+        self._faults = _Faults()
+        describe = getattr(hooks, "describe", None)
+        self.describe: Callable[[Position], str] = describe or (lambda p: json.dumps(dict(p), sort_keys=True))
+
+    # ------------------------------------------------------------ the run
+
+    def run(self) -> list[TableRunRecord]:
+        started = time.monotonic()
+        store = self.job_run.store
+        for plan in self.plans:  # step 1
+            self.tables[plan.source_schema.table] = reconcile(store, self.destination, self.job, plan)
+        forget_abandoned(store, self.job, {p.state_key for p in self.plans}, self.run_id)
+        try:
+            prepare = getattr(self.hooks, "prepare", None)  # step 2
+            if prepare is not None:
+                prepare(self.plans)
+            self._stream(self._initial_snapshot())  # steps 3–6
+        except Exception as exc:
+            error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+            for t in self.tables.values():
+                if t.status == "ok":
+                    t.status, t.error = "failed", error
+        self._save(force=True)
+        return [t.record(self.describe, time.monotonic() - started) for t in self.tables.values()]
+
+    def _initial_snapshot(self) -> list[CdcTable]:
+        """Step 3: snapshot now, or return the tables to snapshot in the background."""
+        pending = [t for t in self.tables.values() if t.committed is None]
+        stream_exists = getattr(self.hooks, "stream_exists", lambda: True)()
+        if not stream_exists:
+            for t in self.tables.values():
+                if t.committed is not None:
+                    log.warning("%s: the change stream is gone (%s): snapshotting the table again",
+                                t.plan.label, self.hooks.where)
+                    t.committed, t.resnapshot = None, True
+            pending = list(self.tables.values())
+        if pending and (not stream_exists or len(pending) == len(self.tables)):
+            self.snapshot(pending, self.destination)
+            return []
+        return pending
+
+    def snapshot(self, tables: list[CdcTable], destination: Destination) -> SnapshotResult:
+        """One consistent snapshot of ``tables``, each written in its own transaction with its marker."""
+        job = self.job
+        parallel = self.settings.parallel if getattr(self.hooks, "parallel_snapshot", False) else 1
+        batch_rows = min(self.settings.batch_rows, destination.capabilities.preferred_batch_rows)
+
+        def stop() -> bool:
+            self._faults.passed("snapshot-batch")
+            return self.job_run.stop.is_set()
+
+        def copy(source: Source, position: Position | None = None) -> int:
+            return sum(write_snapshot(t, destination, source, position, job=job, run_id=self.run_id,
+                                      batch_rows=batch_rows, parallel=parallel,
+                                      create=self.settings.create_tables, progress=self.job_run.progress,
+                                      stop=stop) for t in tables)
+
+        log.info("snapshot of %s", ", ".join(t.plan.label for t in tables))
+        result = self.hooks.snapshot(copy)
+        for t in tables:
+            if t.committed is None:  # the source named the position only after the read
+                complete_snapshot(t, destination, result.position, job=job, run_id=self.run_id)
+        log.info("snapshot done: %s rows; streaming from %s", f"{result.rows:,}", self.describe(result.position))
+        return result
+
+    # ------------------------------------------------------------ streaming
+
+    def _stream(self, late: list[CdcTable]) -> None:
+        end = None if self.until_stopped else self.hooks.current_position()
+        end_taken_at = time.time()
+        if late:
+            self.background = _Background(self, late)
+            self.acks_held = True
+        capture = self._open_capture()
+        try:
+            while not self.job_run.stop.is_set():
+                if self.background is not None and self.background.done():
+                    capture = self._after_background(capture)
+                batches = capture.next_batches(POLL_S)
+                if batches:
+                    self._apply_chunk(capture, batches)
+                self.fresh_at = max(self.fresh_at, getattr(capture, "caught_up_at", None) or 0.0)
+                if end is not None and self.background is None and _caught_up(capture, end):
+                    self.fresh_at = max(self.fresh_at, end_taken_at)
+                    break
+                if self.until_stopped and any(t.status == "failed" for t in self.tables.values()):
+                    break  # a stream does not go on while a table's changes pile up unapplied
+                self._save()
+        finally:
+            capture.close()
+        if self.background is not None:  # stopped while it ran: it sees the stop between batches
+            while not self.background.done():
+                time.sleep(0.1)
+
+    def _open_capture(self) -> ChangeCapture:
+        """Every table that is not failed: pending ones start where the earliest streaming table does (their
+        changes are dropped until their snapshot is done, with acks held)."""
+        positions = [t.committed for t in self.tables.values() if t.committed is not None and t.status == "ok"]
+        earliest = min(positions, key=_Order(self.hooks.at_or_before)) if positions else None
+        starts = {name: (t.committed or earliest) for name, t in self.tables.items()
+                  if t.status == "ok" and (t.committed or earliest) is not None}
+        return self.hooks.capture(starts)  # type: ignore[arg-type]
+
+    def _after_background(self, capture: ChangeCapture) -> ChangeCapture:
+        assert self.background is not None
+        background, self.background = self.background, None
+        if background.error is not None:
+            error = background.error
+            text = redact(str(error) if isinstance(error, CopyjobError) else f"{type(error).__name__}: {error}")
+            for t in background.tables:
+                t.status, t.error = ("skipped" if isinstance(error, InterruptedError) else "failed"), text
+        self.acks_held = any(t.status == "failed" for t in self.tables.values())
+        capture.close()  # reopened from the confirmed position, with the new tables
+        return self._open_capture()
+
+    def _apply_chunk(self, capture: ChangeCapture, batches: list[ChangeBatch]) -> None:
+        """Step 4 for every batch, then step 5."""
+        last: Position | None = None
+        snapshotting = self.background.tables if self.background is not None else ()
+        for batch in batches:
+            t = self.tables.get(batch.table)
+            # a table whose background snapshot runs (or just committed) waits for the reopened capture: the
+            # changes dropped until now come again from there
+            if t is not None and t.status == "ok" and t.committed is not None and t not in snapshotting:
+                self._apply_with_retries(t, batch)
+            if batch.events and batch.events[-1].ts_ms:
+                self.fresh_at = max(self.fresh_at, batch.events[-1].ts_ms / 1000)
+            if last is None or not self.hooks.at_or_before(batch.position, last):
+                last = batch.position
+        if last is not None and not self.acks_held:
+            capture.ack(last)
+
+    def _apply_with_retries(self, t: CdcTable, batch: ChangeBatch) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                apply_batch(t, self.destination, batch, at_or_before=self.hooks.at_or_before, job=self.job,
+                            run_id=self.run_id, create=self.settings.create_tables)
+                self._faults.passed("applied")
+                return
+            except Exception as exc:
+                if is_retriable(exc) and attempt < RETRIES:
+                    log.warning("%s: %s; retrying (%d/%d)", t.plan.label, redact(str(exc)), attempt, RETRIES)
+                    time.sleep(min(2 ** attempt, 10))
+                    continue
+                t.status = "failed"
+                t.error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+                log.error("%s: %s; its changes are no longer acknowledged", t.plan.label, t.error)
+                self.acks_held = True
+                return
+
+    def _save(self, force: bool = False) -> None:
+        """Step 6."""
+        now = time.monotonic()
+        if not force and now - self._saved_at < SAVE_EVERY_S:
+            return
+        self._saved_at = now
+        for t in self.tables.values():
+            save_state(self.job_run.store, self.job, t, self.run_id, self.describe,
+                       {"mode": "cdc", "cdc_fresh_at": self.fresh_at})
+
+
+def _caught_up(capture: ChangeCapture, end: Mapping[str, Any]) -> bool:
+    caught_up: Callable[[Mapping[str, Any]], bool] = getattr(capture, "caught_up")  # noqa: B009
+    return caught_up(end)
+
+
+class _Order:
+    """A sort key from ``at_or_before``."""
+
+    def __init__(self, at_or_before: Callable[[Position, Position], bool]) -> None:
+        self._le = at_or_before
+
+    def __call__(self, position: Position) -> _Key:
+        return _Key(position, self._le)
+
+
+class _Key:
+    def __init__(self, position: Position, le: Callable[[Position, Position], bool]) -> None:
+        self.position = position
+        self._le = le
+
+    def __lt__(self, other: _Key) -> bool:
+        return not self._le(other.position, self.position)

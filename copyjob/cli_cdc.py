@@ -1,0 +1,214 @@
+"""Commands for change data capture (registered onto copyjob.cli's app): ``drop`` and ``check``; the slot lag
+that ``status`` shows (:func:`cdc_status`); and :func:`stream_direct`, the body of ``copyjob stream`` for
+direct-transport jobs (``stream`` itself is registered here only when copyjob.cli has none).
+
+Lag: bytes are the WAL the server keeps for the job's slot (``pg_current_wal_lsn() - confirmed_flush_lsn``);
+seconds are how long ago the destination was last known to be current (the commit time of the last change
+applied, or the last time the stream had applied everything the server had sent), counted only while there
+is lag in bytes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+import typer
+
+from copyjob.cli import EnvOpt, JobArg, StateOpt, TablesOpt, VarsOpt, _guard, _load, _store, app, err, out
+from copyjob.errors import EXIT_BAD_INPUT, EXIT_SKIPPED, EXIT_TABLE_FAILED, CopyjobError, UsageError
+from copyjob.interfaces import RunRecord, StateStore, TableState
+from copyjob.loader import LoadedJob
+from copyjob.progress import Progress
+from copyjob.urls import redact
+
+
+def cdc_tables(loaded: LoadedJob) -> list[str]:
+    return [t.spec.target_name for t in loaded.tables if t.mode == "cdc"]
+
+
+def stream_direct(loaded: LoadedJob, stop: threading.Event, open_store: Callable[[], StateStore], *,
+                  progress: Progress | None = None, tables: Sequence[str] | None = None,
+                  lock_wait_s: float = 3600.0) -> RunRecord:
+    """``copyjob stream`` for ``transport: direct``: snapshot what needs it, then capture and apply the job's
+    cdc tables until ``stop`` is set (SIGTERM/SIGINT) or a table fails. The run lock is held throughout."""
+    from copyjob.runner import JobRun
+
+    names = cdc_tables(loaded)
+    if not names:
+        raise UsageError(f"{loaded.path}: copyjob stream needs tables with mode cdc")
+    job_run = JobRun(loaded, open_store, progress or Progress(), trigger="stream", stop=stop,
+                     lock_wait_s=lock_wait_s, cdc_until_stopped=True)
+    try:
+        return job_run.run(list(tables) if tables else names)
+    finally:
+        job_run.close()
+
+
+def _postgres(loaded: LoadedJob) -> Any:
+    """The job's slot/publication helper, or None when the source is not PostgreSQL."""
+    from copyjob.cdc_postgres import SCHEMES, open_setup
+    from copyjob.filesets import endpoint_url
+
+    url = endpoint_url(loaded.job.source, loaded.base_dir)
+    if url.scheme not in SCHEMES:
+        return None
+    return open_setup(url, loaded.job.job, loaded.job.cdc)
+
+
+def cdc_status(loaded: LoadedJob, states: Sequence[TableState]) -> dict[str, Any] | None:
+    """The job's replication slot and its lag (None when the job has no cdc tables or no slot concept).
+    Never raises for an unreachable source: the problem is reported in ``error``."""
+    if not cdc_tables(loaded):
+        return None
+    settings = loaded.job.cdc
+    info: dict[str, Any] = {"max_lag_bytes": settings.max_lag_bytes, "max_lag_seconds": settings.max_lag_seconds,
+                            "warnings": [], "error": None}
+    try:
+        setup = _postgres(loaded)
+        if setup is None:
+            return None
+        try:
+            slot = setup.slot_info()
+        finally:
+            setup.close()
+    except CopyjobError as exc:
+        info["error"] = redact(str(exc))
+        return info
+    fresh = max((float(s.extra.get("cdc_fresh_at") or 0) for s in states), default=0.0)
+    streamed = any(s.extra.get("cdc_position") for s in states)
+    info.update(slot=setup.slot, publication=setup.publication, exists=slot is not None,
+                active=bool(slot and slot.active_pid), lag_bytes=slot.lag_bytes if slot else None,
+                lag_seconds=None, wal_status=slot.wal_status if slot else None)
+    if slot is not None and slot.lag_bytes is not None:
+        info["lag_seconds"] = 0.0 if slot.lag_bytes <= 0 else (round(time.time() - fresh, 1) if fresh else None)
+    warnings: list[str] = info["warnings"]
+    if slot is None and streamed:
+        warnings.append(f"replication slot {setup.slot} is gone: the next run snapshots the tables again")
+    if slot is not None and slot.wal_status == "lost":
+        warnings.append(f"replication slot {setup.slot} lost WAL it needed: copyjob drop, then run again")
+    if settings.max_lag_bytes is not None and (info["lag_bytes"] or 0) > settings.max_lag_bytes:
+        warnings.append(f"lag {info['lag_bytes']:,} bytes is above max_lag_bytes {settings.max_lag_bytes:,}")
+    if settings.max_lag_seconds is not None and (info["lag_seconds"] or 0) > settings.max_lag_seconds:
+        warnings.append(f"lag {info['lag_seconds']} s is above max_lag_seconds {settings.max_lag_seconds}")
+    return info
+
+
+def print_cdc_status(info: dict[str, Any] | None) -> None:
+    if info is None:
+        return
+    if info["error"]:
+        out.print(f"[yellow]cdc[/]: cannot read the replication slot: {info['error']}", soft_wrap=True)
+        return
+    if not info["exists"]:
+        out.print(f"cdc: replication slot {info['slot']} does not exist yet (the first run creates it)",
+                  highlight=False)
+    else:
+        seconds = "-" if info["lag_seconds"] is None else f"{info['lag_seconds']:,} s"
+        out.print(f"cdc: slot {info['slot']} ({'streaming' if info['active'] else 'idle'}), publication "
+                  f"{info['publication']}: lag {info['lag_bytes']:,} bytes, {seconds}", highlight=False)
+    for warning in info["warnings"]:
+        out.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
+
+
+@app.command()
+def check(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None) -> None:
+    """For monitoring: exit 1 when the job's change capture lags above cdc.max_lag_bytes/max_lag_seconds or
+    its replication slot is lost, 0 otherwise."""
+
+    def body() -> int:
+        loaded = _load(job_file, env, variables)
+        store = _store(loaded, state)
+        try:
+            states = [store.load(loaded.job.job, name) for name in cdc_tables(loaded)]
+        finally:
+            store.close()
+        info = cdc_status(loaded, states)
+        if info is None:
+            out.print(f"ok: {job_file}: no replication slot to check")
+            return 0
+        if info["error"]:
+            err.print(f"[red]error[/]: {info['error']}", soft_wrap=True, highlight=False)
+            return EXIT_TABLE_FAILED
+        print_cdc_status(info)
+        return EXIT_TABLE_FAILED if info["warnings"] else 0
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def drop(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None,
+         yes: Annotated[bool, typer.Option("--yes", help="Really drop them.")] = False) -> None:
+    """Remove the replication slot and the publication the job created (its cdc tables are snapshotted again
+    by the next run)."""
+
+    def body() -> int:
+        from copyjob.runner import new_run_id
+
+        loaded = _load(job_file, env, variables)
+        setup = _postgres(loaded)
+        if setup is None:
+            out.print(f"{job_file}: the source keeps no replication slot for this job: nothing to drop")
+            return 0
+        try:
+            if not yes:
+                found = setup.publication_tables()
+                what = [f"replication slot {setup.slot}"] if setup.slot_info() is not None else []
+                if found is not None and found[1]:
+                    what.append(f"publication {setup.publication}")
+                if not what:
+                    out.print("nothing to drop: no slot and no publication of this job")
+                    return 0
+                err.print(f"this drops {' and '.join(what)} on {setup.where}; run again with --yes",
+                          highlight=False, soft_wrap=True)
+                return EXIT_BAD_INPUT
+            dropped = setup.drop()
+        finally:
+            setup.close()
+        store = _store(loaded, state)
+        try:
+            stamp = new_run_id()
+            for name in cdc_tables(loaded):
+                s = store.load(loaded.job.job, name)
+                s.needs_full = True
+                s.extra["reset_at"] = stamp
+                s.extra.pop("cdc_position", None)
+                store.save(loaded.job.job, s)
+        finally:
+            store.close()
+        out.print(f"dropped {' and '.join(dropped)}" if dropped else "nothing to drop", highlight=False)
+        return 0
+
+    raise typer.Exit(_guard(body))
+
+
+def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
+           state: StateOpt = None,
+           wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for another run of this job to "
+                                               "finish before skipping.")] = 3600.0) -> None:
+    """Keep capturing and applying changes until SIGTERM/SIGINT."""
+    loaded = _guard(lambda: _load(job_file, env, variables))
+    if loaded.job.transport == "kafka":
+        from copyjob import cli_kafka
+
+        cli_kafka.stream(job_file, table, env, variables, state, wait)
+        return
+
+    def body() -> int:
+        from copyjob.cli_kafka import stop_on_signals
+        from copyjob.summary import print_run
+
+        with stop_on_signals() as stop:
+            record = stream_direct(loaded, stop, lambda: _store(loaded, state), tables=table or None,
+                                   lock_wait_s=wait)
+        print_run(out, record)
+        return {"ok": 0, "stopped": 0, "skipped": EXIT_SKIPPED}.get(record.status, EXIT_TABLE_FAILED)
+
+    raise typer.Exit(_guard(body))
+
+
+if not any(c.name == "stream" or (c.name is None and c.callback is not None and c.callback.__name__ == "stream")
+           for c in app.registered_commands):
+    app.command()(stream)

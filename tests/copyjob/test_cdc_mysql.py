@@ -1,0 +1,242 @@
+"""CDC from MariaDB (ROW binlog) through the command line: into PostgreSQL and DuckDB, merge and append, with a
+writer that keeps changing the table while the snapshot and the stream run, and copyjob SIGKILLed and restarted.
+
+Merge must end equal to the source (a full-table comparison). Append must hold every change exactly once: no
+position twice, and the last change of each key, replayed in position order, gives the source again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from copyjob.schema import TableName
+from copyjob.urls import parse_url
+from ingest.mysql_cdc import order_key
+from tests.helpers import ROOT, copyjob, write_job
+from tests.services.mariadb import MariadbServer
+
+pytest.importorskip("pymysqlreplication")
+
+COLUMNS = "id, name, amount, updated_at, flag, note"
+CREATE = ("CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, amount DECIMAL(12,2), "
+          "updated_at TIMESTAMP(6) NULL, flag TINYINT(1), note TEXT) ENGINE=InnoDB")
+
+
+@dataclass
+class Source:
+    server: MariadbServer
+    url: str
+
+    @property
+    def database(self) -> str:
+        return self.url.rsplit("/", 1)[1]
+
+    def sql(self, *statements: str) -> None:
+        conn = self.server.connect(self.database)
+        try:
+            with conn.cursor() as cur:
+                for s in statements:
+                    cur.execute(s)
+        finally:
+            conn.close()
+
+    def fill(self, rows: int) -> None:
+        conn = self.server.connect(self.database)
+        try:
+            with conn.cursor() as cur:
+                for start in range(0, rows, 5000):
+                    values = ",".join(f"({i}, 'item {i}', {i % 1000}.25, '2024-01-01 00:00:00.{i % 1000000:06d}', "
+                                      f"{i % 2}, {'NULL' if i % 3 else repr(f'note {i}')})"
+                                      for i in range(start, min(rows, start + 5000)))
+                    cur.execute(f"INSERT INTO items ({COLUMNS}) VALUES {values}")
+        finally:
+            conn.close()
+
+
+class Writer:
+    """Random inserts, updates and deletes (some in multi-row transactions) until stopped, about 100 transactions
+    a second at most (a run must be able to catch up even on a busy machine)."""
+
+    def __init__(self, source: Source, first_new_id: int, seed: int = 7) -> None:
+        self._source = source
+        self._random = random.Random(seed)
+        self._next_id = first_new_id
+        self._stop = threading.Event()
+        self.transactions = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        assert self.error is None, self.error
+
+    def _main(self) -> None:
+        try:
+            conn = self._source.server.connect(self._source.database)
+            with conn.cursor() as cur:
+                while not self._stop.is_set():
+                    self._transaction(cur)
+                    self.transactions += 1
+                    time.sleep(0.01)
+            conn.close()
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
+
+    def _transaction(self, cur: Any) -> None:
+        r = self._random
+        statements = []
+        for _ in range(r.choice([1, 1, 1, 3, 20])):
+            roll = r.random()
+            if roll < 0.4:
+                self._next_id += 1
+                statements.append(f"INSERT INTO items ({COLUMNS}) VALUES ({self._next_id}, 'new {self._next_id}', "
+                                  f"{r.randint(0, 9999)}.5, UTC_TIMESTAMP(6), {r.randint(0, 1)}, 'w')")
+            elif roll < 0.8:
+                statements.append(f"UPDATE items SET amount = amount + 1, name = CONCAT(name, '+'), "
+                                  f"updated_at = UTC_TIMESTAMP(6) WHERE id = {r.randint(0, self._next_id)}")
+            else:
+                statements.append(f"DELETE FROM items WHERE id = {r.randint(0, self._next_id)}")
+        cur.execute("BEGIN")
+        for s in statements:
+            cur.execute(s)
+        cur.execute("COMMIT")
+
+
+@pytest.fixture
+def source(mariadb_server: MariadbServer, mariadb_url: str) -> Source:
+    s = Source(mariadb_server, mariadb_url)
+    s.sql(CREATE)
+    return s
+
+
+def job(tmp_path: Path, source: Source, destination: str, method: str, **cdc: Any) -> Path:
+    return write_job(tmp_path / "job.yaml", {
+        "job": "mycdc", "source": {"url": source.url}, "destination": {"url": destination},
+        "copy": {"mode": "cdc", "update_method": method}, "cdc": {"max_batch_delay": "100ms", **cdc},
+        "tables": [{"name": "items"}],
+    })
+
+
+def rows_of(url: str, table: str) -> list[dict[str, Any]]:
+    """Every row as the connector reads it (logical types), sorted by id."""
+    from connectors import open_source
+
+    src = open_source(parse_url(url))
+    try:
+        schema = src.reflect(TableName.parse(table))
+        rows = [r for b in src.read(schema) for r in b.to_pylist()]
+    finally:
+        src.close()
+    return sorted(rows, key=lambda r: r["id"])
+
+
+def source_rows(source: Source) -> list[dict[str, Any]]:
+    return rows_of(source.url, "items")
+
+
+def run_ok(job_file: Path) -> None:
+    result = copyjob("run", job_file, "--no-progress", timeout=180)
+    assert result.code == 0, result.output
+
+
+def replayed(append_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table an append destination describes: per key, its last change (by position), unless a delete."""
+    positions = [r["_position"] for r in append_rows if r["_op"] != "r"]
+    assert len(positions) == len(set(positions)), "a change was written twice"
+    last: dict[int, dict[str, Any]] = {}
+    for r in sorted(append_rows, key=lambda r: order_key(json.loads(r["_position"]))):
+        last[r["id"]] = r
+    return sorted(({k: v for k, v in r.items() if not k.startswith("_")} for r in last.values()
+                   if r["_op"] != "d"), key=lambda r: r["id"])
+
+
+# ---------------------------------------------------------------- merge and append, with a concurrent writer
+
+
+def test_merge_into_postgres_while_a_writer_runs_then_reset(tmp_path: Path, source: Source, pg_url: str) -> None:
+    source.fill(10_000)
+    j = job(tmp_path, source, pg_url, "merge", batch_events=500)
+    with Writer(source, 10_000) as writer:
+        run_ok(j)  # snapshot while the writer writes, then the changes up to the run's start
+        time.sleep(0.5)
+        run_ok(j)
+        assert copyjob("reset", j).code == 0
+        run_ok(j)  # a new snapshot, while the writer writes
+        time.sleep(0.5)
+    assert writer.transactions > 20
+    run_ok(j)
+    assert rows_of(pg_url, "public.items") == source_rows(source)
+    status = copyjob("status", j, "--json")
+    assert status.code == 0 and "0-1-" in status.stdout
+
+
+def test_append_into_duckdb_holds_every_change_once(tmp_path: Path, source: Source) -> None:
+    source.fill(2_000)
+    duck = f"duckdb:///{tmp_path / 'out.duckdb'}"
+    j = job(tmp_path, source, duck, "append")
+    with Writer(source, 2_000, seed=11):
+        run_ok(j)
+        time.sleep(0.5)
+    source.sql("UPDATE items SET note = 'last' WHERE id < 10", "DELETE FROM items WHERE id BETWEEN 10 AND 19")
+    run_ok(j)
+    changes = rows_of(duck, "items")
+    assert {r["_op"] for r in changes} >= {"r", "c", "u", "d"}
+    assert all(r["_commit_ts"] is not None for r in changes if r["_op"] != "r")
+    assert replayed(changes) == source_rows(source)
+
+
+# ---------------------------------------------------------------- SIGKILL and restart
+
+
+def spawn(job_file: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "copyjob", "run", str(job_file), "--no-progress"], cwd=ROOT,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def killed_runs(job_file: Path, delays: list[float]) -> int:
+    """Start a run and SIGKILL it after each delay; returns how many were killed (not finished by then)."""
+    killed = 0
+    for delay in delays:
+        proc = spawn(job_file)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed += 1
+    return killed
+
+
+@pytest.mark.parametrize("method", ["merge", "append"])
+def test_sigkill_at_several_points_then_restart(tmp_path: Path, source: Source, method: str) -> None:
+    """Killed during the snapshot, then during the stream (the writer keeps going); small batches split the
+    writer's 20-row transactions into several destination transactions, so kills land inside one."""
+    source.fill(40_000)
+    duck = f"duckdb:///{tmp_path / 'out.duckdb'}"
+    j = job(tmp_path, source, duck, method, batch_events=7)
+    with Writer(source, 40_000, seed=3 if method == "merge" else 5):
+        assert killed_runs(j, [2.0, 3.5, 5.0]) >= 2
+    run_ok(j)
+    if method == "merge":
+        assert rows_of(duck, "items") == source_rows(source)
+    else:
+        assert replayed(rows_of(duck, "items")) == source_rows(source)

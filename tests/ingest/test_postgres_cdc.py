@@ -1,0 +1,224 @@
+"""Logical replication against the real test server: the setup checks name their fix, the stream confirms only
+what was acknowledged (and resends a half-applied transaction), the exported snapshot meets the stream with no
+gap and no overlap, and an idle database still advances the slot."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from connectors.postgres._catalog import logical_type
+from connectors.postgres._connect import connection_params
+from copyjob.changes import ChangeEvent
+from copyjob.errors import ConfigurationError
+from copyjob.schema import LogicalType, TableName
+from copyjob.urls import parse_url
+from ingest.postgres_cdc import (
+    STOP_PREFIX,
+    ExportedSnapshot,
+    PgChangeStream,
+    PgOutputDecoder,
+    ReplicationSetup,
+    StreamOptions,
+)
+from ingest.postgres_cdc._replication import ReplicationConnection
+from ingest.postgres_cdc._types import BUILTIN_TYPES
+from tests.pg_cdc import drop_slots, execute, rows
+from tests.services.postgres import PostgresServer, start_postgres
+
+T = TableName("t", "public")
+
+
+def types(oid: int, typmod: int) -> LogicalType:
+    return logical_type(BUILTIN_TYPES.get(oid, "text"), typmod)
+
+
+class Cdc:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.params = connection_params(parse_url(url))
+        self.name = "s_" + url.rsplit("/", 1)[1]
+        self.setup = ReplicationSetup(lambda: psycopg.connect(url, autocommit=True), "test", slot=self.name,
+                                      publication=self.name, job="test")
+
+    def stream(self, batch_events: int = 10_000, heartbeat_s: float = 10.0) -> PgChangeStream:
+        options = StreamOptions(self.name, self.name, batch_events=batch_events, max_batch_delay_s=0.05,
+                                heartbeat_s=heartbeat_s)
+        return PgChangeStream(self.params, "test", options, PgOutputDecoder(types, {T: ("id",)}, {T}))
+
+    def confirmed(self) -> int:
+        info = self.setup.slot_info()
+        assert info is not None and info.confirmed_flush is not None
+        return info.confirmed_flush
+
+    def drain(self, stream: PgChangeStream, ack: bool = True) -> list[ChangeEvent]:
+        """Every event committed before now."""
+        end = {"lsn": self.setup.emit_message(STOP_PREFIX, "test"), "seq": -1}
+        events: list[ChangeEvent] = []
+        deadline = time.monotonic() + 30
+        while not stream.caught_up(end):
+            assert time.monotonic() < deadline, "the stream did not reach its stop point"
+            for batch in stream.next_batches(0.2):
+                events.extend(batch.events)
+                if ack:
+                    stream.ack(batch.position)
+        return events
+
+
+@pytest.fixture
+def cdc(pg_url: str) -> Iterator[Cdc]:
+    execute(pg_url, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+    c = Cdc(pg_url)
+    c.setup.ensure_publication([T], create=True)
+    try:
+        yield c
+    finally:
+        c.setup.close()
+        drop_slots(pg_url)
+
+
+def ids(events: list[ChangeEvent]) -> list[int]:
+    return [e.after["id"] for e in events if e.after is not None]
+
+
+# ---------------------------------------------------------------- setup
+
+
+def test_setup_errors_name_what_to_do(pg_url: str) -> None:
+    execute(pg_url, "CREATE TABLE nokey (v int)", "CREATE TABLE t (id int PRIMARY KEY, k int)",
+            "CREATE TABLE other (id int PRIMARY KEY)", "CREATE PUBLICATION theirs FOR TABLE other")
+    role = "r_" + pg_url.rsplit("/", 1)[1]
+    execute(pg_url, f"CREATE ROLE {role} LOGIN PASSWORD 'pw'")
+    try:
+        setup = ReplicationSetup(lambda: psycopg.connect(pg_url, autocommit=True), "db", slot="x",
+                                 publication="mine", job="j")
+        with pytest.raises(ConfigurationError, match="REPLICA IDENTITY FULL"):
+            setup.check_identity(TableName("nokey", "public"), ())
+        with pytest.raises(ConfigurationError, match="carry only its replica identity"):
+            setup.check_identity(TableName("t", "public"), ("k",))
+        with pytest.raises(ConfigurationError, match="CREATE PUBLICATION mine FOR TABLE public.t"):
+            setup.ensure_publication([T], create=False)
+        theirs = ReplicationSetup(lambda: psycopg.connect(pg_url, autocommit=True), "db", slot="x",
+                                  publication="theirs", job="j")
+        with pytest.raises(ConfigurationError, match="ALTER PUBLICATION theirs ADD TABLE public.t"):
+            theirs.ensure_publication([T], create=True)  # not ours: never changed behind the DBA's back
+        assert setup.ensure_publication([T], create=True) == [T]
+        assert setup.publication_tables() == (False, True, {T}, "created by copyjob for job j")
+        weak = pg_url.replace("postgres:postgres@", f"{role}:pw@")
+        limited = ReplicationSetup(lambda: psycopg.connect(weak, autocommit=True), "db", slot="x",
+                                   publication="mine", job="j")
+        with pytest.raises(ConfigurationError, match=f"role {role} lacks REPLICATION"):
+            limited.check_server()
+        with pytest.raises(ConfigurationError, match=f"role {role} lacks REPLICATION"):
+            ReplicationConnection(connection_params(parse_url(weak)), "db")
+        for s in (setup, theirs, limited):
+            s.close()
+    finally:
+        execute(pg_url, f"DROP OWNED BY {role}", f"DROP ROLE {role}")
+
+
+def test_wal_level_replica_is_named(tmp_path: Path) -> None:
+    server: PostgresServer = start_postgres(tmp_path / "pg", settings={"wal_level": "replica"})
+    try:
+        setup = ReplicationSetup(lambda: psycopg.connect(server.url(), autocommit=True), "db", slot="x",
+                                 publication="p", job="j")
+        with pytest.raises(ConfigurationError, match="wal_level is replica; set wal_level = logical in "
+                                                     "postgresql.conf and restart"):
+            setup.check_server()
+        setup.close()
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- stream
+
+
+def test_only_acknowledged_positions_are_confirmed(cdc: Cdc) -> None:
+    ExportedSnapshot(cdc.params, "test", cdc.name, temporary=False).close()
+    start = cdc.confirmed()
+    execute(cdc.url, "INSERT INTO t SELECT g, 'a' FROM generate_series(1, 3) g",
+            "INSERT INTO t SELECT g, 'b' FROM generate_series(100, 1099) g")  # 1,000 rows: ten chunks of 100
+    stream = cdc.stream(batch_events=100)
+    assert len(ids(cdc.drain(stream, ack=False))) == 1003
+    stream.close()
+    assert cdc.confirmed() == start  # nothing acknowledged, nothing released
+
+    stream = cdc.stream(batch_events=100)
+    seen: list[ChangeEvent] = []
+    while len(seen) < 403:  # the small transaction and four chunks of the big one
+        for batch in stream.next_batches(1.0):
+            seen.extend(batch.events)
+            stream.ack(batch.position)
+    stream.close()
+    big_commit = seen[-1].position["lsn"]
+    assert cdc.confirmed() == big_commit  # inside the big transaction: confirmed up to its commit LSN only
+
+    stream = cdc.stream(batch_events=100)
+    again = cdc.drain(stream)
+    stream.close()
+    assert ids(again) == list(range(100, 1100))  # the big transaction again, whole; the small one not
+    assert again[0].position == {"lsn": big_commit, "seq": 0}
+    assert cdc.confirmed() > big_commit
+
+
+def test_exported_snapshot_meets_the_stream_without_gap_or_overlap(cdc: Cdc) -> None:
+    stop = threading.Event()
+
+    def writer() -> None:
+        with psycopg.connect(cdc.url, autocommit=True) as conn:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                conn.execute("INSERT INTO t VALUES (%s, 'w')", (i,))
+                if i % 3 == 0:
+                    conn.execute("DELETE FROM t WHERE id = %s", (i - 1,))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        with ExportedSnapshot(cdc.params, "test", cdc.name, temporary=False) as exported:
+            with psycopg.connect(cdc.url, autocommit=True) as reader:
+                reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                reader.execute(f"SET TRANSACTION SNAPSHOT '{exported.snapshot_name}'")
+                time.sleep(0.3)  # the writer goes on; the snapshot must not see it
+                snapshot = {r[0] for r in reader.execute("SELECT id FROM t").fetchall()}
+                reader.execute("COMMIT")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join()
+    stream = cdc.stream()
+    replayed = dict.fromkeys(snapshot, True)
+    for event in cdc.drain(stream):
+        row = event.row
+        assert row is not None
+        if event.op == "d":
+            assert replayed.pop(row["id"])  # deleted once, and it existed
+        else:
+            assert row["id"] not in replayed  # never inserted twice: no overlap
+            replayed[row["id"]] = True
+    stream.close()
+    assert set(replayed) == {r[0] for r in rows(cdc.url, "SELECT id FROM t")}  # no gap
+
+
+def test_idle_database_still_advances_the_slot(cdc: Cdc, pg_url2: str) -> None:
+    ExportedSnapshot(cdc.params, "test", cdc.name, temporary=False).close()
+    before = cdc.confirmed()
+    stream = cdc.stream(heartbeat_s=0.2)
+    try:
+        execute(pg_url2, "CREATE TABLE busy (v text)", "INSERT INTO busy SELECT repeat('x', 100) "
+                "FROM generate_series(1, 20000)")  # WAL of another database
+        target = rows(cdc.url, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")[0][0]
+        deadline = time.monotonic() + 15
+        while cdc.confirmed() < target and time.monotonic() < deadline:
+            assert stream.next_batches(0.2) == []
+        assert cdc.confirmed() >= target > before
+        assert stream.caught_up_at is not None
+    finally:
+        stream.close()
