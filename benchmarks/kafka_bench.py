@@ -3,11 +3,15 @@
     .venv/bin/python -m benchmarks.kafka_bench [--rows 1000000] [--updates 200000] [--rate 5000]
     .venv/bin/python -m benchmarks.run --kafka          (the same, from the main benchmark script)
 
-1. snapshot: ``copyjob run`` of a ``--rows`` table (publish + apply, merge): end-to-end events/s, peak RSS;
-2. stream: ``copyjob stream`` running while ``--updates`` rows are updated at ``--rate`` changes/s, each
-   setting ``updated_at = clock_timestamp()``; a trigger in the destination stamps ``applied_at`` when the row is
-   written, so latency = applied_at − updated_at per row (source commit → destination write, both on this
-   machine's clock): p50/p99, and the stream process's peak RSS.
+1. snapshot, each side alone: ``copyjob capture`` of a ``--rows`` table (publish events/s: read, encode,
+   produce, acknowledged), then ``copyjob apply --until-caught-up`` (apply events/s: consume, decode, fold,
+   merge into PostgreSQL);
+2. snapshot end to end: ``copyjob run`` of the same table under another job, topic prefix and destination
+   database (publish + apply, merge): end-to-end events/s, peak RSS;
+3. stream (on the end-to-end job): ``copyjob stream`` running while ``--updates`` rows are updated at
+   ``--rate`` changes/s, each setting ``updated_at = clock_timestamp()``; a trigger in the destination stamps
+   ``applied_at`` when the row is written, so latency = applied_at − updated_at per row (source commit →
+   destination write, both on this machine's clock): p50/p99, and the stream process's peak RSS.
 Prints a JSON report on stdout; everything lives in a temporary folder that is removed at the end.
 """
 
@@ -75,23 +79,34 @@ def main(argv: list[str] | None = None) -> int:
         pg = start_postgres(tmp / "pg", settings={"max_wal_size": "8GB"})
         broker = start_kafka(tmp / "kafka", heap="1g")
         src, dst = pg.create_database("ksrc"), pg.create_database("kdst")
+        dst_split = pg.create_database("ksplit")
         say(f"generating {args.rows:,} rows")
         pg.psql("ksrc", f"""CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL,
             amount numeric(12,2), status text, updated_at timestamptz NOT NULL);
             INSERT INTO orders SELECT g, g % 1000, (g % 100000) / 100.0, 'new',
               '2026-01-01'::timestamptz + g * interval '1 us' FROM generate_series(1, {args.rows}) g;
             ANALYZE orders;""")
-        pg.psql("kdst", """CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL,
+        for db in ("kdst", "ksplit"):
+            pg.psql(db, """CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL,
             amount numeric(12,2), status text, updated_at timestamptz NOT NULL, applied_at timestamptz);
             CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS
               $$ BEGIN NEW.applied_at := clock_timestamp(); RETURN NEW; END $$;
             CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION stamp();""")
-        job = tmp / "job.yaml"
-        job.write_text(yaml.safe_dump({
-            "job": "kbench", "source": {"url": src}, "destination": {"url": dst},
-            "copy": {"mode": "incremental", "update_method": "merge", "batch_rows": 50_000, "parallel": 1},
-            "tables": [{"name": "public.orders", "target": "orders", "incremental_column": "updated_at"}],
-            "transport": "kafka", "kafka": {"bootstrap_servers": broker.bootstrap, "topic_prefix": "bench"}}))
+
+        def job_file(name: str, destination: str) -> Path:
+            path = tmp / f"{name}.yaml"
+            path.write_text(yaml.safe_dump({
+                "job": name, "source": {"url": src}, "destination": {"url": destination},
+                "copy": {"mode": "incremental", "update_method": "merge", "batch_rows": 50_000, "parallel": 1},
+                "tables": [{"name": "public.orders", "target": "orders", "incremental_column": "updated_at"}],
+                "transport": "kafka", "kafka": {"bootstrap_servers": broker.bootstrap, "topic_prefix": name}}))
+            return path
+
+        report["publish"] = timed(job_file("ksplit", dst_split), "capture", args.rows)
+        say(f"publish: {report['publish']}")
+        report["apply"] = timed(tmp / "ksplit.yaml", "apply", args.rows, "--until-caught-up")
+        say(f"apply: {report['apply']}")
+        job = job_file("kbench", dst)
         report["snapshot"] = snapshot(job, args.rows, pg)
         say(f"snapshot: {report['snapshot']}")
         report["stream"] = stream(job, pg, args.updates, args.rate)
@@ -105,6 +120,20 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def timed(job: Path, command: str, rows: int, *extra: str) -> dict[str, Any]:
+    """One side of the pipeline alone: ``copyjob capture`` or ``copyjob apply``."""
+    say(f"copyjob {command} ({rows:,} rows)")
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "copyjob", command, str(job), *extra], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = watch(proc)
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"copyjob {command} failed: {out}{err}")
+    return {"seconds": round(seconds, 2), "events_per_s": round(rows / seconds), "peak_rss_mb": round(peak["rss_mb"])}
 
 
 def snapshot(job: Path, rows: int, pg: Any) -> dict[str, Any]:

@@ -108,7 +108,7 @@ class MysqlCdc:
         from ingest.mysql_cdc import current_position
 
         with self._connection() as conn:
-            return current_position(conn, self.server)
+            return current_position(conn)
 
     def capture(self, starts: Mapping[TableName, Mapping[str, Any]], *,
                 stop_at: Mapping[str, Any] | None = None) -> MysqlBinlogCapture:

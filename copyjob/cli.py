@@ -134,12 +134,12 @@ def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None,
         loaded = _load(job_file, env, variables)
         if connect:
             from connectors import destination_capabilities, open_destination, open_source
+            from copyjob.filesets import endpoint_url
             from copyjob.preflight import check_tables
-            from copyjob.urls import parse_url
 
             job = loaded.job
-            destination_url = parse_url(job.destination.url, loaded.base_dir)
-            source = open_source(parse_url(job.source.url, loaded.base_dir))
+            destination_url = endpoint_url(job.destination, loaded.base_dir)
+            source = open_source(endpoint_url(job.source, loaded.base_dir))
             try:
                 check_tables(loaded, loaded.tables, source, destination_capabilities(destination_url))
             finally:
@@ -253,7 +253,6 @@ def main() -> None:
 
 
 from copyjob import cli_cdc as _cli_cdc  # noqa: E402  registers drop, check (and stream when missing)
-from copyjob import cli_kafka as _cli_kafka  # noqa: E402  registers capture, apply, tail, replay
 
 if __name__ == "__main__":
     main()

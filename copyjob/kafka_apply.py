@@ -1,7 +1,12 @@
 """The apply side of ``transport: kafka``: a consumer-group member that merges events into the destination.
 
 Records are taken in batches, split per table partition (and where the writer's schema version changes), folded
-per key and written with the table's update method by ``apply.changes.apply_changes``. Order per key holds:
+per key and written with the table's update method by ``apply.changes.apply_changes``. The common case of a
+merge table whose segment holds only upserts of one schema (snapshot rows, the watermark poller's updates) is
+decoded column-wise into one Arrow batch (``connectors.kafka.batch_decode``), folded with Arrow (the last row
+of a key wins) and written with one ``LoadSession.write``: no Python object per row. Anything else (deletes,
+tombstones, ``before`` images, append tables, JSON) takes the event-by-event path, and so does a fast segment
+that fails to write, so that the bad event can be isolated and dead-lettered as below. Order per key holds:
 a key always lands in the same partition, and a partition is applied in offset order by one member at a time.
 
 The apply commit, per table partition (steps in this order):
@@ -20,10 +25,12 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from apply import prepare_target
 from apply.changes import APPEND_COLUMNS, apply_changes
 from connectors.kafka import dlq_topic
+from connectors.kafka.batch_decode import decode_upserts
 from connectors.kafka.codec import Decoder
 from copyjob.changes import ChangeBatch, ChangeEvent
 from copyjob.errors import ConfigurationError, is_retriable
@@ -33,8 +40,11 @@ from copyjob.schema import TableName, TableSchema
 from copyjob.transport import Record, Subscription, Transport
 from copyjob.urls import redact
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger("copyjob.kafka")
-POLL_RECORDS = 20_000
+POLL_RECORDS = 50_000
 POLL_TIMEOUT_S = 0.2
 
 
@@ -91,6 +101,8 @@ class Segment:
     table: ApplyTable
     schema: TableSchema | None
     items: list[tuple[Record, ChangeEvent | None]]
+    rows: pa.RecordBatch | None = None
+    """Set for a segment of upserts decoded column-wise: their ``after`` images (the items carry no events)."""
 
     @property
     def next_offset(self) -> int:
@@ -187,19 +199,52 @@ class Applier:
             by_partition.setdefault((r.topic, r.partition), []).append(r)
         for (topic, _), recs in by_partition.items():
             table = self.by_topic[topic]
-            current: Segment | None = None
-            for record, event, schema in self._decoded(table, recs):
-                if current is not None and schema is not None and current.schema is not None \
-                        and schema != current.schema:
-                    yield current
-                    current = None
-                if current is None:
-                    current = Segment(table, schema or self._known_schema.get(topic), [])
-                elif current.schema is None:
-                    current.schema = schema
-                current.items.append((record, event))
-            if current is not None:
+            fast = self._upserts(table, recs)
+            if fast is not None:
+                yield fast
+            else:
+                yield from self._event_segments(table, recs)
+
+    def _upserts(self, table: ApplyTable, records: list[Record]) -> Segment | None:
+        """The records as one column-wise segment when they are upserts of one Avro schema into a merge table."""
+        first = records[0].value
+        if table.table.update_method != "merge" or first is None:
+            return None
+        try:
+            writer = self.decoder.writer(first)
+        except Exception as exc:
+            if is_retriable(exc):
+                raise
+            return None  # the event path dead-letters what does not decode
+        if writer is None:
+            return None
+        schema, start = writer
+        head = first[:start]
+        values = [r.value for r in records]
+        if any(v is None or v[:start] != head for v in values):
+            return None
+        decoded = decode_upserts(values, start, schema.columns)  # type: ignore[arg-type]
+        if decoded is None:
+            return None
+        self._known_schema[table.topic] = schema
+        return Segment(table, schema, [(r, None) for r in records], rows=decoded[0])
+
+    def _event_segments(self, table: ApplyTable, recs: list[Record]) -> Iterator[Segment]:
+        """Decoded message by message into change events, split where the writer's schema changes."""
+        topic = table.topic
+        current: Segment | None = None
+        for record, event, schema in self._decoded(table, recs):
+            if current is not None and schema is not None and current.schema is not None \
+                    and schema != current.schema:
                 yield current
+                current = None
+            if current is None:
+                current = Segment(table, schema or self._known_schema.get(topic), [])
+            elif current.schema is None:
+                current.schema = schema
+            current.items.append((record, event))
+        if current is not None:
+            yield current
 
     def _decoded(self, table: ApplyTable, records: list[Record]) -> Iterator[tuple[Record, ChangeEvent | None,
                                                                                    TableSchema | None]]:
@@ -225,6 +270,18 @@ class Applier:
 
     def _apply(self, segment: Segment) -> None:
         """1./2. of the apply commit: the whole segment, or its halves until a bad event stands alone."""
+        if segment.rows is not None:
+            try:
+                self._write_upserts(segment)
+                return
+            except Exception as exc:
+                if is_retriable(exc):
+                    raise
+                log.info("%s: a batch of %d upserts failed (%s); applying it event by event", segment.table.name,
+                         len(segment.items), redact(str(exc))[:200])
+            for part in self._event_segments(segment.table, [r for r, _ in segment.items]):
+                self._apply(part)
+            return
         try:
             self._write(segment)
             return
@@ -266,6 +323,30 @@ class Applier:
         table.stats.deleted += result.deleted
         table.stats.appended += result.appended
 
+    def _write_upserts(self, segment: Segment) -> None:
+        """1. of the apply commit for a column-wise segment: the last row of each key, written by merge in one
+        transaction with the marker."""
+        assert segment.rows is not None and segment.schema is not None
+        table = segment.table
+        partition = segment.items[0][0].partition
+        target, key = table.target(segment.schema)
+        self._prepare(target, "merge")
+        rename = table.table.spec.columns
+        source_names = {v: k for k, v in rename.items()}
+        rows = last_per_key(segment.rows, [source_names.get(k, k) for k in key])
+        batch = in_target_schema(rows, target, source_names)
+        marker = StateMarker(job=self.job, table=table.marker_name(partition), run_id=self.run_id,
+                             state={"offset": segment.next_offset, "topic": table.topic, "partition": partition})
+        session = self.destination.begin_load(target, "merge", key)
+        try:
+            written = session.write(batch)
+            session.commit(marker)
+        except BaseException:
+            session.abort()
+            raise
+        table.stats.events += len(segment.items)
+        table.stats.upserted += written
+
     def _prepare(self, target: TableSchema, method: str) -> None:
         if target in self._prepared:
             return
@@ -301,6 +382,35 @@ class Applier:
         table.stats.last_error = error
         log.warning("%s: event at %s[%d]@%d sent to %s: %s", table.name, record.topic, record.partition,
                     record.offset, topic, error[:300])
+
+
+def last_per_key(rows: pa.RecordBatch, key: Sequence[str]) -> pa.RecordBatch:
+    """The last row of each key, in the order of those last rows (merge's fold for a batch of upserts)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = rows.num_rows
+    if n < 2:
+        return rows
+    index = pa.array(range(n), pa.int64())
+    keys = pa.table([rows.column(k) for k in key] + [index], names=[f"k{i}" for i in range(len(key))] + ["i"])
+    last = keys.group_by([f"k{i}" for i in range(len(key))], use_threads=False).aggregate([("i", "max")])
+    if last.num_rows == n:
+        return rows  # every key once: nothing to fold
+    order = last.column("i_max").combine_chunks()
+    return rows.take(pc.take(order, pc.sort_indices(order)))
+
+
+def in_target_schema(rows: pa.RecordBatch, target: TableSchema, source_names: dict[str, str]) -> pa.RecordBatch:
+    """The decoded columns (source names) as a batch of the destination table's columns and types."""
+    import pyarrow as pa
+
+    schema = target.arrow_schema()
+    arrays = []
+    for f in schema:
+        column = rows.column(source_names.get(f.name, f.name))
+        arrays.append(column if column.type == f.type else column.cast(f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def run_until(applier: Applier, done: Callable[[], bool], stop: Callable[[], bool],

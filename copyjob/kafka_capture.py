@@ -139,12 +139,10 @@ class Capturer:
 
     def _publish_rows(self, encoder: Any, batch: pa.RecordBatch, op: str, info: SourceInfo,
                       position: dict[str, Any]) -> int:
-        headers = encoder.headers
-        n = 0
-        for key, value in encoder.encode_rows(batch, op, info, position):
-            self.publisher.publish(encoder.topic, key, value, headers)
-            n += 1
-        return n
+        # column-wise encoding and one produce loop: no ChangeEvent or dict per row on this path
+        keys, values = encoder.encode_batch(batch, op, info, position)
+        self.publisher.publish_many(encoder.topic, keys, values, encoder.headers)
+        return len(values)
 
 
 def publish_batch(encoder: Encoder, publisher: Publisher, topic: str, batch: ChangeBatch, info: SourceInfo,

@@ -40,6 +40,10 @@ class Record:
 class Publisher(Protocol):
     def publish(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers = ()) -> None: ...
 
+    def publish_many(self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None],
+                     headers: Headers = ()) -> None:
+        """``publish`` of each (key, value) pair in order, with the same headers (the bulk path)."""
+
     def flush(self) -> None:
         """Block until every published message is acknowledged; raise ConnectionFailed when one was not."""
 
@@ -144,6 +148,10 @@ class _MemoryPublisher:
 
     def publish(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers = ()) -> None:
         self._pending.append((topic, key, value, headers))
+
+    def publish_many(self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None],
+                     headers: Headers = ()) -> None:
+        self._pending.extend((topic, k, v, headers) for k, v in zip(keys, values, strict=True))
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []

@@ -112,11 +112,46 @@ class TableEncoder:
     def encode_rows(self, batch: pa.RecordBatch, op: str, source: SourceInfo,
                     position: Mapping[str, Any]) -> Iterator[tuple[bytes | None, bytes]]:
         """Every row of an Arrow batch as an event ``op`` (snapshot ``r`` or ``u``): (key, value) pairs."""
+        keys, values = self.encode_batch(batch, op, source, position)
+        return zip(keys, values, strict=True)
+
+    def encode_batch(self, batch: pa.RecordBatch, op: str, source: SourceInfo,
+                     position: Mapping[str, Any]) -> tuple[list[bytes | None], list[bytes]]:
+        """Keys and values of every row of ``batch`` as events ``op``: Avro column-wise for the whole batch
+        (:mod:`connectors.kafka.batch_encode`), else (JSON, a column that path cannot do) row by row."""
         ts = now_ms()
+        if self.format == "avro" and batch.num_rows:
+            fast = self._encode_vectorised(batch, op, source, position, ts)
+            if fast is not None:
+                return fast
+        keys: list[bytes | None] = []
+        values: list[bytes] = []
         for row in batch.to_pylist():
             event = ChangeEvent(op=op, before=None, after=row, position=position, ts_ms=ts,  # type: ignore[arg-type]
                                 snapshot=op == "r")
-            yield self.encode_key(row), self.encode_value(event, source)
+            keys.append(self.encode_key(row))
+            values.append(self.encode_value(event, source))
+        return keys, values
+
+    def _encode_vectorised(self, batch: pa.RecordBatch, op: str, source: SourceInfo, position: Mapping[str, Any],
+                           ts: int) -> tuple[list[bytes | None], list[bytes]] | None:
+        from connectors.kafka import batch_encode
+
+        parts = batch_encode.encode_columns(batch, self.schema.columns)
+        if parts is None:
+            return None
+        # before = null (branch 0), after = Value (branch 1); op, source and ts_ms are the same for every row:
+        # fastavro writes them once, from an envelope whose images are both null (the first two bytes)
+        block = source.block(op == "r", position, ts)
+        tail = self._datum(self._value_parsed, {"before": None, "after": None, "op": op, "source": block,
+                                                "ts_ms": ts})[2:]
+        values = batch_encode.join_rows(parts, self.value_prefix + b"\x00\x02", tail).to_pylist()
+        if not self.key:
+            return [None] * batch.num_rows, values
+        index = {c.name: i for i, c in enumerate(self.schema.columns)}
+        key_parts = [parts[index[k]] for k in self.key if k in index]  # as avro.key_schema
+        keys = batch_encode.join_rows(key_parts, self.key_prefix).to_pylist()
+        return keys, values
 
     def _avro_row(self, row: Mapping[str, Any] | None) -> dict[str, Any] | None:
         if row is None or not self._field_names:
@@ -231,6 +266,17 @@ class Decoder:
             return self._decode_json(value, decoded_key, headers)
         return DecodedMessage(op=doc["op"], before=doc["before"], after=doc["after"], source=doc["source"],
                               ts_ms=doc.get("ts_ms"), key=decoded_key, schema=reader.table, schema_ref=reader.ref)
+
+    def writer(self, value: bytes) -> tuple[TableSchema, int] | None:
+        """The table schema an Avro envelope was written with and the length of its prefix (the datum starts
+        there); None for JSON or a key schema. Raises like :meth:`decode` for an unknown schema."""
+        if value[:2] == avro.SINGLE_OBJECT_MAGIC:
+            reader, start = self._reader_fp(int.from_bytes(value[2:10], "little")), 10
+        elif value[:1] == CONFLUENT_MAGIC and len(value) >= 5:
+            reader, start = self._reader_id(int.from_bytes(value[1:5], "big")), 5
+        else:
+            return None
+        return (reader.table, start) if reader.table is not None else None
 
     def _decode_key(self, key: bytes) -> dict[str, Any] | None:
         if key[:2] == avro.SINGLE_OBJECT_MAGIC:

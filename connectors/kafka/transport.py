@@ -79,6 +79,10 @@ class KafkaPublisher:
     def publish(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers = ()) -> None:
         self._producer.produce(topic, key, value, headers)
 
+    def publish_many(self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None],
+                     headers: Headers = ()) -> None:
+        self._producer.produce_many(topic, keys, values, headers)
+
     def flush(self) -> None:
         self._producer.flush()
 

@@ -182,8 +182,11 @@ class MysqlBinlogCapture:
         return self.finished
 
     def caught_up(self, end: Mapping[str, Any]) -> bool:
-        """Whether every transaction committed before ``end`` (a point from ``current_position``) was read."""
-        return self._txn is None and order_key(self._point) >= order_key(end)
+        """Whether every transaction committed before ``end`` (a point from ``current_position``) was read: the
+        stream stands at or past it, or is inside a transaction that starts there or later."""
+        txn = self._txn
+        here = (txn.file_no, txn.pos, 0) if txn is not None else order_key(self._point)
+        return here >= order_key(end)
 
 
     def close(self) -> None:

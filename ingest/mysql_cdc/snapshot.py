@@ -31,17 +31,12 @@ from ingest.mysql_cdc.positions import Position, between
 log = logging.getLogger(__name__)
 
 
-def current_position(conn: Any, server: ServerInfo) -> Position:
-    """Where the binlog ends now: a stream that reaches it has seen every transaction committed before."""
-    if server.mariadb:
-        # BINLOG_GTID_POS: the GTID position that belongs to exactly this file and offset
-        file, pos, _ = binlog_status(conn)
-        gtid_pos = rows(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))[0][0]
-        if gtid_pos is None:
-            gtid_pos = text(rows(conn, "SELECT @@GLOBAL.gtid_binlog_pos")[0][0])
-        return between(file, pos, text(gtid_pos))
-    file, pos, gtid_set = binlog_status(conn)
-    return between(file, pos, gtid_set if server.gtid else None)
+def current_position(conn: Any) -> Position:
+    """Where the binlog ends now: a stream that reaches it has seen every transaction committed before. A bound
+    to compare with, not a place to resume from: it has no GTID position (on MariaDB that would mean scanning
+    the binlog file with BINLOG_GTID_POS)."""
+    file, pos, _ = binlog_status(conn)
+    return between(file, pos, None)
 
 
 def begin_consistent_snapshot(conn: Any, server: ServerInfo, where: str) -> Position:

@@ -212,18 +212,35 @@ def spawn(job_file: Path) -> subprocess.Popen[str]:
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def killed_runs(job_file: Path, delays: list[float]) -> int:
-    """Start a run and SIGKILL it after each delay; returns how many were killed (not finished by then)."""
-    killed = 0
-    for delay in delays:
-        proc = spawn(job_file)
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            killed += 1
-    return killed
+def activity(source: Source) -> set[str]:
+    """What the job's connections are doing: ``snapshot`` (its consistent-snapshot transaction is open),
+    ``stream`` (a binlog dump)."""
+    found = set()
+    for (command,) in source.server.execute("SELECT COMMAND FROM information_schema.PROCESSLIST "
+                                            "WHERE USER = 'copyjob'"):
+        if str(command).startswith("Binlog Dump"):
+            found.add("stream")
+    if source.server.execute("SELECT 1 FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p "
+                             "ON p.ID = t.trx_mysql_thread_id WHERE p.USER = 'copyjob'"):
+        found.add("snapshot")
+    return found
+
+
+def kill_during(job_file: Path, source: Source, phase: str, after_s: float) -> bool:
+    """Start a run, SIGKILL it ``after_s`` seconds into ``phase``; False when the run ended before."""
+    proc = spawn(job_file)
+    deadline = time.monotonic() + 60
+    try:
+        while phase not in activity(source):
+            if proc.poll() is not None:
+                return False
+            assert time.monotonic() < deadline, f"no {phase} seen"
+            time.sleep(0.02)
+        time.sleep(after_s)
+        return proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 @pytest.mark.parametrize("method", ["merge", "append"])
@@ -234,7 +251,9 @@ def test_sigkill_at_several_points_then_restart(tmp_path: Path, source: Source, 
     duck = f"duckdb:///{tmp_path / 'out.duckdb'}"
     j = job(tmp_path, source, duck, method, batch_events=7)
     with Writer(source, 40_000, seed=3 if method == "merge" else 5):
-        assert killed_runs(j, [2.0, 3.5, 5.0]) >= 2
+        assert kill_during(j, source, "snapshot", 0.3)
+        for after_s in (0.3, 1.0):
+            assert kill_during(j, source, "stream", after_s)
     run_ok(j)
     if method == "merge":
         assert rows_of(duck, "items") == source_rows(source)

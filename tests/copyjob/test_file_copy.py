@@ -112,9 +112,17 @@ def test_postgres_merge_with_new_rewritten_and_same_timestamp_files(tmp_path: Pa
     src = tmp_path / "in"
     put(src, "a.csv", csv_rows(range(1, 101)), T0)
     put(src, "b.csv", csv_rows(range(101, 201)), T0 + S)
-    j = job(tmp_path, pg_url, [{"name": "sales", "pattern": "*.csv", "key": ["id"], "target": "shop.sales"}],
+    put(src, "e.jsonl", jsonl_rows(range(1, 4)), T0)
+    parquet_file(src, "p.parquet", range(1, 6), T0)
+    j = job(tmp_path, pg_url, [{"name": "sales", "pattern": "*.csv", "key": ["id"], "target": "shop.sales"},
+                               {"name": "events", "pattern": "*.jsonl", "key": ["id"], "source_file_column": True},
+                               {"name": "items", "pattern": "*.parquet", "key": ["id"]}],
             mode="incremental", update_method="merge")
     run_ok(j)
+    with psycopg.connect(pg_url) as con:
+        assert con.execute("SELECT id, tags::text, _source_file FROM events ORDER BY id").fetchall()[0] == (
+            1, "[1]", "e.jsonl")
+        assert con.execute("SELECT count(*) FROM items").fetchone() == (5,)
     put(src, "a.csv", csv_rows(range(1, 101)).replace("name 7,", "renamed,"), T0 + 2 * S)  # rewritten in place
     put(src, "c.csv", csv_rows(range(201, 211)), T0 + 2 * S)  # same time as the rewrite
     assert run_ok(j)["shop.sales"].rows_read == 110

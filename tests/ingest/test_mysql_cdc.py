@@ -176,7 +176,7 @@ def test_mariadb_resume_uses_the_gtid_position(db: Db, capture_of: Any) -> None:
     cdc = db.cdc()
     start, _ = snapshot_rows(cdc, "t")
     db.sql("INSERT INTO t VALUES (1)", "FLUSH BINARY LOGS", "INSERT INTO t VALUES (2)")
-    middle = cdc.current_position()
+    middle, _ = snapshot_rows(cdc, "t")
     db.sql("INSERT INTO t VALUES (3)")
     end = cdc.current_position()
     events = drain(capture_of(cdc, {TableName("t"): middle}), end)
