@@ -36,12 +36,14 @@ from tests.services.postgres import start_postgres
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "cdc.json"
 SETTINGS = {"max_wal_size": "8GB", "checkpoint_timeout": "30min"}
-TABLE = "CREATE TABLE bench (id bigint PRIMARY KEY, v int NOT NULL, note text, src_ts timestamptz DEFAULT clock_timestamp())"
+TABLE = ("CREATE TABLE bench (id bigint PRIMARY KEY, v int NOT NULL, note text, "
+         "src_ts timestamptz DEFAULT clock_timestamp())")
 GENERATE = """
 CREATE PROCEDURE generate(total int, per_txn int) LANGUAGE plpgsql AS $$
 BEGIN
   FOR i IN 0 .. total / per_txn - 1 LOOP
-    INSERT INTO bench (id, v, note) SELECT g, g % 1000, 'note ' || g FROM generate_series(i * per_txn + 1, (i + 1) * per_txn) g;
+    INSERT INTO bench (id, v, note)
+      SELECT g, g % 1000, 'note ' || g FROM generate_series(i * per_txn + 1, (i + 1) * per_txn) g;
     COMMIT;
   END LOOP;
 END $$;

@@ -40,6 +40,7 @@ from tests.services.postgres import start_postgres
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = ("from copyjob.cli import app, main; from copyjob.cli_kafka import stream; "
           "app.command('stream')(stream); main()")
+KAFKA_CLI = "import copyjob.cli_kafka; from copyjob.cli import main; main()"  # capture, apply however cli.py wires them
 
 
 def say(message: str) -> None:
@@ -126,7 +127,7 @@ def timed(job: Path, command: str, rows: int, *extra: str) -> dict[str, Any]:
     """One side of the pipeline alone: ``copyjob capture`` or ``copyjob apply``."""
     say(f"copyjob {command} ({rows:,} rows)")
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "copyjob", command, str(job), *extra], cwd=ROOT, text=True,
+    proc = subprocess.Popen([sys.executable, "-c", KAFKA_CLI, command, str(job), *extra], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = watch(proc)
     out, err = proc.communicate()

@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, job files)")
     p.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json", help="the JSON report")
     p.add_argument("--kafka", action="store_true", help="run only the Kafka benchmarks (benchmarks/kafka_bench.py)")
+    p.add_argument("--cdc", action="store_true", help="run only the PostgreSQL CDC benchmarks "
+                   "(benchmarks/cdc_bench.py: changes/s, latency)")
     args = p.parse_args(argv)
     if min(args.rows, args.big_rows, args.incremental_tables, args.incremental_rows, args.repeat) < 1:
         p.error("row, table and repeat counts must be positive")
@@ -169,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import kafka_bench
 
         return kafka_bench.main(["--rows", str(args.rows)])
+    if args.cdc:  # PostgreSQL → PostgreSQL change capture, direct: changes/s, latency
+        from benchmarks import cdc_bench
+
+        return cdc_bench.main([])
     started = time.perf_counter()
     meta: dict[str, Any] = {"started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
                             "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}

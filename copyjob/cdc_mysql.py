@@ -97,11 +97,15 @@ class MysqlCdc:
         from ingest.mysql_cdc import begin_consistent_snapshot
 
         server = self.server
-        with self._source.pinned() as conn:
-            with _errors(self._url):
-                position = begin_consistent_snapshot(conn, server, self.where)
-            log.info("%s: snapshot at %s; reading the tables", self.where, self.describe(position))
-            rows = copy(self._source, position)
+        source = self._source.clone()  # its own connections: a snapshot may run beside the stream
+        try:
+            with source.pinned() as conn:
+                with _errors(self._url):
+                    position = begin_consistent_snapshot(conn, server, self.where)
+                log.info("%s: snapshot at %s; reading the tables", self.where, self.describe(position))
+                rows = copy(source, position)
+        finally:
+            source.close()
         return SnapshotResult(status="completed", position=position, rows=rows)
 
     def current_position(self) -> Position:

@@ -8,6 +8,7 @@ file or command line; 3 skipped because another run of the job held the lock pas
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -21,7 +22,8 @@ from copyjob.urls import redact
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Move tables between databases: full and incremental copies from one YAML job file.")
-out = Console(soft_wrap=False)
+# not a terminal (logs, cron mail): wide enough that summaries are not cut
+out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 T = TypeVar("T")
 
@@ -169,13 +171,13 @@ def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, stat
         finally:
             store.close()
         rows = status_rows(states)
-        cdc = _cli_cdc.cdc_status(loaded, [s for _, mode, s in states if mode == "cdc"])
+        cdc = cli_cdc.cdc_status(loaded, [s for _, mode, s in states if mode == "cdc"])
         if json_out:
             print(dumps({"job": loaded.job.job, "tables": rows, "schedules": schedules,
                          "triggers": trigger_rows(loaded.job), **({"cdc": cdc} if cdc else {})}))
         else:
             print_status(out, loaded.job.job, rows, schedules, trigger_rows(loaded.job))
-            _cli_cdc.print_cdc_status(cdc)
+            cli_cdc.print_cdc_status(cdc)
         return 0
 
     raise typer.Exit(_guard(body))
@@ -252,7 +254,9 @@ def main() -> None:
     app()
 
 
-from copyjob import cli_cdc as _cli_cdc  # noqa: E402  registers drop, check (and stream when missing)
+# the command modules register their commands on `app`: cdc (check, drop, stream), kafka (capture, apply, tail,
+# replay)
+from copyjob import cli_cdc, cli_kafka  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

@@ -184,6 +184,7 @@ def drop(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state:
     raise typer.Exit(_guard(body))
 
 
+@app.command()
 def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
            state: StateOpt = None,
            wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for another run of this job to "
@@ -207,8 +208,3 @@ def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variab
         return {"ok": 0, "stopped": 0, "skipped": EXIT_SKIPPED}.get(record.status, EXIT_TABLE_FAILED)
 
     raise typer.Exit(_guard(body))
-
-
-if not any(c.name == "stream" or (c.name is None and c.callback is not None and c.callback.__name__ == "stream")
-           for c in app.registered_commands):
-    app.command()(stream)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from apply import prepare_target
 from apply.changes import APPEND_COLUMNS, apply_changes
 from connectors.kafka import dlq_topic
+from connectors.kafka.arrow_bytes import arange
 from connectors.kafka.batch_decode import decode_upserts
 from connectors.kafka.codec import Decoder
 from copyjob.changes import ChangeBatch, ChangeEvent
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger("copyjob.kafka")
-POLL_RECORDS = 50_000
+POLL_RECORDS = 100_000
 POLL_TIMEOUT_S = 0.2
 
 
@@ -102,11 +103,21 @@ class Segment:
     schema: TableSchema | None
     items: list[tuple[Record, ChangeEvent | None]]
     rows: pa.RecordBatch | None = None
-    """Set for a segment of upserts decoded column-wise: their ``after`` images (the items carry no events)."""
+    """Set for a segment of upserts decoded column-wise: their ``after`` images (``items`` stays empty)."""
+    records: list[Record] = field(default_factory=list)
+    """The records of a column-wise segment."""
+
+    @property
+    def first(self) -> Record:
+        return self.records[0] if self.records else self.items[0][0]
 
     @property
     def next_offset(self) -> int:
-        return self.items[-1][0].offset + 1
+        return (self.records[-1] if self.records else self.items[-1][0]).offset + 1
+
+    @property
+    def size(self) -> int:
+        return len(self.records) or len(self.items)
 
 
 class Applier:
@@ -162,7 +173,7 @@ class Applier:
         done: dict[tuple[str, int], int] = {}
         for segment in self._segments(records):
             self._apply(segment)
-            key = (segment.items[0][0].topic, segment.items[0][0].partition)
+            key = (segment.first.topic, segment.first.partition)
             self.applied[key] = done[key] = segment.next_offset
         self.subscription.commit(done)  # 3. group offsets, for monitoring
         return len(records)
@@ -227,7 +238,7 @@ class Applier:
         if decoded is None:
             return None
         self._known_schema[table.topic] = schema
-        return Segment(table, schema, [(r, None) for r in records], rows=decoded[0])
+        return Segment(table, schema, [], rows=decoded[0], records=records)
 
     def _event_segments(self, table: ApplyTable, recs: list[Record]) -> Iterator[Segment]:
         """Decoded message by message into change events, split where the writer's schema changes."""
@@ -278,8 +289,8 @@ class Applier:
                 if is_retriable(exc):
                     raise
                 log.info("%s: a batch of %d upserts failed (%s); applying it event by event", segment.table.name,
-                         len(segment.items), redact(str(exc))[:200])
-            for part in self._event_segments(segment.table, [r for r, _ in segment.items]):
+                         segment.size, redact(str(exc))[:200])
+            for part in self._event_segments(segment.table, segment.records):
                 self._apply(part)
             return
         try:
@@ -328,7 +339,7 @@ class Applier:
         transaction with the marker."""
         assert segment.rows is not None and segment.schema is not None
         table = segment.table
-        partition = segment.items[0][0].partition
+        partition = segment.first.partition
         target, key = table.target(segment.schema)
         self._prepare(target, "merge")
         rename = table.table.spec.columns
@@ -344,7 +355,7 @@ class Applier:
         except BaseException:
             session.abort()
             raise
-        table.stats.events += len(segment.items)
+        table.stats.events += segment.size
         table.stats.upserted += written
 
     def _prepare(self, target: TableSchema, method: str) -> None:
@@ -392,7 +403,7 @@ def last_per_key(rows: pa.RecordBatch, key: Sequence[str]) -> pa.RecordBatch:
     n = rows.num_rows
     if n < 2:
         return rows
-    index = pa.array(range(n), pa.int64())
+    index = arange(n)
     keys = pa.table([rows.column(k) for k in key] + [index], names=[f"k{i}" for i in range(len(key))] + ["i"])
     last = keys.group_by([f"k{i}" for i in range(len(key))], use_threads=False).aggregate([("i", "max")])
     if last.num_rows == n:

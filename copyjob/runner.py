@@ -276,7 +276,8 @@ class JobRun:
                                     truncate=truncate, deferred_key=deferred_key, marker=marker,
                                     progress=advance).rows_written
             batch_rows = min(settings.batch_rows, destination.capabilities.preferred_batch_rows)
-            loads = [counted(read_table(source, plan.source_schema, filters, batch_rows, settings.parallel))
+            loads = [counted(read_table(source, plan.source_schema, filters, batch_rows,
+                                            settings.parallel if increment.full else 1))
                      for filters in increment.reads]
             return write_batches(destination, plan.target_schema, loads, method=t.update_method, key=plan.key,
                                  truncate=truncate, deferred_key=deferred_key, marker=marker,

@@ -17,16 +17,15 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 Headers = Sequence[tuple[str, bytes]]
 StartAt = Callable[[str, int], int | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed message."""
+class Record(NamedTuple):
+    """One consumed message. A named tuple, because one is built per message on the apply side's hot path
+    (half the cost of a frozen dataclass)."""
 
     topic: str
     partition: int

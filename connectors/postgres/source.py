@@ -91,7 +91,7 @@ class PostgresSource:
         buffer = bytearray()
         try:
             with self._conn.cursor() as cur, cur.copy(query) as copy:
-                for data in copy:
+                while data := copy.read():
                     buffer += data
                     if len(buffer) >= PASS_THROUGH_CHUNK:
                         yield bytes(buffer)

@@ -47,6 +47,7 @@ from ingest.mysql_cdc.values import ConverterFor, row_converter
 log = logging.getLogger(__name__)
 
 _MARIADB_STANDALONE = 0x01  # GTID flag: a DDL or non-transactional statement with no closing COMMIT/XID
+_UNNAMED = "UNKNOWN_COL0"  # pymysqlreplication's name for a column the binlog does not name
 _BINLOG_GONE = {1236}  # "could not find first log file name / GTID state in binary log"
 
 
@@ -188,7 +189,6 @@ class MysqlBinlogCapture:
         here = (txn.file_no, txn.pos, 0) if txn is not None else order_key(self._point)
         return here >= order_key(end)
 
-
     def close(self) -> None:
         if self._reader is not None:
             try:
@@ -216,6 +216,7 @@ class MysqlBinlogCapture:
 
         settings = {**self._connection, "read_timeout": max(30, int(4 * self._heartbeat_s))}
         point = self._resume_point()
+        self._txn = None  # an open transaction is read again from its start (its handed-out changes skipped)
         start: dict[str, Any]
         if self._server.gtid:  # an empty GTID position (nothing logged yet): from the oldest binlog
             start = {"auto_position": point.get("gtid_pos") or "", "is_mariadb": self._server.mariadb}
@@ -224,6 +225,8 @@ class MysqlBinlogCapture:
         log.info("%s: reading the binlog from %s", self._where, point)
         return BinLogStreamReader(
             connection_settings=settings, server_id=self._server_id, blocking=True,
+            # freeze_schema: a table map is decoded once per table id, not before every transaction (several
+            # times faster for small transactions); _forget_table_maps drops them where ids may change meaning
             slave_heartbeat=self._heartbeat_s, enable_logging=False, freeze_schema=True,
             only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, GtidEvent, MariadbGtidEvent, XidEvent,
                          QueryEvent, RotateEvent, HeartbeatLogEvent],
@@ -275,7 +278,8 @@ class MysqlBinlogCapture:
         """Fold one binlog event into the transaction state and ``runs``; returns the changes added."""
         from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, RotateEvent, XidEvent
 
-        if isinstance(event, RotateEvent):
+        if isinstance(event, RotateEvent):  # a new file may come from a restarted server, with new table ids
+            self._forget_table_maps()
             self._file = event.next_binlog
             if event.timestamp:  # a real rotation (not the stream's first, made-up one)
                 self._advance(between(self._file, event.position, self._gtid_pos))
@@ -337,8 +341,13 @@ class MysqlBinlogCapture:
             return self._add(captured, "t", None, None, runs)
         for captured in self._tables.values():
             if statement.mentions(captured.table.name):
+                self._forget_table_maps()
                 self._refresh(captured, statement)
         return 0
+
+    def _forget_table_maps(self) -> None:
+        if self._reader is not None:
+            self._reader.table_map.clear()
 
     def _refresh(self, captured: _Captured, statement: Statement) -> None:
         try:
@@ -363,7 +372,11 @@ class MysqlBinlogCapture:
             self._begin(event, None, bracketed=True)
         added = 0
         convert = captured.convert
-        for row in event.rows:
+        rows = event.rows
+        if rows and _UNNAMED in (rows[0].get("values") or rows[0].get("before_values") or {}):
+            raise ConfigurationError(f"{self._where}: the binlog no longer names the columns of {captured.table}; "
+                                     "SET GLOBAL binlog_row_metadata = 'FULL'")
+        for row in rows:
             if isinstance(event, UpdateRowsEvent):
                 added += self._add(captured, "u", convert(row["before_values"]), convert(row["after_values"]), runs)
             elif isinstance(event, DeleteRowsEvent):

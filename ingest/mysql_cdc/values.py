@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from copyjob.errors import DataError
 from copyjob.schema import Column, TableSchema
 
 Convert = Callable[[Any], Any]
@@ -117,7 +118,13 @@ def row_converter(schema: TableSchema, logical: ConverterFor) -> Callable[[Mappi
         out: dict[str, Any] = {}
         for name, conv in plan:
             value = image.get(name)
-            out[name] = conv(value) if conv is not None and value is not None else value
+            if conv is not None and value is not None:
+                try:
+                    value = conv(value)
+                except (ValueError, TypeError, ArithmeticError) as exc:
+                    raise DataError(f"{schema.table}: column {name!r}: a changed value cannot be read: {exc}") \
+                        from exc
+            out[name] = value
         return out
 
     return convert

@@ -128,11 +128,12 @@ def source(mariadb_server: MariadbServer, mariadb_url: str) -> Source:
     return s
 
 
-def job(tmp_path: Path, source: Source, destination: str, method: str, **cdc: Any) -> Path:
+def job(tmp_path: Path, source: Source, destination: str, method: str, tables: tuple[str, ...] = ("items",),
+        **cdc: Any) -> Path:
     return write_job(tmp_path / "job.yaml", {
         "job": "mycdc", "source": {"url": source.url}, "destination": {"url": destination},
         "copy": {"mode": "cdc", "update_method": method}, "cdc": {"max_batch_delay": "100ms", **cdc},
-        "tables": [{"name": "items"}],
+        "tables": [{"name": t} for t in tables],
     })
 
 
@@ -174,17 +175,21 @@ def replayed(append_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_merge_into_postgres_while_a_writer_runs_then_reset(tmp_path: Path, source: Source, pg_url: str) -> None:
     source.fill(10_000)
-    j = job(tmp_path, source, pg_url, "merge", batch_events=500)
+    source.sql("CREATE TABLE other (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO other VALUES (1, 'a'), (2, 'b')")
+    j = job(tmp_path, source, pg_url, "merge", tables=("items", "other"), batch_events=500)
     with Writer(source, 10_000) as writer:
         run_ok(j)  # snapshot while the writer writes, then the changes up to the run's start
         time.sleep(0.5)
         run_ok(j)
-        assert copyjob("reset", j).code == 0
-        run_ok(j)  # a new snapshot, while the writer writes
+        assert copyjob("reset", j, "--table", "items").code == 0
+        source.sql("UPDATE other SET v = 'bb' WHERE id = 2", "INSERT INTO other VALUES (3, 'c')")
+        run_ok(j)  # items snapshotted again while the writer writes and other streams on
         time.sleep(0.5)
+        source.sql("DELETE FROM other WHERE id = 1")
     assert writer.transactions > 20
     run_ok(j)
     assert rows_of(pg_url, "public.items") == source_rows(source)
+    assert rows_of(pg_url, "public.other") == rows_of(source.url, "other")
     status = copyjob("status", j, "--json")
     assert status.code == 0 and "0-1-" in status.stdout
 
@@ -204,12 +209,35 @@ def test_append_into_duckdb_holds_every_change_once(tmp_path: Path, source: Sour
     assert replayed(changes) == source_rows(source)
 
 
+def test_stream_keeps_going_until_sigterm(tmp_path: Path, source: Source, pg_url: str) -> None:
+    source.fill(1_000)
+    j = job(tmp_path, source, pg_url, "merge")
+    proc = spawn(j, "stream", str(j))
+    try:
+        with Writer(source, 1_000, seed=13):
+            deadline = time.monotonic() + 60
+            while "stream" not in activity(source):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout and proc.stdout.read()
+                time.sleep(0.05)
+            time.sleep(1.5)
+        expected = source_rows(source)
+        deadline = time.monotonic() + 30
+        while rows_of(pg_url, "public.items") != expected:
+            assert time.monotonic() < deadline, "the stream did not apply every change"
+            time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+
+
 # ---------------------------------------------------------------- SIGKILL and restart
 
 
-def spawn(job_file: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "copyjob", "run", str(job_file), "--no-progress"], cwd=ROOT,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def spawn(job_file: Path, *args: str) -> subprocess.Popen[str]:
+    command = args or ("run", str(job_file), "--no-progress")
+    return subprocess.Popen([sys.executable, "-m", "copyjob", *command], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def activity(source: Source) -> set[str]:

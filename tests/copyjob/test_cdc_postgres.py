@@ -215,8 +215,8 @@ def test_stream_killed_and_restarted_under_load(tmp_path: Path, shop: str, pg_ur
         with psycopg.connect(shop, autocommit=True) as conn:
             for i in range(60):
                 with conn.transaction():
-                    conn.execute("INSERT INTO orders (id, status) SELECT g, 'streamed' FROM generate_series(%s::int, %s::int) g",
-                                 (10_000 + i * 100, 10_000 + i * 100 + 99))
+                    conn.execute("INSERT INTO orders (id, status) SELECT g, 'streamed' "
+                                 "FROM generate_series(%s::int, %s::int) g", (10_000 + i * 100, 10_000 + i * 100 + 99))
                     conn.execute("UPDATE orders SET amount = amount + 1 WHERE id = %s", (i + 1,))
                 if i == 30:
                     time.sleep(1.0)
@@ -288,14 +288,14 @@ def test_reset_snapshots_again_and_streams_on(tmp_path: Path, shop: str, pg_url2
 
 
 def test_status_check_and_drop(tmp_path: Path, shop: str, pg_url2: str) -> None:
-    job = job_file(tmp_path, shop, pg_url2, [{"name": "orders"}], cdc={"max_lag_bytes": 10_000})
+    job = job_file(tmp_path, shop, pg_url2, [{"name": "orders"}], cdc={"max_lag_bytes": 300_000})
     ok(job)
     checked = copyjob("check", job)
     assert checked.code == 0, checked.output
-    execute(shop, "UPDATE orders SET note = repeat('x', 100)")  # WAL the slot must keep until the next run
+    execute(shop, "UPDATE orders SET note = repeat('x', 500)")  # ~1 MB of WAL the slot keeps until the next run
     status = json.loads(copyjob("status", job, "--json").stdout)["cdc"]
     assert status["slot"] == "copyjob_cdc_" + shop.rsplit("/", 1)[1] and status["exists"]
-    assert status["lag_bytes"] > 10_000 and status["lag_seconds"] is not None and status["warnings"]
+    assert status["lag_bytes"] > 300_000 and status["lag_seconds"] is not None and status["warnings"]
     lagging = copyjob("check", job)
     assert lagging.code == 1 and "above max_lag_bytes" in lagging.output
     ok(job)

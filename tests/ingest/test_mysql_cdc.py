@@ -187,11 +187,13 @@ def test_mariadb_resume_uses_the_gtid_position(db: Db, capture_of: Any) -> None:
     assert [(e.after or {})["id"] for e in events] == [3]
 
 
-def test_file_and_offset_resume_when_the_server_has_no_gtids(db: Db, capture_of: Any) -> None:
-    db.sql("CREATE TABLE t (id INT PRIMARY KEY)")
+def test_locked_snapshot_and_file_offset_resume_without_gtids(db: Db, capture_of: Any) -> None:
+    """As MySQL with gtid_mode=OFF: the snapshot under FLUSH TABLES WITH READ LOCK, positions by file and offset."""
+    db.sql("CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (0)")
     cdc = db.cdc()
-    cdc.server = replace(cdc.server, gtid=False)  # as MySQL with gtid_mode=OFF
-    start, _ = snapshot_rows(cdc, "t")
+    cdc.server = replace(cdc.server, mariadb=False, gtid=False)
+    start, rows = snapshot_rows(cdc, "t")
+    assert rows == [{"id": 0}] and "gtid_pos" not in start
     db.sql("BEGIN", "INSERT INTO t VALUES (1), (2), (3)", "COMMIT", "INSERT INTO t VALUES (4)")
     end = cdc.current_position()
     events = drain(capture_of(cdc, {TableName("t"): start}), end)
@@ -275,3 +277,53 @@ def test_server_id_of_the_source_is_refused(db: Db) -> None:
     start, _ = snapshot_rows(cdc, "t")
     with pytest.raises(ConfigurationError, match="server_id 1 is the source server's own"):
         cdc.capture({TableName("t"): start})
+
+
+def test_unreadable_values_and_unnamed_columns_stop_the_stream(db: Db, capture_of: Any) -> None:
+    from copyjob.errors import DataError
+
+    db.sql("CREATE TABLE t (id INT PRIMARY KEY, tm TIME)")
+    cdc = db.cdc()
+    start, _ = snapshot_rows(cdc, "t")
+    db.sql("INSERT INTO t VALUES (1, '30:00:00')")  # a TIME that is no time of day
+    with pytest.raises(DataError, match=r"t: column 'tm': a changed value cannot be read"):
+        drain(capture_of(cdc, {TableName("t"): start}), cdc.current_position())
+    db.sql("DELETE FROM t")
+    after_bad, _ = snapshot_rows(cdc, "t")
+    db.server.execute("SET GLOBAL binlog_row_metadata = 'MINIMAL'")
+    try:
+        db.sql("INSERT INTO t VALUES (2, '01:00:00')")
+    finally:
+        db.server.execute("SET GLOBAL binlog_row_metadata = 'FULL'")
+    with pytest.raises(ConfigurationError, match="no longer names the columns"):
+        drain(capture_of(cdc, {TableName("t"): after_bad}), cdc.current_position())
+
+
+def test_a_position_the_binlog_no_longer_has_says_to_reset(db: Db, capture_of: Any) -> None:
+    from copyjob.errors import ConnectorError
+
+    db.sql("CREATE TABLE t (id INT PRIMARY KEY)")
+    cdc = db.cdc()
+    start, _ = snapshot_rows(cdc, "t")
+    gone = {**start, "gtid_pos": "0-1-999999999"}  # as a position on another server, or long purged
+    with pytest.raises(ConnectorError, match="reset the tables to take a new snapshot") as err:
+        capture_of(cdc, {TableName("t"): gone}).next_batches(1.0)
+    assert not err.value.retriable
+
+
+@pytest.mark.parametrize("gtid", [True, False])
+def test_a_reconnect_inside_a_transaction_hands_out_each_change_once(db: Db, capture_of: Any, gtid: bool) -> None:
+    db.sql("CREATE TABLE t (id INT PRIMARY KEY)")
+    cdc = db.cdc(batch_events=2)
+    cdc.server = replace(cdc.server, gtid=gtid)
+    start, _ = snapshot_rows(cdc, "t")
+    db.sql("BEGIN", *(f"INSERT INTO t VALUES ({i})" for i in range(7)), "COMMIT")
+    end = cdc.current_position()
+    capture = capture_of(cdc, {TableName("t"): start})
+    events: list[ChangeEvent] = []
+    while not capture.caught_up(end) or not events:
+        for batch in capture.next_batches(0.5):
+            events.extend(batch.events)
+        capture.close()  # the connection drops after every few changes: the stream reopens where it was
+    assert [(e.after or {})["id"] for e in events] == list(range(7))
+    assert [e.position["row"] for e in events] == list(range(1, 8))
