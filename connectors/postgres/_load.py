@@ -38,8 +38,10 @@ class PostgresLoadSession:
 
     def __init__(self, conn: psycopg.Connection[Any], url: ConnectionUrl, table: TableName,
                  columns: Sequence[NativeColumn], *, method: UpdateMethod, key: tuple[str, ...],
-                 truncate: bool, deferred_key: tuple[str, ...], ensure_state_table: Callable[[], None]) -> None:
+                 truncate: bool, deferred_key: tuple[str, ...], ensure_state_table: Callable[[], None],
+                 release: Callable[[psycopg.Connection[Any]], None] | None = None) -> None:
         self._conn = conn
+        self._release = release
         self._url = url
         self._table = table
         self._columns = list(columns)
@@ -231,7 +233,7 @@ class PostgresLoadSession:
         if marker is not None:
             self._guard(self._ensure_state_table)
         self._guard(self._finish, marker)
-        self._close()
+        self._close(reusable=True)
 
     def _finish(self, marker: StateMarker | None) -> None:
         if self._method == "merge":
@@ -278,6 +280,12 @@ class PostgresLoadSession:
             self.abort()
             raise
 
-    def _close(self) -> None:
+    def _close(self, reusable: bool = False) -> None:
+        """Hand a cleanly committed connection back for the next load (saves a connect and authentication
+        per table); close it otherwise."""
         self._open = False
-        self._conn.close()
+        idle = self._conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if reusable and idle and self._release is not None:
+            self._release(self._conn)
+        else:
+            self._conn.close()

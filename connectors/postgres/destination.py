@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 
@@ -36,6 +37,7 @@ class PostgresDestination:
     def __init__(self, url: ConnectionUrl) -> None:
         self._url = url
         self._conn = connect(url, autocommit=True)
+        self._spare: psycopg.Connection[Any] | None = None
         self._state_table_ready = False
         self._lock = threading.Lock()  # loads may begin from several threads
 
@@ -63,12 +65,14 @@ class PostgresDestination:
         if method == "merge" and not key:
             raise ConfigurationError(f"merge into {schema.table} needs a key")
         target = self._target_columns(schema)
-        conn = connect(self._url, autocommit=False)
+        with self._lock:
+            conn, self._spare = self._spare, None
+        conn = conn or connect(self._url, autocommit=False)
         try:
             return PostgresLoadSession(
                 conn, self._url, _catalog.with_schema(schema.table), target, method=method, key=tuple(key),
                 truncate=truncate or method == "overwrite", deferred_key=tuple(deferred_key),
-                ensure_state_table=self._ensure_state_table,
+                ensure_state_table=self._ensure_state_table, release=self._keep_spare,
             )
         except BaseException:
             conn.close()
@@ -85,7 +89,17 @@ class PostgresDestination:
             return None
         return StateMarker(job=job, table=table, run_id=row[0], state=row[1])
 
+    def _keep_spare(self, conn: psycopg.Connection[Any]) -> None:
+        with self._lock:
+            if self._spare is None:
+                self._spare = conn
+                return
+        conn.close()
+
     def close(self) -> None:
+        if self._spare is not None:
+            self._spare.close()
+            self._spare = None
         self._conn.close()
 
     # ------------------------------------------------------------ helpers
