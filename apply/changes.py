@@ -45,6 +45,7 @@ def fold(events: Sequence[ChangeEvent], key: Sequence[str]) -> Folded:
     """
     last: dict[tuple[Any, ...], ChangeEvent] = {}
     truncate = False
+    single = key[0] if len(key) == 1 else None  # the common case, without a generator per event
     for event in events:
         if event.op == "t":
             last.clear()
@@ -53,7 +54,7 @@ def fold(events: Sequence[ChangeEvent], key: Sequence[str]) -> Folded:
         row = event.row
         if row is None:
             continue
-        k = tuple(row.get(c) for c in key)
+        k = (row.get(single),) if single is not None else tuple(row.get(c) for c in key)
         if event.op != "d" and event.after is not None and k in last:
             event = _fill_unchanged(event, last[k])
         last.pop(k, None)  # re-insert so dict order is the order of last change
@@ -65,7 +66,7 @@ def fold(events: Sequence[ChangeEvent], key: Sequence[str]) -> Folded:
 
 def _fill_unchanged(event: ChangeEvent, previous: ChangeEvent) -> ChangeEvent:
     after = event.after or {}
-    if not any(v is UNCHANGED_TOAST for v in after.values()) or previous.after is None:
+    if UNCHANGED_TOAST not in after.values() or previous.after is None:
         return event
     filled = {c: (previous.after.get(c, v) if v is UNCHANGED_TOAST else v) for c, v in after.items()}
     return ChangeEvent(event.op, event.before, filled, event.position, event.ts_ms, event.snapshot)
@@ -78,11 +79,12 @@ def rows_to_batch(rows: Sequence[dict[str, Any]], schema: TableSchema,
 
     rename = rename or {}
     inverse = {v: k for k, v in rename.items()}
+    arrow_schema = schema.arrow_schema()
     arrays = []
-    for col in schema.columns:
+    for col, field in zip(schema.columns, arrow_schema, strict=True):
         src = inverse.get(col.name, col.name)
-        arrays.append(pa.array([r.get(src) for r in rows], type=schema.arrow_schema().field(col.name).type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema.arrow_schema())
+        arrays.append(pa.array([r.get(src) for r in rows], type=field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema)
 
 
 def split_unchanged(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[tuple[str, ...],
@@ -91,7 +93,7 @@ def split_unchanged(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], d
     whole: list[dict[str, Any]] = []
     partial: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        if any(v is UNCHANGED_TOAST for v in r.values()):
+        if UNCHANGED_TOAST in r.values():  # compares by identity first: values never equal the placeholder
             present = tuple(c for c, v in r.items() if v is not UNCHANGED_TOAST)
             partial.setdefault(present, []).append({c: r[c] for c in present})
         else:

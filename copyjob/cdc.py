@@ -172,6 +172,8 @@ class CdcRun:
         self.tables: dict[TableName, CdcTable] = {}
         self.background: _Background | None = None
         self.acks_held = False
+        """No acknowledgements: a background snapshot runs, or a table failed to apply its changes."""
+        self.apply_failed = False
         self.fresh_at = 0.0
         """Epoch seconds up to which the destination is known to hold every change (for lag in seconds)."""
         self._saved_at = 0.0
@@ -194,9 +196,10 @@ class CdcRun:
             self._stream(self._initial_snapshot())  # steps 3–6
         except Exception as exc:
             error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+            status = "skipped" if isinstance(exc, InterruptedError) else "failed"  # stopped during a snapshot
             for t in self.tables.values():
                 if t.status == "ok":
-                    t.status, t.error = "failed", error
+                    t.status, t.error = status, error
         self._save(force=True)
         return [t.record(self.describe, time.monotonic() - started) for t in self.tables.values()]
 
@@ -286,14 +289,14 @@ class CdcRun:
             text = redact(str(error) if isinstance(error, CopyjobError) else f"{type(error).__name__}: {error}")
             for t in background.tables:
                 t.status, t.error = ("skipped" if isinstance(error, InterruptedError) else "failed"), text
-        self.acks_held = any(t.status == "failed" for t in self.tables.values())
+        self.acks_held = self.apply_failed  # a failed snapshot is simply taken again by the next run
         capture.close()  # reopened from the confirmed position, with the new tables
         return self._open_capture()
 
     def _apply_chunk(self, capture: ChangeCapture, batches: list[ChangeBatch]) -> None:
         """Step 4 for every batch, then step 5."""
         last: Position | None = None
-        snapshotting = self.background.tables if self.background is not None else ()
+        snapshotting = self.background.tables if self.background is not None else []
         for batch in batches:
             t = self.tables.get(batch.table)
             # a table whose background snapshot runs (or just committed) waits for the reopened capture: the
@@ -324,7 +327,7 @@ class CdcRun:
                 t.status = "failed"
                 t.error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
                 log.error("%s: %s; its changes are no longer acknowledged", t.plan.label, t.error)
-                self.acks_held = True
+                self.acks_held = self.apply_failed = True
                 return
 
     def _save(self, force: bool = False) -> None:

@@ -80,9 +80,21 @@ class MysqlCdc:
         self._server = value
 
     def prepare(self, plans: Sequence[TablePlan]) -> None:
-        """Check the binlog settings and replication privileges (nothing is created on the server)."""
+        """Check the binlog settings and replication privileges (nothing is created on the server); warn about
+        tables a consistent snapshot cannot read consistently (not InnoDB)."""
         log.info("%s: %s, binlog positions by %s", self.where, self.server.version,
                  "GTID" if self.server.gtid else "file and offset")
+        tables = [p.source_schema.table for p in plans]
+        if not tables:
+            return
+        with self._connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE "
+                        + " OR ".join(["(TABLE_SCHEMA = %s AND TABLE_NAME = %s)"] * len(tables)),
+                        [v for t in tables for v in (t.schema, t.name)])
+            for schema, name, engine in cur.fetchall():
+                if engine and str(engine).lower() != "innodb":
+                    log.warning("%s.%s uses %s: its snapshot is read in a transaction, which only InnoDB tables "
+                                "see consistently", schema, name, engine)
 
     @staticmethod
     def stream_exists() -> bool:

@@ -41,7 +41,7 @@ Order = Callable[[Position, Position], bool]
 """``at_or_before(a, b)``: the source's order of positions."""
 
 
-@dataclass
+@dataclass(eq=False)
 class CdcTable:
     plan: TablePlan
     state: TableState
@@ -98,6 +98,9 @@ def reconcile(store: StateStore, destination: Destination, job: str, plan: Table
     if marker is not None and marker.run_id > reset_at and marker.state.get("mode") == "cdc" \
             and marker.state.get("snapshot") == "completed":
         committed = marker.state.get("position")
+        if destination.reflect(plan.target_schema.table) is None:
+            log.warning("%s: the destination table is gone: snapshotting the table again", plan.label)
+            committed = None
     had = bool(state.extra.get("cdc_position")) or (marker is not None and marker.state.get("mode") == "cdc")
     return CdcTable(plan=plan, state=state, committed=committed, resnapshot=committed is None and had,
                     before=committed, source_columns=tuple(plan.source_schema.column_names))
@@ -127,8 +130,8 @@ def write_snapshot(t: CdcTable, destination: Destination, source: Source, positi
     wanted = _with_change_columns(t.target()) if t.append else t.target()
     prepared = prepare_target(destination, wanted, create=create, defer_key=True)
     deferred = wanted.primary_key if prepared.created else ()
-    method: UpdateMethod = "append" if t.append or prepared.created else "merge"
-    truncate = (t.resnapshot and not t.append) or t.plan.table.truncate_before_full_load
+    truncate = not prepared.created and ((t.resnapshot and not t.append) or t.plan.table.truncate_before_full_load)
+    method: UpdateMethod = "append" if t.append or prepared.created or truncate else "merge"
     read = 0
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -142,7 +145,7 @@ def write_snapshot(t: CdcTable, destination: Destination, source: Source, positi
     marker = StateMarker(job=job, table=t.key, run_id=run_id, state=marker_state(position))
     with progress.table(f"{t.plan.label} (snapshot)") as advance:
         written = write_batches(destination, wanted, [batches()], method=method, key=t.plan.key,
-                                truncate=truncate and not prepared.created, deferred_key=deferred,
+                                truncate=truncate, deferred_key=deferred,
                                 marker=lambda: marker, progress=advance).rows_written
     t.rows_read += read
     t.rows_written += written

@@ -13,16 +13,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from copyjob.cli import EnvOpt, JobArg, StateOpt, TablesOpt, VarsOpt, _guard, _load, _store, app, err, out
 from copyjob.errors import EXIT_BAD_INPUT, EXIT_SKIPPED, EXIT_TABLE_FAILED, CopyjobError, UsageError
-from copyjob.interfaces import RunRecord, StateStore, TableState
-from copyjob.loader import LoadedJob
-from copyjob.progress import Progress
 from copyjob.urls import redact
+
+if TYPE_CHECKING:  # the job model (pydantic) is imported by commands, not by ``copyjob --help``
+    from copyjob.interfaces import RunRecord, StateStore, TableState
+    from copyjob.loader import LoadedJob
+    from copyjob.progress import Progress
 
 
 def cdc_tables(loaded: LoadedJob) -> list[str]:
@@ -34,6 +36,7 @@ def stream_direct(loaded: LoadedJob, stop: threading.Event, open_store: Callable
                   lock_wait_s: float = 3600.0) -> RunRecord:
     """``copyjob stream`` for ``transport: direct``: snapshot what needs it, then capture and apply the job's
     cdc tables until ``stop`` is set (SIGTERM/SIGINT) or a table fails. The run lock is held throughout."""
+    from copyjob.progress import Progress
     from copyjob.runner import JobRun
 
     names = cdc_tables(loaded)

@@ -6,8 +6,9 @@ envelope's constant parts (before = null, the after branch, op, the source block
 a snapshot or incremental batch) are added around them. The bytes are the same as fastavro's schemaless
 writer produces (tests/connectors/test_kafka_batch.py checks that on random batches of every type).
 
-:func:`encode_columns` returns None when a column cannot be done here (a decimal wider than 18 digits, an
-Arrow type that does not cast to the column's type); the caller then uses the row-by-row path.
+:func:`encode_columns` returns None when a column cannot be done here (an Arrow type that does not cast to
+the column's type, an extension type); the caller then uses the row-by-row path. Decimals wider than 18 digits
+do not fit int64 arithmetic and are encoded with Python ints, still without fastavro.
 """
 
 from __future__ import annotations

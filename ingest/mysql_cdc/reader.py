@@ -371,22 +371,22 @@ class MysqlBinlogCapture:
         if self._txn is None:  # rows outside a bracket: their own transaction
             self._begin(event, None, bracketed=True)
         added = 0
-        convert = captured.convert
         rows = event.rows
         if rows and _UNNAMED in (rows[0].get("values") or rows[0].get("before_values") or {}):
             raise ConfigurationError(f"{self._where}: the binlog no longer names the columns of {captured.table}; "
                                      "SET GLOBAL binlog_row_metadata = 'FULL'")
         for row in rows:
             if isinstance(event, UpdateRowsEvent):
-                added += self._add(captured, "u", convert(row["before_values"]), convert(row["after_values"]), runs)
+                added += self._add(captured, "u", row["before_values"], row["after_values"], runs)
             elif isinstance(event, DeleteRowsEvent):
-                added += self._add(captured, "d", convert(row["values"]), None, runs)
+                added += self._add(captured, "d", row["values"], None, runs)
             else:
-                added += self._add(captured, "c", None, convert(row["values"]), runs)
+                added += self._add(captured, "c", None, row["values"], runs)
         return added
 
     def _add(self, captured: _Captured, op: Op, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,
              runs: list[_Run]) -> int:
+        """One change (binlog images, converted here unless it is skipped)."""
         txn = self._txn
         assert txn is not None
         position = txn.position((captured.schema.table.schema or "", captured.schema.table.name))
@@ -394,7 +394,9 @@ class MysqlBinlogCapture:
         if key <= captured.floor:
             return 0
         captured.floor = key
-        change = ChangeEvent(op, before, after, position, txn.ts_ms)
+        convert = captured.convert
+        change = ChangeEvent(op, None if before is None else convert(before), None if after is None else convert(after),
+                             position, txn.ts_ms)
         if not runs or runs[-1].captured is not captured or runs[-1].schema is not captured.schema:
             runs.append(_Run(captured, captured.schema))
         runs[-1].events.append(change)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from copyjob.changes import ChangeBatch
+from copyjob.errors import CopyjobError
 from ingest.postgres_cdc._replication import KEEPALIVE, XLOGDATA_HEADER, ReplicationConnection, format_lsn
 from ingest.postgres_cdc.pgoutput import PgOutputDecoder
 
@@ -75,16 +76,11 @@ class PgChangeStream:
                  decoder: PgOutputDecoder) -> None:
         self._options = options
         self._decoder = decoder
-        self._conn = ReplicationConnection(params, where)
-        try:
-            self._conn.start(options.slot, 0, {"proto_version": "1", "publication_names": options.publication,
-                                               "messages": "true"})
-        except BaseException:
-            self._conn.close()
-            raise
+        self._conn = _start(params, where, options)
         self._queue: queue.Queue[object] = queue.Queue(maxsize=options.queue_chunks)
         self._lock = threading.Lock()
-        self._handed: deque[_Chunk] = deque()
+        self._handed: deque[tuple[tuple[int, int], int]] = deque()
+        """(position, flush LSN) of each chunk handed out and not yet acknowledged."""
         self._flush = 0
         self._flush_sent = -1
         self._server_end = 0
@@ -122,8 +118,8 @@ class PgChangeStream:
         """Everything up to ``position`` (a chunk's position) is durable downstream (step 2)."""
         key = (int(position["lsn"]), int(position["seq"]))
         with self._lock:
-            while self._handed and self._handed[0].key <= key:
-                self._flush = max(self._flush, self._handed.popleft().flush)
+            while self._handed and self._handed[0][0] <= key:
+                self._flush = max(self._flush, self._handed.popleft()[1])
 
     def close(self) -> None:
         """Stop the reader; it sends the last flushed position before closing the connection."""
@@ -220,7 +216,7 @@ class PgChangeStream:
         chunk = _Chunk([ChangeBatch(rel.table, rel.schema, events, position) for rel, events in groups],
                        decoder.last, flush)
         with self._lock:
-            self._handed.append(chunk)
+            self._handed.append((chunk.key, chunk.flush))
         self._put(chunk)
 
     def _put(self, item: object) -> None:
@@ -256,3 +252,23 @@ class PgChangeStream:
             if end > self._flush:
                 self._flush = end
             self.caught_up_at = time.time()
+
+
+def _start(params: Mapping[str, Any], where: str, options: StreamOptions) -> ReplicationConnection:
+    """START_REPLICATION; while the slot is still held by the WAL sender of a process that just died (it notices
+    within moments), try again for a while."""
+    deadline = time.monotonic() + 15
+    while True:
+        conn = ReplicationConnection(params, where)
+        try:
+            conn.start(options.slot, 0, {"proto_version": "1", "publication_names": options.publication,
+                                         "messages": "true"})
+            return conn
+        except CopyjobError as exc:
+            conn.close()
+            if not (exc.retriable and "is active for PID" in str(exc)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+        except BaseException:
+            conn.close()
+            raise

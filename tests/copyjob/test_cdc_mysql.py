@@ -255,8 +255,9 @@ def activity(source: Source) -> set[str]:
 
 
 def kill_during(job_file: Path, source: Source, phase: str, after_s: float) -> bool:
-    """Start a run, SIGKILL it ``after_s`` seconds into ``phase``; False when the run ended before."""
-    proc = spawn(job_file)
+    """Start ``copyjob run`` (for the snapshot phase) or ``copyjob stream``, SIGKILL it ``after_s`` seconds into
+    ``phase``; False when it ended before."""
+    proc = spawn(job_file) if phase == "snapshot" else spawn(job_file, "stream", str(job_file))
     deadline = time.monotonic() + 60
     try:
         while phase not in activity(source):
@@ -279,7 +280,7 @@ def test_sigkill_at_several_points_then_restart(tmp_path: Path, source: Source, 
     duck = f"duckdb:///{tmp_path / 'out.duckdb'}"
     j = job(tmp_path, source, duck, method, batch_events=7)
     with Writer(source, 40_000, seed=3 if method == "merge" else 5):
-        assert kill_during(j, source, "snapshot", 0.3)
+        assert kill_during(j, source, "snapshot", 0.05)
         for after_s in (0.3, 1.0):
             assert kill_during(j, source, "stream", after_s)
     run_ok(j)

@@ -128,3 +128,24 @@ def test_append_writes_every_change_once(tmp_path: Path, job: Any) -> None:
     assert dest(tmp_path, "SELECT id, v, _op FROM t WHERE _op <> 'r' ORDER BY _position") == [
         (4, "x", "c"), (4, "y", "u"), (4, None, "d")]  # a delete carries its before image
     assert dest(tmp_path, "SELECT count(*) FROM t WHERE _op = 'r'") == [(3,)]
+
+
+def test_a_failing_table_holds_acknowledgements_and_catches_up_later(tmp_path: Path, job: Any) -> None:
+    import duckdb
+
+    job("merge")
+    con = duckdb.connect(str(tmp_path / "dst.duckdb"))
+    con.execute("ALTER TABLE t ADD COLUMN must INTEGER DEFAULT 1")
+    con.execute("ALTER TABLE t ALTER COLUMN must DROP DEFAULT")
+    con.execute("ALTER TABLE t ALTER COLUMN must SET NOT NULL")  # every load into t fails now
+    con.close()
+    LOG.extend([change(1, "u", 1, "A"), change(2, "c", 4, "d")])
+    (failed,) = job("merge")
+    assert failed.status == "failed" and failed.error
+    assert FakeCdc.captures[-1].acked == []  # nothing confirmed: the changes stay in the source's log
+    con = duckdb.connect(str(tmp_path / "dst.duckdb"))
+    con.execute("ALTER TABLE t DROP COLUMN must")
+    con.close()
+    (fixed,) = job("merge")
+    assert fixed.status == "ok" and fixed.rows_read == 2
+    assert dest(tmp_path, "SELECT id, v FROM t ORDER BY id") == [(1, "A"), (2, "b"), (3, "c"), (4, "d")]
