@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from copyjob import faults
 from copyjob.interfaces import Destination, StateMarker, UpdateMethod
 from copyjob.schema import TableSchema
 
@@ -48,6 +49,7 @@ def write_batches(destination: Destination, target: TableSchema, loads: Sequence
                 if batch.num_rows:
                     rows += session.write(batch)
                     progress(batch.num_rows)
+                    faults.passed("batch-written")
         session.commit(marker())
     except BaseException:
         session.abort()

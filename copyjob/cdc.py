@@ -8,13 +8,19 @@ Generic over a source's *hooks* (:class:`CdcSource`; PostgreSQL: :mod:`copyjob.c
 3. snapshot: when the stream does not exist yet, or no table has a position, every table without a position
    is snapshotted first, in one snapshot whose result carries the position where streaming starts (the
    handoff); otherwise those tables are snapshotted in a background thread while the others stream;
-4. stream: each chunk from ``next_batches`` is applied table by table, each batch in one destination
-   transaction together with the table's new position (changes at or before the table's position are
-   skipped, so a resume inside a transaction applies nothing twice);
-5. only after every batch of the chunk committed, ``ack`` the chunk's position to the capture (PostgreSQL
-   then confirms the flushed LSN). Acks stop while a background snapshot runs (afterwards the capture is
-   reopened from the source's confirmed position, now with the new tables) and after a table failed;
-6. save the tables' state in the state store (at most every few seconds, and at the end).
+4. stream: each chunk from ``next_batches`` is handed to the sink table by table (changes at or before the
+   table's position are skipped, so a resume inside a transaction applies nothing twice), then the sink
+   commits the chunk;
+5. only after the chunk committed, ``ack`` the chunk's position to the capture (PostgreSQL then confirms the
+   flushed LSN). Acks stop while a background snapshot runs (afterwards the capture is reopened from the
+   source's confirmed position, now with the new tables) and after a table failed;
+6. save the tables' state in the state store (at most every few seconds, and at the end; with a sink whose
+   positions live in the state store, after every commit and before the ack).
+
+Where the snapshot and the changes go is a :class:`CdcSink`: :class:`DestinationSink` (``transport: direct``)
+writes each batch in one destination transaction together with the table's marker; ``KafkaSink``
+(:mod:`copyjob.cdc_kafka`) publishes the events onto the table's topic, and its commit waits for the broker's
+acknowledgement, after which the positions are saved in the state store.
 
 ``copyjob run`` (bounded) stops once the capture has handed out everything committed before streaming began
 (``current_position`` / ``caught_up``); ``copyjob stream`` goes on until SIGTERM/SIGINT or a failed table.
@@ -29,7 +35,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from copyjob.cdc_tables import (
@@ -47,10 +54,13 @@ from copyjob.errors import ConfigurationError, CopyjobError, is_retriable
 from copyjob.interfaces import ChangeCapture, Destination, SnapshotResult, Source, TableRunRecord
 from copyjob.jobfile import CdcSettings
 from copyjob.preflight import TablePlan
+from copyjob.progress import Progress
 from copyjob.schema import TableName
 from copyjob.urls import ConnectionUrl, redact
 
 if TYPE_CHECKING:
+    from copyjob.interfaces import StateStore
+    from copyjob.loader import LoadedJob
     from copyjob.runner import JobRun
 
 log = logging.getLogger("copyjob.cdc")
@@ -64,8 +74,10 @@ SOURCES = {"postgresql": "copyjob.cdc_postgres:PostgresCdc", "mysql": "copyjob.c
 
 class _Faults:
     """Tests only: ``COPYJOB_CDC_FAULT=point:n`` kills this process (SIGKILL, no cleanup) the n-th time it
-    passes ``point``: ``snapshot-batch`` (a snapshot batch read, not committed) or ``applied`` (a batch
-    committed in the destination, its position not yet acknowledged to the source)."""
+    passes ``point``: ``snapshot-batch`` (a snapshot batch read, not committed), ``applied`` (a batch
+    handed to the sink: direct, committed in the destination, its position not yet acknowledged to the
+    source) or ``committed`` (a chunk committed by the sink: Kafka, acknowledged by the broker, its position not
+    yet saved in the state store nor acknowledged to the source)."""
 
     def __init__(self) -> None:
         point, _, n = os.environ.get("COPYJOB_CDC_FAULT", "").partition(":")
@@ -106,7 +118,80 @@ def open_cdc_source(url: ConnectionUrl, job: str, settings: CdcSettings, source:
     return hooks
 
 
-def run_cdc(job_run: JobRun, plans: Sequence[TablePlan], source: Source, destination: Destination,
+class CdcSink(Protocol):
+    """Where a CDC run commits its tables' snapshots and changes, each with the table's new position."""
+
+    positions_in_store: bool
+    """The state store is where positions are durable (save after every commit, before the ack)."""
+    batch_rows: int
+    """The most rows a snapshot batch should have."""
+
+    def reconcile(self, store: StateStore, plan: TablePlan) -> CdcTable:
+        """The table with its committed position (None: it needs a snapshot)."""
+
+    def write_snapshot(self, t: CdcTable, source: Source, position: Position | None, *, run_id: str,
+                       parallel: int, progress: Progress, stop: Callable[[], bool]) -> int:
+        """Read the whole table from ``source`` and commit it with ``position`` (None: named later)."""
+
+    def complete_snapshot(self, t: CdcTable, position: Position, *, run_id: str) -> None: ...
+
+    def apply(self, t: CdcTable, batch: ChangeBatch, *, at_or_before: Callable[[Position, Position], bool],
+              run_id: str) -> None:
+        """Hand over the changes after ``t.committed``; ``t.committed`` moves once they are durable."""
+
+    def commit(self) -> None:
+        """Make everything handed over durable (a no-op where ``apply`` already committed)."""
+
+    def background(self) -> AbstractContextManager[CdcSink]:
+        """A sink for a snapshot in another thread."""
+
+
+class DestinationSink:
+    """``transport: direct``: every snapshot and every batch in one destination transaction together with the
+    table's marker (the marker is the truth; the state store gets copies)."""
+
+    positions_in_store = False
+
+    def __init__(self, loaded: LoadedJob, destination: Destination) -> None:
+        self.loaded = loaded
+        self.destination = destination
+        self.job = loaded.job.job
+        self.create = loaded.job.copy_settings.create_tables
+        self.batch_rows = min(loaded.job.copy_settings.batch_rows, destination.capabilities.preferred_batch_rows)
+
+    def reconcile(self, store: StateStore, plan: TablePlan) -> CdcTable:
+        return reconcile(store, self.destination, self.job, plan)
+
+    def write_snapshot(self, t: CdcTable, source: Source, position: Position | None, *, run_id: str,
+                       parallel: int, progress: Progress, stop: Callable[[], bool]) -> int:
+        return write_snapshot(t, self.destination, source, position, job=self.job, run_id=run_id,
+                              batch_rows=self.batch_rows, parallel=parallel, create=self.create, progress=progress,
+                              stop=stop)
+
+    def complete_snapshot(self, t: CdcTable, position: Position, *, run_id: str) -> None:
+        complete_snapshot(t, self.destination, position, job=self.job, run_id=run_id)
+
+    def apply(self, t: CdcTable, batch: ChangeBatch, *, at_or_before: Callable[[Position, Position], bool],
+              run_id: str) -> None:
+        apply_batch(t, self.destination, batch, at_or_before=at_or_before, job=self.job, run_id=run_id,
+                    create=self.create)
+
+    def commit(self) -> None:
+        pass
+
+    @contextmanager
+    def background(self) -> Iterator[CdcSink]:
+        from connectors import open_destination
+        from copyjob.filesets import endpoint_url
+
+        destination = open_destination(endpoint_url(self.loaded.job.destination, self.loaded.base_dir))
+        try:
+            yield DestinationSink(self.loaded, destination)
+        finally:
+            destination.close()
+
+
+def run_cdc(job_run: JobRun, plans: Sequence[TablePlan], source: Source, sink: CdcSink,
             run_id: str, *, until_stopped: bool = False) -> list[TableRunRecord]:
     """Run the job's cdc tables (all of them: they share one stream); one record per table."""
     from copyjob.filesets import endpoint_url
@@ -123,7 +208,7 @@ def run_cdc(job_run: JobRun, plans: Sequence[TablePlan], source: Source, destina
         return [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=redact(str(exc)))
                 for p in plans]
     try:
-        return CdcRun(job_run, hooks, list(plans), destination, run_id, until_stopped).run()
+        return CdcRun(job_run, hooks, list(plans), sink, run_id, until_stopped).run()
     finally:
         close = getattr(hooks, "close", None)
         if close is not None:
@@ -131,7 +216,7 @@ def run_cdc(job_run: JobRun, plans: Sequence[TablePlan], source: Source, destina
 
 
 class _Background:
-    """A snapshot of tables added to a streaming job, in its own thread with its own destination."""
+    """A snapshot of tables added to a streaming job, in its own thread with its own sink."""
 
     def __init__(self, run: CdcRun, tables: list[CdcTable]) -> None:
         self.tables = tables
@@ -142,15 +227,8 @@ class _Background:
 
     def _main(self, run: CdcRun) -> None:
         try:
-            from connectors import open_destination
-            from copyjob.filesets import endpoint_url
-
-            loaded = run.job_run.loaded
-            destination = open_destination(endpoint_url(loaded.job.destination, loaded.base_dir))
-            try:
-                self.result = run.snapshot(self.tables, destination)
-            finally:
-                destination.close()
+            with run.sink.background() as sink:
+                self.result = run.snapshot(self.tables, sink)
         except BaseException as exc:  # reported by the streaming thread
             self.error = exc
 
@@ -159,12 +237,12 @@ class _Background:
 
 
 class CdcRun:
-    def __init__(self, job_run: JobRun, hooks: CdcSource, plans: list[TablePlan], destination: Destination,
+    def __init__(self, job_run: JobRun, hooks: CdcSource, plans: list[TablePlan], sink: CdcSink,
                  run_id: str, until_stopped: bool) -> None:
         self.job_run = job_run
         self.hooks = hooks
         self.plans = plans
-        self.destination = destination
+        self.sink = sink
         self.run_id = run_id
         self.until_stopped = until_stopped
         self.job = job_run.loaded.job.job
@@ -187,7 +265,7 @@ class CdcRun:
         started = time.monotonic()
         store = self.job_run.store
         for plan in self.plans:  # step 1
-            self.tables[plan.source_schema.table] = reconcile(store, self.destination, self.job, plan)
+            self.tables[plan.source_schema.table] = self.sink.reconcile(store, plan)
         forget_abandoned(store, self.job, {p.state_key for p in self.plans}, self.run_id)
         try:
             prepare = getattr(self.hooks, "prepare", None)  # step 2
@@ -215,31 +293,28 @@ class CdcRun:
                     t.committed, t.resnapshot = None, True
             pending = list(self.tables.values())
         if pending and (not stream_exists or len(pending) == len(self.tables)):
-            self.snapshot(pending, self.destination)
+            self.snapshot(pending, self.sink)
+            self._save(force=self.sink.positions_in_store)
             return []
         return pending
 
-    def snapshot(self, tables: list[CdcTable], destination: Destination) -> SnapshotResult:
-        """One consistent snapshot of ``tables``, each written in its own transaction with its marker."""
-        job = self.job
+    def snapshot(self, tables: list[CdcTable], sink: CdcSink) -> SnapshotResult:
+        """One consistent snapshot of ``tables``, each committed on its own with its position."""
         parallel = self.settings.parallel if getattr(self.hooks, "parallel_snapshot", False) else 1
-        batch_rows = min(self.settings.batch_rows, destination.capabilities.preferred_batch_rows)
 
         def stop() -> bool:
             self._faults.passed("snapshot-batch")
             return self.job_run.stop.is_set()
 
         def copy(source: Source, position: Position | None = None) -> int:
-            return sum(write_snapshot(t, destination, source, position, job=job, run_id=self.run_id,
-                                      batch_rows=batch_rows, parallel=parallel,
-                                      create=self.settings.create_tables, progress=self.job_run.progress,
-                                      stop=stop) for t in tables)
+            return sum(sink.write_snapshot(t, source, position, run_id=self.run_id, parallel=parallel,
+                                           progress=self.job_run.progress, stop=stop) for t in tables)
 
         log.info("snapshot of %s", ", ".join(t.plan.label for t in tables))
         result = self.hooks.snapshot(copy)
         for t in tables:
             if t.committed is None:  # the source named the position only after the read
-                complete_snapshot(t, destination, result.position, job=job, run_id=self.run_id)
+                sink.complete_snapshot(t, result.position, run_id=self.run_id)
         log.info("snapshot done: %s rows; streaming from %s", f"{result.rows:,}", self.describe(result.position))
         return result
 
@@ -290,11 +365,12 @@ class CdcRun:
             for t in background.tables:
                 t.status, t.error = ("skipped" if isinstance(error, InterruptedError) else "failed"), text
         self.acks_held = self.apply_failed  # a failed snapshot is simply taken again by the next run
+        self._save(force=self.sink.positions_in_store)
         capture.close()  # reopened from the confirmed position, with the new tables
         return self._open_capture()
 
     def _apply_chunk(self, capture: ChangeCapture, batches: list[ChangeBatch]) -> None:
-        """Step 4 for every batch, then step 5."""
+        """Step 4 for every batch, then step 5 (and 6 first, when the positions live in the state store)."""
         last: Position | None = None
         snapshotting = self.background.tables if self.background is not None else []
         for batch in batches:
@@ -307,6 +383,9 @@ class CdcRun:
                 self.fresh_at = max(self.fresh_at, batch.events[-1].ts_ms / 1000)
             if last is None or not self.hooks.at_or_before(batch.position, last):
                 last = batch.position
+        self._commit_sink()
+        if self.sink.positions_in_store:
+            self._save(force=True)
         if last is not None and not self.acks_held:
             capture.ack(last)
 
@@ -315,8 +394,7 @@ class CdcRun:
         while True:
             attempt += 1
             try:
-                apply_batch(t, self.destination, batch, at_or_before=self.hooks.at_or_before, job=self.job,
-                            run_id=self.run_id, create=self.settings.create_tables)
+                self.sink.apply(t, batch, at_or_before=self.hooks.at_or_before, run_id=self.run_id)
                 self._faults.passed("applied")
                 return
             except Exception as exc:
@@ -329,6 +407,20 @@ class CdcRun:
                 log.error("%s: %s; its changes are no longer acknowledged", t.plan.label, t.error)
                 self.acks_held = self.apply_failed = True
                 return
+
+    def _commit_sink(self) -> None:
+        """The sink's commit; when it fails, no table moves on and nothing more is acknowledged."""
+        try:
+            self.sink.commit()
+        except Exception as exc:
+            error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+            log.error("the changes could not be committed (%s); they are no longer acknowledged", error)
+            for t in self.tables.values():
+                if t.status == "ok":
+                    t.status, t.error = "failed", error
+            self.acks_held = self.apply_failed = True
+            return
+        self._faults.passed("committed")
 
     def _save(self, force: bool = False) -> None:
         """Step 6."""

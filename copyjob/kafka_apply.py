@@ -33,10 +33,11 @@ from connectors.kafka import dlq_topic
 from connectors.kafka.arrow_bytes import arange
 from connectors.kafka.batch_decode import decode_upserts
 from connectors.kafka.codec import Decoder
-from copyjob.changes import ChangeBatch, ChangeEvent
+from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 from copyjob.errors import ConfigurationError, is_retriable
 from copyjob.interfaces import Destination, StateMarker
 from copyjob.jobfile import ResolvedTable
+from copyjob.kafka_capture import unchanged_columns
 from copyjob.schema import TableName, TableSchema
 from copyjob.transport import Record, Subscription, Transport
 from copyjob.urls import redact
@@ -221,6 +222,8 @@ class Applier:
         first = records[0].value
         if table.table.update_method != "merge" or first is None:
             return None
+        if any(r.headers and unchanged_columns(r.headers) for r in records):
+            return None  # rows with values left out are updated column by column
         try:
             writer = self.decoder.writer(first)
         except Exception as exc:
@@ -268,6 +271,10 @@ class Applier:
                 if msg.schema is None:
                     raise ConfigurationError("the message names no schema that copyjob can find")
                 event = msg.to_event()
+                unchanged = unchanged_columns(r.headers) if r.headers else None
+                if unchanged and event.after is not None:  # keep the destination's value
+                    after = {c: (UNCHANGED_TOAST if c in unchanged else v) for c, v in event.after.items()}
+                    event = ChangeEvent(event.op, event.before, after, event.position, event.ts_ms, event.snapshot)
             except Exception as exc:
                 if is_retriable(exc):
                     raise

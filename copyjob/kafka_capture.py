@@ -3,7 +3,8 @@
 Rows are read with the same planning as a direct run (ingest.watermark, snapshot.read_table). A full read
 publishes every row as ``op: r`` (a snapshot row); an incremental read publishes the rows past the watermark as
 ``op: u``, because a watermark poller cannot tell an insert from an update (apply's merge treats both as an
-upsert). Deletes are not seen by a poller; log-based capture (cdc) publishes them through :func:`publish_batch`.
+upsert). Deletes are not seen by a poller; log-based capture (``mode: cdc``, copyjob.cdc_kafka) publishes them
+through :func:`publish_batch`.
 
 Per table, the capture commit (steps in this order):
 1. plan full or incremental from the state store (``reset`` sets needs_full: the next capture re-snapshots);
@@ -15,16 +16,16 @@ Per table, the capture commit (steps in this order):
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from connectors.kafka.codec import Encoder, SourceInfo
-from copyjob.changes import ChangeBatch
-from copyjob.errors import ConfigurationError
+from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 from copyjob.interfaces import Source, StateStore, TableRunRecord
 from copyjob.loader import LoadedJob
 from copyjob.preflight import TablePlan
@@ -145,16 +146,46 @@ class Capturer:
         return len(values)
 
 
+TRUNCATE_HEADER = ("copyjob.op", b"truncate")
+"""On a truncate event (``op: t``, no images, a key whose columns are all null), for consumers that know only
+Debezium's c/u/d/r."""
+UNCHANGED_HEADER = "copyjob.unchanged"
+"""A JSON list of the columns whose value an update left unchanged and the source did not log (PostgreSQL's
+TOASTed values): null in ``after``, and the apply side keeps the destination's value."""
+
+
+def unchanged_columns(headers: Sequence[tuple[str, bytes | None]]) -> list[str] | None:
+    for name, value in headers:
+        if name == UNCHANGED_HEADER and value:
+            found: list[str] = json.loads(value)
+            return found
+    return None
+
+
+def _unchanged_header(event: ChangeEvent) -> list[tuple[str, bytes]]:
+    after = event.after
+    if after is None or UNCHANGED_TOAST not in after.values():
+        return []
+    return [(UNCHANGED_HEADER, json.dumps([c for c, v in after.items() if v is UNCHANGED_TOAST]).encode())]
+
+
 def publish_batch(encoder: Encoder, publisher: Publisher, topic: str, batch: ChangeBatch, info: SourceInfo,
                   key: tuple[str, ...]) -> int:
-    """Publish a change batch from a log-based capturer (deletes are followed by a tombstone). The caller
-    flushes and then acknowledges ``batch.position`` to the capturer."""
+    """Publish a change batch from a log-based capturer (copyjob.cdc_kafka): deletes are followed by a
+    tombstone, a truncate is an ``op: t`` event with the header :data:`TRUNCATE_HEADER`. The
+    caller flushes and then acknowledges ``batch.position`` to the capturer. An update that left values out
+    (unchanged TOASTed values) names them in the header :data:`UNCHANGED_HEADER`."""
     enc = encoder.for_table(topic, batch.schema, key)
     for event in batch.events:
         if event.op == "t":
-            raise ConfigurationError(f"{batch.table}: a truncate cannot be carried by Kafka events")
+            # keyed (every key column null): compacted topics refuse keyless messages
+            publisher.publish(topic, enc.encode_key({}), enc.encode_value(event, info),
+                              [*enc.headers, TRUNCATE_HEADER])
+            continue
         row_key = enc.encode_key(event.row)
-        publisher.publish(topic, row_key, enc.encode_value(event, info), enc.headers)
+        extra = _unchanged_header(event) if event.op == "u" else []
+        publisher.publish(topic, row_key, enc.encode_value(event, info), [*enc.headers, *extra] if extra
+                          else enc.headers)
         if event.op == "d" and row_key is not None:
             publisher.publish(topic, row_key, None, enc.headers)
     return len(batch.events)

@@ -4,7 +4,8 @@
 1. check every table at the source (a job that does not fit writes nothing, not even topics);
 2. take the job's run lock;
 3. capture each table: publish, wait for the broker's acknowledgement, then save its position
-   (copyjob.kafka_capture);
+   (copyjob.kafka_capture; the cdc tables together, up to what was committed when the run began:
+   copyjob.cdc with copyjob.cdc_kafka's sink);
 4. note the end offset of every partition of the tables' topics;
 5. apply (copyjob.kafka_apply) until the destination holds every partition up to those offsets, whichever
    group member applied them; then record the run.
@@ -142,7 +143,9 @@ def run_kafka(job_run: JobRun, table_names: list[str] | None,
                 job_run.store.start_run(run)
                 # 3. capture
                 capturer = Capturer(loaded, source, source_url, job_run.store, sides.transport, run.run_id)
-                captured = [_capture_one(capturer, plan, job_run) for plan in plans]
+                captured = [_capture_one(capturer, plan, job_run) for plan in plans if plan.table.mode != "cdc"]
+                captured += capture_cdc(job_run, [p for p in plans if p.table.mode == "cdc"], source, source_url,
+                                        sides.transport, run.run_id, until_stopped=False)
                 run.tables = captured
                 if apply and not job_run.stop.is_set():
                     _apply_caught_up(loaded, tables, sides, destination_url, open_destination, run, job_run)
@@ -154,6 +157,18 @@ def run_kafka(job_run: JobRun, table_names: list[str] | None,
     run.status = "ok" if all(t.status == "ok" for t in run.tables) else "failed"
     job_run.store.finish_run(run)
     return run
+
+
+def capture_cdc(job_run: JobRun, plans: list[Any], source: Any, source_url: ConnectionUrl,
+                transport: Transport, run_id: str, *, until_stopped: bool) -> list[TableRunRecord]:
+    """The cdc tables (all together: they share one change stream) through the CDC orchestrator, publishing."""
+    if not plans:
+        return []
+    from copyjob.cdc import run_cdc
+    from copyjob.cdc_kafka import KafkaSink
+
+    return run_cdc(job_run, plans, source, KafkaSink(job_run.loaded, source_url, transport), run_id,
+                   until_stopped=until_stopped)
 
 
 def _capture_one(capturer: Capturer, plan: Any, job_run: JobRun) -> TableRunRecord:

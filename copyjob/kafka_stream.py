@@ -2,7 +2,8 @@
 
 1. check the tables at the source and take the job's run lock (held until the stream stops);
 2. a capture thread publishes each table again and again (the first pass is full or incremental by the state,
-   later passes incremental), ``poll_interval_s`` apart, each pass through the capture commit;
+   later passes incremental), ``poll_interval_s`` apart, each pass through the capture commit; the cdc tables
+   stream in a thread of their own (copyjob.cdc with copyjob.cdc_kafka's sink) until stopped;
 3. this thread applies what arrives (copyjob.kafka_apply), so the destination follows the source;
 4. on stop: the capture finishes its pass, the apply finishes its batch, the run is recorded.
 """
@@ -19,7 +20,7 @@ from copyjob.errors import CopyjobError, is_retriable
 from copyjob.interfaces import RunRecord, TableRunRecord
 from copyjob.kafka_apply import run_until
 from copyjob.kafka_capture import Capturer, check_kafka_tables
-from copyjob.kafka_pipeline import Sides, apply_tables, merge_records, new_applier, open_transport
+from copyjob.kafka_pipeline import Sides, apply_tables, capture_cdc, merge_records, new_applier, open_transport
 from copyjob.loader import LoadedJob
 from copyjob.transport import Transport
 from copyjob.urls import parse_url, redact
@@ -60,18 +61,25 @@ def stream_kafka(job_run: JobRun, table_names: list[str] | None = None, poll_int
         sides.transport.publisher()  # one producer, made before the threads share it
         job_run.store.start_run(run)
         capture_done = threading.Event()
-        worker = threading.Thread(target=_capture_loop, name="capture", daemon=True, args=(
-            job_run, plans, sides, run.run_id, records, poll_interval_s, capture_done))
+        polled = [p for p in plans if p.table.mode != "cdc"]
+        workers = [threading.Thread(target=_capture_loop, name="capture", daemon=True, args=(
+            job_run, polled, sides, run.run_id, records, poll_interval_s, capture_done))] if polled else []
+        cdc = [p for p in plans if p.table.mode == "cdc"]
+        if cdc:
+            workers.append(threading.Thread(target=_cdc_stream, name="cdc", daemon=True, args=(
+                job_run, cdc, sides, run.run_id, records, capture_done)))
+        wanted = apply_tables(loaded, tables)
+        failed = False
         try:
-            worker.start()
+            for worker in workers:
+                worker.start()
             # 3. apply
             sides.destination = open_destination(destination_url)
-            wanted = apply_tables(loaded, tables)
             sides.applier = new_applier(loaded, wanted, sides.transport, sides.destination, run.run_id)
             run_until(sides.applier, lambda: False,
                       lambda: job_run.stop.is_set() or capture_done.is_set(), idle_timeout_s=float("inf"))
-            run.tables = merge_records(list(records.values()), wanted)
         except Exception as exc:
+            failed = True
             error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
             log.error("stream: apply failed: %s", error)
             for rec in records.values():
@@ -80,12 +88,37 @@ def stream_kafka(job_run: JobRun, table_names: list[str] | None = None, poll_int
         finally:
             # 4. stop both sides
             job_run.stop.set()
-            worker.join(timeout=60)
+            for worker in workers:
+                worker.join(timeout=60)
+            if not failed:
+                run.tables = merge_records(list(records.values()), wanted)
             sides.close()
     run.finished_at = datetime.now(UTC)
     run.status = "failed" if any(t.status == "failed" for t in run.tables) else "stopped"
     job_run.store.finish_run(run)
     return run
+
+
+def _cdc_stream(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id: str,
+                records: dict[str, TableRunRecord], done: threading.Event) -> None:
+    """2. for the cdc tables: snapshot what needs it, then publish their changes until stopped (or a table
+    failed: then the whole stream stops)."""
+    from connectors import open_source
+
+    loaded = job_run.loaded
+    source_url = parse_url(loaded.job.source.url, loaded.base_dir)
+    try:
+        source = open_source(source_url)
+        try:
+            result = capture_cdc(job_run, plans, source, source_url, sides.transport, run_id, until_stopped=True)
+        finally:
+            source.close()
+    except Exception as exc:
+        error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+        result = [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=error) for p in plans]
+    for rec in result:
+        records[rec.table] = rec
+    done.set()
 
 
 def _capture_loop(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id: str,

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from apply import prepare_target, write_batches, write_binary
+from copyjob import faults
 from copyjob.errors import CopyjobError, UsageError, is_retriable
 from copyjob.filesets import endpoint_url
 from copyjob.interfaces import (
@@ -137,10 +138,10 @@ class JobRun:
                         run.tables.append(self._copy_with_retries(plan, source, destination, run.run_id))
                     cdc_plans = [p for p in plans if p.table.mode == "cdc"]
                     if cdc_plans:
-                        from copyjob.cdc import run_cdc
+                        from copyjob.cdc import DestinationSink, run_cdc
 
-                        run.tables.extend(run_cdc(self, cdc_plans, source, destination, run.run_id,
-                                                  until_stopped=self.cdc_until_stopped))
+                        run.tables.extend(run_cdc(self, cdc_plans, source, DestinationSink(self.loaded, destination),
+                                                  run.run_id, until_stopped=self.cdc_until_stopped))
                 finally:
                     destination.close()
         finally:
@@ -249,6 +250,7 @@ class JobRun:
             if self._passes_through(plan, source, destination, prepared.existing):
                 rows_read = written
         # 5. state, after the destination committed
+        faults.passed("destination-committed")
         state.watermark = increment.watermark_after
         state.watermark_type = wm_type
         state.needs_full = False

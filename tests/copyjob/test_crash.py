@@ -71,20 +71,32 @@ def test_death_between_destination_commit_and_state_save_does_not_double(tmp_pat
     assert_equal(tmp_path)
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0])
-def test_sigkill_mid_run_then_rerun_equals_source(tmp_path: Path, delay: float) -> None:
+@pytest.mark.parametrize("fault", ["batch-written:1", "batch-written:7", "destination-committed:1"])
+def test_sigkill_mid_run_then_rerun_equals_source(tmp_path: Path, fault: str) -> None:
+    """The process kills itself (SIGKILL) at an exact point: inside the load's transaction after some batches,
+    or after the destination committed but before the state store was written; the next run repairs."""
     make_source(tmp_path / "src.db", 1, 20_000)
     job_file = append_job(tmp_path)
     assert copyjob("run", job_file).code == 0
-    make_source(tmp_path / "src.db", 20_001, 800_000)
-    proc = subprocess.Popen([sys.executable, "-m", "copyjob", "run", str(job_file)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
-    time.sleep(delay)
-    assert proc.poll() is None, "the run ended before it could be killed: make the data bigger"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    make_source(tmp_path / "src.db", 20_001, 60_000)
+    killed = copyjob("run", job_file, env={"COPYJOB_FAULT": fault})
+    assert killed.code == -signal.SIGKILL, killed.output
     out = copyjob("run", job_file)
     assert out.code == 0, out.output
     assert_equal(tmp_path)
     assert copyjob("run", job_file).code == 0
+    assert_equal(tmp_path)
+
+
+def test_sigkill_from_outside_mid_run(tmp_path: Path) -> None:
+    """A kill from another process at whatever moment the run is in."""
+    make_source(tmp_path / "src.db", 1, 400_000)
+    job_file = append_job(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "copyjob", "run", str(job_file)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out = copyjob("run", job_file)
+    assert out.code == 0, out.output
     assert_equal(tmp_path)

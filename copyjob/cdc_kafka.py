@@ -1,0 +1,153 @@
+"""``mode: cdc`` with ``transport: kafka``: the CDC orchestrator (:mod:`copyjob.cdc`) publishing to topics.
+
+:class:`KafkaSink` is the orchestrator's sink on the capture side. There is no destination there, so a table's
+position lives in the state store (``cdc_position``, with ``committed_run_id``). The capture commit of a chunk
+(steps in this order):
+
+1. publish every change after the table's position onto ``<prefix>.<schema>.<table>`` as a Debezium-style
+   event (``c``/``u``/``d`` with their source positions; a delete is followed by a tombstone);
+2. flush: wait until the broker acknowledged every event (the producer is idempotent, acks=all);
+3. only then move the tables' positions (``commit``), and the orchestrator saves them in the state store;
+4. only then the position is acknowledged to the source (PostgreSQL: the flushed LSN is confirmed).
+
+A crash before 3 publishes the same changes again after the restart: merge applies them idempotently, and
+under append the repeated events carry the same ``_position``. A snapshot publishes every row as ``op: r``,
+flushes, and then the table's position is the snapshot's point.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from connectors.kafka.codec import Encoder, SourceInfo
+from copyjob.cdc_tables import CdcTable, Position
+from copyjob.changes import ChangeBatch, ChangeEvent
+from copyjob.errors import ConfigurationError
+from copyjob.interfaces import Source, StateStore
+from copyjob.kafka_capture import publish_batch, source_info, topic_of
+from copyjob.loader import LoadedJob
+from copyjob.preflight import TablePlan
+from copyjob.progress import Progress
+from copyjob.schema import TableName
+from copyjob.transport import Publisher, Transport
+from copyjob.urls import ConnectionUrl
+from snapshot import read_table
+
+log = logging.getLogger("copyjob.cdc")
+
+
+class KafkaSink:
+    """Publishes a CDC run's snapshot rows and changes; positions move only after the broker's ack."""
+
+    positions_in_store = True
+
+    def __init__(self, loaded: LoadedJob, source_url: ConnectionUrl, transport: Transport,
+                 publisher: Publisher | None = None, encoder: Encoder | None = None) -> None:
+        settings = loaded.job.kafka
+        assert settings is not None, "the loader requires kafka: with transport kafka"
+        self.loaded = loaded
+        self.source_url = source_url
+        self.transport = transport
+        self.prefix = settings.topic_prefix
+        self.one_partition = settings.partitions == 1
+        self.batch_rows = loaded.job.copy_settings.batch_rows
+        self.encoder = encoder or Encoder(settings.format, transport.registrar)
+        self.publisher = publisher or transport.publisher()
+        self._published: dict[CdcTable, Position] = {}
+        """Tables whose changes were published up to this position, not yet acknowledged by the broker."""
+        self._topics: set[str] = set()
+
+    def _topic(self, plan: TablePlan) -> tuple[str, SourceInfo, tuple[str, ...]]:
+        info = source_info(self.source_url, TableName.parse(plan.table.spec.name))
+        topic = topic_of(self.prefix, info)
+        key = tuple(plan.table.spec.key or plan.source_schema.primary_key)
+        if topic not in self._topics:
+            self.transport.ensure_topics({topic: bool(key)})
+            self._topics.add(topic)
+        return topic, info, key
+
+    def reconcile(self, store: StateStore, plan: TablePlan) -> CdcTable:
+        """The position saved in the state store after the broker's ack, unless a reset came after it."""
+        state = store.load(self.loaded.job.job, plan.state_key)
+        saved = state.extra.get("cdc_position")
+        committed: Position | None = saved if saved and not state.needs_full else None
+        self._topic(plan)
+        return CdcTable(plan=plan, state=state, committed=committed, resnapshot=committed is None and bool(saved),
+                        before=committed, source_columns=tuple(plan.source_schema.column_names))
+
+    def write_snapshot(self, t: CdcTable, source: Source, position: Position | None, *, run_id: str,
+                       parallel: int, progress: Progress, stop: Callable[[], bool]) -> int:
+        """Every row as ``op: r`` at the snapshot's point, flushed; then the table's position is that point."""
+        topic, info, key = self._topic(t.plan)
+        encoder = self.encoder.for_table(topic, t.plan.source_schema, key)
+        published = 0
+        with progress.table(f"{t.plan.label} (snapshot)") as advance:
+            for batch in read_table(source, t.plan.source_schema, (), self.batch_rows, parallel):
+                if stop():
+                    raise InterruptedError(f"{t.plan.label}: snapshot stopped")
+                keys, values = encoder.encode_batch(batch, "r", info, dict(position or {}))
+                self.publisher.publish_many(topic, keys, values, encoder.headers)
+                published += len(values)
+                advance(batch.num_rows)
+        self.publisher.flush()
+        t.rows_read += published
+        t.rows_written += published
+        t.source_columns = tuple(t.plan.source_schema.column_names)
+        if position is not None:
+            t.committed = position
+        return published
+
+    def complete_snapshot(self, t: CdcTable, position: Position, *, run_id: str) -> None:
+        t.committed = position
+
+    def apply(self, t: CdcTable, batch: ChangeBatch, *, at_or_before: Callable[[Position, Position], bool],
+              run_id: str) -> None:
+        """1. of the capture commit: publish the changes after the table's position (and after what this
+        chunk already published)."""
+        done = self._published.get(t, t.committed)
+        events = [e for e in batch.events if done is None or not at_or_before(e.position, done)]
+        t.rows_read += len(events)
+        if events:
+            if not self.one_partition and any(e.op == "t" for e in events):
+                raise ConfigurationError(
+                    f"{t.plan.label}: a TRUNCATE at the source cannot be published in order on topics with "
+                    "several partitions; copyjob reset --table re-snapshots the table (or use kafka.partitions: "
+                    "1 for new topics)")
+            topic, info, key = self._topic(t.plan)
+            events = split_key_changes(events, key)
+            t.rows_written += publish_batch(self.encoder, self.publisher, topic,
+                                            ChangeBatch(batch.table, batch.schema, events, batch.position), info, key)
+        if done is None or not at_or_before(batch.position, done):
+            self._published[t] = batch.position
+
+    def commit(self) -> None:
+        """2./3. of the capture commit: wait for the broker, then move the positions."""
+        if not self._published:
+            return
+        self.publisher.flush()
+        published, self._published = self._published, {}
+        for t, position in published.items():
+            t.committed = position
+
+    @contextmanager
+    def background(self) -> Iterator[KafkaSink]:
+        """The same producer (thread-safe) and encoder; the snapshot flushes before its position moves."""
+        yield KafkaSink(self.loaded, self.source_url, self.transport, self.publisher, self.encoder)
+
+
+def split_key_changes(events: list[ChangeEvent], key: tuple[str, ...]) -> list[ChangeEvent]:
+    """An update that changes the key as a delete of the old key and an insert of the new one (the binlog logs
+    it as one update; pgoutput already splits it): the two keys may live in different partitions."""
+    if not key or not any(e.op == "u" and e.before is not None for e in events):
+        return events
+    out: list[ChangeEvent] = []
+    for e in events:
+        if e.op == "u" and e.before is not None and e.after is not None \
+                and any(e.before.get(k) != e.after.get(k) for k in key):
+            out.append(ChangeEvent("d", e.before, None, e.position, e.ts_ms))
+            out.append(ChangeEvent("c", None, e.after, e.position, e.ts_ms))
+        else:
+            out.append(e)
+    return out

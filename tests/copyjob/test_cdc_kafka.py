@@ -1,0 +1,195 @@
+"""mode: cdc with transport: kafka, PostgreSQL → Kafka → PostgreSQL through the real CLI and the session's real
+broker: the snapshot and the stream under a concurrent writer, a capture killed (SIGKILL) after the broker
+acknowledged its events but before it saved its position, and ``copyjob stream``. The destination is compared
+with the source row by row."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import ROOT, copyjob, write_job
+from tests.pg_cdc import drop_slots, execute, rows, table_fingerprint
+from tests.services.kafka import KafkaBroker
+from tests.services.mariadb import MariadbServer
+
+_ids = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _slots(pg_url: str) -> Iterator[None]:
+    yield
+    drop_slots(pg_url)
+
+
+@pytest.fixture
+def shop(pg_url: str) -> str:
+    execute(pg_url, "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL, amount numeric(10,2), "
+            "note text, updated timestamptz DEFAULT now())",
+            "INSERT INTO orders (id, status, amount) SELECT g, 'new', g * 1.5 FROM generate_series(1, 2000) g")
+    return pg_url
+
+
+def job_file(tmp_path: Path, broker: KafkaBroker, src: str, dst: str, kafka: dict[str, Any] | None = None,
+             **cdc: Any) -> tuple[Path, str]:
+    n = next(_ids)
+    prefix = f"cdc{os.getpid()}x{n}"
+    job = {"job": f"cdck{n}_" + src.rsplit("/", 1)[1], "source": {"url": src}, "destination": {"url": dst},
+           "copy": {"mode": "cdc", "update_method": "merge"}, "cdc": {"max_batch_delay": "50ms", **cdc},
+           "tables": [{"name": "orders"}], "transport": "kafka",
+           "kafka": {"bootstrap_servers": broker.bootstrap, "topic_prefix": prefix, **(kafka or {})}}
+    return write_job(tmp_path / f"job{n}.yaml", job), prefix
+
+
+def ok(*args: str | Path, env: dict[str, str] | None = None) -> str:
+    result = copyjob(*args, "--no-progress", env=env) if args[0] == "run" else copyjob(*args, env=env)
+    assert result.code == 0, result.output
+    return result.stdout
+
+
+def equal(src: str, dst: str) -> None:
+    assert table_fingerprint(dst, "orders") == table_fingerprint(src, "orders")
+
+
+def changes(src: str, start: int) -> None:
+    """Inserts, updates (one changes the key) and deletes, some in one transaction."""
+    execute(src, "BEGIN",
+            f"INSERT INTO orders (id, status) SELECT g, 'txn' FROM generate_series({start}, {start + 299}) g",
+            "UPDATE orders SET status = 'paid', amount = amount + 1 WHERE id % 50 = 0",
+            f"DELETE FROM orders WHERE id BETWEEN {start + 10} AND {start + 19} OR id % 97 = 0", "COMMIT",
+            f"UPDATE orders SET id = id + 100000 WHERE id = {start + 1}",
+            f"UPDATE orders SET note = 'later' WHERE id = {start + 2}")
+
+
+def test_snapshot_and_changes_under_a_concurrent_writer(tmp_path: Path, kafka_broker: KafkaBroker, shop: str,
+                                                        pg_url2: str) -> None:
+    job, _ = job_file(tmp_path, kafka_broker, shop, pg_url2)
+    stop = threading.Event()
+    writes = 0
+
+    def writer() -> None:
+        nonlocal writes
+        with psycopg.connect(shop, autocommit=True) as conn:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                with conn.transaction():
+                    conn.execute("INSERT INTO orders (id, status) VALUES (%s, 'live')", (200_000 + i,))
+                    conn.execute("UPDATE orders SET status = 'touched', amount = amount + 1 WHERE id = %s",
+                                 ((i * 7919) % 2000 + 1,))
+                    conn.execute("DELETE FROM orders WHERE id = %s", ((i * 104729) % 2000 + 1,))
+                writes += 1
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        ok("run", job)  # snapshot (op r), the changes committed meanwhile (c/u/d), then applied
+        changes(shop, 5001)
+        ok("run", job)
+    finally:
+        stop.set()
+        thread.join()
+    assert writes > 10
+    ok("run", job)  # what the writer committed after the second run began
+    equal(shop, pg_url2)
+    events = [json.loads(line) for line in ok("tail", job, "--from-beginning", "--idle-timeout", "3").splitlines()]
+    assert {e["op"] for e in events} >= {"r", "c", "u", "d"}
+    moved = [e for e in events if e["op"] == "d" and e["key"] == {"id": 5002}]
+    assert moved and moved[0]["before"]["id"] == 5002  # a key change: a delete of the old key, then an insert
+    runs = json.loads(copyjob("history", job, "--json").stdout)
+    assert [t["mode"] for r in runs for t in r["tables"]] == ["cdc"] * 3
+    assert all(r["status"] == "ok" for r in runs)
+
+
+def test_capture_killed_after_the_broker_ack_before_saving_the_position(
+        tmp_path: Path, kafka_broker: KafkaBroker, shop: str, pg_url2: str) -> None:
+    job, _ = job_file(tmp_path, kafka_broker, shop, pg_url2, batch_events=100)
+    ok("run", job)
+    changes(shop, 5001)
+    killed = copyjob("capture", job, env={"COPYJOB_CDC_FAULT": "committed:2"})
+    assert killed.code == -signal.SIGKILL, killed.output
+    status = json.loads(copyjob("status", job, "--json").stdout)
+    assert status["tables"][0]["next_run"] == "stream"
+    execute(shop, "UPDATE orders SET status = 'after the crash' WHERE id <= 20", "DELETE FROM orders WHERE id = 30")
+    ok("run", job)  # the changes since the saved position are published again; merge applies them idempotently
+    equal(shop, pg_url2)
+    ok("apply", job, "--until-caught-up")  # the apply side alone: nothing left to do
+    equal(shop, pg_url2)
+
+
+def test_unchanged_toast_keeps_the_destination_value(tmp_path: Path, kafka_broker: KafkaBroker, shop: str,
+                                                     pg_url2: str) -> None:
+    execute(shop, "ALTER TABLE orders ALTER COLUMN note SET STORAGE EXTERNAL",
+            "UPDATE orders SET note = repeat(md5(id::text), 200) WHERE id <= 5")
+    job, _ = job_file(tmp_path, kafka_broker, shop, pg_url2)
+    ok("run", job)
+    execute(shop, "UPDATE orders SET status = 'toast kept' WHERE id <= 3")  # the notes are not logged
+    ok("run", job)
+    equal(shop, pg_url2)
+    assert rows(pg_url2, "SELECT count(*) FROM orders WHERE length(note) = 6400") == [(5,)]
+
+
+def test_truncate_on_one_partition_and_refused_on_several(tmp_path: Path, kafka_broker: KafkaBroker, shop: str,
+                                                          pg_url2: str) -> None:
+    one, _ = job_file(tmp_path, kafka_broker, shop, pg_url2, kafka={"partitions": 1})
+    several, _ = job_file(tmp_path, kafka_broker, shop, pg_url2)
+    ok("run", one)
+    ok("run", several)
+    execute(shop, "BEGIN", "TRUNCATE orders", "INSERT INTO orders (id, status) VALUES (1, 'after')", "COMMIT")
+    ok("run", one)
+    equal(shop, pg_url2)
+    refused = copyjob("run", several)
+    assert refused.code == 1 and "TRUNCATE" in refused.output and "reset" in refused.output, refused.output
+
+
+def test_stream_until_sigterm(tmp_path: Path, kafka_broker: KafkaBroker, shop: str, pg_url2: str) -> None:
+    job, _ = job_file(tmp_path, kafka_broker, shop, pg_url2)
+    proc = subprocess.Popen([sys.executable, "-m", "copyjob", "stream", str(job)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
+    try:
+        changes(shop, 5001)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            try:
+                if table_fingerprint(pg_url2, "orders") == table_fingerprint(shop, "orders"):
+                    break
+            except psycopg.Error:
+                pass
+            time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, errors = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + errors
+    equal(shop, pg_url2)
+    assert rows(pg_url2, "SELECT count(*) FROM orders WHERE id = 105002") == [(1,)]
+
+
+def test_mariadb_binlog_through_kafka(tmp_path: Path, kafka_broker: KafkaBroker, mariadb_server: MariadbServer,
+                                      mariadb_url: str, pg_url2: str) -> None:
+    pytest.importorskip("pymysqlreplication")
+    db = mariadb_url.rsplit("/", 1)[1]
+    mariadb_server.execute("CREATE TABLE orders (id INT PRIMARY KEY, status VARCHAR(20) NOT NULL, "
+                           "amount DECIMAL(10,2)) ENGINE=InnoDB", db)
+    mariadb_server.execute("INSERT INTO orders VALUES " + ",".join(f"({i}, 'new', {i}.5)" for i in range(1, 501)),
+                           db)
+    job, _ = job_file(tmp_path, kafka_broker, mariadb_url, pg_url2)
+    ok("run", job)
+    for sql in ("INSERT INTO orders VALUES (1000, 'c', 1)", "UPDATE orders SET status = 'u' WHERE id <= 10",
+                "DELETE FROM orders WHERE id BETWEEN 11 AND 20", "UPDATE orders SET id = 2000 WHERE id = 30"):
+        mariadb_server.execute(sql, db)
+    ok("run", job)
+    source = [(i, s, str(a)) for i, s, a in mariadb_server.execute("SELECT * FROM orders ORDER BY id", db)]
+    assert [(i, s, str(a)) for i, s, a in table_fingerprint(pg_url2, "orders")] == source
