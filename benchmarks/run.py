@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kafka", action="store_true", help="run only the Kafka benchmarks (benchmarks/kafka_bench.py)")
     p.add_argument("--cdc", action="store_true", help="run only the PostgreSQL CDC benchmarks "
                    "(benchmarks/cdc_bench.py: changes/s, latency)")
+    p.add_argument("--debezium", action="store_true", help="run only the Debezium comparison "
+                   "(benchmarks/debezium_bench.py: changes/s into Kafka, copyjob vs Debezium)")
     args = p.parse_args(argv)
     if min(args.rows, args.big_rows, args.incremental_tables, args.incremental_rows, args.repeat) < 1:
         p.error("row, table and repeat counts must be positive")
@@ -175,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import cdc_bench
 
         return cdc_bench.main([])
+    if args.debezium:  # PostgreSQL → Kafka change capture: Debezium's connector vs copyjob, same workload
+        from benchmarks import debezium_bench
+
+        return debezium_bench.main([])
     started = time.perf_counter()
     meta: dict[str, Any] = {"started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
                             "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}

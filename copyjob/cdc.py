@@ -1,9 +1,11 @@
-"""The direct-transport CDC orchestrator: a change capture feeds apply in one process.
+"""The CDC orchestrator: a change capture feeds a sink (direct: the destination; kafka: the tables' topics).
 
 Generic over a source's *hooks* (:class:`CdcSource`; PostgreSQL: :mod:`copyjob.cdc_postgres`, MySQL/MariaDB:
-:mod:`copyjob.cdc_mysql`). The job's cdc tables share one change stream and run together. Steps:
+:mod:`copyjob.cdc_mysql`) and over its sink (:class:`CdcSink`). The job's cdc tables share one change stream
+and run together. Steps:
 
-1. reconcile each table's position: its destination marker, unless a reset came later (cdc_tables);
+1. reconcile each table's position: where the sink keeps it (direct: the destination marker; kafka: the state
+   store), unless a reset came later (cdc_tables);
 2. ``prepare`` the source (PostgreSQL: settings, privileges, replica identity, publication);
 3. snapshot: when the stream does not exist yet, or no table has a position, every table without a position
    is snapshotted first, in one snapshot whose result carries the position where streaming starts (the

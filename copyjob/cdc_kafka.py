@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from connectors.kafka.codec import Encoder, SourceInfo
-from copyjob.cdc_tables import CdcTable, Position
-from copyjob.changes import ChangeBatch, ChangeEvent
+from copyjob.cdc_tables import CdcTable, Position, split_key_changes
+from copyjob.changes import ChangeBatch
 from copyjob.errors import ConfigurationError
 from copyjob.interfaces import Source, StateStore
 from copyjob.kafka_capture import publish_batch, source_info, topic_of
@@ -124,10 +124,10 @@ class KafkaSink:
 
     def commit(self) -> None:
         """2./3. of the capture commit: wait for the broker, then move the positions."""
-        if not self._published:
+        published, self._published = self._published, {}  # a failed flush forgets them: they never count
+        if not published:
             return
         self.publisher.flush()
-        published, self._published = self._published, {}
         for t, position in published.items():
             t.committed = position
 
@@ -136,18 +136,3 @@ class KafkaSink:
         """The same producer (thread-safe) and encoder; the snapshot flushes before its position moves."""
         yield KafkaSink(self.loaded, self.source_url, self.transport, self.publisher, self.encoder)
 
-
-def split_key_changes(events: list[ChangeEvent], key: tuple[str, ...]) -> list[ChangeEvent]:
-    """An update that changes the key as a delete of the old key and an insert of the new one (the binlog logs
-    it as one update; pgoutput already splits it): the two keys may live in different partitions."""
-    if not key or not any(e.op == "u" and e.before is not None for e in events):
-        return events
-    out: list[ChangeEvent] = []
-    for e in events:
-        if e.op == "u" and e.before is not None and e.after is not None \
-                and any(e.before.get(k) != e.after.get(k) for k in key):
-            out.append(ChangeEvent("d", e.before, None, e.position, e.ts_ms))
-            out.append(ChangeEvent("c", None, e.after, e.position, e.ts_ms))
-        else:
-            out.append(e)
-    return out

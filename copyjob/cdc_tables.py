@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from apply import prepare_target, write_batches
 from apply.changes import APPEND_COLUMNS, apply_changes
-from copyjob.changes import ChangeBatch
+from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 from copyjob.interfaces import (
     Destination,
     Source,
@@ -196,6 +196,8 @@ def apply_batch(t: CdcTable, destination: Destination, batch: ChangeBatch, *, at
     t.rows_read += len(fresh)
     if not fresh:
         return
+    if not t.append:
+        fresh = split_key_changes(fresh, tuple(t.plan.table.spec.key or t.plan.source_schema.primary_key))
     names = tuple(batch.schema.column_names)
     target = t.target(batch.schema)
     if names != t.source_columns:  # columns added at the source: add them (dropped ones stay, NULL from now)
@@ -208,6 +210,23 @@ def apply_batch(t: CdcTable, destination: Destination, batch: ChangeBatch, *, at
                            key=t.plan.key, rename=t.plan.table.spec.columns, marker=lambda: marker)
     t.rows_written += result.upserted + result.deleted + result.appended
     t.committed = batch.position
+
+
+def split_key_changes(events: list[ChangeEvent], key: tuple[str, ...]) -> list[ChangeEvent]:
+    """An update that changes the key as a delete of the old key and an insert of the new one (the binlog logs
+    it as one update; pgoutput already splits it): merge then removes the old key, and on Kafka the two keys
+    may live in different partitions."""
+    if not key or not any(e.op == "u" and e.before is not None for e in events):
+        return events
+    out: list[ChangeEvent] = []
+    for e in events:
+        if e.op == "u" and e.before is not None and e.after is not None \
+                and any(e.before.get(k) != e.after.get(k) and e.after.get(k) is not UNCHANGED_TOAST for k in key):
+            out.append(ChangeEvent("d", e.before, None, e.position, e.ts_ms))
+            out.append(ChangeEvent("c", None, e.after, e.position, e.ts_ms))
+        else:
+            out.append(e)
+    return out
 
 
 def save_state(store: StateStore, job: str, t: CdcTable, run_id: str, describe: Callable[[Position], str],

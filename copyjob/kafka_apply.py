@@ -32,12 +32,11 @@ from apply.changes import APPEND_COLUMNS, apply_changes
 from connectors.kafka import dlq_topic
 from connectors.kafka.arrow_bytes import arange
 from connectors.kafka.batch_decode import decode_upserts
-from connectors.kafka.codec import Decoder
+from connectors.kafka.codec import Decoder, unchanged_columns
 from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 from copyjob.errors import ConfigurationError, is_retriable
 from copyjob.interfaces import Destination, StateMarker
 from copyjob.jobfile import ResolvedTable
-from copyjob.kafka_capture import unchanged_columns
 from copyjob.schema import TableName, TableSchema
 from copyjob.transport import Record, Subscription, Transport
 from copyjob.urls import redact

@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from connectors.kafka.codec import Encoder, SourceInfo
+from connectors.kafka.codec import UNCHANGED_HEADER, Encoder, SourceInfo
 from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 from copyjob.interfaces import Source, StateStore, TableRunRecord
 from copyjob.loader import LoadedJob
@@ -149,17 +149,6 @@ class Capturer:
 TRUNCATE_HEADER = ("copyjob.op", b"truncate")
 """On a truncate event (``op: t``, no images, a key whose columns are all null), for consumers that know only
 Debezium's c/u/d/r."""
-UNCHANGED_HEADER = "copyjob.unchanged"
-"""A JSON list of the columns whose value an update left unchanged and the source did not log (PostgreSQL's
-TOASTed values): null in ``after``, and the apply side keeps the destination's value."""
-
-
-def unchanged_columns(headers: Sequence[tuple[str, bytes | None]]) -> list[str] | None:
-    for name, value in headers:
-        if name == UNCHANGED_HEADER and value:
-            found: list[str] = json.loads(value)
-            return found
-    return None
 
 
 def _unchanged_header(event: ChangeEvent) -> list[tuple[str, bytes]]:
@@ -174,7 +163,7 @@ def publish_batch(encoder: Encoder, publisher: Publisher, topic: str, batch: Cha
     """Publish a change batch from a log-based capturer (copyjob.cdc_kafka): deletes are followed by a
     tombstone, a truncate is an ``op: t`` event with the header :data:`TRUNCATE_HEADER`. The
     caller flushes and then acknowledges ``batch.position`` to the capturer. An update that left values out
-    (unchanged TOASTed values) names them in the header :data:`UNCHANGED_HEADER`."""
+    (unchanged TOASTed values) names them in the header ``copyjob.unchanged`` (connectors.kafka.codec)."""
     enc = encoder.for_table(topic, batch.schema, key)
     for event in batch.events:
         if event.op == "t":

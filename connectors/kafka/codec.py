@@ -31,7 +31,20 @@ if TYPE_CHECKING:
 
 Format = Literal["avro", "json"]
 SCHEMA_HEADER = "copyjob.schema"
+UNCHANGED_HEADER = "copyjob.unchanged"
+"""A JSON list of the columns whose value an update left unchanged and the source did not log (PostgreSQL's
+TOASTed values): null in ``after``, and the apply side keeps the destination's value."""
+
 CONFLUENT_MAGIC = b"\x00"
+
+
+def unchanged_columns(headers: Sequence[tuple[str, bytes | None]]) -> list[str] | None:
+    """The columns a message's ``copyjob.unchanged`` header names, or None."""
+    for name, value in headers:
+        if name == UNCHANGED_HEADER and value:
+            found: list[str] = json.loads(value)
+            return found
+    return None
 
 
 class Registrar(Protocol):

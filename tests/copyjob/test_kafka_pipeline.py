@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.helpers import ROOT, copyjob, duckdb_rows, sqlite_exec, sqlite_script, write_job
 from tests.services.kafka import KafkaBroker
@@ -53,6 +54,29 @@ def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "cond
 def spawn(*args: str | Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "copyjob", *map(str, args)], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
+
+
+def make_topics(broker: KafkaBroker, names: list[str], partitions: int = 3) -> None:
+    """Create the job's topics as capture would (compacted), before anything is published."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    futures = admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1,
+                                            config={"cleanup.policy": "compact"}) for n in names])
+    for future in futures.values():
+        future.result(timeout=30)
+
+
+def group_members(broker: KafkaBroker, group: str) -> int:
+    """Members of a consumer group that hold partitions."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    try:
+        described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    except Exception:
+        return 0
+    return sum(1 for m in described.members if m.assignment and m.assignment.topic_partitions)
 
 
 def db_of(url: str) -> str:
@@ -207,12 +231,17 @@ def test_two_consumers_share_partitions_and_a_killed_one_loses_nothing(
     """Two apply members split the partitions; one is SIGKILLed mid-batch; a restarted one finishes. The merge
     table equals the source and the append table has every event exactly once (offsets committed with data)."""
     pg_source(postgres_server, pg_url, 60_000)
-    j, _ = kafka_job(tmp_path, kafka_broker, pg_url, pg_url2,
-                     [{"name": "public.orders", "target": "orders", "update_method": "merge"},
-                      {"name": "public.events", "target": "events", "update_method": "append"}])
+    j, prefix = kafka_job(tmp_path, kafka_broker, pg_url, pg_url2,
+                          [{"name": "public.orders", "target": "orders", "update_method": "merge"},
+                           {"name": "public.events", "target": "events", "update_method": "append"}])
+    make_topics(kafka_broker, [f"{prefix}.public.orders", f"{prefix}.public.events"])
+    # both members have joined the group before anything is published, so the first member cannot drain every
+    # partition alone before the second arrives
+    a, b = spawn("apply", j), spawn("apply", j)
+    group = "copyjob." + yaml.safe_load(j.read_text())["job"]
+    wait_for(lambda: group_members(kafka_broker, group) == 2, what="both apply members in the group")
     captured = copyjob("capture", j)
     assert captured.code == 0, captured.output
-    a, b = spawn("apply", j), spawn("apply", j)
     dst = db_of(pg_url2)
 
     def applied() -> int:

@@ -174,7 +174,8 @@ def _format_storage(base_dir: Path) -> None:
 
         shutil.rmtree(data)  # new ports → new controller address: start from empty storage
     cluster_id = _cluster_id()
-    cmd = _java_cmd(base_dir, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+    # --cluster-id=…: a generated id may begin with "-", which the tool would read as an option
+    cmd = _java_cmd(base_dir, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                     "-c", str(base_dir / "server.properties"), "--standalone")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
