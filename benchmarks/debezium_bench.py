@@ -253,8 +253,9 @@ def wait_slot_active(url: str, slot: str, worker: Worker, timeout_s: float = 120
 
 
 def debezium(pg: PostgresServer, broker: KafkaBroker, tmp: Path, name: str, prepare: str, workload: str,
-             changes: int, backlog: bool, timeout_s: float) -> dict[str, Any]:
-    """One Debezium scenario: ``prepare`` runs before the connector starts (not captured: no snapshot)."""
+             changes: int, backlog: bool, timeout_s: float, extra: dict[str, str]) -> dict[str, Any]:
+    """One Debezium scenario: ``prepare`` runs before the connector starts (not captured: no snapshot);
+    ``extra`` connector settings are added to benchmarks/debezium/postgres-connector.properties'."""
     label = f"dbz_{name}_{'backlog' if backlog else 'live'}"
     url = database(pg.url(), label)
     sql(url, TABLE, GENERATE, prepare)
@@ -266,6 +267,8 @@ def debezium(pg: PostgresServer, broker: KafkaBroker, tmp: Path, name: str, prep
          offsets=work / "offsets.dat", rest_port=_free_port())
     fill("postgres-connector.properties", work / "connector.properties", name=label, port=pg.port, user=SUPERUSER,
          password=PASSWORD, dbname=label, prefix=label, slot=label)
+    with (work / "connector.properties").open("a") as props:
+        props.writelines(f"{key}={value}\n" for key, value in extra.items())
     (work / "log4j2.properties").write_text(LOG4J.format(log=work / "connect.log"))
     worker = Worker(work)
     offsets = Offsets(broker.bootstrap, topic)
@@ -437,16 +440,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-backlog", action="store_true", help="only Debezium's live runs")
     p.add_argument("--skip-copyjob-kafka", action="store_true")
     p.add_argument("--skip-copyjob-direct", action="store_true")
+    p.add_argument("--connector-setting", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra Debezium connector setting (repeatable), e.g. statistics.metrics.enabled=false")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, properties, jobs)")
     p.add_argument("--output", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    extra = dict(setting.split("=", 1) for setting in args.connector_setting)
     ensure_jars()
     tmp = Path(tempfile.mkdtemp(prefix="copyjob-debezium-bench-"))
     report: dict[str, Any] = {
         "rows": args.rows, "txn_rows": args.txn_rows, "updates": args.updates, "cpus": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "versions": {"debezium": jar_version("debezium-connector-postgres"),
-                     "kafka_connect": jar_version("connect-runtime"), "postgresql_jdbc": jar_version("postgresql")}}
+                     "kafka_connect": jar_version("connect-runtime"), "postgresql_jdbc": jar_version("postgresql")},
+        "debezium_extra_settings": extra}
     workloads = {
         "inserts": ("SELECT 1", f"CALL generate({args.rows}, {args.txn_rows})", args.rows),
         "updates": ("CALL generate(100000, 10000)", f"CALL update_each({args.updates}, 1)", args.updates)}
@@ -462,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 mode = "backlog" if backlog else "live"
                 guarded(report, f"debezium_{scenario}_{mode}", functools.partial(
-                    debezium, pg, broker, tmp, scenario, prepare, workload, changes, backlog, args.timeout))
+                    debezium, pg, broker, tmp, scenario, prepare, workload, changes, backlog, args.timeout, extra))
             if not args.skip_copyjob_kafka:
                 guarded(report, f"copyjob_kafka_{scenario}", functools.partial(
                     copyjob_kafka, pg, broker, tmp, scenario, prepare, workload, changes, args.timeout))

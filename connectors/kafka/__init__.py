@@ -2,7 +2,7 @@
 
 Topics: one per table, ``<prefix>.<schema>.<table>`` (compacted when the table has a key), the schema topic
 ``<prefix>._schemas`` and the dead-letter topics ``<prefix>.<table>.dlq``. The envelope and the encodings are
-described in :mod:`connectors.kafka.avro` and :mod:`connectors.kafka.codec`, and in docs/kafka.md.
+described in :mod:`connectors.kafka.avro` and :mod:`connectors.kafka.codec`, and in the README (Kafka as the backbone).
 
 Reading copyjob's topics from your own program::
 
