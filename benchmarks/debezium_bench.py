@@ -255,7 +255,7 @@ def wait_slot_active(url: str, slot: str, worker: Worker, timeout_s: float = 120
 def debezium(pg: PostgresServer, broker: KafkaBroker, tmp: Path, name: str, prepare: str, workload: str,
              changes: int, backlog: bool, timeout_s: float, extra: dict[str, str]) -> dict[str, Any]:
     """One Debezium scenario: ``prepare`` runs before the connector starts (not captured: no snapshot);
-    ``extra`` connector settings are added to benchmarks/debezium/postgres-connector.properties'."""
+    ``extra`` connector settings are added to benchmarks/debezium/postgres-connector.properties."""
     label = f"dbz_{name}_{'backlog' if backlog else 'live'}"
     url = database(pg.url(), label)
     sql(url, TABLE, GENERATE, prepare)
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     if not args.skip_copyjob_direct:
-        guarded(report, "copyjob_direct", lambda: copyjob_direct(args, tmp))
+        guarded(report, "copyjob_direct", lambda: copyjob_direct(args))
         direct = report["copyjob_direct"]
         if "error" not in direct:
             report["copyjob_direct_inserts"] = {"mode": "backlog", **direct["transactions"]}
@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def copyjob_direct(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def copyjob_direct(args: argparse.Namespace) -> dict[str, Any]:
     """benchmarks/cdc_bench.py's two throughput scenarios on their own server (its latency run is skipped)."""
     from benchmarks import cdc_bench
 
