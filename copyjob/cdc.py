@@ -33,14 +33,13 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from copyjob import faults
 from copyjob.cdc_tables import (
     CdcTable,
     Position,
@@ -72,24 +71,6 @@ RETRIES = 3
 SOURCES = {"postgresql": "copyjob.cdc_postgres:PostgresCdc", "mysql": "copyjob.cdc_mysql:MysqlCdc",
            "mariadb": "copyjob.cdc_mysql:MysqlCdc"}
 """URL scheme → the hooks class, constructed as ``Class(url, job, settings, source)``."""
-
-
-class _Faults:
-    """Tests only: ``COPYJOB_CDC_FAULT=point:n`` kills this process (SIGKILL, no cleanup) the n-th time it
-    passes ``point``: ``snapshot-batch`` (a snapshot batch read, not committed), ``applied`` (a batch
-    handed to the sink: direct, committed in the destination, its position not yet acknowledged to the
-    source) or ``committed`` (a chunk committed by the sink: Kafka, acknowledged by the broker, its position not
-    yet saved in the state store nor acknowledged to the source)."""
-
-    def __init__(self) -> None:
-        point, _, n = os.environ.get("COPYJOB_CDC_FAULT", "").partition(":")
-        self.point, self.left = point, int(n or 0)
-
-    def passed(self, point: str) -> None:
-        if point == self.point and self.left > 0:
-            self.left -= 1
-            if self.left == 0:
-                os.kill(os.getpid(), signal.SIGKILL)
 
 
 class CdcSource(Protocol):
@@ -257,7 +238,6 @@ class CdcRun:
         self.fresh_at = 0.0
         """Epoch seconds up to which the destination is known to hold every change (for lag in seconds)."""
         self._saved_at = 0.0
-        self._faults = _Faults()
         describe = getattr(hooks, "describe", None)
         self.describe: Callable[[Position], str] = describe or (lambda p: json.dumps(dict(p), sort_keys=True))
 
@@ -305,7 +285,7 @@ class CdcRun:
         parallel = self.settings.parallel if getattr(self.hooks, "parallel_snapshot", False) else 1
 
         def stop() -> bool:
-            self._faults.passed("snapshot-batch")
+            faults.passed("snapshot-batch")
             return self.job_run.stop.is_set()
 
         def copy(source: Source, position: Position | None = None) -> int:
@@ -397,7 +377,7 @@ class CdcRun:
             attempt += 1
             try:
                 self.sink.apply(t, batch, at_or_before=self.hooks.at_or_before, run_id=self.run_id)
-                self._faults.passed("applied")
+                faults.passed("applied")
                 return
             except Exception as exc:
                 if is_retriable(exc) and attempt < RETRIES:
@@ -422,7 +402,7 @@ class CdcRun:
                     t.status, t.error = "failed", error
             self.acks_held = self.apply_failed = True
             return
-        self._faults.passed("committed")
+        faults.passed("committed")
 
     def _save(self, force: bool = False) -> None:
         """Step 6."""

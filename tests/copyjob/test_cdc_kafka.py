@@ -119,7 +119,7 @@ def test_capture_killed_after_the_broker_ack_before_saving_the_position(
     job, _ = job_file(tmp_path, kafka_broker, shop, pg_url2, batch_events=100)
     ok("run", job)
     changes(shop, 5001)
-    killed = copyjob("capture", job, env={"COPYJOB_CDC_FAULT": "committed:2"})
+    killed = copyjob("capture", job, env={"COPYJOB_FAULT": "committed:2"})
     assert killed.code == -signal.SIGKILL, killed.output
     status = json.loads(copyjob("status", job, "--json").stdout)
     assert status["tables"][0]["next_run"] == "stream"

@@ -173,7 +173,7 @@ def test_columns_added_and_dropped_mid_stream(tmp_path: Path, shop: str, pg_url2
 
 def kill_run(job: Path, fault: str) -> None:
     """``copyjob run`` killed (SIGKILL) by its own fault hook at ``fault``."""
-    result = run(job, env={"COPYJOB_CDC_FAULT": fault})
+    result = run(job, env={"COPYJOB_FAULT": fault})
     assert result.code == -signal.SIGKILL, result.output
 
 
