@@ -52,6 +52,7 @@ import yaml
 
 from benchmarks.cdc_bench import GENERATE, TABLE, database, sql
 from benchmarks.kafka_bench import KAFKA_CLI, watch
+from tests.services._process import free_port
 from tests.services.kafka import KafkaBroker, start_kafka
 from tests.services.postgres import PASSWORD, SUPERUSER, PostgresServer, start_postgres
 
@@ -264,7 +265,7 @@ def debezium(pg: PostgresServer, broker: KafkaBroker, tmp: Path, name: str, prep
     work = tmp / label
     work.mkdir()
     fill("worker.properties", work / "worker.properties", bootstrap=broker.bootstrap,
-         offsets=work / "offsets.dat", rest_port=_free_port())
+         offsets=work / "offsets.dat", rest_port=free_port())
     fill("postgres-connector.properties", work / "connector.properties", name=label, port=pg.port, user=SUPERUSER,
          password=PASSWORD, dbname=label, prefix=label, slot=label)
     with (work / "connector.properties").open("a") as props:
@@ -379,13 +380,6 @@ def copyjob_kafka(pg: PostgresServer, broker: KafkaBroker, tmp: Path, name: str,
 # ---------------------------------------------------------------- report
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def guarded(report: dict[str, Any], key: str, step: Callable[[], dict[str, Any]]) -> None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.services._process import free_port, log_tail, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -92,7 +93,7 @@ class KafkaBroker:
     def stop(self, timeout: float = 30.0) -> None:
         """Controlled shutdown (SIGTERM); SIGKILL when it does not finish in time."""
         if self.process is not None:
-            _stop_process(self.process, timeout)
+            stop_process(self.process, timeout)
             self.process = None
 
     def kill(self) -> None:
@@ -121,7 +122,7 @@ def start_kafka(base_dir: Path, settings: dict[str, str] | None = None, heap: st
     base_dir.mkdir(parents=True, exist_ok=True)
     last_error: RuntimeError | None = None
     for _ in range(3):  # a free port can be taken between picking and binding: try others
-        port, controller = _free_port(), _free_port()
+        port, controller = free_port(), free_port()
         _write_config(base_dir, lib, port, controller, {**SETTINGS, **(settings or {})}, heap)
         _format_storage(base_dir)
         log_path = base_dir / "kafka.log"
@@ -198,11 +199,6 @@ def _launch(base_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
         log.close()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait_ready(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
@@ -233,21 +229,9 @@ def _answers(port: int) -> bool:
     return bool(meta.brokers) and meta.controller_id is not None and meta.controller_id >= 0
 
 
-def _stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
 
 
 def _log_tail(log_path: Path, lines: int = 40) -> str:
-    text = ""
-    for p in (log_path, log_path.with_name("kafka-server.log")):
-        with contextlib.suppress(OSError):
-            text += "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) + "\n"
-    return text or "(no log)"
+    """The ends of the process output and of the broker's own log."""
+    parts = [log_tail(p, lines, missing="") for p in (log_path, log_path.with_name("kafka-server.log"))]
+    return "\n".join(p for p in parts if p) or "(no log)"

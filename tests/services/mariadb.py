@@ -12,7 +12,6 @@ import atexit
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pymysql
+
+from tests.services._process import free_port, log_tail
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
@@ -94,14 +95,14 @@ def start_mariadb(base_dir: Path) -> MariadbServer:
         except BaseException:
             server.stop()
             # another process may have taken the free port between picking and binding it: pick again
-            if attempt < 2 and "Bind on TCP/IP port" in _tail(server.error_log, 10):
+            if attempt < 2 and "Bind on TCP/IP port" in log_tail(server.error_log, 10, missing="(no error log)"):
                 continue
             raise
     raise AssertionError("unreachable")
 
 
 def _launch(mariadbd: str, base_dir: Path, datadir: Path) -> MariadbServer:
-    port = _free_port()
+    port = free_port()
     sock = base_dir / "mysqld.sock"
     with (base_dir / "error.log").open("ab") as log:
         process = subprocess.Popen(_server_args(mariadbd, base_dir, datadir, sock, port),
@@ -163,18 +164,8 @@ def _server_args(mariadbd: str, base_dir: Path, datadir: Path, sock: Path, port:
     ]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no error log)"
 
 
 def _wait_until(server: MariadbServer, attempt: Any, what: str) -> None:
@@ -184,7 +175,7 @@ def _wait_until(server: MariadbServer, attempt: Any, what: str) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"mariadbd exited with {server.process.returncode} before {what}:\n"
-                               f"{_tail(server.error_log)}")
+                               f"{log_tail(server.error_log, missing='(no error log)')}")
         try:
             attempt()
             return
@@ -192,7 +183,7 @@ def _wait_until(server: MariadbServer, attempt: Any, what: str) -> None:
             last = exc
             time.sleep(0.2)
     raise TimeoutError(f"mariadbd: no {what} within {START_TIMEOUT_S:.0f}s (last error: {last}):\n"
-                       f"{_tail(server.error_log)}")
+                       f"{log_tail(server.error_log, missing='(no error log)')}")
 
 
 def _wait_for_socket(server: MariadbServer) -> None:

@@ -17,13 +17,14 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
+
+from tests.services._process import free_port, log_tail, stop_process
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 OS_USER = "postgres"
@@ -76,7 +77,7 @@ class PostgresServer:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT: roll back sessions, then exit); SIGKILL if it does not finish in time."""
-        _stop_process(self.process, timeout)
+        stop_process(self.process, timeout, signal.SIGINT)
         if self.socket_dir.parent != self.home:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
         if self.home != self.base_dir:
@@ -96,14 +97,14 @@ def start_postgres(base_dir: Path, settings: dict[str, str] | None = None) -> Po
     log_path = base_dir / "postgres.log"
     last_error: RuntimeError | None = None
     for _ in range(3):  # a free port can be taken between picking and binding: try another
-        port = _free_port()
+        port = free_port()
         process = _launch(data_dir, port, socket_dir, log_path, {**SETTINGS, **(settings or {})})
         try:
             _wait_ready(process, port, log_path)
         except RuntimeError as exc:
-            _stop_process(process, 10.0)
+            stop_process(process, 10.0, signal.SIGINT)
             last_error = exc
-            if "could not bind" in _log_tail(log_path) or "already in use" in _log_tail(log_path):
+            if "could not bind" in log_tail(log_path) or "already in use" in log_tail(log_path):
                 continue
             raise
         server = PostgresServer(base_dir=base_dir, port=port, home=home, socket_dir=socket_dir,
@@ -179,11 +180,6 @@ def _socket_dir(home: Path, user: pwd.struct_passwd) -> Path:
     return wanted
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _launch(data_dir: Path, port: int, socket_dir: Path, log_path: Path,
@@ -210,28 +206,12 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, log_path: Path) -> 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"postgres exited with {process.returncode} while starting; log:\n"
-                               f"{_log_tail(log_path)}")
+                               f"{log_tail(log_path)}")
         if subprocess.run(cmd, capture_output=True).returncode == 0:
             return
         time.sleep(0.1)
     raise RuntimeError(f"postgres not ready on port {port} after {START_TIMEOUT_S:.0f}s; log:\n"
-                       f"{_log_tail(log_path)}")
+                       f"{log_tail(log_path)}")
 
 
-def _stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
 
-
-def _log_tail(log_path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

@@ -1,0 +1,37 @@
+"""What the service harnesses (PostgreSQL, MariaDB, Kafka) share: a free port, stopping a server process,
+the end of its log for error messages."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float, sig: int = signal.SIGTERM) -> None:
+    """Ask the server to stop with ``sig``; kill it when it has not exited after ``timeout`` seconds."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def log_tail(path: Path, lines: int = 40, missing: str = "(no log)") -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return missing
