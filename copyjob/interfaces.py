@@ -140,7 +140,8 @@ class LoadSession(Protocol):
         when there is none) and work under every update method. Order of effects: ``write``, ``delete_keys``
         and ``update_columns`` take effect in call order. A delete or update touches the table's rows and, in
         a merge load, the rows staged by earlier ``write`` calls; a ``write`` after it stages the key again
-        and wins at commit. Counts are of the table's rows (staged merge rows are counted by ``write``); NULL
+        and wins at commit. Counts are of the table's rows (staged merge rows are counted by ``write``; a
+        destination that writes a merge batch straight into the table counts its rows again); NULL
         keys match nothing. Details: connectors/_keys.py."""
 
     def commit(self, marker: StateMarker | None) -> None: ...

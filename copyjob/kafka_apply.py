@@ -22,9 +22,12 @@ The apply commit, per table partition (steps in this order):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby, repeat
+from operator import is_not, itemgetter
 from typing import TYPE_CHECKING
 
 from apply import prepare_target
@@ -40,11 +43,15 @@ from copyjob.jobfile import ResolvedTable
 from copyjob.schema import TableName, TableSchema
 from copyjob.transport import Record, Subscription, Transport
 from copyjob.urls import redact
+from copyjob.write_behind import WriteBehind
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger("copyjob.kafka")
+_TOPIC_PARTITION = itemgetter(0, 1)  # fields of Record, read without a Python call per record
+_HEADERS = itemgetter(5)
+_VALUE = itemgetter(4)
 POLL_RECORDS = 100_000
 POLL_TIMEOUT_S = 0.2
 
@@ -142,12 +149,18 @@ class Applier:
         self._known_schema: dict[str, TableSchema] = {}
         self._dlq_ready: set[str] = set()
         self._publisher = transport.publisher()
-        self.subscription: Subscription = transport.subscribe(list(self.by_topic), group_id, self.start_at)
+        self._writer = WriteBehind()
+        self._finished: dict[tuple[str, int], int] = {}
+        """Offsets the writer has committed into the destination since the last group-offset commit."""
+        self._finished_lock = threading.Lock()
+        self.subscription: Subscription = transport.subscribe(list(self.by_topic), group_id, self.start_at,
+                                                              on_revoke=self._settle)
 
     def start_at(self, topic: str, partition: int) -> int | None:
         if self.from_beginning:
             return None
-        marker = self.destination.read_marker(self.job, self.by_topic[topic].marker_name(partition))
+        name = self.by_topic[topic].marker_name(partition)
+        marker = self._writer.call(lambda: self.destination.read_marker(self.job, name))
         offset = marker.state.get("offset") if marker is not None else None
         if offset is not None:
             self.applied[(topic, partition)] = int(offset)
@@ -155,28 +168,59 @@ class Applier:
 
     def stored_offset(self, topic: str, partition: int) -> int:
         """Where the destination stands for a partition, whichever member applied it."""
-        marker = self.destination.read_marker(self.job, self.by_topic[topic].marker_name(partition))
+        name = self.by_topic[topic].marker_name(partition)
+        marker = self._writer.call(lambda: self.destination.read_marker(self.job, name))
         return int(marker.state.get("offset", 0)) if marker is not None else 0
 
     def close(self) -> None:
-        self.subscription.close()
+        """Finish the writes already asked for, then leave the group."""
+        try:
+            self._writer.close()
+            self._commit_group_offsets()
+        finally:
+            self.subscription.close()
+
+    def _settle(self) -> None:
+        """Before partitions are revoked: every polled record is written (or has failed), so the next owner
+        starts from the offsets the destination then holds."""
+        self._writer.call(lambda: None)
 
     # ------------------------------------------------------------ the loop
 
     def step(self, timeout_s: float = POLL_TIMEOUT_S, max_records: int = POLL_RECORDS) -> int:
-        """Poll once and apply what came; returns the number of records handled."""
+        """Poll once, decode what came and hand it to the writer thread (which applies it while the next poll
+        runs); returns the number of records handled. Raises the failure of an earlier write."""
+        self._writer.raise_failure()
         records = self.subscription.poll(max_records, timeout_s)
+        self._commit_group_offsets()
         if self.limits:
             records = self._within_limits(records)
         if not records:
             return 0
-        done: dict[tuple[str, int], int] = {}
-        for segment in self._segments(records):
+        segments = list(self._segments(records))
+        self._writer.submit(lambda: self._apply_all(segments))
+        return len(records)
+
+    def flush(self) -> None:
+        """Wait until everything polled so far is applied; raise a write's failure."""
+        self._writer.drain()
+        self._commit_group_offsets()
+
+    def _apply_all(self, segments: list[Segment]) -> None:
+        """On the writer thread: apply the segments in order, noting each partition's next offset."""
+        for segment in segments:
             self._apply(segment)
             key = (segment.first.topic, segment.first.partition)
-            self.applied[key] = done[key] = segment.next_offset
-        self.subscription.commit(done)  # 3. group offsets, for monitoring
-        return len(records)
+            self.applied[key] = segment.next_offset
+            with self._finished_lock:
+                self._finished[key] = segment.next_offset
+
+    def _commit_group_offsets(self) -> None:
+        """3. of the apply commit: Kafka group offsets of what is in the destination, for monitoring."""
+        with self._finished_lock:
+            done, self._finished = self._finished, {}
+        if done:
+            self.subscription.commit(done)
 
     def _within_limits(self, records: list[Record]) -> list[Record]:
         kept = []
@@ -206,8 +250,8 @@ class Applier:
     def _segments(self, records: list[Record]) -> Iterator[Segment]:
         """Consecutive records of one partition with one writer schema (tombstones join their neighbours)."""
         by_partition: dict[tuple[str, int], list[Record]] = {}
-        for r in records:
-            by_partition.setdefault((r.topic, r.partition), []).append(r)
+        for tp, run in groupby(records, _TOPIC_PARTITION):  # a poll brings each partition's records in runs
+            by_partition.setdefault(tp, []).extend(run)
         for (topic, _), recs in by_partition.items():
             table = self.by_topic[topic]
             fast = self._upserts(table, recs)
@@ -221,7 +265,7 @@ class Applier:
         first = records[0].value
         if table.table.update_method != "merge" or first is None:
             return None
-        if any(r.headers and unchanged_columns(r.headers) for r in records):
+        if any(map(_HEADERS, records)) and any(r.headers and unchanged_columns(r.headers) for r in records):
             return None  # rows with values left out are updated column by column
         try:
             writer = self.decoder.writer(first)
@@ -233,10 +277,10 @@ class Applier:
             return None
         schema, start = writer
         head = first[:start]
-        values = [r.value for r in records]
-        if any(v is None or v[:start] != head for v in values):
+        values = list(map(_VALUE, records))
+        if not all(map(is_not, values, repeat(None))) or not all(map(bytes.startswith, values, repeat(head))):
             return None
-        decoded = decode_upserts(values, start, schema.columns)  # type: ignore[arg-type]
+        decoded = decode_upserts(values, start, schema.columns)
         if decoded is None:
             return None
         self._known_schema[table.topic] = schema
@@ -444,10 +488,11 @@ def run_until(applier: Applier, done: Callable[[], bool], stop: Callable[[], boo
         if now - last_check >= (0.5 if n == 0 else 2.0):
             last_check = now
             if done():
-                return
+                break
         if now - last_progress > idle_timeout_s:
             from copyjob.errors import ConnectionFailed
 
             raise ConnectionFailed(f"kafka: no events arrived for {idle_timeout_s:.0f}s while the destination "
                                    "had not caught up (are the topics' partitions held by another member?)")
+    applier.flush()  # what was polled is written (and a failed write raised) before the caller reads counts
 

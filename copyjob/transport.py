@@ -82,7 +82,10 @@ class Transport(Protocol):
 
     def publisher(self) -> Publisher: ...
 
-    def subscribe(self, topics: Sequence[str], group_id: str, start_at: StartAt) -> Subscription: ...
+    def subscribe(self, topics: Sequence[str], group_id: str, start_at: StartAt,
+                  on_revoke: Callable[[], None] | None = None) -> Subscription:
+        """A group member. ``start_at`` gives each assigned partition's first offset; ``on_revoke`` runs
+        before partitions are taken away (the member finishes what it is writing)."""
 
     def close(self) -> None: ...
 
@@ -133,7 +136,8 @@ class MemoryTransport:
         with self._lock:
             parts[p].append(Record(topic, p, len(parts[p]), key, value, tuple(headers)))
 
-    def subscribe(self, topics: Sequence[str], group_id: str, start_at: StartAt) -> Subscription:
+    def subscribe(self, topics: Sequence[str], group_id: str, start_at: StartAt,
+                  on_revoke: Callable[[], None] | None = None) -> Subscription:
         return _MemorySubscription(self, list(topics), group_id, start_at)
 
     def close(self) -> None:

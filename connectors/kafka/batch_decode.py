@@ -34,7 +34,7 @@ class _Cursor:
     """The whole message buffer and, per row, the offset of the next field."""
 
     def __init__(self, values: Sequence[bytes], header: int) -> None:
-        lengths = pa.array([len(v) for v in values], I64)
+        lengths = pa.array(list(map(len, values)), I64)
         self.data = pa.Array.from_buffers(pa.uint8(), sum(lengths.to_pylist()) + len(_PAD),
                                           [None, pa.py_buffer(b"".join(values) + _PAD)])
         self.ends = pc.cumulative_sum(lengths)

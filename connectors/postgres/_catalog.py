@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from connectors._sql import qualified, quote_double
 from copyjob.schema import Column, LogicalType, TableName, TableSchema
 
 if TYPE_CHECKING:
@@ -54,6 +55,17 @@ WHERE i.indrelid = %s AND i.indisprimary
 ORDER BY k.ord
 """
 
+# unique indexes checked row by row as rows go in (not deferred), on plain columns, for every row
+_IMMEDIATE_UNIQUE_KEYS = """
+SELECT array_agg(a.attname ORDER BY a.attname)
+FROM pg_catalog.pg_index i
+CROSS JOIN LATERAL unnest(i.indkey) AS k(attnum)
+JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indimmediate AND i.indisvalid
+  AND i.indpred IS NULL AND i.indexprs IS NULL
+GROUP BY i.indexrelid
+"""
+
 
 @dataclass(frozen=True)
 class NativeColumn:
@@ -83,6 +95,14 @@ def reflect_native(conn: psycopg.Connection[Any], table: TableName) -> tuple[lis
                    for name, native, notnull, base, typmod in cur.execute(_COLUMNS, (oid,)).fetchall()]
         key = tuple(r[0] for r in cur.execute(_PRIMARY_KEY, (oid,)).fetchall())
     return columns, key
+
+
+def has_unique_key(conn: psycopg.Connection[Any], table: TableName, columns: Sequence[str]) -> bool:
+    """Whether a unique index on exactly ``columns`` rejects a duplicate the moment it is inserted."""
+    wanted = sorted(columns)
+    with conn.cursor() as cur:
+        found = cur.execute(_IMMEDIATE_UNIQUE_KEYS, (qualified(with_schema(table), quote_double),)).fetchall()
+    return any(list(names) == wanted for (names,) in found)
 
 
 def reflect(conn: psycopg.Connection[Any], table: TableName) -> TableSchema | None:

@@ -5,21 +5,24 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-import pyarrow as pa
-from psycopg.types.json import set_json_dumps
 
-from connectors._keys import check_delete_batch, last_per_key, match_key, update_targets
 from connectors._sql import STATE_TABLE, qualified, quote_double
-from connectors.postgres import _catalog, _wire
+from connectors.postgres import _catalog
 from connectors.postgres._catalog import NativeColumn, column_list
 from connectors.postgres._connect import translate
+from connectors.postgres._direct import DirectInserts
 from copyjob.errors import ConfigurationError, ConnectorError, DataError
 from copyjob.interfaces import StateMarker, UpdateMethod
 from copyjob.schema import TableName
 from copyjob.urls import ConnectionUrl
+
+if TYPE_CHECKING:  # Arrow and the modules built on it load with the first batch: a binary pass-through never needs them
+    import pyarrow as pa
+
+    from connectors.postgres import _wire
 
 STAGE = 'pg_temp."_copyjob_stage"'
 SEQ = quote_double("__copyjob_seq")
@@ -39,7 +42,8 @@ class PostgresLoadSession:
     def __init__(self, conn: psycopg.Connection[Any], url: ConnectionUrl, table: TableName,
                  columns: Sequence[NativeColumn], *, method: UpdateMethod, key: tuple[str, ...],
                  truncate: bool, deferred_key: tuple[str, ...], ensure_state_table: Callable[[], None],
-                 release: Callable[[psycopg.Connection[Any]], None] | None = None) -> None:
+                 release: Callable[[psycopg.Connection[Any]], None] | None = None,
+                 direct: DirectInserts | None = None) -> None:
         self._conn = conn
         self._release = release
         self._url = url
@@ -53,6 +57,9 @@ class PostgresLoadSession:
         self._target = qualified(table, quote_double)
         self._cols_sql = column_list([c.name for c in columns])
         self._wires: dict[pa.Schema, list[_wire.Wire]] = {}
+        self._direct = direct if method == "merge" else None  # see _direct.py
+        self._staged = False  # once a merge stages a row, later rows must follow it (the last row of a key wins)
+        self._into: str | None = None
         self._open = True
         self._check_keys()
         self._guard(self._start, truncate)
@@ -82,41 +89,68 @@ class PostgresLoadSession:
                                      f"expected {len(self._columns)}")
         if batch.num_rows == 0:
             return 0
+        direct = self._direct if not self._staged else None
+        if direct is not None and direct.should_try() and self._guard(self._write_direct, batch, direct):
+            return batch.num_rows
+        self._staged = self._method == "merge"
         self._guard(self._write_batch, batch)
         return batch.num_rows
 
+    def _write_direct(self, batch: pa.RecordBatch, direct: DirectInserts) -> bool:
+        """COPY a merge batch straight into the table when none of its keys is there yet (see _direct.py);
+        False, with nothing written, when the unique index refused one."""
+        self._conn.execute("SAVEPOINT copyjob_direct")
+        self._into = self._target
+        try:
+            self._write_batch(batch)
+        except psycopg.errors.UniqueViolation:
+            self._conn.execute("ROLLBACK TO SAVEPOINT copyjob_direct")
+            direct.refused()
+            return False
+        finally:
+            self._into = None
+        self._conn.execute("RELEASE SAVEPOINT copyjob_direct")
+        direct.accepted()
+        return True
+
     def _write_batch(self, batch: pa.RecordBatch) -> None:
+
         wires = self._wires_for(batch.schema)
-        columns = [self._python_values(c, a, w) for c, a, w in zip(self._columns, batch.columns, wires, strict=True)]
+        columns = [self._planned(c, a, w) for c, a, w in zip(self._columns, batch.columns, wires, strict=True)]
         self._copy_rows([w.copy_type for w in wires], columns)
 
-    def _python_values(self, column: NativeColumn, array: pa.Array, wire: _wire.Wire) -> list[Any]:
-        """The column's values as psycopg's dumpers want them (column-wise: one to_pylist per column)."""
-        bad = _wire.first_out_of_range(column, array)
-        if bad is not None:
-            raise self._row_error(bad, f"value {array[bad].as_py()} of column {column.name!r} is out of range "
-                                       f"for {column.native_type}")
-        values: list[Any] = (wire.prepare(array) if wire.prepare else array).to_pylist()
-        convert = wire.convert
-        if convert is None:
-            return values
-        try:
-            return [None if v is None else convert(v) for v in values]
-        except (ValueError, TypeError, ArithmeticError) as exc:
-            bad = _wire.first_unconvertible(convert, values)
-            raise self._row_error(bad, f"value {values[bad]!r} of column {column.name!r} does not fit "
-                                       f"{column.native_type}") from exc
+    @staticmethod
+    def _planned(column: NativeColumn, array: pa.Array, wire: _wire.Wire) -> _wire.Planned:
+        """The column as ``_copy_rows`` takes it: the Arrow values with their plan (Python values are made
+        there only for what _binary_rows cannot encode vectorised)."""
+        from connectors.postgres import _wire
 
-    def _copy_rows(self, copy_types: list[str], columns: list[list[Any]], copy_sql: str | None = None) -> None:
+        return _wire.Planned(column, array, wire)
+
+    def _copy_rows(self, copy_types: list[str], columns: Sequence[_wire.Planned], copy_sql: str | None = None) -> None:
+        """Binary COPY of the columns: encoded a whole batch at a time (_binary_rows.py) and written in large
+        chunks; when a value cannot be encoded that way, the batch goes row by row through psycopg's
+        ``write_row``, which names the row and column that do not fit."""
+        from psycopg.types.json import set_json_dumps
+
+        from connectors.postgres import _binary_rows, _wire
+
+        num_rows = len(columns[0].array) if columns else 0
         with self._conn.cursor() as cur:
             set_json_dumps(_wire.as_is, context=cur)  # json arrives as JSON text: send it untouched
+            fields = _binary_rows.encode(columns, cur)
+            values = None if fields is not None else [_wire.python_values(c, self._row_error) for c in columns]
             with cur.copy(copy_sql or self._copy_in_sql()) as copy:
+                if fields is not None:
+                    for chunk in _binary_rows.chunks(fields, num_rows):
+                        copy.write(chunk)
+                    return
                 copy.set_types(copy_types)
                 write_row = copy.write_row
                 row_no = 0
                 try:
                     # row_no is read by the error message below
-                    for row_no, row in enumerate(zip(*columns, strict=True)):  # noqa: B007
+                    for row_no, row in enumerate(zip(*values or [], strict=True)):  # noqa: B007
                         write_row(row)
                 except (ValueError, TypeError, OverflowError, psycopg.DataError) as exc:
                     raise self._row_error(row_no, f"{type(exc).__name__}: {exc}") from exc
@@ -125,6 +159,7 @@ class PostgresLoadSession:
         return DataError(f"cannot write row {index + 1} of the batch into {self._table}: {what}")
 
     def write_binary(self, chunks: Iterator[bytes]) -> int:
+        self._staged = self._method == "merge"
         return int(self._guard(self._copy_binary, chunks))
 
     def _copy_binary(self, chunks: Iterator[bytes]) -> int:
@@ -135,10 +170,12 @@ class PostgresLoadSession:
             return cur.rowcount
 
     def _copy_in_sql(self) -> str:
-        into = STAGE if self._method == "merge" else self._target
+        into = self._into or (STAGE if self._method == "merge" else self._target)
         return f"COPY {into} ({self._cols_sql}) FROM STDIN (FORMAT binary)"
 
     def _wires_for(self, schema: pa.Schema) -> list[_wire.Wire]:
+        from connectors.postgres import _wire
+
         found = self._wires.get(schema)
         if found is None:
             found = [_wire.plan(c, f.type) for c, f in zip(self._columns, schema, strict=True)]
@@ -152,6 +189,8 @@ class PostgresLoadSession:
         transaction; in a merge session also the rows of those keys staged so far, so that a later ``write`` of
         a key wins and an earlier one loses (effects in call order, see connectors/_keys.py). Returns the target
         rows deleted. The keys are binary-COPied into a temporary table and joined: ``DELETE … USING``."""
+        from connectors._keys import check_delete_batch
+
         key = self._match_key()
         check_delete_batch(keys, key, self._table)
         if keys.num_rows == 0:
@@ -171,8 +210,11 @@ class PostgresLoadSession:
         """Set the non-key columns of ``rows`` on the target rows with the same key (other columns untouched;
         keys not in the table are ignored; the last row of a key in ``rows`` wins), now, inside the
         transaction; in a merge session also on the rows of those keys staged so far (the update applies on
-        top of the staged row). Returns the target rows updated. Staged through a temporary table:
+        top of the staged row). Returns the target rows updated (including rows this load wrote straight
+        into the table, see _direct.py). Staged through a temporary table:
         ``UPDATE … FROM``."""
+        from connectors._keys import update_targets
+
         key = self._match_key()
         others = update_targets(rows, key, (c.name for c in self._columns), self._table)
         if rows.num_rows == 0:
@@ -180,6 +222,8 @@ class PostgresLoadSession:
         return int(self._guard(self._update_columns, rows, key, others))
 
     def _update_columns(self, rows: pa.RecordBatch, key: tuple[str, ...], others: list[str]) -> int:
+        from connectors._keys import last_per_key
+
         unique = last_per_key(rows, key).combine_chunks()
         batch = unique.to_batches()[0] if unique.num_rows else rows.slice(0, 0)
         temp = self._stage_columns(batch, (*key, *others))
@@ -203,6 +247,8 @@ class PostgresLoadSession:
         if not (self._key or self._deferred_key) and self._primary_key is None:
             found = self._guard(_catalog.reflect_native, self._conn, self._table)
             self._primary_key = found[1] if found else ()
+        from connectors._keys import match_key
+
         key = match_key(self._table, self._key, self._deferred_key, self._primary_key or ())
         loaded = {c.name for c in self._columns}
         unknown = [k for k in key if k not in loaded]
@@ -220,8 +266,10 @@ class PostgresLoadSession:
         by_name = {c.name: c for c in self._columns}
         columns = [by_name[n] for n in names]
         arrays = [batch.column(n) for n in names]
+        from connectors.postgres import _wire
+
         wires = [_wire.plan(c, a.type) for c, a in zip(columns, arrays, strict=True)]
-        values = [self._python_values(c, a, w) for c, a, w in zip(columns, arrays, wires, strict=True)]
+        values = [self._planned(c, a, w) for c, a, w in zip(columns, arrays, wires, strict=True)]
         self._copy_rows([w.copy_type for w in wires], values, f"COPY {temp} ({cols_sql}) FROM STDIN (FORMAT binary)")
         self._conn.execute(f"ANALYZE {temp}")  # temp tables are never auto-analysed; the join needs stats
         return temp
@@ -236,7 +284,7 @@ class PostgresLoadSession:
         self._close(reusable=True)
 
     def _finish(self, marker: StateMarker | None) -> None:
-        if self._method == "merge":
+        if self._staged:
             self._apply_merge()
         if self._deferred_key:
             self._conn.execute(f"ALTER TABLE {self._target} ADD PRIMARY KEY ({column_list(self._deferred_key)})")

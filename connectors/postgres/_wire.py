@@ -1,4 +1,5 @@
-"""Arrow columns → the Python values psycopg's binary COPY dumpers write for a destination column.
+"""Arrow columns → what binary COPY writes for a destination column: the plan per column, and the Python
+values psycopg's binary COPY dumpers take (the row-by-row path; _binary_rows.py encodes whole batches).
 
 The plan is made once per (destination column, Arrow type). Dates, times and timestamps skip Python datetime
 objects altogether: PostgreSQL's binary format for them is a plain integer (days or microseconds since
@@ -38,6 +39,19 @@ class Wire:
     """Vectorised rewrite of the Arrow column before ``to_pylist``."""
     convert: Converter | None = None
     """Per-value conversion of the non-NULL Python values."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One Arrow column of a batch on its way into a destination column, with its plan."""
+
+    column: NativeColumn
+    array: pa.Array
+    wire: Wire
+
+
+RowError = Callable[[int, str], Exception]
+"""Builds the error that names the batch's row (0-based index) and what is wrong with it."""
 
 
 def plan(column: NativeColumn, arrow: pa.DataType) -> Wire:
@@ -81,6 +95,25 @@ def _to_uuid(v: Any) -> uuid.UUID:
     if isinstance(v, uuid.UUID):
         return v
     return uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v))
+
+
+def python_values(planned: Planned, row_error: RowError) -> list[Any]:
+    """The column's values as psycopg's dumpers want them (column-wise: one to_pylist per column)."""
+    column, array, wire = planned.column, planned.array, planned.wire
+    bad = first_out_of_range(column, array)
+    if bad is not None:
+        raise row_error(bad, f"value {array[bad].as_py()} of column {column.name!r} is out of range "
+                             f"for {column.native_type}")
+    values: list[Any] = (wire.prepare(array) if wire.prepare else array).to_pylist()
+    convert = wire.convert
+    if convert is None:
+        return values
+    try:
+        return [None if v is None else convert(v) for v in values]
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        bad = first_unconvertible(convert, values)
+        raise row_error(bad, f"value {values[bad]!r} of column {column.name!r} does not fit "
+                             f"{column.native_type}") from exc
 
 
 def first_out_of_range(column: NativeColumn, array: pa.Array) -> int | None:

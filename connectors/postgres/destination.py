@@ -11,6 +11,7 @@ import psycopg
 from connectors._sql import STATE_TABLE, qualified, quote_double
 from connectors.postgres import _catalog
 from connectors.postgres._connect import connect, translate
+from connectors.postgres._direct import DirectInserts
 from connectors.postgres._load import PostgresLoadSession
 from copyjob.errors import ConfigurationError, TableNotFound
 from copyjob.interfaces import DestinationCapabilities, StateMarker, UpdateMethod
@@ -40,6 +41,7 @@ class PostgresDestination:
         self._spare: psycopg.Connection[Any] | None = None
         self._state_table_ready = False
         self._lock = threading.Lock()  # loads may begin from several threads
+        self._direct: dict[tuple[TableName, tuple[str, ...]], DirectInserts] = {}
 
     def reflect(self, table: TableName) -> TableSchema | None:
         try:
@@ -73,10 +75,22 @@ class PostgresDestination:
                 conn, self._url, _catalog.with_schema(schema.table), target, method=method, key=tuple(key),
                 truncate=truncate or method == "overwrite", deferred_key=tuple(deferred_key),
                 ensure_state_table=self._ensure_state_table, release=self._keep_spare,
+                direct=self._direct_inserts(schema.table, key) if method == "merge" and not deferred_key else None,
             )
         except BaseException:
             conn.close()
             raise
+
+    def _direct_inserts(self, table: TableName, key: Sequence[str]) -> DirectInserts | None:
+        """The attempt schedule for COPYing merge batches straight into ``table`` (see _direct.py), or None
+        when no unique index on the key would refuse an existing key."""
+        try:
+            if not _catalog.has_unique_key(self._conn, table, key):
+                return None
+        except psycopg.Error as exc:
+            raise translate(exc, self._url, table) from exc
+        with self._lock:
+            return self._direct.setdefault((_catalog.with_schema(table), tuple(sorted(key))), DirectInserts())
 
     def read_marker(self, job: str, table: str) -> StateMarker | None:
         try:

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-import pyarrow as pa
 from psycopg import sql
 
-from connectors._arrow import rows_to_batch
 from connectors._sql import qualified, quote_double, render_filters
-from connectors.postgres import _catalog, _csv_read
+from connectors.postgres import _catalog
 from connectors.postgres._connect import connect, translate
+from connectors.postgres._copy_out import copy_out_chunks
 from copyjob.errors import TableNotFound
 from copyjob.interfaces import RowFilter, SourceCapabilities
 from copyjob.schema import TableName, TableSchema
 from copyjob.urls import ConnectionUrl
 
-PASS_THROUGH_CHUNK = 1 << 20
-"""copy_out_binary yields about this many bytes at a time (COPY hands out one message per row)."""
+if TYPE_CHECKING:  # Arrow is imported when rows are decoded: the binary pass-through never needs it
+    import pyarrow as pa
 
 
 class PostgresSource:
@@ -62,6 +61,10 @@ class PostgresSource:
     def read(self, schema: TableSchema, filters: Sequence[RowFilter] = (),
              batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
         """Rows as Arrow batches, parsed from CSV COPY by Arrow (see ``_csv_read``)."""
+        import pyarrow as pa
+
+        from connectors.postgres import _csv_read
+
         select = (f"SELECT {', '.join(_csv_read.select_expressions(schema))} "
                   f"FROM {self._table_sql(schema.table)}{self._where(filters)}")
         try:
@@ -73,6 +76,8 @@ class PostgresSource:
     def read_decoded(self, schema: TableSchema, filters: Sequence[RowFilter] = (),
                      batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
         """Rows through binary COPY decoded by psycopg (slower; kept for comparison and as a fallback)."""
+        import pyarrow as pa
+
         casts = [_catalog.read_cast(c) for c in schema.columns]
         exprs = [quote_double(c.name) + (f"::{cast}" if cast else "")
                  for c, (cast, _) in zip(schema.columns, casts, strict=True)]
@@ -88,18 +93,10 @@ class PostgresSource:
     def copy_out_binary(self, schema: TableSchema, filters: Sequence[RowFilter] = ()) -> Iterator[bytes]:
         """Raw binary COPY of the columns as they are (the destination's types match them)."""
         query = self._copy_query(schema.table, [quote_double(c.name) for c in schema.columns], filters)
-        buffer = bytearray()
         try:
-            with self._conn.cursor() as cur, cur.copy(query) as copy:
-                while data := copy.read():
-                    buffer += data
-                    if len(buffer) >= PASS_THROUGH_CHUNK:
-                        yield bytes(buffer)
-                        buffer.clear()
+            yield from copy_out_chunks(self._conn, query)
         except psycopg.Error as exc:
             raise translate(exc, self._url, schema.table) from exc
-        if buffer:
-            yield bytes(buffer)
 
     def _copy_query(self, table: TableName, exprs: list[str], filters: Sequence[RowFilter]) -> str:
         select = f"SELECT {', '.join(exprs)} FROM {self._table_sql(table)}{self._where(filters)}"
@@ -149,6 +146,8 @@ class PostgresSource:
 
 def _batches(rows: Iterator[tuple[Any, ...]], batch_rows: int, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """Group rows into batches of ``batch_rows``: only one batch of Python rows is alive at a time."""
+    from connectors._arrow import rows_to_batch
+
     chunk: list[tuple[Any, ...]] = []
     append = chunk.append
     for row in rows:

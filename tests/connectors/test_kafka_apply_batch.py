@@ -64,6 +64,7 @@ def test_snapshot_rows_are_folded_and_merged_column_wise(tmp_path: Path, no_even
     t = table(columns={"v": "label"})
     a = applier(bus, db, t)
     assert a.step() == 102
+    a.flush()  # the writer thread has applied what step() polled
     assert sqlite_rows(db, "SELECT count(*) FROM items") == [(100,)]
     assert sqlite_rows(db, "SELECT label, amount FROM items WHERE id = 7") == [("c", 2)]
     assert t.stats.events == 102 and t.stats.upserted == 100  # the three changes of key 7 fold into one
@@ -83,6 +84,7 @@ def test_deletes_take_the_event_path(tmp_path: Path) -> None:
     db = tmp_path / "dst.db"
     a = applier(bus, db, table())
     assert a.step() == 7  # 5 rows, a delete and its tombstone
+    a.flush()  # the writer thread has applied what step() polled
     assert sqlite_rows(db, "SELECT id FROM items ORDER BY id") == [(1,), (3,), (4,), (5,)]
 
 
@@ -95,6 +97,7 @@ def test_a_failing_batch_falls_back_and_dead_letters_only_the_bad_row(tmp_path: 
     t = table()
     a = applier(bus, db, t)
     a.step()
+    a.flush()  # the writer thread has applied what step() polled
     assert t.stats.dlq == 1
     assert sqlite_rows(db, "SELECT id FROM items ORDER BY id") == [(1,), (2,), (4,), (5,), (6,)]
     (dead,) = bus.topics["p.items.dlq"][0]

@@ -49,6 +49,7 @@ def test_fold_deletes_markers_and_restart(tmp_path: Path) -> None:
     db = tmp_path / "dst.db"
     a = applier(bus, db, table())
     assert a.step() == 13
+    a.flush()  # the writer thread has applied what step() polled
     assert sqlite_rows(db, "SELECT id, v FROM items WHERE id IN (3, 4)") == [(3, "b")]
     assert sqlite_rows(db, "SELECT count(*) FROM items") == [(9,)]
     ends = {(TOPIC, p): o for p, o in bus.end_offsets(TOPIC).items()}
@@ -59,6 +60,7 @@ def test_fold_deletes_markers_and_restart(tmp_path: Path) -> None:
     publish(bus, [ChangeEvent("u", None, {"id": 5, "v": "z"})])
     b = applier(bus, db, table())
     assert b.step() == 1
+    b.flush()  # the writer thread has applied what step() polled
     assert sqlite_rows(db, "SELECT v FROM items WHERE id = 5") == [("z",)]
 
 
@@ -73,6 +75,7 @@ def test_a_bad_event_goes_to_the_dead_letter_topic_and_the_rest_applies(tmp_path
     t = table()
     a = applier(bus, db, t)
     a.step()
+    a.flush()  # the writer thread has applied what step() polled
     assert t.stats.dlq == 1 and t.stats.last_error
     assert sqlite_rows(db, "SELECT count(*) FROM items") == [(7,)]
     (dead,) = bus.topics["p.items.dlq"][0]

@@ -1,0 +1,86 @@
+"""Merge loads that COPY new keys straight into a table with a unique key (connectors/postgres/_direct.py): the
+table ends the same as through staging, whatever mix of new keys, existing keys and repeats a batch holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from connectors.postgres._direct import MAX_SKIP, DirectInserts
+from connectors.postgres.destination import PostgresDestination
+from copyjob.interfaces import StateMarker
+from copyjob.urls import parse_url
+from tests.connectors.test_postgres import DOCS, db_of, docs_batch, make_docs, table_rows
+from tests.services.postgres import PostgresServer
+
+
+@pytest.fixture
+def dest(pg_url: str) -> Iterator[PostgresDestination]:
+    d = PostgresDestination(parse_url(pg_url))
+    yield d
+    d.close()
+
+
+def merge(dest: PostgresDestination, *batches: list[tuple[object, ...]]) -> None:
+    session = dest.begin_load(DOCS, "merge", ["id"])
+    for rows in batches:
+        session.write(docs_batch(rows))
+    session.commit(StateMarker(job="j", table="docs", run_id="r", state={"n": len(batches)}))
+
+
+@pytest.mark.parametrize("key", [True, False], ids=["unique key", "no unique key"])
+def test_merge_results_do_not_depend_on_the_path(postgres_server: PostgresServer, pg_url: str,
+                                                 dest: PostgresDestination, key: bool) -> None:
+    make_docs(postgres_server, pg_url, key=key)
+    merge(dest, [(10, "new", "x"), (11, "new", "y")])  # only new keys
+    merge(dest, [(12, "new", "z"), (2, "upd", "b2")])  # one existing key
+    merge(dest, [(13, "a", "1"), (13, "b", "2")])  # a key twice in a batch: the last wins
+    merge(dest, [(14, "first", "1")], [(14, "second", "2")], [(15, "third", "3")])  # a later batch repeats a key
+    assert table_rows(postgres_server, pg_url, "docs") == [
+        "1|a|big1", "2|upd|b2", "3|c|big3", "10|new|x", "11|new|y", "12|new|z", "13|b|2", "14|second|2",
+        "15|third|3"]
+    assert dest.read_marker("j", "docs").state == {"n": 3}  # type: ignore[union-attr]
+
+
+def test_a_refused_batch_leaves_nothing_behind_and_deletes_still_apply(postgres_server: PostgresServer, pg_url: str,
+                                                                       dest: PostgresDestination) -> None:
+    make_docs(postgres_server, pg_url)
+    session = dest.begin_load(DOCS, "merge", ["id"])
+    session.write(docs_batch([(20, "n", "1"), (21, "n", "2")]))  # goes straight in
+    assert session.delete_keys(docs_batch([(20,)], ("id",))) == 1  # the row is in the table already
+    session.write(docs_batch([(22, "n", "3"), (1, "u", "4")]))  # refused (key 1 exists): staged instead
+    session.write(docs_batch([(23, "n", "5")]))  # after a staged batch, staged too (order of keys holds)
+    session.commit(None)
+    assert table_rows(postgres_server, pg_url, "docs") == [
+        "1|u|4", "2|b|big2", "3|c|big3", "21|n|2", "22|n|3", "23|n|5"]
+    session = dest.begin_load(DOCS, "merge", ["id"])
+    session.write(docs_batch([(30, "n", "1")]))
+    session.abort()
+    assert "30|n|1" not in table_rows(postgres_server, pg_url, "docs")
+
+
+def test_a_table_with_conflicts_backs_off_and_recovers() -> None:
+    direct = DirectInserts()
+    assert direct.should_try()
+    skipped = []
+    for _ in range(8):  # every attempt refused: the pauses double up to MAX_SKIP
+        direct.refused()
+        pause = 0
+        while not direct.should_try():
+            pause += 1
+        skipped.append(pause)
+    assert skipped == [1, 2, 4, 8, 16, 32, MAX_SKIP, MAX_SKIP]
+    direct.accepted()
+    direct.refused()
+    assert not direct.should_try() and direct.should_try()  # back to a pause of one
+
+
+def test_a_deferred_unique_constraint_is_not_used(postgres_server: PostgresServer, pg_url: str,
+                                                  dest: PostgresDestination) -> None:
+    """A deferred constraint would refuse the batch at COPY time only at commit: such tables stage."""
+    postgres_server.psql(db_of(pg_url), "CREATE TABLE docs (id bigint, name text, body text, "
+                                        "UNIQUE (id) DEFERRABLE INITIALLY DEFERRED); "
+                                        "INSERT INTO docs VALUES (1,'a','big1')")
+    merge(dest, [(1, "u", "x"), (2, "n", "y")])
+    assert table_rows(postgres_server, pg_url, "docs") == ["1|u|x", "2|n|y"]
