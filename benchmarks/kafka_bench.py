@@ -13,7 +13,8 @@
    ``applied_at`` when the row is written, so latency = applied_at − updated_at per row (source commit →
    destination write, both on this machine's clock): p50/p99, and the stream process's peak RSS. The trigger
    is created after the snapshot phases: it is the probe's cost (about 0.9 s of server time a million rows).
-Prints a JSON report on stdout; everything lives in a temporary folder that is removed at the end.
+Prints a JSON report on stdout (also written to ``benchmarks/results/kafka.json``); everything lives in a
+temporary folder that is removed at the end.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from tests.services.kafka import start_kafka
 from tests.services.postgres import start_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "kafka.json"
 STREAM = ("from copyjob.cli import app, main; from copyjob.cli_kafka import stream; "
           "app.command('stream')(stream); main()")
 KAFKA_CLI = "import copyjob.cli_kafka; from copyjob.cli import main; main()"  # capture, apply however cli.py wires them
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(report, indent=2))
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
