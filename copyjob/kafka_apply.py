@@ -235,9 +235,11 @@ class Applier:
 
     def caught_up(self, ends: dict[tuple[str, int], int]) -> bool:
         """Every partition's applied offset (here or by another member) has reached ``ends``."""
-        for tp, end in ends.items():
-            if end <= 0 or self.applied.get(tp, 0) >= end:
-                continue
+        pending = [tp for tp, end in ends.items() if end > 0 and self.applied.get(tp, 0) < end]
+        if set(pending) & set(self.subscription.assignment()):
+            return False  # one of ours is behind: no need to ask the destination (and wait for the writer)
+        for tp in pending:
+            end = ends[tp]
             if self.from_beginning:
                 return False
             stored = self.stored_offset(*tp)
@@ -487,6 +489,8 @@ def run_until(applier: Applier, done: Callable[[], bool], stop: Callable[[], boo
             last_progress = now
         if now - last_check >= (0.5 if n == 0 else 2.0):
             last_check = now
+            if n == 0:
+                applier.flush()  # nothing new came: let the writer finish what it holds, for done() to see it
             if done():
                 break
         if now - last_progress > idle_timeout_s:
