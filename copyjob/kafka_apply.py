@@ -8,6 +8,9 @@ of a key wins) and written with one ``LoadSession.write``: no Python object per 
 tombstones, ``before`` images, append tables, JSON) takes the event-by-event path, and so does a fast segment
 that fails to write, so that the bad event can be isolated and dead-lettered as below. Order per key holds:
 a key always lands in the same partition, and a partition is applied in offset order by one member at a time.
+The member polls and decodes on its own thread while one writer thread (``copyjob.write_behind``) applies the
+previous poll; every destination call goes through that thread, in order, and before partitions are revoked
+(or the member stops) the writes it holds are finished.
 
 The apply commit, per table partition (steps in this order):
 1. write the segment's changes in one destination transaction together with the state marker
