@@ -251,11 +251,24 @@ def test_two_consumers_share_partitions_and_a_killed_one_loses_nothing(
         except RuntimeError:
             return 0
 
-    wait_for(lambda: applied() > 5000, what="both consumers to start applying")
+    def partitions_applied() -> int:
+        try:
+            return int(postgres_server.psql(dst, "SELECT count(*) FROM _copyjob_state WHERE table_name LIKE '%#%'"))
+        except RuntimeError:
+            return 0
+
+    # every partition has a committed batch: both members have applied some (each holds only its own partitions
+    # until the other leaves), so the first cannot end up applying everything
+    wait_for(lambda: partitions_applied() == 6, what="both consumers to start applying")
     b.send_signal(signal.SIGKILL)
     b.wait(10)
+    killed_at = time.monotonic()
     b2 = spawn("apply", j)
     wait_for(lambda: applied() >= 120_000, timeout=120, what="everything applied")
+    # the replacement must be running (its SIGTERM handler set) before it is asked to stop: the killed member
+    # leaves the group when its session times out (10 s), so two members holding partitions after that are a, b2
+    wait_for(lambda: time.monotonic() - killed_at > 11 and group_members(kafka_broker, group) == 2, timeout=60,
+             what="the replacement member in the group")
     for p in (a, b2):
         p.send_signal(signal.SIGTERM)
     outs = [p.communicate(timeout=30) for p in (a, b2)]
