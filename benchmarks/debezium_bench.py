@@ -52,7 +52,7 @@ import yaml
 
 from benchmarks.cdc_bench import GENERATE, TABLE, database, sql
 from benchmarks.kafka_bench import KAFKA_CLI, watch
-from tests.services._process import free_port
+from tests.services._process import free_port, maven_jars
 from tests.services.kafka import KafkaBroker, start_kafka
 from tests.services.postgres import PASSWORD, SUPERUSER, PostgresServer, start_postgres
 
@@ -89,16 +89,7 @@ def say(message: str) -> None:
 
 def ensure_jars(lib: Path = LIB) -> Path:
     """Debezium's and Kafka Connect's jars in ``lib``, fetched from Maven Central when missing."""
-    if any(lib.glob("debezium-connector-postgres-*.jar")) and any(lib.glob("connect-runtime-*.jar")):
-        return lib
-    lib.mkdir(parents=True, exist_ok=True)
-    cmd = ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={lib}",
-           "-DincludeScope=runtime"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0 or not any(lib.glob("debezium-connector-postgres-*.jar")):
-        raise RuntimeError(f"fetching Debezium's jars failed ({done.returncode}): "
-                           f"{(done.stdout + done.stderr).strip()[-2000:]}")
-    return lib
+    return maven_jars(POM, lib, ["debezium-connector-postgres-*.jar", "connect-runtime-*.jar"], "Debezium's")
 
 
 def jar_version(prefix: str) -> str | None:

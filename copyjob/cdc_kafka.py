@@ -92,11 +92,7 @@ class KafkaSink:
                 published += len(values)
                 advance(batch.num_rows)
         self.publisher.flush()
-        t.rows_read += published
-        t.rows_written += published
-        t.source_columns = tuple(t.plan.source_schema.column_names)
-        if position is not None:
-            t.committed = position
+        t.snapshot_done(published, published, position)
         return published
 
     def complete_snapshot(self, t: CdcTable, position: Position, *, run_id: str) -> None:

@@ -60,6 +60,14 @@ class CdcTable:
     def key(self) -> str:
         return self.plan.state_key
 
+    def snapshot_done(self, read: int, written: int, position: Position | None) -> None:
+        """Count a finished snapshot load and note where it leaves the table (the snapshot's position)."""
+        self.rows_read += read
+        self.rows_written += written
+        self.source_columns = tuple(self.plan.source_schema.column_names)
+        if position is not None:
+            self.committed = position
+
     @property
     def append(self) -> bool:
         return self.plan.table.update_method == "append"
@@ -147,11 +155,7 @@ def write_snapshot(t: CdcTable, destination: Destination, source: Source, positi
         written = write_batches(destination, wanted, [batches()], method=method, key=t.plan.key,
                                 truncate=truncate, deferred_key=deferred,
                                 marker=lambda: marker, progress=advance).rows_written
-    t.rows_read += read
-    t.rows_written += written
-    t.source_columns = tuple(t.plan.source_schema.column_names)
-    if position is not None:
-        t.committed = position
+    t.snapshot_done(read, written, position)
     return written
 
 

@@ -3,7 +3,10 @@ a test left behind (slots belong to the whole server, and it has only a few)."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -45,3 +48,33 @@ def drop_slots(url: str) -> None:
 def table_fingerprint(url: str, table: str, columns: str = "*") -> list[tuple[Any, ...]]:
     """Every row, ordered by the first column: a full-table comparison."""
     return rows(url, f"SELECT {columns} FROM {table} ORDER BY 1")
+
+
+@contextmanager
+def concurrent_writer(url: str, keys: int, pause_s: float = 0.0) -> Iterator[Callable[[], int]]:
+    """A thread that commits transactions one after another while the block runs, each inserting a new id
+    (200,001 on), updating one and deleting one of ids 1 … ``keys``. Yields the count of committed ones."""
+    stop = threading.Event()
+    writes = 0
+
+    def writer() -> None:
+        nonlocal writes
+        with psycopg.connect(url, autocommit=True) as conn:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                with conn.transaction():
+                    conn.execute("INSERT INTO orders (id, status) VALUES (%s, 'live')", (200_000 + i,))
+                    conn.execute("UPDATE orders SET status = 'touched', amount = amount + 1 WHERE id = %s",
+                                 ((i * 7919) % keys + 1,))
+                    conn.execute("DELETE FROM orders WHERE id = %s", ((i * 104729) % keys + 1,))
+                writes += 1
+                time.sleep(pause_s)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        yield lambda: writes
+    finally:
+        stop.set()
+        thread.join()

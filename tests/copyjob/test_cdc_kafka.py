@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import psycopg
 import pytest
 
 from tests.helpers import ROOT, copyjob, write_job
-from tests.pg_cdc import drop_slots, execute, rows, table_fingerprint
+from tests.pg_cdc import concurrent_writer, drop_slots, execute, rows, table_fingerprint
 from tests.services.kafka import KafkaBroker
 from tests.services.mariadb import MariadbServer
 
@@ -76,33 +75,11 @@ def changes(src: str, start: int) -> None:
 def test_snapshot_and_changes_under_a_concurrent_writer(tmp_path: Path, kafka_broker: KafkaBroker, shop: str,
                                                         pg_url2: str) -> None:
     job, _ = job_file(tmp_path, kafka_broker, shop, pg_url2)
-    stop = threading.Event()
-    writes = 0
-
-    def writer() -> None:
-        nonlocal writes
-        with psycopg.connect(shop, autocommit=True) as conn:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                with conn.transaction():
-                    conn.execute("INSERT INTO orders (id, status) VALUES (%s, 'live')", (200_000 + i,))
-                    conn.execute("UPDATE orders SET status = 'touched', amount = amount + 1 WHERE id = %s",
-                                 ((i * 7919) % 2000 + 1,))
-                    conn.execute("DELETE FROM orders WHERE id = %s", ((i * 104729) % 2000 + 1,))
-                writes += 1
-                time.sleep(0.005)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
+    with concurrent_writer(shop, keys=2000, pause_s=0.005) as writes:
         ok("run", job)  # snapshot (op r), the changes committed meanwhile (c/u/d), then applied
         changes(shop, 5001)
         ok("run", job)
-    finally:
-        stop.set()
-        thread.join()
-    assert writes > 10
+    assert writes() > 10
     ok("run", job)  # what the writer committed after the second run began
     equal(shop, pg_url2)
     events = [json.loads(line) for line in ok("tail", job, "--from-beginning", "--idle-timeout", "3").splitlines()]

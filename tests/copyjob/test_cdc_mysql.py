@@ -43,13 +43,7 @@ class Source:
         return self.url.rsplit("/", 1)[1]
 
     def sql(self, *statements: str) -> None:
-        conn = self.server.connect(self.database)
-        try:
-            with conn.cursor() as cur:
-                for s in statements:
-                    cur.execute(s)
-        finally:
-            conn.close()
+        self.server.execute_all(self.database, *statements)
 
     def fill(self, rows: int) -> None:
         conn = self.server.connect(self.database)

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from tests.helpers import ROOT, CliResult, copyjob, write_job
-from tests.pg_cdc import drop_slots, execute, rows, table_fingerprint
+from tests.pg_cdc import concurrent_writer, drop_slots, execute, rows, table_fingerprint
 
 
 @pytest.fixture(autouse=True)
@@ -69,36 +69,15 @@ def shop(pg_url: str) -> str:
 def test_snapshot_under_a_concurrent_writer_then_stream(tmp_path: Path, shop: str, pg_url2: str) -> None:
     execute(shop, "INSERT INTO orders (id, status, amount) SELECT g, 'bulk', g FROM generate_series(2001, 150000) g")
     job = job_file(tmp_path, shop, pg_url2, [{"name": "orders"}], parallel=3)
-    stop = threading.Event()
-    writes = 0
-
-    def writer() -> None:
-        nonlocal writes
-        with psycopg.connect(shop, autocommit=True) as conn:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                with conn.transaction():
-                    conn.execute("INSERT INTO orders (id, status) VALUES (%s, 'live')", (200_000 + i,))
-                    conn.execute("UPDATE orders SET status = 'touched', amount = amount + 1 WHERE id = %s",
-                                 ((i * 7919) % 150_000 + 1,))
-                    conn.execute("DELETE FROM orders WHERE id = %s", ((i * 104729) % 150_000 + 1,))
-                writes += 1
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
+    with concurrent_writer(shop, keys=150_000) as writes:
         first = run(job)  # snapshot (parallel readers on one exported snapshot), then the changes meanwhile
-    finally:
-        stop.set()
-        thread.join()
     assert first.code == 0, first.output
-    assert writes > 20
+    assert writes() > 20
     ok(job)  # what the writer committed after the first run began streaming
     equal(shop, pg_url2)
     runs = history(job)
     assert [t["mode"] for r in runs for t in r["tables"]] == ["cdc", "cdc"]
-    assert runs[1]["tables"][0]["rows_read"] >= 150_000 - writes
+    assert runs[1]["tables"][0]["rows_read"] >= 150_000 - writes()
 
 
 # ---------------------------------------------------------------- kinds of change

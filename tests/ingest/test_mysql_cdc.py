@@ -33,13 +33,7 @@ class Db:
     url: str
 
     def sql(self, *statements: str) -> None:
-        conn = self.server.connect(self.name)
-        try:
-            with conn.cursor() as cur:
-                for s in statements:
-                    cur.execute(s)
-        finally:
-            conn.close()
+        self.server.execute_all(self.name, *statements)
 
     def cdc(self, **settings: Any) -> Any:
         from connectors.mysql import MysqlSource

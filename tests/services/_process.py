@@ -1,5 +1,5 @@
 """What the service harnesses (PostgreSQL, MariaDB, Kafka) share: a free port, stopping a server process,
-the end of its log for error messages."""
+the end of its log for error messages, jars fetched from Maven Central."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import signal
 import socket
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -35,3 +36,18 @@ def log_tail(path: Path, lines: int = 40, missing: str = "(no log)") -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return missing
+
+
+def maven_jars(pom: Path, lib: Path, required: Sequence[str], what: str) -> Path:
+    """The runtime jars of ``pom`` in ``lib``, fetched with ``mvn dependency:copy-dependencies`` unless a jar
+    matching each of the ``required`` globs is there already."""
+    if all(any(lib.glob(pattern)) for pattern in required):
+        return lib
+    lib.mkdir(parents=True, exist_ok=True)
+    cmd = ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={lib}",
+           "-DincludeScope=runtime"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0 or not all(any(lib.glob(pattern)) for pattern in required):
+        raise RuntimeError(f"fetching {what} jars failed ({done.returncode}): "
+                           f"{(done.stdout + done.stderr).strip()[-2000:]}")
+    return lib

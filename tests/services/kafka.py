@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.services._process import free_port, log_tail, stop_process
+from tests.services._process import free_port, log_tail, maven_jars, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -66,16 +66,7 @@ logger.server.level = INFO
 
 def ensure_jars(lib: Path = LIB) -> Path:
     """Kafka's jars in ``lib``, fetched from Maven Central with the repository's pom when missing."""
-    if any(lib.glob("kafka_2.13-*.jar")):
-        return lib
-    lib.mkdir(parents=True, exist_ok=True)
-    cmd = ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={lib}",
-           "-DincludeScope=runtime"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0 or not any(lib.glob("kafka_2.13-*.jar")):
-        raise RuntimeError(f"fetching Kafka's jars failed ({done.returncode}): "
-                           f"{(done.stdout + done.stderr).strip()[-2000:]}")
-    return lib
+    return maven_jars(POM, lib, ["kafka_2.13-*.jar"], "Kafka's")
 
 
 @dataclass

@@ -59,6 +59,16 @@ class MariadbServer:
         finally:
             conn.close()
 
+    def execute_all(self, database: str, *statements: str) -> None:
+        """Run statements in order on one root connection (so that BEGIN … COMMIT spans them)."""
+        conn = self.connect(database)
+        try:
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+        finally:
+            conn.close()
+
     def create_database(self, name: str) -> str:
         """Create an empty utf8mb4 database and return its URL for the ``copyjob`` user."""
         quoted = "`" + name.replace("`", "``") + "`"
