@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
-from copyjob.interfaces import Destination, LoadSession, StateMarker, UpdateMethod
-from copyjob.schema import Column, LogicalType, TableSchema
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+from copyjob.core.contracts import Destination, LoadSession, StateMarker, UpdateMethod
+from copyjob.core.schema import Column, LogicalType, TableSchema
 
 if TYPE_CHECKING:
     import pyarrow as pa

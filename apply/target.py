@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from copyjob.errors import ConfigurationError
-from copyjob.interfaces import Destination
-from copyjob.schema import TableSchema
+from copyjob.core.contracts import Destination
+from copyjob.core.errors import ConfigurationError
+from copyjob.core.schema import TableSchema
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from copyjob import faults
-from copyjob.interfaces import Destination, StateMarker, UpdateMethod
-from copyjob.schema import TableSchema
+from copyjob.core import faults
+from copyjob.core.contracts import Destination, StateMarker, UpdateMethod
+from copyjob.core.schema import TableSchema
 
 if TYPE_CHECKING:
     import pyarrow as pa

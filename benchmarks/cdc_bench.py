@@ -96,10 +96,11 @@ def write_job(work: Path, job: str, src: str, dst: str) -> Path:
 
 def run_once(job: Path) -> dict[str, Any]:
     """One ``copyjob run`` in this process: wall seconds, CPU seconds of every thread, rows written."""
+    from copyjob.offsets import default_state_url, open_state_store
+
     from copyjob.loader import load_job
     from copyjob.progress import Progress
     from copyjob.runner import JobRun
-    from offsets import default_state_url, open_state_store
 
     loaded = load_job(job)
     job_run = JobRun(loaded, lambda: open_state_store(default_state_url(loaded.path)), Progress(live=False))

@@ -10,22 +10,22 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from copyjob.errors import ConfigurationError
+from copyjob.core.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from copyjob.interfaces import Destination, DestinationCapabilities, Source
-    from copyjob.urls import ConnectionUrl
+    from copyjob.core.contracts import Destination, DestinationCapabilities, Source
+    from copyjob.core.urls import ConnectionUrl
 
 # scheme -> (module, source class or None, destination class or None)
 REGISTRY: dict[str, tuple[str, str | None, str | None]] = {
-    "sqlite": ("connectors.sqlite", "SqliteSource", "SqliteDestination"),
-    "postgresql": ("connectors.postgres", "PostgresSource", "PostgresDestination"),
-    "mysql": ("connectors.mysql", "MysqlSource", "MysqlDestination"),
-    "mariadb": ("connectors.mysql", "MysqlSource", "MysqlDestination"),
-    "duckdb": ("connectors.duckdb", "DuckdbSource", "DuckdbDestination"),
-    "parquet": ("connectors.parquet", None, "ParquetDestination"),
-    "file": ("connectors.files", "FileSource", "FileDestination"),
-    "s3": ("connectors.files", "FileSource", "FileDestination"),
+    "sqlite": ("copyjob.connectors.sqlite", "SqliteSource", "SqliteDestination"),
+    "postgresql": ("copyjob.connectors.postgres", "PostgresSource", "PostgresDestination"),
+    "mysql": ("copyjob.connectors.mysql", "MysqlSource", "MysqlDestination"),
+    "mariadb": ("copyjob.connectors.mysql", "MysqlSource", "MysqlDestination"),
+    "duckdb": ("copyjob.connectors.duckdb", "DuckdbSource", "DuckdbDestination"),
+    "parquet": ("copyjob.connectors.parquet", None, "ParquetDestination"),
+    "file": ("copyjob.connectors.files", "FileSource", "FileDestination"),
+    "s3": ("copyjob.connectors.files", "FileSource", "FileDestination"),
 }
 
 

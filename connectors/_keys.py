@@ -21,8 +21,8 @@ from collections.abc import Iterable, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from copyjob.errors import ConfigurationError
-from copyjob.schema import TableName
+from copyjob.core.errors import ConfigurationError
+from copyjob.core.schema import TableName
 
 
 def match_key(table: TableName | str, *candidates: Sequence[str]) -> tuple[str, ...]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from copyjob.interfaces import RowFilter
-from copyjob.schema import TableName
+from copyjob.core.contracts import RowFilter
+from copyjob.core.schema import TableName
 
 STATE_TABLE = "_copyjob_state"
 """Destination table holding the state marker committed with each load (job, table, run_id, state json)."""

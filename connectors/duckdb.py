@@ -26,25 +26,25 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from copyjob.connectors._keys import check_delete_batch, last_per_key, match_key, update_targets, without_null_keys
+from copyjob.connectors._sql import STATE_TABLE, qualified, quote_double, render_filters
 
-from connectors._keys import check_delete_batch, last_per_key, match_key, update_targets, without_null_keys
-from connectors._sql import STATE_TABLE, qualified, quote_double, render_filters
-from copyjob.errors import (
-    ConfigurationError,
-    ConnectionFailed,
-    ConnectorError,
-    DataError,
-    TableNotFound,
-)
-from copyjob.interfaces import (
+from copyjob.core.contracts import (
     DestinationCapabilities,
     RowFilter,
     SourceCapabilities,
     StateMarker,
     UpdateMethod,
 )
-from copyjob.schema import Column, LogicalType, TableName, TableSchema, arrow_type
-from copyjob.urls import ConnectionUrl
+from copyjob.core.errors import (
+    ConfigurationError,
+    ConnectionFailed,
+    ConnectorError,
+    DataError,
+    TableNotFound,
+)
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema, arrow_type
+from copyjob.core.urls import ConnectionUrl
 
 DEFAULT_SCHEMA = "main"
 UNCONSTRAINED_DECIMAL = "DECIMAL(38,10)"

@@ -1,6 +1,6 @@
 """MySQL and MariaDB (schemes ``mysql://`` and ``mariadb://``), through pymysql.
 
-- A :class:`~copyjob.schema.TableName`'s schema is the MySQL database; without one, the URL's database.
+- A :class:`~copyjob.core.schema.TableName`'s schema is the MySQL database; without one, the URL's database.
 - Every session runs with ``time_zone='+00:00'`` (TIMESTAMP columns read and written in UTC) and a strict
   ``sql_mode`` (a value that does not fit raises instead of being clipped with a warning).
 - Reading streams rows with an unbuffered cursor on a connection of its own and builds Arrow batches.
@@ -24,14 +24,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pymysql
 import pymysql.cursors
+from copyjob.connectors._arrow import rows_to_batch
+from copyjob.connectors._keys import check_delete_batch, last_per_key, match_key, update_targets, without_null_keys
+from copyjob.connectors._sql import STATE_TABLE, quote_backtick, render_filters
 from pymysql.connections import Connection
 from pymysql.constants import FIELD_TYPE
 from pymysql.converters import conversions, convert_date, convert_datetime
 
-from connectors._arrow import rows_to_batch
-from connectors._keys import check_delete_batch, last_per_key, match_key, update_targets, without_null_keys
-from connectors._sql import STATE_TABLE, quote_backtick, render_filters
-from copyjob.errors import (
+from copyjob.core.contracts import (
+    DestinationCapabilities,
+    LoadSession,
+    RowFilter,
+    SourceCapabilities,
+    StateMarker,
+    UpdateMethod,
+)
+from copyjob.core.errors import (
     AuthenticationFailed,
     ConfigurationError,
     ConnectionFailed,
@@ -40,16 +48,8 @@ from copyjob.errors import (
     DataError,
     TableNotFound,
 )
-from copyjob.interfaces import (
-    DestinationCapabilities,
-    LoadSession,
-    RowFilter,
-    SourceCapabilities,
-    StateMarker,
-    UpdateMethod,
-)
-from copyjob.schema import Column, LogicalType, TableName, TableSchema, arrow_type
-from copyjob.urls import ConnectionUrl, redact
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema, arrow_type
+from copyjob.core.urls import ConnectionUrl, redact
 
 __all__ = ["MysqlDestination", "MysqlLoadSession", "MysqlSource", "connection_settings", "value_converter"]
 

@@ -37,12 +37,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from copyjob.connectors._keys import check_delete_batch, last_per_key, match_key, update_targets, without_null_keys
 
-from connectors._keys import check_delete_batch, last_per_key, match_key, update_targets, without_null_keys
-from copyjob.errors import ConfigurationError, ConnectionFailed, DataError, TableNotFound
-from copyjob.interfaces import DestinationCapabilities, StateMarker, UpdateMethod
-from copyjob.schema import Column, TableName, TableSchema, logical_from_arrow, parse_logical
-from copyjob.urls import ConnectionUrl
+from copyjob.core.contracts import DestinationCapabilities, StateMarker, UpdateMethod
+from copyjob.core.errors import ConfigurationError, ConnectionFailed, DataError, TableNotFound
+from copyjob.core.schema import Column, TableName, TableSchema, logical_from_arrow, parse_logical
+from copyjob.core.urls import ConnectionUrl
 
 SCHEMA_FILE = "_schema.json"
 STATE_DIR = "_copyjob_state"

@@ -28,26 +28,26 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from copyjob.connectors._arrow import rows_to_batch
+from copyjob.connectors._keys import check_delete_batch, last_per_key, match_key, update_targets
+from copyjob.connectors._sql import STATE_TABLE, quote_double, render_filters
 
-from connectors._arrow import rows_to_batch
-from connectors._keys import check_delete_batch, last_per_key, match_key, update_targets
-from connectors._sql import STATE_TABLE, quote_double, render_filters
-from copyjob.errors import (
-    ConfigurationError,
-    ConnectionFailed,
-    ConnectorError,
-    DataError,
-    TableNotFound,
-)
-from copyjob.interfaces import (
+from copyjob.core.contracts import (
     DestinationCapabilities,
     RowFilter,
     SourceCapabilities,
     StateMarker,
     UpdateMethod,
 )
-from copyjob.schema import Column, LogicalType, TableName, TableSchema, arrow_type
-from copyjob.urls import ConnectionUrl
+from copyjob.core.errors import (
+    ConfigurationError,
+    ConnectionFailed,
+    ConnectorError,
+    DataError,
+    TableNotFound,
+)
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema, arrow_type
+from copyjob.core.urls import ConnectionUrl
 
 BUSY_TIMEOUT_S = 60.0
 _NUMERIC_DIGITS = 15  # a double keeps 15 significant decimal digits through text -> REAL -> text

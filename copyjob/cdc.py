@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from copyjob import faults
 from copyjob.cdc_tables import (
     CdcTable,
     Position,
@@ -50,17 +49,18 @@ from copyjob.cdc_tables import (
     save_state,
     write_snapshot,
 )
-from copyjob.changes import ChangeBatch
-from copyjob.errors import ConfigurationError, CopyjobError, is_retriable
-from copyjob.interfaces import ChangeCapture, Destination, SnapshotResult, Source, TableRunRecord
+from copyjob.core import faults
+from copyjob.core.changes import ChangeBatch
+from copyjob.core.contracts import ChangeCapture, Destination, SnapshotResult, Source, TableRunRecord
+from copyjob.core.errors import ConfigurationError, CopyjobError, is_retriable
+from copyjob.core.schema import TableName
+from copyjob.core.urls import ConnectionUrl, redact
 from copyjob.jobfile import CdcSettings
 from copyjob.preflight import TablePlan
 from copyjob.progress import Progress
-from copyjob.schema import TableName
-from copyjob.urls import ConnectionUrl, redact
 
 if TYPE_CHECKING:
-    from copyjob.interfaces import StateStore
+    from copyjob.core.contracts import StateStore
     from copyjob.loader import LoadedJob
     from copyjob.runner import JobRun
 
@@ -164,7 +164,7 @@ class DestinationSink:
 
     @contextmanager
     def background(self) -> Iterator[CdcSink]:
-        from connectors import open_destination
+        from copyjob.connectors import open_destination
         from copyjob.filesets import endpoint_url
 
         destination = open_destination(endpoint_url(self.loaded.job.destination, self.loaded.base_dir))

@@ -21,19 +21,19 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from connectors.kafka.codec import Encoder, SourceInfo
 from copyjob.cdc_tables import CdcTable, Position, split_key_changes
-from copyjob.changes import ChangeBatch
-from copyjob.errors import ConfigurationError
-from copyjob.interfaces import Source, StateStore
+from copyjob.connectors.kafka.codec import Encoder, SourceInfo
+from copyjob.core.changes import ChangeBatch
+from copyjob.core.contracts import Source, StateStore
+from copyjob.core.errors import ConfigurationError
+from copyjob.core.schema import TableName
+from copyjob.core.transport import Publisher, Transport
+from copyjob.core.urls import ConnectionUrl
 from copyjob.kafka_capture import publish_batch, source_info, topic_of
 from copyjob.loader import LoadedJob
 from copyjob.preflight import TablePlan
 from copyjob.progress import Progress
-from copyjob.schema import TableName
-from copyjob.transport import Publisher, Transport
-from copyjob.urls import ConnectionUrl
-from snapshot import read_table
+from copyjob.snapshot import read_table
 
 log = logging.getLogger("copyjob.cdc")
 

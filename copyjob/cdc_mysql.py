@@ -24,16 +24,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from copyjob.errors import ConfigurationError
-from copyjob.interfaces import SnapshotResult, Source
+from copyjob.core.contracts import SnapshotResult, Source
+from copyjob.core.errors import ConfigurationError
+from copyjob.core.schema import TableName
+from copyjob.core.urls import ConnectionUrl
 from copyjob.jobfile import CdcSettings, parse_duration
-from copyjob.schema import TableName
-from copyjob.urls import ConnectionUrl
 
 if TYPE_CHECKING:
-    from connectors.mysql import MysqlSource
+    from copyjob.connectors.mysql import MysqlSource
+    from copyjob.ingest.mysql_cdc import MysqlBinlogCapture, Position, ServerInfo
     from copyjob.preflight import TablePlan
-    from ingest.mysql_cdc import MysqlBinlogCapture, Position, ServerInfo
 
 log = logging.getLogger("copyjob.cdc")
 SCHEMES = ("mysql", "mariadb")
@@ -52,7 +52,7 @@ class MysqlCdc:
     """The snapshot is one transaction on one connection: its tables are read one after the other."""
 
     def __init__(self, url: ConnectionUrl, job: str, settings: CdcSettings, source: Source) -> None:
-        from connectors.mysql import MysqlSource
+        from copyjob.connectors.mysql import MysqlSource
 
         if not isinstance(source, MysqlSource):
             raise ConfigurationError(f"{url.redacted}: not a MySQL/MariaDB source")
@@ -69,7 +69,7 @@ class MysqlCdc:
     def server(self) -> ServerInfo:
         """The server's flavour and GTID mode, once its settings and privileges passed the checks."""
         if self._server is None:
-            from ingest.mysql_cdc import server_info
+            from copyjob.ingest.mysql_cdc import server_info
 
             with self._connection() as conn:
                 self._server = server_info(conn, self.where)
@@ -105,8 +105,8 @@ class MysqlCdc:
     def snapshot(self, copy: Callable[[Source, Mapping[str, Any]], int]) -> SnapshotResult:
         """Steps of :mod:`ingest.mysql_cdc.snapshot`, then ``copy(source, position)`` reads inside the snapshot
         transaction, which ends (rolled back) when ``copy`` returns."""
-        from connectors.mysql import _errors
-        from ingest.mysql_cdc import begin_consistent_snapshot
+        from copyjob.connectors.mysql import _errors
+        from copyjob.ingest.mysql_cdc import begin_consistent_snapshot
 
         server = self.server
         source = self._source.clone()  # its own connections: a snapshot may run beside the stream
@@ -121,7 +121,7 @@ class MysqlCdc:
         return SnapshotResult(status="completed", position=position, rows=rows)
 
     def current_position(self) -> Position:
-        from ingest.mysql_cdc import current_position
+        from copyjob.ingest.mysql_cdc import current_position
 
         with self._connection() as conn:
             return current_position(conn)
@@ -130,8 +130,8 @@ class MysqlCdc:
                 stop_at: Mapping[str, Any] | None = None) -> MysqlBinlogCapture:
         """The binlog reader for ``starts`` (table → position after which its changes are read); bounded by
         ``stop_at`` (e.g. :meth:`current_position` when a run starts) when given."""
-        from connectors.mysql import _translate, connection_settings, value_converter
-        from ingest.mysql_cdc import CaptureTable, MysqlBinlogCapture
+        from copyjob.connectors.mysql import _translate, connection_settings, value_converter
+        from copyjob.ingest.mysql_cdc import CaptureTable, MysqlBinlogCapture
 
         tables = [CaptureTable(table=t, schema=self._source.reflect(t), start=dict(p)) for t, p in starts.items()]
         delay = parse_duration(self._settings.max_batch_delay)
@@ -145,7 +145,7 @@ class MysqlCdc:
 
     @staticmethod
     def at_or_before(position: Mapping[str, Any], bound: Mapping[str, Any]) -> bool:
-        from ingest.mysql_cdc import at_or_before
+        from copyjob.ingest.mysql_cdc import at_or_before
 
         return at_or_before(position, bound)
 
@@ -176,7 +176,7 @@ class MysqlCdc:
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
-        from connectors.mysql import _connect, _errors
+        from copyjob.connectors.mysql import _connect, _errors
 
         conn = _connect(self._url)
         try:

@@ -22,35 +22,35 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from copyjob.interfaces import SnapshotResult, Source
+from copyjob.core.contracts import SnapshotResult, Source
+from copyjob.core.schema import LogicalType, TableName
+from copyjob.core.urls import ConnectionUrl
 from copyjob.jobfile import CdcSettings, parse_duration
-from copyjob.schema import LogicalType, TableName
-from copyjob.urls import ConnectionUrl
 
 if TYPE_CHECKING:
+    from copyjob.ingest.postgres_cdc import PgChangeStream, ReplicationSetup, SlotInfo
     from copyjob.preflight import TablePlan
-    from ingest.postgres_cdc import PgChangeStream, ReplicationSetup, SlotInfo
 
 log = logging.getLogger("copyjob.cdc")
 SCHEMES = ("postgresql",)
 
 
 def slot_name(job: str, settings: CdcSettings) -> str:
-    from ingest.postgres_cdc import default_name
+    from copyjob.ingest.postgres_cdc import default_name
 
     return settings.slot or default_name(job)
 
 
 def publication_name(job: str, settings: CdcSettings) -> str:
-    from ingest.postgres_cdc import default_name
+    from copyjob.ingest.postgres_cdc import default_name
 
     return settings.publication.name or default_name(job)
 
 
 def open_setup(url: ConnectionUrl, job: str, settings: CdcSettings) -> ReplicationSetup:
     """The slot/publication catalog helper of a job (for status, check and drop: no source reads)."""
-    from connectors.postgres._connect import connect
-    from ingest.postgres_cdc import ReplicationSetup
+    from copyjob.connectors.postgres._connect import connect
+    from copyjob.ingest.postgres_cdc import ReplicationSetup
 
     return ReplicationSetup(lambda: connect(url, autocommit=True), url.redacted, slot=slot_name(job, settings),
                             publication=publication_name(job, settings), job=job)
@@ -63,7 +63,7 @@ class PostgresCdc:
     """Snapshot readers may run in parallel: every clone of the pinned source imports the same snapshot."""
 
     def __init__(self, url: ConnectionUrl, job: str, settings: CdcSettings, source: Source) -> None:
-        from connectors.postgres._connect import connection_params
+        from copyjob.connectors.postgres._connect import connection_params
 
         self._url = url
         self._settings = settings
@@ -99,8 +99,8 @@ class PostgresCdc:
     # ------------------------------------------------------------ snapshot → stream
 
     def snapshot(self, copy: Callable[[Source, Mapping[str, Any]], int]) -> SnapshotResult:
-        from connectors.postgres import PostgresSource
-        from ingest.postgres_cdc import ExportedSnapshot
+        from copyjob.connectors.postgres import PostgresSource
+        from copyjob.ingest.postgres_cdc import ExportedSnapshot
 
         temporary = self.stream_exists()
         with ExportedSnapshot(self._params, self.where, self.setup.slot, temporary=temporary) as exported:
@@ -114,12 +114,12 @@ class PostgresCdc:
             return exported.run(read)
 
     def current_position(self) -> dict[str, Any]:
-        from ingest.postgres_cdc import STOP_PREFIX
+        from copyjob.ingest.postgres_cdc import STOP_PREFIX
 
         return {"lsn": self.setup.emit_message(STOP_PREFIX, secrets.token_hex(8)), "seq": -1}
 
     def capture(self, starts: Mapping[TableName, Mapping[str, Any]]) -> PgChangeStream:
-        from ingest.postgres_cdc import PgChangeStream, PgOutputDecoder, StreamOptions
+        from copyjob.ingest.postgres_cdc import PgChangeStream, PgOutputDecoder, StreamOptions
 
         decoder = PgOutputDecoder(self._logical_type, self._keys, set(starts))
         options = StreamOptions(slot=self.setup.slot, publication=self.setup.publication,
@@ -131,8 +131,8 @@ class PostgresCdc:
     def _logical_type(self, oid: int, typmod: int) -> LogicalType:
         """A column's logical type from its Relation message: the connector's own type mapping, applied to the
         base type (one catalog query per type the server does not have built in)."""
-        from connectors.postgres._catalog import logical_type
-        from ingest.postgres_cdc._types import BUILTIN_TYPES
+        from copyjob.connectors.postgres._catalog import logical_type
+        from copyjob.ingest.postgres_cdc._types import BUILTIN_TYPES
 
         found = self._types.get((oid, typmod))
         if found is None:
@@ -151,7 +151,7 @@ class PostgresCdc:
 
     @staticmethod
     def describe(position: Mapping[str, Any]) -> str:
-        from ingest.postgres_cdc import format_lsn
+        from copyjob.ingest.postgres_cdc import format_lsn
 
         seq = int(position.get("seq", -1))
         return format_lsn(int(position["lsn"])) + (f"#{seq}" if seq >= 0 else "")

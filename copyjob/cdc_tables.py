@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from apply import prepare_target, write_batches
-from apply.changes import APPEND_COLUMNS, apply_changes
-from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
-from copyjob.interfaces import (
+from copyjob.apply import prepare_target, write_batches
+from copyjob.apply.changes import APPEND_COLUMNS, apply_changes
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+from copyjob.core.contracts import (
     Destination,
     Source,
     StateMarker,
@@ -27,10 +27,10 @@ from copyjob.interfaces import (
     TableState,
     UpdateMethod,
 )
+from copyjob.core.schema import TableSchema
 from copyjob.preflight import TablePlan
 from copyjob.progress import Progress
-from copyjob.schema import TableSchema
-from snapshot import read_table
+from copyjob.snapshot import read_table
 
 if TYPE_CHECKING:
     import pyarrow as pa

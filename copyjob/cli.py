@@ -18,8 +18,8 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from copyjob.errors import EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_TABLE_FAILED, CopyjobError
-from copyjob.urls import redact
+from copyjob.core.errors import EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_TABLE_FAILED, CopyjobError
+from copyjob.core.urls import redact
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Move tables between databases: full and incremental copies from one YAML job file.")
@@ -56,7 +56,7 @@ def _load(job_file: Path, env: str | None, variables: Path | None) -> Any:
 
 
 def _store(loaded: Any, state: str | None) -> Any:
-    from offsets import default_state_url, open_state_store
+    from copyjob.offsets import default_state_url, open_state_store
 
     url = state or loaded.job.state
     if url and "://" not in url and not Path(url).is_absolute():
@@ -136,7 +136,7 @@ def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None,
     def body() -> int:
         loaded = _load(job_file, env, variables)
         if connect:
-            from connectors import destination_capabilities, open_destination, open_source
+            from copyjob.connectors import destination_capabilities, open_destination, open_source
             from copyjob.filesets import endpoint_url
             from copyjob.preflight import check_tables
 

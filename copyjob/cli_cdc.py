@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from copyjob.cli import EnvOpt, JobArg, StateOpt, TablesOpt, VarsOpt, _guard, _load, _store, app, err, out
-from copyjob.errors import EXIT_BAD_INPUT, EXIT_SKIPPED, EXIT_TABLE_FAILED, CopyjobError, UsageError
-from copyjob.urls import redact
+from copyjob.core.errors import EXIT_BAD_INPUT, EXIT_SKIPPED, EXIT_TABLE_FAILED, CopyjobError, UsageError
+from copyjob.core.urls import redact
 
 if TYPE_CHECKING:  # the job model (pydantic) is imported by commands, not by ``copyjob --help``
-    from copyjob.interfaces import RunRecord, StateStore, TableState
+    from copyjob.core.contracts import RunRecord, StateStore, TableState
     from copyjob.loader import LoadedJob
     from copyjob.progress import Progress
 

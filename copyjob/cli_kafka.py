@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from copyjob.cli import EnvOpt, JobArg, StateOpt, TablesOpt, VarsOpt, _guard, _load, _store, app, err, out
-from copyjob.errors import EXIT_SKIPPED, EXIT_TABLE_FAILED, UsageError
+from copyjob.core.errors import EXIT_SKIPPED, EXIT_TABLE_FAILED, UsageError
 
 WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for another run of this job to finish "
                                         "before skipping.")]

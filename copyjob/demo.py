@@ -76,9 +76,9 @@ def _ts(value: datetime) -> str:
 
 def run_demo(directory: Path, console: Console) -> int:
     from copyjob.loader import load_job
+    from copyjob.offsets import default_state_url, open_state_store
     from copyjob.runner import JobRun
     from copyjob.summary import print_run
-    from offsets import default_state_url, open_state_store
 
     directory.mkdir(parents=True, exist_ok=True)
     for leftover in ("shop.db", "warehouse.duckdb", "warehouse.duckdb.wal", ".copyjob/state.db",

@@ -27,10 +27,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
-from apply import prepare_target
-from apply.writer import renamed
-from copyjob.errors import BadFile
-from copyjob.interfaces import (
+from copyjob.apply import prepare_target
+from copyjob.apply.writer import renamed
+from copyjob.core.contracts import (
     Destination,
     FileColumnsGrew,
     FileInfo,
@@ -42,12 +41,21 @@ from copyjob.interfaces import (
     TableRunRecord,
     TableState,
 )
+from copyjob.core.errors import BadFile
+from copyjob.core.schema import Column, TableName, TableSchema
+from copyjob.core.values import encode_value
+from copyjob.ingest.files import (
+    FileMark,
+    after_copy,
+    after_failure,
+    files_to_copy,
+    finish_pass,
+    forget_vanished,
+    start_pass,
+)
 from copyjob.preflight import TablePlan
 from copyjob.progress import Progress
-from copyjob.schema import Column, TableName, TableSchema
-from copyjob.values import encode_value
-from ingest.files import FileMark, after_copy, after_failure, files_to_copy, finish_pass, forget_vanished, start_pass
-from snapshot.background import prefetch
+from copyjob.snapshot.background import prefetch
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from copyjob.interfaces import FileFormat, FileSet
-from copyjob.urls import ConnectionUrl, parse_url
+from copyjob.core.contracts import FileFormat, FileSet
+from copyjob.core.urls import ConnectionUrl, parse_url
 
 if TYPE_CHECKING:
     from copyjob.jobfile import Endpoint, TableSpec

@@ -33,19 +33,19 @@ from itertools import groupby, repeat
 from operator import is_not, itemgetter
 from typing import TYPE_CHECKING
 
-from apply import prepare_target
-from apply.changes import APPEND_COLUMNS, apply_changes
-from connectors.kafka import dlq_topic
-from connectors.kafka.arrow_bytes import arange
-from connectors.kafka.batch_decode import decode_upserts
-from connectors.kafka.codec import Decoder, unchanged_columns
-from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
-from copyjob.errors import ConfigurationError, is_retriable
-from copyjob.interfaces import Destination, StateMarker
+from copyjob.apply import prepare_target
+from copyjob.apply.changes import APPEND_COLUMNS, apply_changes
+from copyjob.connectors.kafka import dlq_topic
+from copyjob.connectors.kafka.arrow_bytes import arange
+from copyjob.connectors.kafka.batch_decode import decode_upserts
+from copyjob.connectors.kafka.codec import Decoder, unchanged_columns
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+from copyjob.core.contracts import Destination, StateMarker
+from copyjob.core.errors import ConfigurationError, is_retriable
+from copyjob.core.schema import TableName, TableSchema
+from copyjob.core.transport import Record, Subscription, Transport
+from copyjob.core.urls import redact
 from copyjob.jobfile import ResolvedTable
-from copyjob.schema import TableName, TableSchema
-from copyjob.transport import Record, Subscription, Transport
-from copyjob.urls import redact
 from copyjob.write_behind import WriteBehind
 
 if TYPE_CHECKING:
@@ -497,7 +497,7 @@ def run_until(applier: Applier, done: Callable[[], bool], stop: Callable[[], boo
             if done():
                 break
         if now - last_progress > idle_timeout_s:
-            from copyjob.errors import ConnectionFailed
+            from copyjob.core.errors import ConnectionFailed
 
             raise ConnectionFailed(f"kafka: no events arrived for {idle_timeout_s:.0f}s while the destination "
                                    "had not caught up (are the topics' partitions held by another member?)")

@@ -24,17 +24,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from connectors.kafka.codec import UNCHANGED_HEADER, Encoder, SourceInfo
-from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
-from copyjob.interfaces import Source, StateStore, TableRunRecord
+from copyjob.connectors.kafka.codec import UNCHANGED_HEADER, Encoder, SourceInfo
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+from copyjob.core.contracts import Source, StateStore, TableRunRecord
+from copyjob.core.schema import TableName
+from copyjob.core.transport import Publisher, Transport
+from copyjob.core.urls import ConnectionUrl
+from copyjob.core.values import encode_value
+from copyjob.ingest import plan_full, plan_incremental
 from copyjob.loader import LoadedJob
 from copyjob.preflight import TablePlan
-from copyjob.schema import TableName
-from copyjob.transport import Publisher, Transport
-from copyjob.urls import ConnectionUrl
-from copyjob.values import encode_value
-from ingest import plan_full, plan_incremental
-from snapshot import read_table
+from copyjob.snapshot import read_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -52,7 +52,7 @@ def source_info(url: ConnectionUrl, table: TableName) -> SourceInfo:
 
 
 def topic_of(prefix: str, info: SourceInfo) -> str:
-    from connectors.kafka import topic_name
+    from copyjob.connectors.kafka import topic_name
 
     return topic_name(prefix, info.schema or "main", info.table)
 

@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from copyjob.errors import CopyjobError, is_retriable
-from copyjob.interfaces import RunRecord, TableRunRecord
+from copyjob.core.contracts import RunRecord, TableRunRecord
+from copyjob.core.errors import CopyjobError, is_retriable
+from copyjob.core.schema import TableName
+from copyjob.core.transport import Transport
+from copyjob.core.urls import ConnectionUrl, parse_url, redact
 from copyjob.jobfile import KafkaSettings, ResolvedTable
 from copyjob.kafka_apply import Applier, ApplyTable, TableStats, run_until
 from copyjob.kafka_capture import Capturer, check_kafka_tables, source_info, topic_of
 from copyjob.loader import LoadedJob
-from copyjob.schema import TableName
-from copyjob.transport import Transport
-from copyjob.urls import ConnectionUrl, parse_url, redact
 
 if TYPE_CHECKING:
     from copyjob.runner import JobRun
@@ -45,7 +45,7 @@ def settings_of(loaded: LoadedJob) -> KafkaSettings:
 
 
 def open_transport(loaded: LoadedJob) -> Transport:
-    from connectors.kafka.transport import KafkaTransport
+    from copyjob.connectors.kafka.transport import KafkaTransport
 
     return KafkaTransport(settings_of(loaded))
 
@@ -56,7 +56,7 @@ def group_id(loaded: LoadedJob) -> str:
 
 def apply_tables(loaded: LoadedJob, tables: list[ResolvedTable]) -> list[ApplyTable]:
     """The apply side's view of the tables; it needs the source's URL only to name topics, never a connection."""
-    from connectors.kafka import dlq_topic
+    from copyjob.connectors.kafka import dlq_topic
 
     prefix = settings_of(loaded).topic_prefix
     url = parse_url(loaded.job.source.url, loaded.base_dir)
@@ -111,7 +111,7 @@ def run_kafka(job_run: JobRun, table_names: list[str] | None,
               transport_factory: Callable[[LoadedJob], Transport] = open_transport,
               apply: bool = True) -> RunRecord:
     """``copyjob run`` (and, with ``apply=False``, ``copyjob capture``) with transport kafka."""
-    from connectors import destination_capabilities, open_destination, open_source
+    from copyjob.connectors import destination_capabilities, open_destination, open_source
     from copyjob.preflight import check_tables
     from copyjob.runner import new_run_id, select_tables
 
@@ -218,7 +218,7 @@ def apply_kafka(loaded: LoadedJob, table_names: list[str] | None, stop: threadin
                 transport_factory: Callable[[LoadedJob], Transport] = open_transport) -> list[ApplyTable]:
     """``copyjob apply``: only the consumer side, until ``stop`` (or, with ``until_caught_up``, until the
     destination holds what the topics held when it started). Returns the tables with their counts."""
-    from connectors import open_destination
+    from copyjob.connectors import open_destination
     from copyjob.runner import new_run_id, select_tables
 
     tables = apply_tables(loaded, select_tables(loaded, table_names))

@@ -16,15 +16,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from apply import prepare_target, write_batches
-from copyjob.errors import UsageError
-from copyjob.interfaces import Destination, StateMarker
+from copyjob.apply import prepare_target, write_batches
+from copyjob.core.contracts import Destination, StateMarker
+from copyjob.core.errors import UsageError
+from copyjob.core.schema import TableName, TableSchema
+from copyjob.core.transport import Transport
+from copyjob.core.urls import parse_url
 from copyjob.kafka_apply import Applier, run_until
 from copyjob.kafka_pipeline import Sides, apply_tables, open_transport, settings_of
 from copyjob.loader import LoadedJob
-from copyjob.schema import TableName, TableSchema
-from copyjob.transport import Transport
-from copyjob.urls import parse_url
 
 log = logging.getLogger("copyjob.kafka")
 STAGING_SUFFIX = "__replay"
@@ -40,7 +40,7 @@ class ReplayResult:
 
 def replay(loaded: LoadedJob, table_name: str, to_timestamp_ms: int | None, stop: threading.Event,
            transport_factory: Callable[[LoadedJob], Transport] = open_transport) -> ReplayResult:
-    from connectors import open_destination, open_source
+    from copyjob.connectors import open_destination, open_source
     from copyjob.runner import new_run_id, select_tables
 
     (resolved,) = select_tables(loaded, [table_name])[:1]
@@ -75,7 +75,7 @@ def replay(loaded: LoadedJob, table_name: str, to_timestamp_ms: int | None, stop
             target_schema = TableSchema(TableName.parse(resolved.spec.target_name), fresh.columns,
                                         fresh.primary_key)
             prepare_target(destination, target_schema, create=True, defer_key=False)
-            from snapshot import read_table
+            from copyjob.snapshot import read_table
 
             result = write_batches(
                 destination, target_schema, [read_table(source, fresh)], method="overwrite",

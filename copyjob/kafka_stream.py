@@ -16,14 +16,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from copyjob.errors import CopyjobError, is_retriable
-from copyjob.interfaces import RunRecord, TableRunRecord
+from copyjob.core.contracts import RunRecord, TableRunRecord
+from copyjob.core.errors import CopyjobError, is_retriable
+from copyjob.core.transport import Transport
+from copyjob.core.urls import parse_url, redact
 from copyjob.kafka_apply import run_until
 from copyjob.kafka_capture import Capturer, check_kafka_tables
 from copyjob.kafka_pipeline import Sides, apply_tables, capture_cdc, merge_records, new_applier, open_transport
 from copyjob.loader import LoadedJob
-from copyjob.transport import Transport
-from copyjob.urls import parse_url, redact
 
 if TYPE_CHECKING:
     from copyjob.preflight import TablePlan
@@ -36,7 +36,7 @@ def stream_kafka(job_run: JobRun, table_names: list[str] | None = None, poll_int
                  transport_factory: Callable[[LoadedJob], Transport] = open_transport) -> RunRecord:
     """Capture and apply until ``job_run.stop`` is set; returns the run record (status ``stopped`` when it
     ended on request, ``failed`` when a side failed)."""
-    from connectors import destination_capabilities, open_destination, open_source
+    from copyjob.connectors import destination_capabilities, open_destination, open_source
     from copyjob.preflight import check_tables
     from copyjob.runner import new_run_id, select_tables
 
@@ -103,7 +103,7 @@ def _cdc_stream(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id: s
                 records: dict[str, TableRunRecord], done: threading.Event) -> None:
     """2. for the cdc tables: snapshot what needs it, then publish their changes until stopped (or a table
     failed: then the whole stream stops)."""
-    from connectors import open_source
+    from copyjob.connectors import open_source
 
     loaded = job_run.loaded
     source_url = parse_url(loaded.job.source.url, loaded.base_dir)
@@ -124,7 +124,7 @@ def _cdc_stream(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id: s
 def _capture_loop(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id: str,
                   records: dict[str, TableRunRecord], poll_interval_s: float, done: threading.Event) -> None:
     """2.: passes over every table until stopped; a failing table is logged and tried again next pass."""
-    from connectors import open_source
+    from copyjob.connectors import open_source
 
     loaded = job_run.loaded
     source_url = parse_url(loaded.job.source.url, loaded.base_dir)

@@ -16,9 +16,9 @@ from copyjob.runner import select_tables
 def tail_events(loaded: LoadedJob, table: str | None, *, from_beginning: bool, limit: int | None,
                 idle_timeout_s: float | None, stop: threading.Event) -> Iterator[dict[str, Any]]:
     """Decoded events of the job's topics (or one table's), each with its topic, partition and offset."""
-    from connectors.kafka import open_decoder
-    from connectors.kafka.client import Admin, kafka_module, open_consumer, translate
-    from connectors.kafka.transport import _headers
+    from copyjob.connectors.kafka import open_decoder
+    from copyjob.connectors.kafka.client import Admin, kafka_module, open_consumer, translate
+    from copyjob.connectors.kafka.transport import _headers
 
     ck = kafka_module()
     settings = settings_of(loaded)

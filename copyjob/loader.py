@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from copyjob.errors import JobFileError
+from copyjob.core.errors import JobFileError
 from copyjob.filesets import format_from_pattern, is_file_url
 from copyjob.jobfile import Job, ResolvedTable, resolve_tables
 from copyjob.variables import VariableLibrary, load_library

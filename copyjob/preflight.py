@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-from copyjob.errors import TableNotFound
+from copyjob.core.contracts import DestinationCapabilities, FileInfo, FileSet, FileSetSource, Source
+from copyjob.core.errors import TableNotFound
+from copyjob.core.schema import TableName, TableSchema
 from copyjob.filesets import file_set
-from copyjob.interfaces import DestinationCapabilities, FileInfo, FileSet, FileSetSource, Source
 from copyjob.jobfile import ResolvedTable
 from copyjob.loader import LoadedJob
-from copyjob.schema import TableName, TableSchema
 
 
 @dataclass(frozen=True)

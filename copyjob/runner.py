@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from apply import prepare_target, write_batches, write_binary
-from copyjob import faults
-from copyjob.errors import CopyjobError, UsageError, is_retriable
-from copyjob.filesets import endpoint_url
-from copyjob.interfaces import (
+from copyjob.apply import prepare_target, write_batches, write_binary
+from copyjob.core import faults
+from copyjob.core.contracts import (
     Destination,
     RunRecord,
     Source,
@@ -33,19 +31,21 @@ from copyjob.interfaces import (
     TableRunRecord,
     TableState,
 )
+from copyjob.core.errors import CopyjobError, UsageError, is_retriable
+from copyjob.core.urls import redact
+from copyjob.core.values import decode_value, encode_value
+from copyjob.filesets import endpoint_url
+from copyjob.ingest import IncrementPlan, plan_full, plan_incremental
 from copyjob.jobfile import ResolvedTable
 from copyjob.loader import LoadedJob
 from copyjob.preflight import TablePlan, check_tables
 from copyjob.progress import Progress
-from copyjob.urls import redact
-from copyjob.values import decode_value, encode_value
-from ingest import IncrementPlan, plan_full, plan_incremental
-from snapshot import read_binary, read_table
+from copyjob.snapshot import read_binary, read_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from copyjob.interfaces import FileSetSource
+    from copyjob.core.contracts import FileSetSource
 
 log = logging.getLogger("copyjob")
 RETRIES = 3
@@ -101,7 +101,7 @@ class JobRun:
     def run(self, table_names: list[str] | None = None) -> RunRecord:
         """Copy the selected tables. Raises JobFileError/UsageError before writing anything when the job
         does not fit the systems; otherwise returns the run record (tables may have failed)."""
-        from connectors import destination_capabilities, open_destination, open_source
+        from copyjob.connectors import destination_capabilities, open_destination, open_source
 
         if self.loaded.job.transport == "kafka":  # capture → topics → apply (copyjob.kafka_pipeline)
             from copyjob.kafka_pipeline import run_kafka

@@ -34,8 +34,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from copyjob.errors import EXIT_INTERRUPTED, CopyjobError, UsageError
-from copyjob.interfaces import RunRecord, StateStore, TableRunRecord
+from copyjob.core.contracts import RunRecord, StateStore, TableRunRecord
+from copyjob.core.errors import EXIT_INTERRUPTED, CopyjobError, UsageError
+from copyjob.core.urls import redact
+from copyjob.ingest.file_watcher import FileWatcher
 from copyjob.jobfile import parse_duration
 from copyjob.loader import LoadedJob, read_yaml
 from copyjob.progress import Progress
@@ -48,8 +50,6 @@ from copyjob.schedule import (
     recorded_fire,
     save_last_fire,
 )
-from copyjob.urls import redact
-from ingest.file_watcher import FileWatcher
 
 log = logging.getLogger("copyjob.serve")
 

@@ -10,9 +10,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from copyjob.interfaces import RunRecord, StateStore, TableRunRecord, TableState
+from copyjob.core.contracts import RunRecord, StateStore, TableRunRecord, TableState
+from copyjob.core.values import display_value, encode_value
 from copyjob.jobfile import Job
-from copyjob.values import display_value, encode_value
 
 
 def _rate(rows: int, seconds: float) -> str:

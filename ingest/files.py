@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from copyjob.interfaces import FileInfo
+from copyjob.core.contracts import FileInfo
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from copyjob.interfaces import Bound, RowFilter, Source
-from copyjob.schema import TableName
+from copyjob.core.contracts import Bound, RowFilter, Source
+from copyjob.core.schema import TableName
 
 
 @dataclass(frozen=True)

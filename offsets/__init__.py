@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from offsets.lock import LockInfo, RunLock
-    from offsets.store import SqlStateStore
+    from copyjob.offsets.lock import LockInfo, RunLock
+    from copyjob.offsets.store import SqlStateStore
 
 __all__ = ["LockInfo", "RunLock", "SqlStateStore", "default_state_url", "open_state_store"]
 
@@ -44,7 +44,7 @@ def open_state_store(url: str) -> SqlStateStore:
     ``postgresql://user:password@host:5432/database``. Raises ConfigurationError for another scheme and
     StateError when the store cannot be opened.
     """
-    from offsets.store import SqlStateStore
+    from copyjob.offsets.store import SqlStateStore
 
     return SqlStateStore(url)
 
@@ -52,11 +52,11 @@ def open_state_store(url: str) -> SqlStateStore:
 def __getattr__(name: str) -> Any:
     """Lazy exports: importing ``offsets`` must not import SQLAlchemy."""
     if name in ("LockInfo", "RunLock"):
-        from offsets import lock
+        from copyjob.offsets import lock
 
         return getattr(lock, name)
     if name == "SqlStateStore":
-        from offsets.store import SqlStateStore
+        from copyjob.offsets.store import SqlStateStore
 
         return SqlStateStore
-    raise AttributeError(f"module 'offsets' has no attribute {name!r}")
+    raise AttributeError(f"module 'copyjob.offsets' has no attribute {name!r}")

@@ -28,12 +28,12 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol
 
+from copyjob.offsets.schema import locks
 from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from copyjob.errors import StateError
-from offsets.schema import locks
+from copyjob.core.errors import StateError
 
 log = logging.getLogger(__name__)
 

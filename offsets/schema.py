@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from copyjob.values import decode_value, encode_value
+from copyjob.core.values import decode_value, encode_value
 
 SCHEMA_VERSION = 1
 """Bump when the tables change, and add the migration step to ``store._migrate``."""
@@ -152,5 +152,5 @@ def decode_watermark(text: str | None) -> Any:
 
 
 def watermark_type_name(value: Any) -> str | None:
-    """The name copyjob.values gives the value's type (``int``, ``datetime``, …), or None."""
+    """The name copyjob.core.values gives the value's type (``int``, ``datetime``, …), or None."""
     return encode_value(value)[1]

@@ -4,7 +4,7 @@ PostgreSQL (a shared deployment where several machines run jobs).
 :class:`Database` owns the engine: it turns URLs into engines, sets SQLite up for several processes (WAL, a
 busy timeout, ``BEGIN IMMEDIATE`` for writes so two writers queue instead of failing), creates the tables on
 first open and translates every database error into a StateError that names the redacted URL.
-:class:`SqlStateStore` implements :class:`copyjob.interfaces.StateStore` on it, plus the run lock
+:class:`SqlStateStore` implements :class:`copyjob.core.contracts.StateStore` on it, plus the run lock
 (:mod:`offsets.lock`).
 """
 
@@ -19,6 +19,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from copyjob.offsets import lock as run_lock
+from copyjob.offsets.schema import (
+    SCHEMA_VERSION,
+    decode_watermark,
+    encode_watermark,
+    job_meta,
+    meta,
+    metadata,
+    run_tables,
+    runs,
+    table_state,
+    watermark_type_name,
+)
 from sqlalchemy import (
     URL,
     Connection,
@@ -46,22 +59,9 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 
-from copyjob.errors import ConfigurationError, MissingDependency, StateError
-from copyjob.interfaces import RunRecord, TableRunRecord, TableState
-from copyjob.urls import SCHEME_ALIASES, parse_url, redact
-from offsets import lock as run_lock
-from offsets.schema import (
-    SCHEMA_VERSION,
-    decode_watermark,
-    encode_watermark,
-    job_meta,
-    meta,
-    metadata,
-    run_tables,
-    runs,
-    table_state,
-    watermark_type_name,
-)
+from copyjob.core.contracts import RunRecord, TableRunRecord, TableState
+from copyjob.core.errors import ConfigurationError, MissingDependency, StateError
+from copyjob.core.urls import SCHEME_ALIASES, parse_url, redact
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def _translated_call(url: str, action: str, fn: Callable[[], Engine]) -> Engine:
 
 
 class SqlStateStore:
-    """The job state store (:class:`copyjob.interfaces.StateStore`) plus the per-job run lock.
+    """The job state store (:class:`copyjob.core.contracts.StateStore`) plus the per-job run lock.
 
     Every method is one short transaction, so several processes (and, on PostgreSQL, machines) can share a
     store. Watermarks keep their Python type (int, Decimal, aware or naive datetime, date, str, …); the

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from copyjob.interfaces import Bound, RowFilter, Source
-from copyjob.schema import TableSchema
-from snapshot.background import prefetch
+from copyjob.snapshot.background import prefetch
+
+from copyjob.core.contracts import Bound, RowFilter, Source
+from copyjob.core.schema import TableSchema
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -7,7 +7,7 @@ through ``pyarrow.fs``; CSV, JSON lines and Parquet.
 - :mod:`.destination`: :class:`FileDestination`, a folder per table, one output file per source file.
 """
 
-from connectors.files.destination import FileDestination
-from connectors.files.source import FileSource
+from copyjob.connectors.files.destination import FileDestination
+from copyjob.connectors.files.source import FileSource
 
 __all__ = ["FileDestination", "FileSource"]

@@ -33,8 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
-
-from connectors.files.filesystem import (
+from copyjob.connectors.files.filesystem import (
     Root,
     delete,
     files_under,
@@ -46,7 +45,7 @@ from connectors.files.filesystem import (
     temp_name,
     write_text_atomically,
 )
-from connectors.parquet import (
+from copyjob.connectors.parquet import (
     DEFAULT_COMPRESSION,
     SCHEMA_FILE,
     STATE_DIR,
@@ -57,11 +56,12 @@ from connectors.parquet import (
     _schema_to_json,
     _write_atomically,
 )
-from copyjob.errors import ConfigurationError, TableNotFound
+
+from copyjob.core.contracts import DestinationCapabilities, StateMarker, UpdateMethod
+from copyjob.core.errors import ConfigurationError, TableNotFound
+from copyjob.core.schema import Column, TableName, TableSchema
+from copyjob.core.urls import ConnectionUrl
 from copyjob.filesets import COMPRESSION_SUFFIXES, FORMAT_SUFFIXES
-from copyjob.interfaces import DestinationCapabilities, StateMarker, UpdateMethod
-from copyjob.schema import Column, TableName, TableSchema
-from copyjob.urls import ConnectionUrl
 
 FORMATS = ("parquet", "csv", "jsonl")
 

@@ -18,9 +18,9 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from copyjob.errors import AuthenticationFailed, ConfigurationError, ConnectionFailed, ConnectorError
-from copyjob.interfaces import FileInfo
-from copyjob.urls import ConnectionUrl
+from copyjob.core.contracts import FileInfo
+from copyjob.core.errors import AuthenticationFailed, ConfigurationError, ConnectionFailed, ConnectorError
+from copyjob.core.urls import ConnectionUrl
 
 S3_OPTIONS = ("endpoint_url", "access_key", "secret_key", "session_token", "region")
 URL_OPTIONS = ("format",)

@@ -28,12 +28,12 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 import pyarrow.types as pt
+from copyjob.connectors.files.filesystem import Root, open_random_access, open_stream
+from copyjob.connectors.parquet import _conform
 
-from connectors.files.filesystem import Root, open_random_access, open_stream
-from connectors.parquet import _conform
-from copyjob.errors import BadFile, CopyjobError
-from copyjob.interfaces import SOURCE_FILE_COLUMN, FileColumnsGrew, FileInfo, FileSet
-from copyjob.schema import Column, LogicalType, TableSchema, arrow_type, logical_from_arrow
+from copyjob.core.contracts import SOURCE_FILE_COLUMN, FileColumnsGrew, FileInfo, FileSet
+from copyjob.core.errors import BadFile, CopyjobError
+from copyjob.core.schema import Column, LogicalType, TableSchema, arrow_type, logical_from_arrow
 
 BLOCK_BYTES = 2 << 20
 """Bytes per CSV block or JSON-lines block: one Arrow batch each, and the sample types are inferred from."""

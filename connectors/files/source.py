@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from connectors.files.filesystem import Root, list_files, open_root
-from connectors.files.readers import open_reader
-from copyjob.errors import BadFile, ConfigurationError
-from copyjob.interfaces import FileInfo, FileReader, FileSet, SourceCapabilities
-from copyjob.schema import TableName, TableSchema
-from copyjob.urls import ConnectionUrl
+from copyjob.connectors.files.filesystem import Root, list_files, open_root
+from copyjob.connectors.files.readers import open_reader
+
+from copyjob.core.contracts import FileInfo, FileReader, FileSet, SourceCapabilities
+from copyjob.core.errors import BadFile, ConfigurationError
+from copyjob.core.schema import TableName, TableSchema
+from copyjob.core.urls import ConnectionUrl
 
 INFER_TRIES = 3
 """How many of the newest files to try when checking a job (a bad file is the copy's business, not the check's)."""

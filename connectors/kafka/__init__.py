@@ -6,7 +6,7 @@ described in :mod:`connectors.kafka.avro` and :mod:`connectors.kafka.codec`, and
 
 Reading copyjob's topics from your own program::
 
-    from connectors.kafka import open_decoder
+    from copyjob.connectors.kafka import open_decoder
 
     decoder = open_decoder("localhost:9092", "shop")          # + schema_registry_url=… when one is used
     event = decoder.decode(msg.value(), msg.key(), msg.headers())
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from connectors.kafka.codec import DecodedMessage, Decoder, Lookup
+from copyjob.connectors.kafka.codec import DecodedMessage, Decoder, Lookup
 
 __all__ = ["DecodedMessage", "Decoder", "decode_message", "dlq_topic", "open_decoder", "schema_topic_name",
            "topic_name"]
@@ -44,7 +44,7 @@ def open_decoder(bootstrap_servers: str, topic_prefix: str, schema_registry_url:
                  config: Mapping[str, Any] | None = None) -> Decoder:
     """A decoder for every format copyjob writes; it fetches writers' schemas from the schema topic (and the
     registry, when given) as it meets them."""
-    from connectors.kafka.schemas import RegistryClient, Schemas, SchemaTopic
+    from copyjob.connectors.kafka.schemas import RegistryClient, Schemas, SchemaTopic
 
     topic = SchemaTopic(bootstrap_servers, config or {}, topic_prefix)
     registry = RegistryClient(schema_registry_url) if schema_registry_url else None

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from copyjob.schema import Column, LogicalType, TableName, TableSchema, parse_logical
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema, parse_logical
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from copyjob.connectors.kafka.arrow_bytes import I64, U64, slices, u64
 
-from connectors.kafka.arrow_bytes import I64, U64, slices, u64
-from copyjob.schema import Column, LogicalType, arrow_type
+from copyjob.core.schema import Column, LogicalType, arrow_type
 
 _UPSERT_OPS = pa.array([ord("r"), ord("c"), ord("u")], pa.uint8())
 _PAD = b"\x00" * 16  # gathers a few bytes past the last message stay inside the buffer

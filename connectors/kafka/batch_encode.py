@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from copyjob.connectors.kafka.arrow_bytes import I64, U64, arange, fixed_width, from_packed, u64, varints, zigzag
 
-from connectors.kafka.arrow_bytes import I64, U64, arange, fixed_width, from_packed, u64, varints, zigzag
-from copyjob.schema import Column, LogicalType, arrow_type
+from copyjob.core.schema import Column, LogicalType, arrow_type
 
 NULL_BRANCH = b"\x00"
 VALUE_BRANCH = b"\x02"  # zigzag(1): the second branch of ["null", T]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from copyjob.errors import (
+from copyjob.core.errors import (
     AuthenticationFailed,
     ConnectionFailed,
     ConnectorError,

@@ -5,7 +5,7 @@
 - ``avro`` with ``schema_registry_url``: the Confluent wire format (``00`` + 4-byte big-endian schema id +
   datum), schemas registered under the subjects ``<topic>-key`` and ``<topic>-value``.
 - ``json``: the Debezium JSON envelope (payload only, UTF-8); the key is a JSON object of the key columns. The
-  header ``copyjob.schema`` names the fingerprint of the Avro schema of the same version in the schema topic,
+  header ``copyjob.core.schema`` names the fingerprint of the Avro schema of the same version in the schema topic,
   so decoders can restore exact types (decimals, timestamps).
 
 A message whose value is null is a tombstone: it follows every delete so compacted topics forget the key.
@@ -20,17 +20,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from connectors.kafka import avro
-from connectors.kafka.values import json_row_parser, to_json_value
-from copyjob.changes import UNCHANGED_TOAST, ChangeEvent
-from copyjob.errors import ConnectorError
-from copyjob.schema import TableSchema
+from copyjob.connectors.kafka import avro
+from copyjob.connectors.kafka.values import json_row_parser, to_json_value
+
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeEvent
+from copyjob.core.errors import ConnectorError
+from copyjob.core.schema import TableSchema
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 Format = Literal["avro", "json"]
-SCHEMA_HEADER = "copyjob.schema"
+SCHEMA_HEADER = "copyjob.core.schema"
 UNCHANGED_HEADER = "copyjob.unchanged"
 """A JSON list of the columns whose value an update left unchanged and the source did not log (PostgreSQL's
 TOASTed values): null in ``after``, and the apply side keeps the destination's value."""
@@ -148,7 +149,7 @@ class TableEncoder:
 
     def _encode_vectorised(self, batch: pa.RecordBatch, op: str, source: SourceInfo, position: Mapping[str, Any],
                            ts: int) -> tuple[list[bytes | None], list[bytes]] | None:
-        from connectors.kafka import batch_encode
+        from copyjob.connectors.kafka import batch_encode
 
         parts = batch_encode.encode_columns(batch, self.schema.columns)
         if parts is None:

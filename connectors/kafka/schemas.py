@@ -18,10 +18,11 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.kafka import avro
-from connectors.kafka.client import Producer, kafka_module, open_consumer, translate
-from connectors.kafka.codec import CONFLUENT_MAGIC
-from copyjob.errors import ConnectionFailed, ConnectorError
+from copyjob.connectors.kafka import avro
+from copyjob.connectors.kafka.client import Producer, kafka_module, open_consumer, translate
+from copyjob.connectors.kafka.codec import CONFLUENT_MAGIC
+
+from copyjob.core.errors import ConnectionFailed, ConnectorError
 
 
 def schema_topic(prefix: str) -> str:

@@ -1,4 +1,4 @@
-"""The Kafka implementation of copyjob's transport (copyjob/transport.py): topics, an idempotent producer and
+"""The Kafka implementation of copyjob's transport (copyjob/core/transport.py): topics, an idempotent producer and
 consumer groups whose partitions start at the offsets the destination holds."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from itertools import repeat
 from operator import is_not, itemgetter
 from typing import Any
 
-from connectors.kafka.client import Admin, Producer, end_offsets, kafka_module, open_consumer, translate
-from connectors.kafka.schemas import RegistryClient, Schemas, SchemaTopic, schema_topic
-from copyjob.transport import Headers, Record, StartAt
+from copyjob.connectors.kafka.client import Admin, Producer, end_offsets, kafka_module, open_consumer, translate
+from copyjob.connectors.kafka.schemas import RegistryClient, Schemas, SchemaTopic, schema_topic
+
+from copyjob.core.transport import Headers, Record, StartAt
 
 log = logging.getLogger("copyjob.kafka")
 

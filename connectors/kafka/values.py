@@ -12,7 +12,7 @@ import decimal
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from copyjob.schema import TableSchema
+from copyjob.core.schema import TableSchema
 
 
 def to_json_value(value: Any) -> Any:

@@ -6,7 +6,7 @@ Modules: ``_connect`` (connections, error translation), ``_catalog`` (type mappi
 ``source``, ``destination`` and ``_load`` (one load session).
 """
 
-from connectors.postgres.destination import PostgresDestination
-from connectors.postgres.source import PostgresSource
+from copyjob.connectors.postgres.destination import PostgresDestination
+from copyjob.connectors.postgres.source import PostgresSource
 
 __all__ = ["PostgresDestination", "PostgresSource"]

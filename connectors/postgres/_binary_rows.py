@@ -24,12 +24,11 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.types as pt
+from copyjob.connectors.postgres import _wire
+from copyjob.connectors.postgres._wire import Planned
 from psycopg import pq
 from psycopg.abc import AdaptContext
 from psycopg.adapt import PyFormat, Transformer
-
-from connectors.postgres import _wire
-from connectors.postgres._wire import Planned
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)  # signature, flags, header extension length
 TRAILER = struct.pack("!h", -1)

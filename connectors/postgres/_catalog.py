@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from copyjob.connectors._sql import qualified, quote_double
 
-from connectors._sql import qualified, quote_double
-from copyjob.schema import Column, LogicalType, TableName, TableSchema
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
 
 if TYPE_CHECKING:
     from sqlalchemy.types import TypeEngine
@@ -230,6 +230,6 @@ def type_sql(t: LogicalType) -> str:
 
 
 def column_list(names: Sequence[str]) -> str:
-    from connectors._sql import quote_double
+    from copyjob.connectors._sql import quote_double
 
     return ", ".join(quote_double(n) for n in names)

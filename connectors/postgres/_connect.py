@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from copyjob.errors import (
+from copyjob.core.errors import (
     AuthenticationFailed,
     ConfigurationError,
     ConnectionFailed,
@@ -18,8 +18,8 @@ from copyjob.errors import (
     DataError,
     TableNotFound,
 )
-from copyjob.schema import TableName
-from copyjob.urls import ConnectionUrl, redact
+from copyjob.core.schema import TableName
+from copyjob.core.urls import ConnectionUrl, redact
 
 # libpq reports these only as text on connect (no SQLSTATE reaches the client)
 _AUTH_MARKERS = ("password authentication failed", "no password supplied", "authentication failed",

@@ -16,10 +16,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from copyjob.connectors._sql import quote_double
+from copyjob.connectors.postgres._catalog import read_cast
 
-from connectors._sql import quote_double
-from connectors.postgres._catalog import read_cast
-from copyjob.schema import Column, TableSchema
+from copyjob.core.schema import Column, TableSchema
 
 BLOCK_BYTES = 8 << 20
 

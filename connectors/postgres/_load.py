@@ -8,21 +8,20 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from copyjob.connectors._sql import STATE_TABLE, qualified, quote_double
+from copyjob.connectors.postgres import _catalog
+from copyjob.connectors.postgres._catalog import NativeColumn, column_list
+from copyjob.connectors.postgres._connect import translate
+from copyjob.connectors.postgres._direct import DirectInserts
 
-from connectors._sql import STATE_TABLE, qualified, quote_double
-from connectors.postgres import _catalog
-from connectors.postgres._catalog import NativeColumn, column_list
-from connectors.postgres._connect import translate
-from connectors.postgres._direct import DirectInserts
-from copyjob.errors import ConfigurationError, ConnectorError, DataError
-from copyjob.interfaces import StateMarker, UpdateMethod
-from copyjob.schema import TableName
-from copyjob.urls import ConnectionUrl
+from copyjob.core.contracts import StateMarker, UpdateMethod
+from copyjob.core.errors import ConfigurationError, ConnectorError, DataError
+from copyjob.core.schema import TableName
+from copyjob.core.urls import ConnectionUrl
 
 if TYPE_CHECKING:  # Arrow and the modules built on it load with the first batch: a binary pass-through never needs them
     import pyarrow as pa
-
-    from connectors.postgres import _wire
+    from copyjob.connectors.postgres import _wire
 
 STAGE = 'pg_temp."_copyjob_stage"'
 SEQ = quote_double("__copyjob_seq")
@@ -123,7 +122,7 @@ class PostgresLoadSession:
     def _planned(column: NativeColumn, array: pa.Array, wire: _wire.Wire) -> _wire.Planned:
         """The column as ``_copy_rows`` takes it: the Arrow values with their plan (Python values are made
         there only for what _binary_rows cannot encode vectorised)."""
-        from connectors.postgres import _wire
+        from copyjob.connectors.postgres import _wire
 
         return _wire.Planned(column, array, wire)
 
@@ -131,9 +130,8 @@ class PostgresLoadSession:
         """Binary COPY of the columns: encoded a whole batch at a time (_binary_rows.py) and written in large
         chunks; when a value cannot be encoded that way, the batch goes row by row through psycopg's
         ``write_row``, which names the row and column that do not fit."""
+        from copyjob.connectors.postgres import _binary_rows, _wire
         from psycopg.types.json import set_json_dumps
-
-        from connectors.postgres import _binary_rows, _wire
 
         num_rows = len(columns[0].array) if columns else 0
         with self._conn.cursor() as cur:
@@ -174,7 +172,7 @@ class PostgresLoadSession:
         return f"COPY {into} ({self._cols_sql}) FROM STDIN (FORMAT binary)"
 
     def _wires_for(self, schema: pa.Schema) -> list[_wire.Wire]:
-        from connectors.postgres import _wire
+        from copyjob.connectors.postgres import _wire
 
         found = self._wires.get(schema)
         if found is None:
@@ -189,7 +187,7 @@ class PostgresLoadSession:
         transaction; in a merge session also the rows of those keys staged so far, so that a later ``write`` of
         a key wins and an earlier one loses (effects in call order, see connectors/_keys.py). Returns the target
         rows deleted. The keys are binary-COPied into a temporary table and joined: ``DELETE … USING``."""
-        from connectors._keys import check_delete_batch
+        from copyjob.connectors._keys import check_delete_batch
 
         key = self._match_key()
         check_delete_batch(keys, key, self._table)
@@ -213,7 +211,7 @@ class PostgresLoadSession:
         top of the staged row). Returns the target rows updated (including rows this load wrote straight
         into the table, see _direct.py). Staged through a temporary table:
         ``UPDATE … FROM``."""
-        from connectors._keys import update_targets
+        from copyjob.connectors._keys import update_targets
 
         key = self._match_key()
         others = update_targets(rows, key, (c.name for c in self._columns), self._table)
@@ -222,7 +220,7 @@ class PostgresLoadSession:
         return int(self._guard(self._update_columns, rows, key, others))
 
     def _update_columns(self, rows: pa.RecordBatch, key: tuple[str, ...], others: list[str]) -> int:
-        from connectors._keys import last_per_key
+        from copyjob.connectors._keys import last_per_key
 
         unique = last_per_key(rows, key).combine_chunks()
         batch = unique.to_batches()[0] if unique.num_rows else rows.slice(0, 0)
@@ -247,7 +245,7 @@ class PostgresLoadSession:
         if not (self._key or self._deferred_key) and self._primary_key is None:
             found = self._guard(_catalog.reflect_native, self._conn, self._table)
             self._primary_key = found[1] if found else ()
-        from connectors._keys import match_key
+        from copyjob.connectors._keys import match_key
 
         key = match_key(self._table, self._key, self._deferred_key, self._primary_key or ())
         loaded = {c.name for c in self._columns}
@@ -266,7 +264,7 @@ class PostgresLoadSession:
         by_name = {c.name: c for c in self._columns}
         columns = [by_name[n] for n in names]
         arrays = [batch.column(n) for n in names]
-        from connectors.postgres import _wire
+        from copyjob.connectors.postgres import _wire
 
         wires = [_wire.plan(c, a.type) for c, a in zip(columns, arrays, strict=True)]
         values = [self._planned(c, a, w) for c, a, w in zip(columns, arrays, wires, strict=True)]

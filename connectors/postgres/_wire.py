@@ -18,8 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.types as pt
-
-from connectors.postgres._catalog import NativeColumn
+from copyjob.connectors.postgres._catalog import NativeColumn
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since 1970
 PG_EPOCH_DAYS = 10_957  # 2000-01-01 in days since 1970

@@ -7,16 +7,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+from copyjob.connectors._sql import STATE_TABLE, qualified, quote_double
+from copyjob.connectors.postgres import _catalog
+from copyjob.connectors.postgres._connect import connect, translate
+from copyjob.connectors.postgres._direct import DirectInserts
+from copyjob.connectors.postgres._load import PostgresLoadSession
 
-from connectors._sql import STATE_TABLE, qualified, quote_double
-from connectors.postgres import _catalog
-from connectors.postgres._connect import connect, translate
-from connectors.postgres._direct import DirectInserts
-from connectors.postgres._load import PostgresLoadSession
-from copyjob.errors import ConfigurationError, TableNotFound
-from copyjob.interfaces import DestinationCapabilities, StateMarker, UpdateMethod
-from copyjob.schema import Column, TableName, TableSchema
-from copyjob.urls import ConnectionUrl
+from copyjob.core.contracts import DestinationCapabilities, StateMarker, UpdateMethod
+from copyjob.core.errors import ConfigurationError, TableNotFound
+from copyjob.core.schema import Column, TableName, TableSchema
+from copyjob.core.urls import ConnectionUrl
 
 _CREATE_STATE = f"""
 CREATE TABLE IF NOT EXISTS {quote_double(STATE_TABLE)} (

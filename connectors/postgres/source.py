@@ -6,16 +6,16 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from copyjob.connectors._sql import qualified, quote_double, render_filters
+from copyjob.connectors.postgres import _catalog
+from copyjob.connectors.postgres._connect import connect, translate
+from copyjob.connectors.postgres._copy_out import copy_out_chunks
 from psycopg import sql
 
-from connectors._sql import qualified, quote_double, render_filters
-from connectors.postgres import _catalog
-from connectors.postgres._connect import connect, translate
-from connectors.postgres._copy_out import copy_out_chunks
-from copyjob.errors import TableNotFound
-from copyjob.interfaces import RowFilter, SourceCapabilities
-from copyjob.schema import TableName, TableSchema
-from copyjob.urls import ConnectionUrl
+from copyjob.core.contracts import RowFilter, SourceCapabilities
+from copyjob.core.errors import TableNotFound
+from copyjob.core.schema import TableName, TableSchema
+from copyjob.core.urls import ConnectionUrl
 
 if TYPE_CHECKING:  # Arrow is imported when rows are decoded: the binary pass-through never needs it
     import pyarrow as pa
@@ -62,8 +62,7 @@ class PostgresSource:
              batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
         """Rows as Arrow batches, parsed from CSV COPY by Arrow (see ``_csv_read``)."""
         import pyarrow as pa
-
-        from connectors.postgres import _csv_read
+        from copyjob.connectors.postgres import _csv_read
 
         select = (f"SELECT {', '.join(_csv_read.select_expressions(schema))} "
                   f"FROM {self._table_sql(schema.table)}{self._where(filters)}")
@@ -146,7 +145,7 @@ class PostgresSource:
 
 def _batches(rows: Iterator[tuple[Any, ...]], batch_rows: int, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """Group rows into batches of ``batch_rows``: only one batch of Python rows is alive at a time."""
-    from connectors._arrow import rows_to_batch
+    from copyjob.connectors._arrow import rows_to_batch
 
     chunk: list[tuple[Any, ...]] = []
     append = chunk.append

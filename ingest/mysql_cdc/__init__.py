@@ -10,10 +10,10 @@ Connection arguments, reflection and value conversion come from the caller (copy
 this package imports no connector.
 """
 
-from ingest.mysql_cdc.checks import ServerInfo, server_info
-from ingest.mysql_cdc.positions import Position, at_or_before, earliest, is_binlog_position, order_key
-from ingest.mysql_cdc.reader import CaptureTable, MysqlBinlogCapture
-from ingest.mysql_cdc.snapshot import begin_consistent_snapshot, current_position
+from copyjob.ingest.mysql_cdc.checks import ServerInfo, server_info
+from copyjob.ingest.mysql_cdc.positions import Position, at_or_before, earliest, is_binlog_position, order_key
+from copyjob.ingest.mysql_cdc.reader import CaptureTable, MysqlBinlogCapture
+from copyjob.ingest.mysql_cdc.snapshot import begin_consistent_snapshot, current_position
 
 __all__ = [
     "CaptureTable",

@@ -6,7 +6,7 @@ from typing import Any
 
 import pymysql
 
-from copyjob.errors import ConfigurationError
+from copyjob.core.errors import ConfigurationError
 
 ACCESS_DENIED = {1227, 1044, 1045, 1142, 1143}
 _PARSE_ERROR = 1064

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pymysql
+from copyjob.ingest.mysql_cdc._sql import ACCESS_DENIED, binlog_status, rows, text
 
-from copyjob.errors import ConfigurationError
-from ingest.mysql_cdc._sql import ACCESS_DENIED, binlog_status, rows, text
+from copyjob.core.errors import ConfigurationError
 
 _VARIABLES = ("log_bin", "binlog_format", "binlog_row_image", "binlog_row_metadata", "gtid_mode",
               "binlog_row_value_options", "binlog_transaction_compression", "server_id")

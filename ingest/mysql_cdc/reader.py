@@ -1,6 +1,6 @@
 """The binlog reader: row changes of the job's tables from a MySQL or MariaDB binlog, as change batches.
 
-:class:`MysqlBinlogCapture` implements :class:`copyjob.interfaces.ChangeCapture` over pymysqlreplication's
+:class:`MysqlBinlogCapture` implements :class:`copyjob.core.contracts.ChangeCapture` over pymysqlreplication's
 ``BinLogStreamReader``:
 
 1. it starts at the earliest start position of its tables (see :mod:`ingest.mysql_cdc.positions`): by GTID
@@ -9,7 +9,7 @@
 2. it follows transactions (GTID event or ``BEGIN`` … XID or ``COMMIT``) and numbers each table's changes
    within a transaction, so every change has a position, and skips the changes at or before its table's
    start position (a resume inside a multi-row transaction skips exactly the rows already applied);
-3. rows become :class:`~copyjob.changes.ChangeEvent` s converted to the table's logical types; ``TRUNCATE``
+3. rows become :class:`~copyjob.core.changes.ChangeEvent` s converted to the table's logical types; ``TRUNCATE``
    becomes op ``t``; any other statement naming a table (``ALTER TABLE`` …) reflects that table again, and
    later batches carry the new schema;
 4. it reads with server heartbeats, so :meth:`~MysqlBinlogCapture.next_batches` returns within its timeout
@@ -25,13 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
-
-from copyjob.changes import ChangeBatch, ChangeEvent, Op
-from copyjob.errors import ConfigurationError, ConnectorError, CopyjobError, TableNotFound
-from copyjob.schema import TableName, TableSchema
-from ingest.mysql_cdc._sql import ACCESS_DENIED
-from ingest.mysql_cdc.checks import ServerInfo
-from ingest.mysql_cdc.positions import (
+from copyjob.ingest.mysql_cdc._sql import ACCESS_DENIED
+from copyjob.ingest.mysql_cdc.checks import ServerInfo
+from copyjob.ingest.mysql_cdc.positions import (
     OrderKey,
     Position,
     between,
@@ -41,8 +37,12 @@ from ingest.mysql_cdc.positions import (
     mysql_after,
     order_key,
 )
-from ingest.mysql_cdc.statements import Statement, classify
-from ingest.mysql_cdc.values import ConverterFor, row_converter
+from copyjob.ingest.mysql_cdc.statements import Statement, classify
+from copyjob.ingest.mysql_cdc.values import ConverterFor, row_converter
+
+from copyjob.core.changes import ChangeBatch, ChangeEvent, Op
+from copyjob.core.errors import ConfigurationError, ConnectorError, CopyjobError, TableNotFound
+from copyjob.core.schema import TableName, TableSchema
 
 log = logging.getLogger(__name__)
 

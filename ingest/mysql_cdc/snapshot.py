@@ -22,11 +22,11 @@ import logging
 from typing import Any
 
 import pymysql
+from copyjob.ingest.mysql_cdc._sql import ACCESS_DENIED, binlog_status, execute, rows, text
+from copyjob.ingest.mysql_cdc.checks import ServerInfo
+from copyjob.ingest.mysql_cdc.positions import Position, between
 
-from copyjob.errors import ConfigurationError
-from ingest.mysql_cdc._sql import ACCESS_DENIED, binlog_status, execute, rows, text
-from ingest.mysql_cdc.checks import ServerInfo
-from ingest.mysql_cdc.positions import Position, between
+from copyjob.core.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from copyjob.errors import DataError
-from copyjob.schema import Column, TableSchema
+from copyjob.core.errors import DataError
+from copyjob.core.schema import Column, TableSchema
 
 Convert = Callable[[Any], Any]
 ConverterFor = Callable[[Column], Convert | None]

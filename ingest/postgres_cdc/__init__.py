@@ -10,11 +10,11 @@ This package talks to PostgreSQL only; connection parameters and the type mappin
 (``copyjob.cdc_postgres``), which also reads snapshots through the PostgreSQL connector.
 """
 
-from ingest.postgres_cdc._replication import format_lsn, parse_lsn
-from ingest.postgres_cdc.handoff import ExportedSnapshot, snapshot_position
-from ingest.postgres_cdc.pgoutput import PgOutputDecoder, Relation
-from ingest.postgres_cdc.setup import ReplicationSetup, SlotInfo, default_name
-from ingest.postgres_cdc.stream import STOP_PREFIX, PgChangeStream, StreamOptions
+from copyjob.ingest.postgres_cdc._replication import format_lsn, parse_lsn
+from copyjob.ingest.postgres_cdc.handoff import ExportedSnapshot, snapshot_position
+from copyjob.ingest.postgres_cdc.pgoutput import PgOutputDecoder, Relation
+from copyjob.ingest.postgres_cdc.setup import ReplicationSetup, SlotInfo, default_name
+from copyjob.ingest.postgres_cdc.stream import STOP_PREFIX, PgChangeStream, StreamOptions
 
 __all__ = [
     "STOP_PREFIX",

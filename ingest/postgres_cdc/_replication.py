@@ -19,14 +19,14 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
-from copyjob.errors import (
+from copyjob.core.errors import (
     AuthenticationFailed,
     ConfigurationError,
     ConnectionFailed,
     ConnectorError,
     CopyjobError,
 )
-from copyjob.urls import redact
+from copyjob.core.urls import redact
 
 PG_EPOCH_S = 946_684_800
 KEEPALIVE = struct.Struct(">QQB").unpack_from

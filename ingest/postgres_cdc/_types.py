@@ -15,7 +15,7 @@ import decimal
 from collections.abc import Callable
 from typing import Any
 
-from copyjob.schema import LogicalType
+from copyjob.core.schema import LogicalType
 
 TextConverter = Callable[[bytes], Any]
 

@@ -25,8 +25,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from copyjob.interfaces import SnapshotResult
-from ingest.postgres_cdc._replication import ReplicationConnection, format_lsn, parse_lsn
+from copyjob.ingest.postgres_cdc._replication import ReplicationConnection, format_lsn, parse_lsn
+
+from copyjob.core.contracts import SnapshotResult
 
 log = logging.getLogger("copyjob.cdc")
 

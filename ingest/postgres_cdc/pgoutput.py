@@ -27,10 +27,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from copyjob.changes import UNCHANGED_TOAST, ChangeEvent
-from copyjob.errors import ConnectorError
-from copyjob.schema import Column, LogicalType, TableName, TableSchema
-from ingest.postgres_cdc._types import TextConverter, text_converter
+from copyjob.ingest.postgres_cdc._types import TextConverter, text_converter
+
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeEvent
+from copyjob.core.errors import ConnectorError
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
 
 PG_EPOCH_MS = 946_684_800_000
 """2000-01-01T00:00:00Z in milliseconds since 1970: pgoutput timestamps count microseconds from there."""

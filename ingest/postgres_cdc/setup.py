@@ -23,8 +23,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from copyjob.errors import ConfigurationError, ConnectorError
-from copyjob.schema import TableName
+from copyjob.core.errors import ConfigurationError, ConnectorError
+from copyjob.core.schema import TableName
 
 COMMENT_PREFIX = "created by copyjob for job "
 _NAME = re.compile(r"[^a-z0-9_]")

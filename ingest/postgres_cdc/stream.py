@@ -1,4 +1,4 @@
-"""Streaming a replication slot as change batches (:class:`copyjob.interfaces.ChangeCapture`).
+"""Streaming a replication slot as change batches (:class:`copyjob.core.contracts.ChangeCapture`).
 
 A reader thread owns the replication connection: it decodes pgoutput messages, cuts them into *chunks* and
 hands each chunk (one :class:`ChangeBatch` per table, in stream order) to :meth:`PgChangeStream.next_batches`
@@ -33,10 +33,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from copyjob.changes import ChangeBatch
-from copyjob.errors import CopyjobError
-from ingest.postgres_cdc._replication import KEEPALIVE, XLOGDATA_HEADER, ReplicationConnection, format_lsn
-from ingest.postgres_cdc.pgoutput import PgOutputDecoder
+from copyjob.ingest.postgres_cdc._replication import KEEPALIVE, XLOGDATA_HEADER, ReplicationConnection, format_lsn
+from copyjob.ingest.postgres_cdc.pgoutput import PgOutputDecoder
+
+from copyjob.core.changes import ChangeBatch
+from copyjob.core.errors import CopyjobError
 
 log = logging.getLogger("copyjob.cdc")
 STOP_PREFIX = "copyjob.stop"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from apply.changes import append_rows, fold, split_unchanged
-from copyjob.changes import UNCHANGED_TOAST, ChangeEvent
+from copyjob.apply.changes import append_rows, fold, split_unchanged
+
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeEvent
 
 
 def c(i: int, v: str) -> ChangeEvent:

@@ -12,12 +12,12 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+from copyjob.connectors.duckdb import DuckdbDestination, DuckdbSource
 
-from connectors.duckdb import DuckdbDestination, DuckdbSource
-from copyjob.errors import ConfigurationError, ConnectionFailed, DataError, TableNotFound
-from copyjob.interfaces import Bound, RowFilter, StateMarker
-from copyjob.schema import Column, LogicalType, TableName, TableSchema
-from copyjob.urls import parse_url
+from copyjob.core.contracts import Bound, RowFilter, StateMarker
+from copyjob.core.errors import ConfigurationError, ConnectionFailed, DataError, TableNotFound
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
+from copyjob.core.urls import parse_url
 
 UTC = dt.UTC
 T = LogicalType
@@ -535,8 +535,9 @@ def test_update_columns_refuses_a_bad_value(dest: DuckdbDestination, src: Duckdb
 
 
 def test_apply_changes_end_to_end(dest: DuckdbDestination, src: DuckdbSource) -> None:
-    from apply.changes import apply_changes
-    from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+    from copyjob.apply.changes import apply_changes
+
+    from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 
     schema = _three(dest)
     later = T0 + dt.timedelta(hours=1)

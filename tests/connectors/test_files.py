@@ -12,16 +12,16 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
+from copyjob.connectors.files import FileDestination, FileSource
+from copyjob.connectors.files.destination import output_name
+from copyjob.connectors.files.filesystem import glob_regex
+from copyjob.connectors.files.readers import JsonLinesReader
 
-from connectors.files import FileDestination, FileSource
-from connectors.files.destination import output_name
-from connectors.files.filesystem import glob_regex
-from connectors.files.readers import JsonLinesReader
-from copyjob.errors import BadFile, ConfigurationError
-from copyjob.interfaces import FileColumnsGrew, FileInfo, FileSet, StateMarker
+from copyjob.core.contracts import FileColumnsGrew, FileInfo, FileSet, StateMarker
+from copyjob.core.errors import BadFile, ConfigurationError
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
+from copyjob.core.urls import parse_url
 from copyjob.jobfile import CsvOptions
-from copyjob.schema import Column, LogicalType, TableName, TableSchema
-from copyjob.urls import parse_url
 
 
 def source(root: Path) -> FileSource:

@@ -16,15 +16,15 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, ClassVar
 
+import copyjob.connectors.kafka as kafka_api
 import pytest
+from copyjob.connectors.kafka import avro
+from copyjob.connectors.kafka.codec import Decoder, Encoder, SourceInfo
+from copyjob.connectors.kafka.memory import MemoryTransport
+from copyjob.connectors.kafka.schemas import RegistryClient, SchemaTopic
 
-import connectors.kafka as kafka_api
-from connectors.kafka import avro
-from connectors.kafka.codec import Decoder, Encoder, SourceInfo
-from connectors.kafka.schemas import RegistryClient, SchemaTopic
-from copyjob.changes import ChangeEvent
-from copyjob.schema import Column, LogicalType, TableName, TableSchema
-from copyjob.transport import MemoryTransport
+from copyjob.core.changes import ChangeEvent
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
 from tests.services.kafka import KafkaBroker
 
 SCHEMA = TableSchema(TableName("orders", "public"), (
@@ -131,7 +131,7 @@ def test_tombstone_and_decode_message_with_fixed_schemas() -> None:
 
 def test_schema_topic_lets_another_process_decode(kafka_broker: KafkaBroker) -> None:
     writer = SchemaTopic(kafka_broker.bootstrap, {}, "sch1")
-    from connectors.kafka.client import Admin
+    from copyjob.connectors.kafka.client import Admin
 
     Admin(kafka_broker.bootstrap, {}).ensure_topics({"sch1._schemas": True}, 1, 1)
     enc = Encoder("avro", writer).for_table("sch1.public.orders", SCHEMA, ("id",))

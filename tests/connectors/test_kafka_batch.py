@@ -12,12 +12,12 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from copyjob.connectors.kafka import codec
+from copyjob.connectors.kafka.codec import Decoder, Encoder, SourceInfo
+from copyjob.connectors.kafka.memory import MemoryTransport
 
-from connectors.kafka import codec
-from connectors.kafka.codec import Decoder, Encoder, SourceInfo
-from copyjob.changes import ChangeEvent
-from copyjob.schema import Column, LogicalType, TableName, TableSchema
-from copyjob.transport import MemoryTransport
+from copyjob.core.changes import ChangeEvent
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
 
 TS = 1_767_348_000_123
 INFO = SourceInfo("postgresql", "shop", "public", "things")
@@ -156,7 +156,7 @@ def test_columns_of_other_arrow_types_are_cast_or_fall_back() -> None:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_batch_decoding_gives_back_the_rows(seed: int) -> None:
-    from connectors.kafka.batch_decode import decode_upserts
+    from copyjob.connectors.kafka.batch_decode import decode_upserts
 
     rng = random.Random(seed)
     batch = random_batch(rng, rng.choice([1, 9, 300]), null_share=rng.choice([0.0, 0.3, 1.0]))
@@ -172,7 +172,7 @@ def test_batch_decoding_gives_back_the_rows(seed: int) -> None:
 
 
 def test_batch_decoding_refuses_what_is_not_an_upsert() -> None:
-    from connectors.kafka.batch_decode import decode_upserts
+    from copyjob.connectors.kafka.batch_decode import decode_upserts
 
     bus = MemoryTransport()
     enc = Encoder("avro", bus).for_table("shop.public.things", SCHEMA, ("id",))
@@ -186,7 +186,7 @@ def test_batch_decoding_refuses_what_is_not_an_upsert() -> None:
 
 
 def test_batch_decoding_refuses_truncated_or_padded_messages() -> None:
-    from connectors.kafka.batch_decode import decode_upserts
+    from copyjob.connectors.kafka.batch_decode import decode_upserts
 
     enc = Encoder("avro", MemoryTransport()).for_table("shop.public.things", SCHEMA, ("id",))
     _, values = enc.encode_batch(random_batch(random.Random(3), 4), "r", INFO, {"watermark": None})

@@ -9,12 +9,12 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from copyjob.connectors.mysql import MysqlDestination, MysqlSource
 
-from connectors.mysql import MysqlDestination, MysqlSource
-from copyjob.errors import AuthenticationFailed, ConfigurationError, ConnectionFailed, DataError, TableNotFound
-from copyjob.interfaces import Bound, RowFilter, StateMarker, UpdateMethod
-from copyjob.schema import Column, LogicalType, TableName, TableSchema
-from copyjob.urls import ConnectionUrl, parse_url
+from copyjob.core.contracts import Bound, RowFilter, StateMarker, UpdateMethod
+from copyjob.core.errors import AuthenticationFailed, ConfigurationError, ConnectionFailed, DataError, TableNotFound
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
+from copyjob.core.urls import ConnectionUrl, parse_url
 from tests.services.mariadb import MariadbServer
 
 UTC = dt.UTC
@@ -489,7 +489,7 @@ def test_zero_dates_read_as_null_and_long_times_refused(mariadb_server: MariadbS
 
 
 def test_registry_opens_both_schemes(mariadb_url: str) -> None:
-    from connectors import open_destination, open_source
+    from copyjob.connectors import open_destination, open_source
 
     for raw in (mariadb_url, mariadb_url.replace("mysql://", "mariadb://", 1)):
         src, dst = open_source(parse_url(raw)), open_destination(parse_url(raw))
@@ -643,8 +643,9 @@ def test_update_columns_refuses_a_bad_value(mariadb_server: MariadbServer, url: 
 
 def test_apply_changes_end_to_end(mariadb_server: MariadbServer, url: ConnectionUrl,
                                   dest: MysqlDestination) -> None:
-    from apply.changes import apply_changes
-    from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+    from copyjob.apply.changes import apply_changes
+
+    from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 
     schema = three_people(dest)
     target = dest.reflect(schema.table)

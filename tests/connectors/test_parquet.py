@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from copyjob.connectors.parquet import SCHEMA_FILE, ParquetDestination, data_files
 
-from connectors.parquet import SCHEMA_FILE, ParquetDestination, data_files
-from copyjob.errors import ConfigurationError, DataError, TableNotFound
-from copyjob.interfaces import StateMarker
-from copyjob.schema import Column, LogicalType, TableName, TableSchema
-from copyjob.urls import parse_url
+from copyjob.core.contracts import StateMarker
+from copyjob.core.errors import ConfigurationError, DataError, TableNotFound
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
+from copyjob.core.urls import parse_url
 
 UTC = dt.UTC
 T = LogicalType
@@ -488,8 +488,9 @@ def test_update_columns_refuses_nulls_in_a_not_null_column(dest: ParquetDestinat
 
 
 def test_apply_changes_end_to_end(dest: ParquetDestination) -> None:
-    from apply.changes import apply_changes
-    from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+    from copyjob.apply.changes import apply_changes
+
+    from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 
     schema = _three(dest)
     later = T0 + dt.timedelta(hours=1)

@@ -10,18 +10,18 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from copyjob.connectors.postgres import PostgresDestination, PostgresSource
 
-from connectors.postgres import PostgresDestination, PostgresSource
-from copyjob.errors import (
+from copyjob.core.contracts import Bound, RowFilter, StateMarker
+from copyjob.core.errors import (
     AuthenticationFailed,
     ConfigurationError,
     ConnectionFailed,
     DataError,
     TableNotFound,
 )
-from copyjob.interfaces import Bound, RowFilter, StateMarker
-from copyjob.schema import Column, LogicalType, TableName, TableSchema
-from copyjob.urls import parse_url
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
+from copyjob.core.urls import parse_url
 from tests.services.postgres import PostgresServer
 
 UTC = dt.UTC
@@ -683,8 +683,9 @@ def test_update_columns_refuses_a_bad_value(postgres_server: PostgresServer, pg_
 
 
 def test_apply_changes_end_to_end(postgres_server: PostgresServer, pg_url: str, dest: PostgresDestination) -> None:
-    from apply.changes import apply_changes
-    from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+    from copyjob.apply.changes import apply_changes
+
+    from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 
     make_docs(postgres_server, pg_url)
     events = [

@@ -11,12 +11,12 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from copyjob.connectors.sqlite import SqliteDestination, SqliteSource
 
-from connectors.sqlite import SqliteDestination, SqliteSource
-from copyjob.errors import ConfigurationError, ConnectionFailed, DataError, TableNotFound
-from copyjob.interfaces import Bound, RowFilter, StateMarker
-from copyjob.schema import Column, LogicalType, TableName, TableSchema
-from copyjob.urls import parse_url
+from copyjob.core.contracts import Bound, RowFilter, StateMarker
+from copyjob.core.errors import ConfigurationError, ConnectionFailed, DataError, TableNotFound
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
+from copyjob.core.urls import parse_url
 
 UTC = dt.UTC
 T = LogicalType
@@ -566,8 +566,9 @@ def test_update_columns_refuses_a_bad_value(dest: SqliteDestination, db: Path) -
 
 
 def test_apply_changes_end_to_end(dest: SqliteDestination, db: Path) -> None:
-    from apply.changes import apply_changes
-    from copyjob.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+    from copyjob.apply.changes import apply_changes
+
+    from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 
     schema = _three(dest)
     later = T0 + dt.timedelta(hours=1)

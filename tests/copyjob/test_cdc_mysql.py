@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from copyjob.ingest.mysql_cdc import order_key
 
-from copyjob.schema import TableName
-from copyjob.urls import parse_url
-from ingest.mysql_cdc import order_key
+from copyjob.core.schema import TableName
+from copyjob.core.urls import parse_url
 from tests.helpers import ROOT, copyjob, write_job
 from tests.services.mariadb import MariadbServer
 
@@ -133,7 +133,7 @@ def job(tmp_path: Path, source: Source, destination: str, method: str, tables: t
 
 def rows_of(url: str, table: str) -> list[dict[str, Any]]:
     """Every row as the connector reads it (logical types), sorted by id."""
-    from connectors import open_source
+    from copyjob.connectors import open_source
 
     src = open_source(parse_url(url))
     try:

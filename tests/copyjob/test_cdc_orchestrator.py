@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from copyjob.offsets import open_state_store
 
 from copyjob import cdc
-from copyjob.changes import ChangeBatch, ChangeEvent, Op
-from copyjob.interfaces import SnapshotResult, Source
+from copyjob.core.changes import ChangeBatch, ChangeEvent, Op
+from copyjob.core.contracts import SnapshotResult, Source
+from copyjob.core.schema import TableName, TableSchema
 from copyjob.jobfile import Job
 from copyjob.loader import LoadedJob
 from copyjob.progress import Progress
 from copyjob.runner import JobRun
-from copyjob.schema import TableName, TableSchema
-from offsets import open_state_store
 from tests.helpers import duckdb_rows, sqlite_script
 
 T = TableName("t")

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from copyjob.offsets import default_state_url, open_state_store
 
-from copyjob.interfaces import StateStore, TableState
+from copyjob.core.contracts import StateStore, TableState
 from copyjob.loader import load_job
 from copyjob.runner import JobRun
-from offsets import default_state_url, open_state_store
 from tests.helpers import ROOT, copyjob, duckdb_rows, sqlite_exec, sqlite_rows, sqlite_script, write_job
 
 

@@ -21,13 +21,13 @@ import pyarrow.csv as pcsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from copyjob.ingest.files import FileMark
+from copyjob.offsets import default_state_url, open_state_store
 
-from copyjob.errors import JobFileError
-from copyjob.interfaces import TableRunRecord
+from copyjob.core.contracts import TableRunRecord
+from copyjob.core.errors import JobFileError
 from copyjob.loader import load_job
 from copyjob.runner import JobRun
-from ingest.files import FileMark
-from offsets import default_state_url, open_state_store
 from tests.helpers import ROOT, copyjob, duckdb_rows, sqlite_rows, write_job
 
 S = 1_000_000_000
@@ -299,11 +299,12 @@ class DiesOnSave:
 
 def test_large_files_stream_and_a_death_before_the_state_save_does_not_double(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import connectors.files.readers
+    import copyjob.connectors.files.readers
+
     import copyjob.file_copy
 
     monkeypatch.setattr(copyjob.file_copy, "SMALL_FILE_BYTES", 10_000)  # these files stream
-    monkeypatch.setattr(connectors.files.readers, "BLOCK_BYTES", 8192)  # in many blocks
+    monkeypatch.setattr(copyjob.connectors.files.readers, "BLOCK_BYTES", 8192)  # in many blocks
     src = tmp_path / "in"
     lines = [json.dumps({"id": i, "v": "x" * 20}) for i in range(3000)]
     lines[2500] = json.dumps({"id": 2500, "v": "y", "late": 1})  # a key first seen far into the file

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.kafka.codec import Encoder, SourceInfo
-from connectors.sqlite import SqliteDestination
-from copyjob.changes import ChangeBatch, ChangeEvent
+from copyjob.connectors.kafka.codec import Encoder, SourceInfo
+from copyjob.connectors.kafka.memory import MemoryTransport
+from copyjob.connectors.sqlite import SqliteDestination
+
+from copyjob.core.changes import ChangeBatch, ChangeEvent
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
+from copyjob.core.urls import parse_url
 from copyjob.jobfile import ResolvedTable, TableSpec
 from copyjob.kafka_apply import Applier, ApplyTable
 from copyjob.kafka_capture import publish_batch
-from copyjob.schema import Column, LogicalType, TableName, TableSchema
-from copyjob.transport import MemoryTransport
-from copyjob.urls import parse_url
 from tests.helpers import sqlite_rows, sqlite_script
 
 SCHEMA = TableSchema(TableName("items"), (Column("id", LogicalType("int64"), nullable=False),

@@ -219,7 +219,7 @@ def test_dead_letter_topic(tmp_path: Path, kafka_broker: KafkaBroker, postgres_s
     headers = dict(got[0].headers() or [])
     error = bytes(headers["copyjob.error"] or b"").lower()
     assert b"amount" in error or b"check" in error
-    from connectors.kafka import open_decoder
+    from copyjob.connectors.kafka import open_decoder
 
     after = open_decoder(kafka_broker.bootstrap, prefix).decode(got[0].value()).after
     assert after is not None and after["amount"] >= 250

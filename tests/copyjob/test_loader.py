@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from copyjob.errors import JobFileError
+from copyjob.core.errors import JobFileError
 from copyjob.loader import load_job
 
 GOOD = """\

@@ -267,7 +267,7 @@ def test_demo_runs(tmp_path: Path) -> None:
 
 
 def test_a_second_run_of_the_same_job_is_skipped_while_one_holds_the_lock(tmp_path: Path, shop: Path) -> None:
-    from offsets import default_state_url, open_state_store
+    from copyjob.offsets import default_state_url, open_state_store
 
     j = job(tmp_path, mode="full", update_method="overwrite")
     store = open_state_store(default_state_url(j.resolve()))

@@ -8,12 +8,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from copyjob.offsets import default_state_url, open_state_store
 
 from copyjob.jobfile import Schedule
 from copyjob.loader import load_job
 from copyjob.schedule import ScheduleRule, is_missed, load_last_fire, local_zone, recorded_fire, save_last_fire
 from copyjob.serve import Server, files_label, schedule_label, served_job
-from offsets import default_state_url, open_state_store
 from tests.helpers import sqlite_rows, sqlite_script, write_job
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from copyjob.offsets import open_state_store
 
-from copyjob.errors import UsageError
+from copyjob.core.errors import UsageError
 from copyjob.jobfile import Schedule
 from copyjob.schedule import ScheduleRule, save_last_fire
 from copyjob.serve import find_job_files
-from offsets import open_state_store
 from tests.helpers import ROOT, copyjob, sqlite_rows, sqlite_script, write_job
 
 pytestmark = pytest.mark.timeout(60)

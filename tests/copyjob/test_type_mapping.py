@@ -12,10 +12,10 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from copyjob.connectors import open_destination, open_source
 
-from connectors import open_destination, open_source
-from copyjob.schema import Column, LogicalType, TableName, TableSchema
-from copyjob.urls import parse_url
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
+from copyjob.core.urls import parse_url
 from tests.helpers import copyjob, write_job
 
 SCHEMA = TableSchema(TableName("alltypes"), (

@@ -9,8 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from ingest.file_watcher import Debouncer, FileWatcher
+from copyjob.ingest.file_watcher import Debouncer, FileWatcher
 
 
 def wait_for_batch(watcher: FileWatcher, timeout: float = 5.0) -> list[str]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from copyjob.interfaces import FileInfo
-from ingest.files import (
+from copyjob.ingest.files import (
     FileMark,
     after_copy,
     after_failure,
@@ -12,6 +11,8 @@ from ingest.files import (
     forget_vanished,
     start_pass,
 )
+
+from copyjob.core.contracts import FileInfo
 
 S = 1_000_000_000  # one second in nanoseconds
 

@@ -10,16 +10,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+from copyjob.ingest.mysql_cdc import MysqlBinlogCapture, order_key
+from copyjob.ingest.mysql_cdc.positions import file_number, mariadb_after, mysql_after
+from copyjob.ingest.mysql_cdc.statements import classify
+from copyjob.snapshot import read_table
 
-from copyjob.changes import ChangeEvent
-from copyjob.errors import ConfigurationError
+from copyjob.core.changes import ChangeEvent
+from copyjob.core.errors import ConfigurationError
+from copyjob.core.schema import TableName
+from copyjob.core.urls import parse_url
 from copyjob.jobfile import CdcSettings
-from copyjob.schema import TableName
-from copyjob.urls import parse_url
-from ingest.mysql_cdc import MysqlBinlogCapture, order_key
-from ingest.mysql_cdc.positions import file_number, mariadb_after, mysql_after
-from ingest.mysql_cdc.statements import classify
-from snapshot import read_table
 from tests.services.mariadb import MariadbServer
 
 pytest.importorskip("pymysqlreplication")
@@ -36,7 +36,8 @@ class Db:
         self.server.execute_all(self.name, *statements)
 
     def cdc(self, **settings: Any) -> Any:
-        from connectors.mysql import MysqlSource
+        from copyjob.connectors.mysql import MysqlSource
+
         from copyjob.cdc_mysql import MysqlCdc
 
         url = parse_url(self.url)
@@ -274,7 +275,7 @@ def test_server_id_of_the_source_is_refused(db: Db) -> None:
 
 
 def test_unreadable_values_and_unnamed_columns_stop_the_stream(db: Db, capture_of: Any) -> None:
-    from copyjob.errors import DataError
+    from copyjob.core.errors import DataError
 
     db.sql("CREATE TABLE t (id INT PRIMARY KEY, tm TIME)")
     cdc = db.cdc()
@@ -294,7 +295,7 @@ def test_unreadable_values_and_unnamed_columns_stop_the_stream(db: Db, capture_o
 
 
 def test_a_position_the_binlog_no_longer_has_says_to_reset(db: Db, capture_of: Any) -> None:
-    from copyjob.errors import ConnectorError
+    from copyjob.core.errors import ConnectorError
 
     db.sql("CREATE TABLE t (id INT PRIMARY KEY)")
     cdc = db.cdc()

@@ -10,12 +10,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from copyjob.connectors.postgres._catalog import logical_type
+from copyjob.ingest.postgres_cdc import PgOutputDecoder
+from copyjob.ingest.postgres_cdc._types import BUILTIN_TYPES
 
-from connectors.postgres._catalog import logical_type
-from copyjob.changes import UNCHANGED_TOAST, ChangeEvent
-from copyjob.schema import LogicalType, TableName
-from ingest.postgres_cdc import PgOutputDecoder
-from ingest.postgres_cdc._types import BUILTIN_TYPES
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeEvent
+from copyjob.core.schema import LogicalType, TableName
 from tests.pg_cdc import drop_slots
 
 T = TableName("t", "public")

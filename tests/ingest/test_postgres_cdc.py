@@ -12,14 +12,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
-from connectors.postgres._catalog import logical_type
-from connectors.postgres._connect import connection_params
-from copyjob.changes import ChangeEvent
-from copyjob.errors import ConfigurationError
-from copyjob.schema import LogicalType, TableName
-from copyjob.urls import parse_url
-from ingest.postgres_cdc import (
+from copyjob.connectors.postgres._catalog import logical_type
+from copyjob.connectors.postgres._connect import connection_params
+from copyjob.ingest.postgres_cdc import (
     STOP_PREFIX,
     ExportedSnapshot,
     PgChangeStream,
@@ -27,8 +22,13 @@ from ingest.postgres_cdc import (
     ReplicationSetup,
     StreamOptions,
 )
-from ingest.postgres_cdc._replication import ReplicationConnection
-from ingest.postgres_cdc._types import BUILTIN_TYPES
+from copyjob.ingest.postgres_cdc._replication import ReplicationConnection
+from copyjob.ingest.postgres_cdc._types import BUILTIN_TYPES
+
+from copyjob.core.changes import ChangeEvent
+from copyjob.core.errors import ConfigurationError
+from copyjob.core.schema import LogicalType, TableName
+from copyjob.core.urls import parse_url
 from tests.pg_cdc import drop_slots, execute, rows
 from tests.services.postgres import PostgresServer, start_postgres
 

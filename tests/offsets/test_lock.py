@@ -13,13 +13,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+from copyjob.offsets import LockInfo, RunLock, SqlStateStore, open_state_store
+from copyjob.offsets import lock as lock_module
+from copyjob.offsets.schema import locks
 from sqlalchemy import insert
 
-from copyjob.errors import StateError
-from copyjob.interfaces import TableState
-from offsets import LockInfo, RunLock, SqlStateStore, open_state_store
-from offsets import lock as lock_module
-from offsets.schema import locks
+from copyjob.core.contracts import TableState
+from copyjob.core.errors import StateError
 
 REPO = Path(__file__).parents[2]
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from copyjob.offsets import open_state_store
 from sqlalchemy import text
-
-from offsets import open_state_store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from copyjob.offsets import SqlStateStore, default_state_url, open_state_store
+from copyjob.offsets.schema import SCHEMA_VERSION, meta
 from sqlalchemy import event, text, update
 
-import offsets
-from copyjob.errors import ConfigurationError, StateError
-from copyjob.interfaces import RunRecord, TableRunRecord, TableState
-from offsets import SqlStateStore, default_state_url, open_state_store
-from offsets.schema import SCHEMA_VERSION, meta
+from copyjob import offsets
+from copyjob.core.contracts import RunRecord, TableRunRecord, TableState
+from copyjob.core.errors import ConfigurationError, StateError
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -65,7 +65,7 @@ def test_public_api_is_pinned() -> None:
 
 
 def test_importing_offsets_does_not_import_sqlalchemy() -> None:
-    code = "import sys, offsets; offsets.default_state_url; assert 'sqlalchemy' not in sys.modules"
+    code = "import sys; from copyjob import offsets; offsets.default_state_url; assert 'sqlalchemy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
 
 

@@ -14,11 +14,11 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 import pytest
+from copyjob.connectors.postgres.destination import PostgresDestination
 
-from connectors.postgres.destination import PostgresDestination
-from copyjob.errors import DataError
-from copyjob.schema import Column, LogicalType, TableName, TableSchema
-from copyjob.urls import parse_url
+from copyjob.core.errors import DataError
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
+from copyjob.core.urls import parse_url
 
 UTC = dt.UTC
 D = decimal.Decimal

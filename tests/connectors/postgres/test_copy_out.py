@@ -8,8 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
-
-from connectors.postgres._copy_out import copy_out_chunks
+from copyjob.connectors.postgres._copy_out import copy_out_chunks
 
 QUERY = "COPY (SELECT g, 'row ' || g, g / 7.0 FROM generate_series(1, 20000) g) TO STDOUT (FORMAT binary)"
 

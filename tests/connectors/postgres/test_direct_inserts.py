@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from copyjob.connectors.postgres._direct import MAX_SKIP, DirectInserts
+from copyjob.connectors.postgres.destination import PostgresDestination
 
-from connectors.postgres._direct import MAX_SKIP, DirectInserts
-from connectors.postgres.destination import PostgresDestination
-from copyjob.interfaces import StateMarker
-from copyjob.urls import parse_url
+from copyjob.core.contracts import StateMarker
+from copyjob.core.urls import parse_url
 from tests.connectors.test_postgres import DOCS, db_of, docs_batch, make_docs, table_rows
 from tests.services.postgres import PostgresServer
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from copyjob.schema import TableName, TableSchema
+from copyjob.core.schema import TableName, TableSchema
 
 Op = Literal["r", "c", "u", "d", "t"]
 OPS: tuple[str, ...] = ("r", "c", "u", "d", "t")

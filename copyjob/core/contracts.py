@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from copyjob.changes import ChangeBatch
-from copyjob.schema import Column, TableName, TableSchema
+from copyjob.core.changes import ChangeBatch
+from copyjob.core.schema import Column, TableName, TableSchema
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from copyjob.jobfile import CsvOptions
 
 UpdateMethod = Literal["append", "overwrite", "merge"]
 CopyMode = Literal["full", "incremental", "cdc"]
@@ -227,6 +226,16 @@ class FileInfo:
     size: int
 
 
+class CsvReadOptions(Protocol):
+    """How CSV files are read (the job file's ``csv:`` block, ``copyjob.jobfile.CsvOptions``)."""
+
+    delimiter: str
+    header: bool
+    encoding: str
+    quote_char: str
+    null_values: list[str]
+
+
 @dataclass(frozen=True)
 class FileSet:
     """A table entry of a file source: which files (a glob relative to the source root) and how to read them."""
@@ -234,7 +243,7 @@ class FileSet:
     name: str
     pattern: str
     format: FileFormat
-    csv: CsvOptions
+    csv: CsvReadOptions
     source_file_column: bool = False
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from copyjob.errors import ConfigurationError
+from copyjob.core.errors import ConfigurationError
 
 FILE_SCHEMES = {"sqlite", "duckdb", "parquet", "file"}
 SCHEME_ALIASES = {
