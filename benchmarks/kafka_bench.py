@@ -41,9 +41,9 @@ from tests.services.postgres import start_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "kafka.json"
-STREAM = ("from copyjob.cli import app, main; from copyjob.cli_kafka import stream; "
+STREAM = ("from copyjob.cli import app, main; from copyjob.cli.kafka import stream; "
           "app.command('stream')(stream); main()")
-KAFKA_CLI = "import copyjob.cli_kafka; from copyjob.cli import main; main()"  # capture, apply however cli.py wires them
+KAFKA_CLI = "from copyjob.cli import main; main()"  # capture, apply: registered by copyjob.cli
 
 
 def say(message: str) -> None:

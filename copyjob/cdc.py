@@ -60,8 +60,8 @@ from copyjob.preflight import TablePlan
 from copyjob.progress import Progress
 
 if TYPE_CHECKING:
-    from copyjob.core.contracts import StateStore
     from copyjob.loader import LoadedJob
+    from copyjob.offsets.ledger import Ledger
     from copyjob.runner import JobRun
 
 log = logging.getLogger("copyjob.cdc")
@@ -109,7 +109,7 @@ class CdcSink(Protocol):
     batch_rows: int
     """The most rows a snapshot batch should have."""
 
-    def reconcile(self, store: StateStore, plan: TablePlan) -> CdcTable:
+    def reconcile(self, ledger: Ledger, plan: TablePlan) -> CdcTable:
         """The table with its committed position (None: it needs a snapshot)."""
 
     def write_snapshot(self, t: CdcTable, source: Source, position: Position | None, *, run_id: str,
@@ -142,8 +142,8 @@ class DestinationSink:
         self.create = loaded.job.copy_settings.create_tables
         self.batch_rows = min(loaded.job.copy_settings.batch_rows, destination.capabilities.preferred_batch_rows)
 
-    def reconcile(self, store: StateStore, plan: TablePlan) -> CdcTable:
-        return reconcile(store, self.destination, self.job, plan)
+    def reconcile(self, ledger: Ledger, plan: TablePlan) -> CdcTable:
+        return reconcile(ledger, self.destination, plan)
 
     def write_snapshot(self, t: CdcTable, source: Source, position: Position | None, *, run_id: str,
                        parallel: int, progress: Progress, stop: Callable[[], bool]) -> int:
@@ -185,7 +185,7 @@ def run_cdc(job_run: JobRun, plans: Sequence[TablePlan], source: Source, sink: C
         why = "the cdc tables of a job share one change stream and run together: name all of them or none"
         return [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=why) for p in plans]
     try:
-        hooks = open_cdc_source(endpoint_url(loaded.job.source, loaded.base_dir), loaded.job.job,
+        hooks = open_cdc_source(endpoint_url(loaded.job.source, loaded.base_dir), loaded.stream_name,
                                 loaded.job.cdc, source)
     except CopyjobError as exc:
         return [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=redact(str(exc)))
@@ -228,7 +228,7 @@ class CdcRun:
         self.sink = sink
         self.run_id = run_id
         self.until_stopped = until_stopped
-        self.job = job_run.loaded.job.job
+        self.ledger = job_run.ledger
         self.settings = job_run.loaded.job.copy_settings
         self.tables: dict[TableName, CdcTable] = {}
         self.background: _Background | None = None
@@ -245,10 +245,9 @@ class CdcRun:
 
     def run(self) -> list[TableRunRecord]:
         started = time.monotonic()
-        store = self.job_run.store
         for plan in self.plans:  # step 1
-            self.tables[plan.source_schema.table] = self.sink.reconcile(store, plan)
-        forget_abandoned(store, self.job, {p.state_key for p in self.plans}, self.run_id)
+            self.tables[plan.source_schema.table] = self.sink.reconcile(self.ledger, plan)
+        forget_abandoned(self.ledger, {p.state_key for p in self.plans}, self.run_id)
         try:
             prepare = getattr(self.hooks, "prepare", None)  # step 2
             if prepare is not None:
@@ -411,7 +410,7 @@ class CdcRun:
             return
         self._saved_at = now
         for t in self.tables.values():
-            save_state(self.job_run.store, self.job, t, self.run_id, self.describe,
+            save_state(self.ledger, t, self.run_id, self.describe,
                        {"mode": "cdc", "cdc_fresh_at": self.fresh_at})
 
 

@@ -24,13 +24,14 @@ from contextlib import contextmanager
 from copyjob.cdc_tables import CdcTable, Position, split_key_changes
 from copyjob.connectors.kafka.codec import Encoder, SourceInfo
 from copyjob.core.changes import ChangeBatch
-from copyjob.core.contracts import Source, StateStore
+from copyjob.core.contracts import Source
 from copyjob.core.errors import ConfigurationError
 from copyjob.core.schema import TableName
 from copyjob.core.transport import Publisher, Transport
 from copyjob.core.urls import ConnectionUrl
 from copyjob.kafka_capture import publish_batch, source_info, topic_of
 from copyjob.loader import LoadedJob
+from copyjob.offsets.ledger import Ledger
 from copyjob.preflight import TablePlan
 from copyjob.progress import Progress
 from copyjob.snapshot import read_table
@@ -50,7 +51,7 @@ class KafkaSink:
         self.loaded = loaded
         self.source_url = source_url
         self.transport = transport
-        self.prefix = settings.topic_prefix
+        self.prefix = loaded.topic_prefix
         self.one_partition = settings.partitions == 1
         self.batch_rows = loaded.job.copy_settings.batch_rows
         self.encoder = encoder or Encoder(settings.format, transport.registrar)
@@ -68,9 +69,9 @@ class KafkaSink:
             self._topics.add(topic)
         return topic, info, key
 
-    def reconcile(self, store: StateStore, plan: TablePlan) -> CdcTable:
+    def reconcile(self, ledger: Ledger, plan: TablePlan) -> CdcTable:
         """The position saved in the state store after the broker's ack, unless a reset came after it."""
-        state = store.load(self.loaded.job.job, plan.state_key)
+        state = ledger.load(plan.state_key)
         saved = state.extra.get("cdc_position")
         committed: Position | None = saved if saved and not state.needs_full else None
         self._topic(plan)

@@ -22,12 +22,12 @@ from copyjob.core.contracts import (
     Destination,
     Source,
     StateMarker,
-    StateStore,
     TableRunRecord,
     TableState,
     UpdateMethod,
 )
 from copyjob.core.schema import TableSchema
+from copyjob.offsets.ledger import Ledger
 from copyjob.preflight import TablePlan
 from copyjob.progress import Progress
 from copyjob.snapshot import read_table
@@ -97,33 +97,28 @@ def marker_state(position: Position | None) -> dict[str, Any]:
     return {"mode": "cdc", "snapshot": "completed", "position": dict(position)}
 
 
-def reconcile(store: StateStore, destination: Destination, job: str, plan: TablePlan) -> CdcTable:
-    """The table's position from its destination marker, unless a reset came after it."""
-    state = store.load(job, plan.state_key)
-    marker = destination.read_marker(job, plan.state_key)
-    reset_at = str(state.extra.get("reset_at") or "")
-    committed: Position | None = None
-    if marker is not None and marker.run_id > reset_at and marker.state.get("mode") == "cdc" \
-            and marker.state.get("snapshot") == "completed":
-        committed = marker.state.get("position")
-        if destination.reflect(plan.target_schema.table) is None:
-            log.warning("%s: the destination table is gone: snapshotting the table again", plan.label)
-            committed = None
-    had = bool(state.extra.get("cdc_position")) or (marker is not None and marker.state.get("mode") == "cdc")
+def reconcile(ledger: Ledger, destination: Destination, plan: TablePlan) -> CdcTable:
+    """The table's position from its destination marker (offsets.ledger: a missing table or marker, or a reset
+    after the marker, means a new snapshot)."""
+    standing = ledger.reconcile(plan.state_key, destination, plan.target_schema.table, mode="cdc")
+    state = standing.state
+    committed: Position | None = standing.marker.state.get("position") if standing.marker is not None else None
+    found = standing.found
+    had = bool(state.extra.get("cdc_position")) or (found is not None and found.state.get("mode") == "cdc")
     return CdcTable(plan=plan, state=state, committed=committed, resnapshot=committed is None and had,
                     before=committed, source_columns=tuple(plan.source_schema.column_names))
 
 
-def forget_abandoned(store: StateStore, job: str, keep: set[str], stamp: str) -> None:
+def forget_abandoned(ledger: Ledger, keep: set[str], stamp: str) -> None:
     """Tables that were streamed but are no longer cdc tables of the job: their stream moves on without them,
     so they must be snapshotted again if they come back."""
-    for name, state in store.load_all(job).items():
+    for name, state in ledger.load_all().items():
         if name not in keep and state.extra.get("cdc_position") and not state.needs_full:
             log.info("%s is no longer a cdc table of the job: it will be snapshotted if it comes back", name)
             state.needs_full = True
             state.extra.pop("cdc_position", None)
             state.extra["reset_at"] = stamp
-            store.save(job, state)
+            ledger.save(state)
 
 
 # ---------------------------------------------------------------- snapshot
@@ -233,7 +228,7 @@ def split_key_changes(events: list[ChangeEvent], key: tuple[str, ...]) -> list[C
     return out
 
 
-def save_state(store: StateStore, job: str, t: CdcTable, run_id: str, describe: Callable[[Position], str],
+def save_state(ledger: Ledger, t: CdcTable, run_id: str, describe: Callable[[Position], str],
                extra: Mapping[str, Any] | None = None) -> None:
     s = t.state
     s.last_run_id = run_id
@@ -247,4 +242,4 @@ def save_state(store: StateStore, job: str, t: CdcTable, run_id: str, describe: 
         s.extra["cdc_position"] = dict(t.committed)
         s.extra["committed_run_id"] = run_id
     s.extra.update(extra or {})
-    store.save(job, s)
+    ledger.save(s)

@@ -15,6 +15,9 @@ reconciled with the destination's marker. Steps:
 5. a bad file is quarantined: its problem (file:line) is logged and reported, the mark moves past it, and it
    is read again once it changes; the table is reported failed while the good files stay committed;
 6. the state store is saved after the last commit (and, when an error ends the copy, before it is passed on).
+
+Steps 1, 2 (the reading), 3 (which columns) and 5 are :class:`FileSetPass`, shared with the Kafka capture of a
+file set (copyjob.kafka_capture), which publishes instead of writing and saves the mark after the broker's ack.
 """
 
 from __future__ import annotations
@@ -91,33 +94,119 @@ def copy_file_set(ctx: FileCopyContext, plan: TablePlan, source: FileSetSource, 
     return _FileSetCopy(ctx, plan, source, destination, state).run()
 
 
-class _FileSetCopy:
-    def __init__(self, ctx: FileCopyContext, plan: TablePlan, source: FileSetSource, destination: Destination,
-                 state: TableState) -> None:
+class FileSetPass:
+    """One pass over a file set as every consumer of it sees it (this module's copy, the Kafka capture): which
+    files (step 1), reading each (2, with the re-reads of JSON lines that grow keys), the columns loaded so far
+    (3: the consumer is told of new ones) and the quarantine (5). The consumer writes or publishes what a file
+    holds and commits :attr:`mark` with it.
+
+    ``known`` are the columns whose types are already settled (the destination table's, or those a capture
+    already published), named as in the files."""
+
+    def __init__(self, plan: TablePlan, source: FileSetSource, state: TableState, known: Iterable[Column],
+                 batch_rows: int) -> None:
         assert plan.files is not None
-        self.ctx, self.plan, self.files, self.source, self.destination = ctx, plan, plan.files, source, destination
-        self.state = state
-        t = plan.table
+        self.plan, self.files, self.source, self.batch_rows = plan, plan.files, source, batch_rows
         previous = FileMark.from_json(state.extra.get("files"))
         first = state.needs_full or state.extra.get("committed_run_id") is None
         resume = not first and not previous.complete
-        fresh = not resume and (t.mode == "full" or first)
-        self.mode_used = "full" if fresh or (resume and t.mode == "full") else "incremental"
+        self.fresh = not resume and (plan.table.mode == "full" or first)
+        """A pass over every file: the first one, or mode full (not a resumed one)."""
+        self.mode_used = "full" if self.fresh or (resume and plan.table.mode == "full") else "incremental"
         if resume:
             log.info("%s: resuming a pass that did not finish", plan.label)
-        self.mark = start_pass(forget_vanished(previous, plan.listed), fresh=fresh)
-        self.committed_mark = self.mark
+        self.mark = start_pass(forget_vanished(previous, plan.listed), fresh=self.fresh)
         self.todo = files_to_copy(plan.listed, self.mark)
-        self.truncate = fresh and (t.update_method == "overwrite" or t.truncate_before_full_load)
+        self.types: dict[str, Column] = {c.name: c for c in known}
+        self.load: list[Column] = []
+        """The columns read from now on, in order: those of the files read so far."""
+        self.errors: list[str] = []
+        self.bad_paths: set[str] = set()
+
+    def copy(self, f: FileInfo, columns_added: Callable[[list[Column]], None],
+             consume: Callable[[FileInfo, FileReader], None]) -> bool:
+        """Open ``f`` and hand it to ``consume``, which reads ``reader.batches(self.load_schema())``; new
+        columns are first added to :attr:`load` and passed to ``columns_added``. The mark moves past the file:
+        True when it was consumed, False when it was quarantined (``consume`` raised BadFile)."""
+        for _ in range(MAX_REREADS):
+            try:
+                reader = self.source.read_file(self.files, f, self.known(), batch_rows=self.batch_rows)
+            except BadFile as exc:
+                self.quarantine(f, exc)
+                return False
+            try:
+                self._add_columns(reader.columns, columns_added)
+                consume(f, reader)
+                self.mark = after_copy(self.mark, f)
+                return True
+            except FileColumnsGrew as grew:  # read it again with the new columns
+                self._add_columns(grew.columns, columns_added)
+            except BadFile as exc:
+                self.quarantine(f, exc)
+                return False
+            finally:
+                reader.close()
+        self.quarantine(f, BadFile(f"new keys kept appearing after {MAX_REREADS} reads", file=f.path))
+        return False
+
+    def quarantine(self, f: FileInfo, exc: BadFile) -> None:
+        message = str(exc)
+        log.warning("%s: quarantined (read again once it changes): %s", self.plan.label, message)
+        self.errors.append(message)
+        self.bad_paths.add(f.path)
+        self.mark = after_failure(self.mark, f, message)
+
+    def finish(self) -> None:
+        """Every planned file was handled: the pass is complete."""
+        self.mark = finish_pass(self.mark)
+
+    def _add_columns(self, columns: Iterable[Column], columns_added: Callable[[list[Column]], None]) -> None:
+        names = {c.name for c in self.load}
+        new = [self.types.get(c.name, c) for c in columns if c.name not in names]
+        if new:
+            self.load.extend(new)
+            columns_added(new)
+
+    def known(self) -> TableSchema:
+        """Every column with a settled type: read with that type when a file has it."""
+        return TableSchema(TableName(self.files.name), tuple({**self.types, **{c.name: c for c in self.load}}
+                                                             .values()))
+
+    def load_schema(self) -> TableSchema:
+        return TableSchema(TableName(self.files.name), tuple(self.load))
+
+    def error(self) -> str | None:
+        """The table's error when files were quarantined by this pass."""
+        if not self.errors:
+            return None
+        shown = "; ".join(self.errors[:SHOWN_ERRORS])
+        more = f"; and {len(self.errors) - SHOWN_ERRORS} more" if len(self.errors) > SHOWN_ERRORS else ""
+        return f"{len(self.errors)} bad file(s) quarantined: {shown}{more}"
+
+    def report_quarantined(self) -> None:
+        """Files quarantined by earlier runs and still unchanged: said every run, so they are not forgotten."""
+        waiting = [q.error for p, q in self.mark.quarantined.items() if p not in self.bad_paths]
+        if waiting:
+            log.warning("%s: %d file(s) stay quarantined until they change: %s", self.plan.label, len(waiting),
+                        "; ".join(waiting[:SHOWN_ERRORS]))
+
+
+class _FileSetCopy:
+    def __init__(self, ctx: FileCopyContext, plan: TablePlan, source: FileSetSource, destination: Destination,
+                 state: TableState) -> None:
+        self.ctx, self.plan, self.destination, self.state = ctx, plan, destination, state
+        t = plan.table
         self.rename = dict(t.spec.columns)
         self.target_table = TableName.parse(t.spec.target_name)
         # the table's columns, named as in the source: the destination's, and those loaded by this run
         existing = destination.reflect(self.target_table)
         back = {v: k for k, v in self.rename.items()}
-        self.types: dict[str, Column] = {back.get(c.name, c.name): replace(c, name=back.get(c.name, c.name))
-                                         for c in (existing.columns if existing else ())}
+        self.pass_ = FileSetPass(plan, source, state, (replace(c, name=back.get(c.name, c.name))
+                                                       for c in (existing.columns if existing else ())),
+                                 ctx.batch_rows)
+        self.committed_mark = self.pass_.mark
+        self.truncate = self.pass_.fresh and (t.update_method == "overwrite" or t.truncate_before_full_load)
         self.table_exists = existing is not None
-        self.load: list[Column] = []
         self.session: LoadSession | None = None
         self.buffered: list[pa.RecordBatch] = []
         self.group_files = self.group_bytes = 0
@@ -125,8 +214,6 @@ class _FileSetCopy:
         self.rows_read = self.rows_written = 0
         self.commits = 0
         self.committed_id: str | None = None
-        self.errors: list[str] = []
-        self.bad_paths: set[str] = set()
         self.advance: Callable[[int], None] = lambda rows: None
 
     # ------------------------------------------------------------ the pass
@@ -144,67 +231,53 @@ class _FileSetCopy:
                 self._save(self.committed_mark, status=None)
             raise
         if not stopped:
-            self.mark = finish_pass(self.mark)
-        self._report_quarantined()
-        error = self._error()
-        self._save(self.mark, status="failed" if error else "ok", error=error)
-        return TableRunRecord(table=self.plan.state_key, mode=self.mode_used, status="failed" if error else "ok",
-                              rows_read=self.rows_read, rows_written=self.rows_written,
-                              duration_s=time.monotonic() - started, watermark_before=before,
-                              watermark_after=self.mark.watermark, error=error)
+            self.pass_.finish()
+        self.pass_.report_quarantined()
+        error = self.pass_.error()
+        self._save(self.pass_.mark, status="failed" if error else "ok", error=error)
+        return TableRunRecord(table=self.plan.state_key, mode=self.pass_.mode_used,
+                              status="failed" if error else "ok", rows_read=self.rows_read,
+                              rows_written=self.rows_written, duration_s=time.monotonic() - started,
+                              watermark_before=before, watermark_after=self.pass_.mark.watermark, error=error)
 
     def _copy_all(self) -> bool:
         """Copy the planned files; True when a stop request ended the pass early."""
-        for f in self.todo:
+        for f in self.pass_.todo:
             if self.ctx.stop is not None and self.ctx.stop.is_set():
                 self._commit()
                 return True
-            self._copy_file(f)
-        if self.truncate and self.table_exists and not self.todo:  # overwrite, no file at all: emptied
+            if not self.pass_.copy(f, self._add_columns, self._copy_file):
+                continue  # quarantined
+            if f.size > SMALL_FILE_BYTES:
+                self._commit()  # a large file in a transaction of its own
+                continue
+            self.group_files += 1
+            self.group_bytes += f.size
+            if self.group_files >= GROUP_FILES or self.group_bytes >= GROUP_BYTES:
+                self._commit()
+        if self.truncate and self.table_exists and not self.pass_.todo:  # overwrite, no file at all: emptied
             self._open_session()
         self._commit()
         return False
 
-    def _copy_file(self, f: FileInfo) -> None:
-        for _ in range(MAX_REREADS):
-            try:
-                reader = self.source.read_file(self.files, f, self._known(), batch_rows=self.ctx.batch_rows)
-            except BadFile as exc:
-                self._quarantine(f, exc)
-                return
-            try:
-                self._add_columns([c for c in reader.columns if c.name not in self._load_names()])
-                if f.size <= SMALL_FILE_BYTES:
-                    self._copy_small(f, reader)
-                else:
-                    self._copy_large(f, reader)
-                return
-            except FileColumnsGrew as grew:  # read it again with the new columns
-                self._add_columns([c for c in grew.columns if c.name not in self._load_names()])
-            except BadFile as exc:
-                self._quarantine(f, exc)
-                return
-            finally:
-                reader.close()
-        self._quarantine(f, BadFile(f"new keys kept appearing after {MAX_REREADS} reads", file=f.path))
+    def _copy_file(self, f: FileInfo, reader: FileReader) -> None:
+        """Write one file into the open session (the pass moves the mark past it, then it is committed)."""
+        if f.size <= SMALL_FILE_BYTES:
+            self._copy_small(f, reader)
+        else:
+            self._copy_large(f, reader)
 
     def _copy_small(self, f: FileInfo, reader: FileReader) -> None:
         """Read the whole file first (a bad one raises before anything is written), then add it to the group."""
-        batches = list(reader.batches(self._load_schema()))
-        if not self.load:  # an empty file, and no columns known yet: nothing to write
-            self.mark = after_copy(self.mark, f)
+        batches = list(reader.batches(self.pass_.load_schema()))
+        if not self.pass_.load:  # an empty file, and no columns known yet: nothing to write
             return
         self._write(self._open_session(), f, batches, coalesce=not self.destination.capabilities.files)
-        self.mark = after_copy(self.mark, f)
-        self.group_files += 1
-        self.group_bytes += f.size
-        if self.group_files >= GROUP_FILES or self.group_bytes >= GROUP_BYTES:
-            self._commit()
 
     def _copy_large(self, f: FileInfo, reader: FileReader) -> None:
         """Stream the file in a transaction of its own; a bad file rolls it back."""
         self._commit()
-        schema = self._load_schema()
+        schema = self.pass_.load_schema()
         stream = cast(Generator["pa.RecordBatch", None, None],
                       prefetch([lambda: reader.batches(schema)], max_buffered=2))
         try:
@@ -213,43 +286,23 @@ class _FileSetCopy:
             stream.close()
             self._abort_session()
             raise
-        self.mark = after_copy(self.mark, f)
-        self._commit()
-
-    def _quarantine(self, f: FileInfo, exc: BadFile) -> None:
-        message = str(exc)
-        log.warning("%s: quarantined (read again once it changes): %s", self.plan.label, message)
-        self.errors.append(message)
-        self.bad_paths.add(f.path)
-        self.mark = after_failure(self.mark, f, message)
 
     # ------------------------------------------------------------ columns
 
-    def _load_names(self) -> set[str]:
-        return {c.name for c in self.load}
-
-    def _known(self) -> TableSchema:
-        return TableSchema(TableName(self.files.name), tuple({**self.types, **{c.name: c for c in self.load}}
-                                                             .values()))
-
-    def _load_schema(self) -> TableSchema:
-        return TableSchema(TableName(self.files.name), tuple(self.load))
-
     def _target(self) -> TableSchema:
-        columns = tuple(replace(c, name=self.rename.get(c.name, c.name)) for c in self.load)
+        columns = tuple(replace(c, name=self.rename.get(c.name, c.name)) for c in self.pass_.load)
         return TableSchema(self.target_table, columns, self.plan.target_schema.primary_key)
 
     def _add_columns(self, new: list[Column]) -> None:
-        """Load ``new`` columns from now on: commit what came before, then create or extend the table."""
-        if not new:
-            return
+        """``new`` columns are loaded from now on (the pass added them): commit what came before (written
+        without them), then create or extend the table."""
         self._commit()
-        self.load.extend(self.types.get(c.name, c) for c in new)
-        if self.table_exists and all(c.name in self.types for c in new):
+        types = self.pass_.types
+        if self.table_exists and all(c.name in types for c in new):
             return
         prepared = prepare_target(self.destination, self._target(), create=self.ctx.create_tables, defer_key=False)
         self.table_exists = True
-        self.types.update({c.name: c for c in self.load if c.name not in self.types})
+        types.update({c.name: c for c in self.pass_.load if c.name not in types})
         if prepared.added_columns:
             log.info("%s: added column(s) %s", self.plan.label, ", ".join(prepared.added_columns))
 
@@ -257,8 +310,8 @@ class _FileSetCopy:
 
     def _open_session(self) -> LoadSession:
         if self.session is None:
-            if not self.load:  # an empty load (overwrite with no file): the table's own columns
-                self.load = list(self.types.values())
+            if not self.pass_.load:  # an empty load (overwrite with no file): the table's own columns
+                self.pass_.load = list(self.pass_.types.values())
             method = self.plan.table.update_method
             if method == "overwrite" and not self.truncate:  # emptied by the pass's first commit: add to it
                 method = "append"
@@ -302,12 +355,13 @@ class _FileSetCopy:
         self._drain(self.session)
         session, self.session = self.session, None
         commit_id = f"{self.ctx.run_id}.{self.commits + 1:06d}"  # sorts after the run's earlier commits
-        encoded, type_name = encode_value(self.mark.watermark)
+        mark = self.pass_.mark
+        encoded, type_name = encode_value(mark.watermark)
         session.commit(StateMarker(job=self.ctx.job, table=self.plan.state_key, run_id=commit_id, state={
-            "watermark": encoded, "watermark_type": type_name, "mode": self.mode_used,
-            "extra": {"files": self.mark.to_json()}}))
+            "watermark": encoded, "watermark_type": type_name, "mode": self.pass_.mode_used,
+            "extra": {"files": mark.to_json()}}))
         self.commits += 1
-        self.committed_id, self.committed_mark = commit_id, self.mark
+        self.committed_id, self.committed_mark = commit_id, mark
         self.rows_read += self.pending_read
         self.rows_written += self.pending_written
         self.pending_read = self.pending_written = self.group_files = self.group_bytes = 0
@@ -334,18 +388,4 @@ class _FileSetCopy:
             s.last_run_at = datetime.now(UTC)
             s.last_status, s.last_error = status, error
         self.ctx.save(s)
-
-    def _error(self) -> str | None:
-        if not self.errors:
-            return None
-        shown = "; ".join(self.errors[:SHOWN_ERRORS])
-        more = f"; and {len(self.errors) - SHOWN_ERRORS} more" if len(self.errors) > SHOWN_ERRORS else ""
-        return f"{len(self.errors)} bad file(s) quarantined: {shown}{more}"
-
-    def _report_quarantined(self) -> None:
-        """Files quarantined by earlier runs and still unchanged: said every run, so they are not forgotten."""
-        waiting = [q.error for p, q in self.mark.quarantined.items() if p not in self.bad_paths]
-        if waiting:
-            log.warning("%s: %d file(s) stay quarantined until they change: %s", self.plan.label, len(waiting),
-                        "; ".join(waiting[:SHOWN_ERRORS]))
 

@@ -142,14 +142,17 @@ Transport = Literal["direct", "kafka"]
 
 class KafkaSettings(_Strict):
     bootstrap_servers: str
-    topic_prefix: str = Field(default="copyjob", pattern=r"^[A-Za-z0-9._-]+$")
+    topic_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$",
+                                     description="topics are <prefix>.<schema>.<table> (default copyjob, and "
+                                                 "copyjob.<env> with --env)")
     format: Literal["avro", "json"] = "avro"
     schema_registry_url: str = ""
     config: dict[str, str | int | float | bool] = Field(default_factory=dict,
                                                         description="passed through to librdkafka")
     partitions: int = Field(default=3, ge=1, le=1000, description="partitions of topics the job creates")
     replication_factor: int = Field(default=1, ge=1, le=10)
-    group_id: str | None = Field(default=None, description="apply consumer group (default copyjob.<job>)")
+    group_id: str | None = Field(default=None, description="apply consumer group (default copyjob.<job>, "
+                                                                      "copyjob.<job>_<env> with --env)")
 
 
 class Publication(_Strict):

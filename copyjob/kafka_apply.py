@@ -160,9 +160,16 @@ class Applier:
                                                               on_revoke=self._settle)
 
     def start_at(self, topic: str, partition: int) -> int | None:
+        """Where the destination's marker says the partition stands; the topic's beginning when there is no
+        marker or the destination table is gone (the marker is the truth only beside its data)."""
         if self.from_beginning:
             return None
-        name = self.by_topic[topic].marker_name(partition)
+        table = self.by_topic[topic]
+        if self._writer.call(lambda: self.destination.reflect(TableName.parse(table.name))) is None:
+            log.info("%s: no destination table: applying partition %d of %s from its beginning",
+                     table.name, partition, topic)
+            return None
+        name = table.marker_name(partition)
         marker = self._writer.call(lambda: self.destination.read_marker(self.job, name))
         offset = marker.state.get("offset") if marker is not None else None
         if offset is not None:

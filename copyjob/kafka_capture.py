@@ -12,6 +12,9 @@ Per table, the capture commit (steps in this order):
 3. flush: wait until the broker acknowledged every event (the producer is idempotent, acks=all);
 4. only then save the new watermark in the state store. A crash before 4 publishes the same rows again,
    which merge applies idempotently (and append marks with the same position).
+
+A file source's table (a set of files) is published file by file instead (:class:`FileSetCapture`), with the
+pass of copyjob.file_copy: which files, reading, quarantine; its position is the file set's mark.
 """
 
 from __future__ import annotations
@@ -19,18 +22,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from copyjob.connectors.kafka.codec import UNCHANGED_HEADER, Encoder, SourceInfo
 from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
-from copyjob.core.contracts import Source, StateStore, TableRunRecord
-from copyjob.core.schema import TableName
+from copyjob.core.contracts import FileInfo, FileReader, FileSetSource, Source, StateStore, TableRunRecord, TableState
+from copyjob.core.schema import Column, TableName, TableSchema, parse_logical
 from copyjob.core.transport import Publisher, Transport
 from copyjob.core.urls import ConnectionUrl
 from copyjob.core.values import encode_value
+from copyjob.file_copy import GROUP_BYTES, GROUP_FILES, SMALL_FILE_BYTES, FileSetPass
 from copyjob.ingest import plan_full, plan_incremental
 from copyjob.loader import LoadedJob
 from copyjob.preflight import TablePlan
@@ -82,11 +86,14 @@ class Capturer:
     transport: Transport
     run_id: str
     progress: Callable[[str], Any] | None = None
+    quiet: set[str] = field(default_factory=set)
+    """File-set tables whose still-quarantined files were reported once: later passes of a stream that find
+    nothing new say nothing."""
 
     def __post_init__(self) -> None:
         settings = self.loaded.job.kafka
         assert settings is not None
-        self.prefix = settings.topic_prefix
+        self.prefix = self.loaded.topic_prefix
         self.encoder = Encoder(settings.format, self.transport.registrar)
         self.publisher: Publisher = self.transport.publisher()
 
@@ -95,7 +102,8 @@ class Capturer:
 
     def capture(self, plan: TablePlan) -> TableRunRecord:
         """One table through the capture commit (see the module docstring)."""
-        job = self.loaded.job.job
+        if plan.files is not None:  # a set of files: published file by file
+            return FileSetCapture(self, plan).run()
         t = plan.table
         started = time.monotonic()
         info = source_info(self.source_url, TableName.parse(plan.table.spec.name))
@@ -103,7 +111,7 @@ class Capturer:
         source_key = tuple(t.spec.key or plan.source_schema.primary_key)
         self.transport.ensure_topics({topic: bool(source_key)})
         # 1. full or incremental
-        state = self.store.load(job, plan.state_key)
+        state = self.store.load(self.loaded.scope, plan.state_key)
         full = t.mode == "full" or state.needs_full or state.extra.get("committed_run_id") is None
         column = t.spec.incremental_column
         increment = (plan_full(self.source, plan.source_schema.table, column) if full or column is None
@@ -132,7 +140,7 @@ class Capturer:
         state.last_error = None
         state.extra["committed_run_id"] = self.run_id
         state.extra["topic"] = topic
-        self.store.save(job, state)
+        self.store.save(self.loaded.scope, state)
         return TableRunRecord(table=plan.state_key, mode="full" if full else "incremental", status="ok",
                               rows_read=published, rows_written=0, duration_s=time.monotonic() - started,
                               watermark_before=increment.watermark_before,
@@ -144,6 +152,112 @@ class Capturer:
         keys, values = encoder.encode_batch(batch, op, info, position)
         self.publisher.publish_many(encoder.topic, keys, values, encoder.headers)
         return len(values)
+
+
+def relisted(plan: TablePlan, source: Source) -> TablePlan:
+    """A file-set table with a new listing of its files (each pass of ``copyjob stream`` looks again)."""
+    assert plan.files is not None
+    return replace(plan, listed=tuple(cast(FileSetSource, source).list_files(plan.files.pattern)))
+
+
+class FileSetCapture:
+    """One file-set table through the capture commit, file by file (steps in this order):
+
+    1. plan the pass from the state store (copyjob.file_copy.FileSetPass: every file on the first pass, after
+       ``reset`` and in mode full; the rest of an interrupted pass; else the new, rewritten and fixed files);
+    2. read a file through before any of its rows is published, so a bad one is quarantined with nothing of it
+       on the topic (a large file is read once to check it and again to publish it: memory stays bounded);
+    3. publish its rows to ``<prefix>.<schema>.<set name>`` (``op: r`` in a full pass, else ``u``; the position
+       names the file, its modification time and size);
+    4. after each group of files (file_copy's groups: 50 files or 32 MiB, a large file alone), flush: wait until
+       the broker acknowledged every event;
+    5. only then save the mark after the group's last file in the state store, with the columns published so
+       far (later files are read with their types). A crash before 5 publishes that group again: merge applies
+       it idempotently; under append its rows arrive twice.
+    """
+
+    def __init__(self, capturer: Capturer, plan: TablePlan) -> None:
+        self.capturer, self.plan = capturer, plan
+        self.source = cast(FileSetSource, capturer.source)
+        self.info = source_info(capturer.source_url, TableName.parse(plan.table.spec.name))
+        self.topic = topic_of(capturer.prefix, self.info)
+        self.key = tuple(plan.table.spec.key or ())
+        # 1. the pass
+        self.state = capturer.store.load(capturer.loaded.scope, plan.state_key)
+        self.pass_ = FileSetPass(plan, self.source, self.state, _columns(self.state),
+                                 capturer.loaded.job.copy_settings.batch_rows)
+        self.op = "r" if self.pass_.mode_used == "full" else "u"
+        self.published = 0
+        self.group_files = self.group_bytes = 0
+
+    def run(self) -> TableRunRecord:
+        started = time.monotonic()
+        before = self.state.watermark
+        self.capturer.transport.ensure_topics({self.topic: bool(self.key)})
+        for f in self.pass_.todo:
+            if not self.pass_.copy(f, lambda new: None, self._publish):
+                continue  # quarantined
+            self.group_files += 1
+            self.group_bytes += f.size
+            if f.size > SMALL_FILE_BYTES or self.group_files >= GROUP_FILES or self.group_bytes >= GROUP_BYTES:
+                self._commit()
+        self.pass_.finish()
+        if self.pass_.todo or self.plan.state_key not in self.capturer.quiet:
+            self.pass_.report_quarantined()
+            self.capturer.quiet.add(self.plan.state_key)
+        error = self.pass_.error()
+        self._commit(status="failed" if error else "ok", error=error)
+        return TableRunRecord(table=self.plan.state_key, mode=self.pass_.mode_used,
+                              status="failed" if error else "ok", rows_read=self.published, rows_written=0,
+                              duration_s=time.monotonic() - started, watermark_before=before,
+                              watermark_after=self.pass_.mark.watermark, error=error)
+
+    def _publish(self, f: FileInfo, reader: FileReader) -> None:
+        """2./3. for one file (the pass then moves the mark past it)."""
+        load = self.pass_.load_schema()
+        if f.size <= SMALL_FILE_BYTES:
+            self._send(f, load, list(reader.batches(load)))
+            return
+        for _ in reader.batches(load):  # read through: BadFile or FileColumnsGrew before anything is sent
+            pass
+        again = self.source.read_file(self.pass_.files, f, self.pass_.known(), batch_rows=self.pass_.batch_rows)
+        try:
+            self._send(f, load, again.batches(load))
+        finally:
+            again.close()
+
+    def _send(self, f: FileInfo, load: TableSchema, batches: Iterable[pa.RecordBatch]) -> None:
+        if not load.columns:  # an empty file, and no columns known yet: nothing to publish
+            return
+        schema = TableSchema(load.table, load.columns, tuple(k for k in self.key if load.column(k) is not None))
+        encoder = self.capturer.encoder.for_table(self.topic, schema, self.key)
+        position = {"file": f.path, "mtime_ns": f.mtime_ns, "size": f.size}
+        for batch in batches:
+            if batch.num_rows:
+                self.published += self.capturer._publish_rows(encoder, batch, self.op, self.info, position)
+
+    def _commit(self, *, status: str | None = None, error: str | None = None) -> None:
+        """4./5.: flush, then save the mark (and, at the end of the pass, the table's status)."""
+        self.capturer.publisher.flush()
+        s, mark = self.state, self.pass_.mark
+        s.watermark = mark.watermark
+        s.watermark_type = "datetime" if mark.watermark is not None else None
+        s.needs_full = False
+        s.extra["files"] = mark.to_json()
+        s.extra["columns"] = [{"name": c.name, "type": str(c.type)} for c in self.pass_.known().columns]
+        s.extra["committed_run_id"] = self.capturer.run_id
+        s.extra["topic"] = self.topic
+        if status is not None:
+            s.last_run_id = self.capturer.run_id
+            s.last_run_at = datetime.now(UTC)
+            s.last_status, s.last_error = status, error
+        self.capturer.store.save(self.capturer.loaded.scope, s)
+        self.group_files = self.group_bytes = 0
+
+
+def _columns(state: TableState) -> list[Column]:
+    """The columns a file-set capture published before, with their types."""
+    return [Column(c["name"], parse_logical(c["type"])) for c in state.extra.get("columns") or ()]
 
 
 TRUNCATE_HEADER = ("copyjob.op", b"truncate")

@@ -28,6 +28,7 @@ from copyjob.core.errors import CopyjobError, is_retriable
 from copyjob.core.schema import TableName
 from copyjob.core.transport import Transport
 from copyjob.core.urls import ConnectionUrl, parse_url, redact
+from copyjob.filesets import endpoint_url
 from copyjob.jobfile import KafkaSettings, ResolvedTable
 from copyjob.kafka_apply import Applier, ApplyTable, TableStats, run_until
 from copyjob.kafka_capture import Capturer, check_kafka_tables, source_info, topic_of
@@ -51,14 +52,14 @@ def open_transport(loaded: LoadedJob) -> Transport:
 
 
 def group_id(loaded: LoadedJob) -> str:
-    return settings_of(loaded).group_id or f"copyjob.{loaded.job.job}"
+    return settings_of(loaded).group_id or f"copyjob.{loaded.stream_name}"
 
 
 def apply_tables(loaded: LoadedJob, tables: list[ResolvedTable]) -> list[ApplyTable]:
     """The apply side's view of the tables; it needs the source's URL only to name topics, never a connection."""
     from copyjob.connectors.kafka import dlq_topic
 
-    prefix = settings_of(loaded).topic_prefix
+    prefix = loaded.topic_prefix
     url = parse_url(loaded.job.source.url, loaded.base_dir)
     return [ApplyTable(table=t, topic=topic_of(prefix, source_info(url, TableName.parse(t.spec.name))),
                        dlq=dlq_topic(prefix, t.spec.target_name)) for t in tables]
@@ -83,7 +84,7 @@ class Sides:
 def new_applier(loaded: LoadedJob, tables: list[ApplyTable], transport: Transport, destination: Any,
                 run_id: str, group: str | None = None) -> Applier:
     return Applier(loaded.job.job, tables, transport, destination, run_id, group or group_id(loaded),
-                   settings_of(loaded).topic_prefix, loaded.job.copy_settings.create_tables)
+                   loaded.topic_prefix, loaded.job.copy_settings.create_tables)
 
 
 def end_offsets(transport: Transport, tables: list[ApplyTable]) -> dict[tuple[str, int], int]:
@@ -117,10 +118,10 @@ def run_kafka(job_run: JobRun, table_names: list[str] | None,
 
     loaded = job_run.loaded
     tables = select_tables(loaded, table_names)
-    run = RunRecord(run_id=new_run_id(), job=loaded.job.job, started_at=datetime.now(UTC),
+    run = RunRecord(run_id=new_run_id(), job=loaded.scope, started_at=datetime.now(UTC),
                     trigger=job_run.trigger)
-    source_url = parse_url(loaded.job.source.url, loaded.base_dir)
-    destination_url = parse_url(loaded.job.destination.url, loaded.base_dir)
+    source_url = endpoint_url(loaded.job.source, loaded.base_dir)  # with the endpoints' options, as a direct run
+    destination_url = endpoint_url(loaded.job.destination, loaded.base_dir)
     try:
         source = open_source(source_url)
     except CopyjobError as exc:
@@ -130,7 +131,7 @@ def run_kafka(job_run: JobRun, table_names: list[str] | None,
         plans = check_tables(loaded, tables, source, destination_capabilities(destination_url))
         check_kafka_tables(loaded, plans)
         # 2. lock
-        lock = job_run.store.acquire_lock(loaded.job.job, f"run {run.run_id} ({job_run.trigger})",
+        lock = job_run.store.acquire_lock(loaded.scope, f"run {run.run_id} ({job_run.trigger})",
                                           wait_s=job_run.lock_wait_s)
         if lock is None:
             return job_run._skip(run, tables)
@@ -189,9 +190,10 @@ def _capture_one(capturer: Capturer, plan: Any, job_run: JobRun) -> TableRunReco
 
 def _apply_caught_up(loaded: LoadedJob, tables: list[ResolvedTable], sides: Sides, destination_url: ConnectionUrl,
                      open_destination: Callable[[ConnectionUrl], Any], run: RunRecord, job_run: JobRun) -> None:
-    """4./5.: apply until every partition reached the end offsets noted after the capture."""
-    wanted = apply_tables(loaded, [t for t in tables if any(r.table == t.spec.target_name and r.status == "ok"
-                                                                for r in run.tables)])
+    """4./5.: apply until every partition reached the end offsets noted after the capture (of the tables
+    whose capture went well, or published before it failed: a file set's good files when others were bad)."""
+    wanted = apply_tables(loaded, [t for t in tables if any(
+        r.table == t.spec.target_name and (r.status == "ok" or r.rows_read) for r in run.tables)])
     if not wanted:
         return
     started = time.monotonic()
@@ -225,7 +227,7 @@ def apply_kafka(loaded: LoadedJob, table_names: list[str] | None, stop: threadin
     sides = Sides(transport_factory(loaded))
     try:
         ends = end_offsets(sides.transport, tables) if until_caught_up else None
-        sides.destination = open_destination(parse_url(loaded.job.destination.url, loaded.base_dir))
+        sides.destination = open_destination(endpoint_url(loaded.job.destination, loaded.base_dir))
         sides.applier = new_applier(loaded, tables, sides.transport, sides.destination, new_run_id(), group)
         applier = sides.applier
         done = (lambda: applier.caught_up(ends)) if ends is not None else (lambda: False)

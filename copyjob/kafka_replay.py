@@ -21,9 +21,9 @@ from copyjob.core.contracts import Destination, StateMarker
 from copyjob.core.errors import UsageError
 from copyjob.core.schema import TableName, TableSchema
 from copyjob.core.transport import Transport
-from copyjob.core.urls import parse_url
+from copyjob.filesets import endpoint_url
 from copyjob.kafka_apply import Applier, run_until
-from copyjob.kafka_pipeline import Sides, apply_tables, open_transport, settings_of
+from copyjob.kafka_pipeline import Sides, apply_tables, open_transport
 from copyjob.loader import LoadedJob
 
 log = logging.getLogger("copyjob.kafka")
@@ -47,7 +47,7 @@ def replay(loaded: LoadedJob, table_name: str, to_timestamp_ms: int | None, stop
     if resolved.update_method != "merge":
         raise UsageError(f"--table {table_name}: replay rebuilds merge tables (this one is "
                          f"{resolved.update_method}): a compacted topic keeps the latest row of each key only")
-    destination_url = parse_url(loaded.job.destination.url, loaded.base_dir)
+    destination_url = endpoint_url(loaded.job.destination, loaded.base_dir)  # with its options
     (table,) = apply_tables(loaded, [resolved])
     staging_name = resolved.spec.target_name + STAGING_SUFFIX
     staging_table = resolved.model_copy(update={"spec": resolved.spec.model_copy(update={"target": staging_name})})
@@ -63,7 +63,7 @@ def replay(loaded: LoadedJob, table_name: str, to_timestamp_ms: int | None, stop
         # 2. from the beginning into the fresh table
         _empty(destination, TableName.parse(staging_name))
         applier = Applier(loaded.job.job, [staging], sides.transport, destination, run_id,
-                          f"copyjob-replay-{run_id}", settings_of(loaded).topic_prefix,
+                          f"copyjob-replay-{run_id}", loaded.topic_prefix,
                           create_tables=True, from_beginning=True,
                           limits={(table.topic, p): o for p, o in limits.items()})
         sides.applier = applier

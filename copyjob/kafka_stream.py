@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 from copyjob.core.contracts import RunRecord, TableRunRecord
 from copyjob.core.errors import CopyjobError, is_retriable
 from copyjob.core.transport import Transport
-from copyjob.core.urls import parse_url, redact
+from copyjob.core.urls import redact
+from copyjob.filesets import endpoint_url
 from copyjob.kafka_apply import run_until
-from copyjob.kafka_capture import Capturer, check_kafka_tables
+from copyjob.kafka_capture import Capturer, check_kafka_tables, relisted
 from copyjob.kafka_pipeline import Sides, apply_tables, capture_cdc, merge_records, new_applier, open_transport
 from copyjob.loader import LoadedJob
 
@@ -42,9 +43,9 @@ def stream_kafka(job_run: JobRun, table_names: list[str] | None = None, poll_int
 
     loaded = job_run.loaded
     tables = select_tables(loaded, table_names)
-    run = RunRecord(run_id=new_run_id(), job=loaded.job.job, started_at=datetime.now(UTC), trigger="stream")
-    source_url = parse_url(loaded.job.source.url, loaded.base_dir)
-    destination_url = parse_url(loaded.job.destination.url, loaded.base_dir)
+    run = RunRecord(run_id=new_run_id(), job=loaded.scope, started_at=datetime.now(UTC), trigger="stream")
+    source_url = endpoint_url(loaded.job.source, loaded.base_dir)  # with the endpoints' options
+    destination_url = endpoint_url(loaded.job.destination, loaded.base_dir)
     # 1. check and lock
     source = open_source(source_url)
     try:
@@ -52,7 +53,7 @@ def stream_kafka(job_run: JobRun, table_names: list[str] | None = None, poll_int
         check_kafka_tables(loaded, plans)
     finally:
         source.close()
-    lock = job_run.store.acquire_lock(loaded.job.job, f"stream {run.run_id}", wait_s=job_run.lock_wait_s)
+    lock = job_run.store.acquire_lock(loaded.scope, f"stream {run.run_id}", wait_s=job_run.lock_wait_s)
     if lock is None:
         return job_run._skip(run, tables)
     records = {p.state_key: TableRunRecord(table=p.state_key, mode="stream", status="ok") for p in plans}
@@ -106,7 +107,7 @@ def _cdc_stream(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id: s
     from copyjob.connectors import open_source
 
     loaded = job_run.loaded
-    source_url = parse_url(loaded.job.source.url, loaded.base_dir)
+    source_url = endpoint_url(loaded.job.source, loaded.base_dir)
     try:
         source = open_source(source_url)
         try:
@@ -123,11 +124,12 @@ def _cdc_stream(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id: s
 
 def _capture_loop(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id: str,
                   records: dict[str, TableRunRecord], poll_interval_s: float, done: threading.Event) -> None:
-    """2.: passes over every table until stopped; a failing table is logged and tried again next pass."""
+    """2.: passes over every table until stopped; a failing table is logged and tried again next pass. A file
+    set is listed again each pass."""
     from copyjob.connectors import open_source
 
     loaded = job_run.loaded
-    source_url = parse_url(loaded.job.source.url, loaded.base_dir)
+    source_url = endpoint_url(loaded.job.source, loaded.base_dir)
     try:
         source = open_source(source_url)
     except CopyjobError as exc:
@@ -141,7 +143,7 @@ def _capture_loop(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id:
             for plan in plans:
                 rec = records[plan.state_key]
                 try:
-                    result = capturer.capture(plan)
+                    result = capturer.capture(plan if plan.files is None else relisted(plan, source))
                 except Exception as exc:
                     error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
                     log.warning("%s: capture failed%s: %s", plan.label,
@@ -151,7 +153,7 @@ def _capture_loop(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id:
                 rec.rows_read += result.rows_read
                 rec.watermark_before = rec.watermark_before or result.watermark_before
                 rec.watermark_after = result.watermark_after
-                rec.error = None
+                rec.error = result.error  # a file set's quarantined files
             job_run.stop.wait(poll_interval_s)
     finally:
         source.close()

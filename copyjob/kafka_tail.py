@@ -23,7 +23,7 @@ def tail_events(loaded: LoadedJob, table: str | None, *, from_beginning: bool, l
     ck = kafka_module()
     settings = settings_of(loaded)
     topics = [t.topic for t in apply_tables(loaded, select_tables(loaded, [table] if table else None))]
-    decoder = open_decoder(settings.bootstrap_servers, settings.topic_prefix, settings.schema_registry_url,
+    decoder = open_decoder(settings.bootstrap_servers, loaded.topic_prefix, settings.schema_registry_url,
                            settings.config)
     admin = Admin(settings.bootstrap_servers, settings.config)
     consumer = open_consumer(settings.bootstrap_servers, settings.config, group_id=f"copyjob-tail-{time.time_ns()}",

@@ -1,4 +1,4 @@
-"""Loading a job file: YAML with line numbers (ruamel.yaml), variables resolved, validated by the model.
+"""Loading a job file: YAML with line numbers (:mod:`copyjob.yamlfile`), variables resolved, validated by the model.
 
 Every problem becomes one :class:`JobFileError` line ``file:line: field: problem``.
 """
@@ -13,11 +13,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from copyjob.core.errors import JobFileError
-from copyjob.filesets import format_from_pattern, is_file_url
+from copyjob.core.scope import state_scope
+from copyjob.core.urls import identity
+from copyjob.filesets import endpoint_url, format_from_pattern, is_file_url
 from copyjob.jobfile import Job, ResolvedTable, resolve_tables
+from copyjob.matrix import check as check_support
 from copyjob.variables import VariableLibrary, load_library
-
-PathKey = tuple[str | int, ...]
+from copyjob.yamlfile import PathKey, read_yaml
 
 
 @dataclass
@@ -27,10 +29,37 @@ class LoadedJob:
     job: Job
     path: Path
     lines: dict[PathKey, int] = field(default_factory=dict)
+    env: str | None = None
+    """The value set chosen with ``--env`` (None: only ``default``)."""
 
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    @property
+    def destination_identity(self) -> str:
+        """The destination's system and place, without credentials (:func:`copyjob.core.urls.identity`)."""
+        return identity(endpoint_url(self.job.destination, self.base_dir))
+
+    @property
+    def scope(self) -> str:
+        """The key of this job's state in the state store: its name and its destination's identity, so that
+        the same job deployed to two destinations (``--env dev``, ``--env prod``) keeps two states."""
+        return state_scope(self.job.job, self.destination_identity)
+
+    @property
+    def stream_name(self) -> str:
+        """The job's name in the default names that live on the source or the broker (replication slot,
+        publication, MySQL server id, Kafka consumer group and topic prefix): with ``--env``, the environment is
+        part of it, so two environments never share a slot or a consumer group."""
+        return f"{self.job.job}_{self.env}" if self.env else self.job.job
+
+    @property
+    def topic_prefix(self) -> str:
+        """``kafka.topic_prefix``; by default ``copyjob`` (``copyjob.<env>`` with ``--env``: two environments
+        that share a broker never publish into each other's topics)."""
+        given = self.job.kafka.topic_prefix if self.job.kafka is not None else None
+        return given or (f"copyjob.{self.env}" if self.env else "copyjob")
 
     @property
     def tables(self) -> list[ResolvedTable]:
@@ -49,53 +78,6 @@ def format_key(key: PathKey) -> str:
     for part in key:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
-
-
-def read_yaml(path: Path) -> tuple[Any, dict[PathKey, int]]:
-    """Parse YAML keeping the line of every key and list item (1-based)."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
-    yaml = YAML(typ="rt")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise JobFileError("file not found", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise JobFileError(f"cannot read: {exc}", file=str(path)) from exc
-    try:
-        doc = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise JobFileError(f"invalid YAML: {exc.problem or exc.context}", file=str(path), line=line) from exc
-    except YAMLError as exc:
-        raise JobFileError(f"invalid YAML: {exc}", file=str(path)) from exc
-    lines: dict[PathKey, int] = {}
-    _collect_lines(doc, (), lines)
-    return doc, lines
-
-
-def _collect_lines(node: Any, key: PathKey, lines: dict[PathKey, int]) -> None:
-    lc = getattr(node, "lc", None)
-    if isinstance(node, Mapping):
-        for k in node:
-            child = (*key, str(k))
-            if lc is not None:
-                try:
-                    lines[child] = lc.key(k)[0] + 1
-                except (KeyError, TypeError):
-                    pass
-            _collect_lines(node[k], child, lines)
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            child = (*key, i)
-            if lc is not None:
-                try:
-                    lines[child] = lc.item(i)[0] + 1
-                except (KeyError, TypeError, IndexError):
-                    pass
-            _collect_lines(item, child, lines)
 
 
 def _plain(node: Any, key: PathKey, library: VariableLibrary, file: str,
@@ -137,7 +119,7 @@ def load_job(path: Path, *, variables: Path | None = None, env: str | None = Non
         job = Job.model_validate(plain)
     except ValidationError as exc:
         raise _first_error(exc, path, lines, plain) from None
-    loaded = LoadedJob(job=job, path=path, lines=lines)
+    loaded = LoadedJob(job=job, path=path, lines=lines, env=env)
     _check_semantics(loaded)
     return loaded
 
@@ -157,6 +139,11 @@ def _check_semantics(loaded: LoadedJob) -> None:
     """Checks that need more than one field: mode/method combinations per table."""
     if loaded.job.transport == "kafka" and loaded.job.kafka is None:
         raise loaded.error("transport kafka needs a kafka: section with bootstrap_servers", ("transport",))
+    unsupported = check_support(loaded.job)  # mode × source × destination × transport × method (copyjob.matrix)
+    if unsupported:
+        n = len(unsupported) - 1
+        more = f" (and {n} more problem{'s' if n > 1 else ''})" if n else ""
+        raise loaded.error(unsupported[0].message + more, unsupported[0].key)
     seen: set[str] = set()
     file_source = is_file_url(loaded.job.source.url)
     _check_endpoint_formats(loaded)
@@ -170,19 +157,6 @@ def _check_semantics(loaded: LoadedJob) -> None:
         if t.mode == "incremental" and not t.spec.incremental_column and not file_source:
             raise loaded.error("required when mode is incremental (the column whose growth marks new rows)",
                                (*base, "incremental_column"))
-        if t.mode == "cdc":
-            key = (*base, "mode") if t.spec.mode else ("copy", "mode")
-            scheme = loaded.job.source.url.partition("://")[0].lower()
-            if scheme not in ("postgresql", "postgres", "mysql", "mariadb"):
-                raise loaded.error("cdc reads the database's change log: it needs a PostgreSQL or MySQL/MariaDB "
-                                   "source (use incremental with an incremental_column)", key)
-            if t.update_method == "overwrite":
-                method = (*base, "update_method") if t.spec.update_method else ("copy", "update_method")
-                raise loaded.error("cdc applies changes: use merge or append, not overwrite", method)
-        if t.update_method == "overwrite" and t.mode == "incremental":
-            key = (*base, "update_method") if t.spec.update_method else ("copy", "update_method")
-            raise loaded.error("overwrite replaces the whole table, so it needs mode full "
-                               "(use merge or append for incremental copies)", key)
         if t.spec.columns:
             targets = list(t.spec.columns.values())
             if len(set(targets)) != len(targets):

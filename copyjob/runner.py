@@ -29,15 +29,15 @@ from copyjob.core.contracts import (
     StateMarker,
     StateStore,
     TableRunRecord,
-    TableState,
 )
 from copyjob.core.errors import CopyjobError, UsageError, is_retriable
 from copyjob.core.urls import redact
-from copyjob.core.values import decode_value, encode_value
+from copyjob.core.values import encode_value
 from copyjob.filesets import endpoint_url
 from copyjob.ingest import IncrementPlan, plan_full, plan_incremental
 from copyjob.jobfile import ResolvedTable
 from copyjob.loader import LoadedJob
+from copyjob.offsets.ledger import Ledger
 from copyjob.preflight import TablePlan, check_tables
 from copyjob.progress import Progress
 from copyjob.snapshot import read_binary, read_table
@@ -93,6 +93,11 @@ class JobRun:
             self._store = self.open_store()
         return self._store
 
+    @property
+    def ledger(self) -> Ledger:
+        """The positions of this job's tables in its destination (the store's rows under the job's scope)."""
+        return Ledger(self.store, self.loaded.scope, self.loaded.job.job)
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -109,7 +114,8 @@ class JobRun:
             return run_kafka(self, table_names)
         job = self.loaded.job
         tables = select_tables(self.loaded, table_names)
-        run = RunRecord(run_id=new_run_id(), job=job.job, started_at=datetime.now(UTC), trigger=self.trigger)
+        run = RunRecord(run_id=new_run_id(), job=self.loaded.scope, started_at=datetime.now(UTC),
+                        trigger=self.trigger)
         base = self.loaded.base_dir
         destination_url = endpoint_url(job.destination, base)
         try:
@@ -118,7 +124,8 @@ class JobRun:
             return self._fail_all(run, tables, f"source: {exc}")
         try:
             plans = check_tables(self.loaded, tables, source, destination_capabilities(destination_url))
-            lock = self.store.acquire_lock(job.job, f"run {run.run_id} ({self.trigger})", wait_s=self.lock_wait_s)
+            lock = self.store.acquire_lock(self.loaded.scope, f"run {run.run_id} ({self.trigger})",
+                                           wait_s=self.lock_wait_s)
             if lock is None:
                 return self._skip(run, tables)
             with lock:
@@ -197,12 +204,7 @@ class JobRun:
                                       duration_s=time.monotonic() - started, error=error)
 
     def _record_failure(self, key: str, run_id: str, error: str) -> None:
-        state = self.store.load(self.loaded.job.job, key)
-        state.last_run_id = run_id
-        state.last_run_at = datetime.now(UTC)
-        state.last_status = "failed"
-        state.last_error = error
-        self.store.save(self.loaded.job.job, state)
+        self.ledger.failed(key, run_id, error)
 
     # ------------------------------------------------------------------ one table
 
@@ -214,9 +216,10 @@ class JobRun:
         t = plan.table
         started = time.monotonic()
         # 1. state, reconciled with the destination's marker
-        state = self._reconciled_state(plan, destination)
+        standing = self.ledger.reconcile(plan.state_key, destination, plan.target_schema.table)
+        state = standing.state
         # 2. full or incremental, and which rows
-        full = t.mode == "full" or state.needs_full or state.extra.get("committed_run_id") is None
+        full = t.mode == "full" or not standing.continues
         column = t.spec.incremental_column
         increment = (plan_full(source, plan.source_schema.table, column) if full or column is None
                      else plan_incremental(source, plan.source_schema.table, column, state.watermark,
@@ -251,15 +254,7 @@ class JobRun:
                 rows_read = written
         # 5. state, after the destination committed
         faults.passed("destination-committed")
-        state.watermark = increment.watermark_after
-        state.watermark_type = wm_type
-        state.needs_full = False
-        state.last_run_id = run_id
-        state.last_run_at = datetime.now(UTC)
-        state.last_status = "ok"
-        state.last_error = None
-        state.extra["committed_run_id"] = run_id
-        self.store.save(job_name, state)
+        self.ledger.committed(state, run_id, watermark=increment.watermark_after, watermark_type=wm_type)
         return TableRunRecord(
             table=plan.state_key, mode=mode_used, status="ok", rows_read=rows_read, rows_written=written,
             duration_s=time.monotonic() - started, watermark_before=increment.watermark_before,
@@ -296,26 +291,6 @@ class JobRun:
         return all(native.get(tc.name) == sc.native_type and sc.native_type
                    for sc, tc in zip(plan.source_schema.columns, plan.target_schema.columns, strict=True))
 
-    def _reconciled_state(self, plan: TablePlan, destination: Destination) -> TableState:
-        """The store's state, unless the destination holds a newer marker (the process died between the
-        destination commit and the state save): then the marker is the truth."""
-        job_name = self.loaded.job.job
-        state = self.store.load(job_name, plan.state_key)
-        marker = destination.read_marker(job_name, plan.state_key)
-        if marker is None:
-            return state
-        newest_known = max(str(state.extra.get("committed_run_id") or ""), str(state.extra.get("reset_at") or ""))
-        if marker.run_id <= newest_known:
-            return state
-        log.info("%s: adopting the state committed with the data by run %s", plan.label, marker.run_id)
-        state.watermark = decode_value(marker.state.get("watermark"), marker.state.get("watermark_type"))
-        state.watermark_type = marker.state.get("watermark_type")
-        state.needs_full = False
-        state.extra.update(marker.state.get("extra") or {})  # e.g. a file set's mark and quarantined files
-        state.extra["committed_run_id"] = marker.run_id
-        self.store.save(job_name, state)
-        return state
-
     def _copy_file_set(self, plan: TablePlan, source: Source, destination: Destination,
                        run_id: str) -> TableRunRecord:
         from copyjob.file_copy import FileCopyContext, copy_file_set
@@ -323,7 +298,6 @@ class JobRun:
         settings = self.loaded.job.copy_settings
         ctx = FileCopyContext(job=self.loaded.job.job, run_id=run_id, create_tables=settings.create_tables,
                               batch_rows=min(settings.batch_rows, destination.capabilities.preferred_batch_rows),
-                              progress=self.progress, save=lambda s: self.store.save(self.loaded.job.job, s),
-                              stop=self.stop)
-        return copy_file_set(ctx, plan, cast("FileSetSource", source), destination,
-                             self._reconciled_state(plan, destination))
+                              progress=self.progress, save=self.ledger.save, stop=self.stop)
+        standing = self.ledger.reconcile(plan.state_key, destination, plan.target_schema.table)
+        return copy_file_set(ctx, plan, cast("FileSetSource", source), destination, standing.state)

@@ -39,7 +39,7 @@ from copyjob.core.errors import EXIT_INTERRUPTED, CopyjobError, UsageError
 from copyjob.core.urls import redact
 from copyjob.ingest.file_watcher import FileWatcher
 from copyjob.jobfile import parse_duration
-from copyjob.loader import LoadedJob, read_yaml
+from copyjob.loader import LoadedJob
 from copyjob.progress import Progress
 from copyjob.schedule import (
     Clock,
@@ -50,6 +50,7 @@ from copyjob.schedule import (
     recorded_fire,
     save_last_fire,
 )
+from copyjob.yamlfile import read_yaml
 
 log = logging.getLogger("copyjob.serve")
 
@@ -236,11 +237,11 @@ class Server:
         for job in self.jobs:
             job.store = job.open_store()
             for rule in job.rules:
-                last = load_last_fire(job.store, job.name, rule)
+                last = load_last_fire(job.store, job.loaded.scope, rule)
                 if is_missed(rule, last, now):  # due at once: the first turn runs it, labelled "missed"
                     job.missed.add(rule.key)
                 if last is None:  # first served: count from now, so that a later downtime is noticed
-                    save_last_fire(job.store, job.name, rule, now)
+                    save_last_fire(job.store, job.loaded.scope, rule, now)
                     last = now
                 job.next_due[rule.key] = rule.next_after(last)
             for watcher in job.watchers:
@@ -272,7 +273,7 @@ class Server:
             for rule in due:
                 fired = recorded_fire(rule, job.next_due[rule.key], now)
                 job.next_due[rule.key] = rule.next_after(fired)
-                self._guarded(partial(save_last_fire, self._store(job), job.name, rule, fired))
+                self._guarded(partial(save_last_fire, self._store(job), job.loaded.scope, rule, fired))
             if job.busy:
                 self._guarded(lambda: self._record_skip(job, label, now))
             else:
@@ -338,10 +339,10 @@ class Server:
         from copyjob.runner import new_run_id
 
         store = self._store(job)
-        holder = store.lock_info(job.name)
+        holder = store.lock_info(job.loaded.scope)
         why = holder.describe() if holder else f"started by {job.running_label}"
         error = f"skipped: another run of this job is in progress ({why})"
-        run = RunRecord(run_id=new_run_id(), job=job.name, started_at=now, finished_at=now, status="skipped",
+        run = RunRecord(run_id=new_run_id(), job=job.loaded.scope, started_at=now, finished_at=now, status="skipped",
                         trigger=label, tables=[TableRunRecord(table=t.spec.target_name, mode=t.mode,
                                                               status="skipped", error=error)
                                                for t in job.loaded.tables])

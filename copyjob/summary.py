@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from copyjob.core.contracts import RunRecord, StateStore, TableRunRecord, TableState
+from copyjob.core.scope import split_scope
 from copyjob.core.values import display_value, encode_value
 from copyjob.jobfile import Job
 
@@ -20,7 +21,9 @@ def _rate(rows: int, seconds: float) -> str:
 
 
 def print_run(console: Console, run: RunRecord) -> None:
-    table = Table(title=f"copyjob run {run.job} ({run.run_id})", title_justify="left")
+    job, destination = split_scope(run.job)
+    into = f" into {destination}" if destination else ""
+    table = Table(title=f"copyjob run {job}{into} ({run.run_id})", title_justify="left")
     for col, justify in (("table", "left"), ("mode", "left"), ("rows read", "right"),
                          ("rows written", "right"), ("duration", "right"), ("rows/s", "right"),
                          ("watermark", "left"), ("status", "left")):
@@ -60,7 +63,9 @@ def table_run_json(t: TableRunRecord) -> dict[str, Any]:
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
-    return {"run_id": run.run_id, "job": run.job, "status": run.status, "trigger": run.trigger,
+    job, destination = split_scope(run.job)
+    return {"run_id": run.run_id, "job": job, "destination": destination, "status": run.status,
+            "trigger": run.trigger,
             "started_at": run.started_at.isoformat() if run.started_at else None,
             "finished_at": run.finished_at.isoformat() if run.finished_at else None,
             "tables": [table_run_json(t) for t in run.tables]}
@@ -80,7 +85,7 @@ def status_rows(states: list[tuple[str, str, TableState]]) -> list[dict[str, Any
     return rows
 
 
-def schedule_rows(store: StateStore, job: Job, now: datetime | None = None) -> list[dict[str, Any]]:
+def schedule_rows(store: StateStore, job: Job, scope: str, now: datetime | None = None) -> list[dict[str, Any]]:
     """Per schedule: its expression, time zone and next run, in that zone. ``missed``: a fire time passed
     while serve was not running; serve runs it once when it starts."""
     from copyjob.schedule import ScheduleRule, load_last_fire
@@ -89,7 +94,7 @@ def schedule_rows(store: StateStore, job: Job, now: datetime | None = None) -> l
     rows = []
     for spec in job.schedules:
         rule = ScheduleRule.of(spec)
-        last = load_last_fire(store, job.job, rule)
+        last = load_last_fire(store, scope, rule)
         due = rule.next_after(last) if last is not None else rule.next_after(now)
         kind = {"cron": spec.cron} if spec.cron is not None else {"every": spec.every}
         rows.append({**kind, "timezone": rule.zone_name, "next_run": due.astimezone(rule.zone).isoformat(),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from copyjob.core.errors import JobFileError
+from copyjob.yamlfile import read_yaml
 
 _REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 DEFAULT_FILE = "variables.yaml"
@@ -58,8 +59,6 @@ class VariableLibrary:
 
 def load_library(job_file: Path, variables_file: Path | None, env: str | None) -> VariableLibrary:
     """Load the value sets: ``default`` first, then the set named by ``env`` on top."""
-    from copyjob.loader import read_yaml
-
     path = variables_file or job_file.parent / DEFAULT_FILE
     if not path.exists():
         if variables_file is not None:

@@ -29,6 +29,6 @@ def test_pyproject_lists_every_package_folder() -> None:
 def test_nothing_generic_is_importable_at_the_top(tmp_path: Path) -> None:
     # from a folder other than the repository, only the copyjob namespace is installed
     code = ("import importlib.util as u, copyjob.apply, copyjob.ingest, copyjob.offsets, copyjob.snapshot, "
-            "copyjob.connectors; print([n for n in %r if u.find_spec(n)])" % (STAGES,))
+            f"copyjob.connectors; print([n for n in {STAGES!r} if u.find_spec(n)])")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

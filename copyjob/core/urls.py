@@ -71,3 +71,21 @@ def parse_url(raw: str, base_dir: Path | None = None) -> ConnectionUrl:
         password=unquote(parts.password) if parts.password is not None else None,
         host=parts.hostname, port=port, database=database, query=query,
     )
+
+
+def identity(url: ConnectionUrl) -> str:
+    """Which system and place ``url`` points at, without credentials: ``postgresql://db.prod:5432/shop``,
+    ``sqlite:///abs/path/shop.db``, ``s3://bucket/prefix@http://127.0.0.1:9000``.
+
+    The state store keys a job's state by it, so one job deployed to two destinations (``--env dev`` and
+    ``--env prod``) keeps two states that never mix."""
+    if url.path is not None:
+        path = url.path if str(url.path) == ":memory:" else url.path.expanduser().resolve()
+        return f"{url.scheme}://{path.as_posix()}"
+    if url.scheme == "s3":
+        bucket_and_prefix = url.raw.split("://", 1)[1].split("?", 1)[0].rstrip("/")
+        endpoint = url.query.get("endpoint_url") or url.query.get("endpoint") or ""
+        return f"s3://{bucket_and_prefix}" + (f"@{endpoint}" if endpoint else "")
+    host = url.host or "localhost"
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{host}{port}/{url.database or ''}"

@@ -1,6 +1,6 @@
-"""Commands for change data capture (registered onto copyjob.cli's app): ``drop`` and ``check``; the slot lag
-that ``status`` shows (:func:`cdc_status`); and :func:`stream_direct`, the body of ``copyjob stream`` for
-direct-transport jobs (``stream`` itself is registered here only when copyjob.cli has none).
+"""Commands for change data capture: ``drop``, ``check`` and ``stream``; the slot lag that ``status`` shows
+(:func:`cdc_status`); and :func:`stream_direct`, the body of ``copyjob stream`` for direct-transport jobs
+(Kafka jobs are handed to :func:`copyjob.cli.kafka.stream`).
 
 Lag: bytes are the WAL the server keeps for the job's slot (``pg_current_wal_lsn() - confirmed_flush_lsn``);
 seconds are how long ago the destination was last known to be current (the commit time of the last change
@@ -17,7 +17,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from copyjob.cli import EnvOpt, JobArg, StateOpt, TablesOpt, VarsOpt, _guard, _load, _store, app, err, out
+from copyjob.cli import kafka
+from copyjob.cli.common import (
+    EnvOpt,
+    JobArg,
+    StateOpt,
+    TablesOpt,
+    VarsOpt,
+    WaitOpt,
+    err,
+    guard,
+    load_job_file,
+    out,
+    state_store,
+    stop_on_signals,
+)
 from copyjob.core.errors import EXIT_BAD_INPUT, EXIT_SKIPPED, EXIT_TABLE_FAILED, CopyjobError, UsageError
 from copyjob.core.urls import redact
 
@@ -25,6 +39,11 @@ if TYPE_CHECKING:  # the job model (pydantic) is imported by commands, not by ``
     from copyjob.core.contracts import RunRecord, StateStore, TableState
     from copyjob.loader import LoadedJob
     from copyjob.progress import Progress
+
+
+def register(app: typer.Typer) -> None:
+    for command in (check, drop, stream):
+        app.command()(command)
 
 
 def cdc_tables(loaded: LoadedJob) -> list[str]:
@@ -58,7 +77,7 @@ def _postgres(loaded: LoadedJob) -> Any:
     url = endpoint_url(loaded.job.source, loaded.base_dir)
     if url.scheme not in SCHEMES:
         return None
-    return open_setup(url, loaded.job.job, loaded.job.cdc)
+    return open_setup(url, loaded.stream_name, loaded.job.cdc)
 
 
 def cdc_status(loaded: LoadedJob, states: Sequence[TableState]) -> dict[str, Any] | None:
@@ -116,16 +135,15 @@ def print_cdc_status(info: dict[str, Any] | None) -> None:
         out.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
 
 
-@app.command()
 def check(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None) -> None:
     """For monitoring: exit 1 when the job's change capture lags above cdc.max_lag_bytes/max_lag_seconds or
     its replication slot is lost, 0 otherwise."""
 
     def body() -> int:
-        loaded = _load(job_file, env, variables)
-        store = _store(loaded, state)
+        loaded = load_job_file(job_file, env, variables)
+        store = state_store(loaded, state)
         try:
-            states = [store.load(loaded.job.job, name) for name in cdc_tables(loaded)]
+            states = [store.load(loaded.scope, name) for name in cdc_tables(loaded)]
         finally:
             store.close()
         info = cdc_status(loaded, states)
@@ -138,19 +156,19 @@ def check(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state
         print_cdc_status(info)
         return EXIT_TABLE_FAILED if info["warnings"] else 0
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))
 
 
-@app.command()
 def drop(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None,
          yes: Annotated[bool, typer.Option("--yes", help="Really drop them.")] = False) -> None:
     """Remove the replication slot and the publication the job created (its cdc tables are snapshotted again
     by the next run)."""
 
     def body() -> int:
+        from copyjob.offsets.ledger import Ledger
         from copyjob.runner import new_run_id
 
-        loaded = _load(job_file, env, variables)
+        loaded = load_job_file(job_file, env, variables)
         setup = _postgres(loaded)
         if setup is None:
             out.print(f"{job_file}: the source keeps no replication slot for this job: nothing to drop")
@@ -170,44 +188,33 @@ def drop(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state:
             dropped = setup.drop()
         finally:
             setup.close()
-        store = _store(loaded, state)
+        store = state_store(loaded, state)
         try:
-            stamp = new_run_id()
-            for name in cdc_tables(loaded):
-                s = store.load(loaded.job.job, name)
-                s.needs_full = True
-                s.extra["reset_at"] = stamp
-                s.extra.pop("cdc_position", None)
-                store.save(loaded.job.job, s)
+            Ledger(store, loaded.scope, loaded.job.job).reset(cdc_tables(loaded), new_run_id())
         finally:
             store.close()
         out.print(f"dropped {' and '.join(dropped)}" if dropped else "nothing to drop", highlight=False)
         return 0
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))
 
 
-@app.command()
 def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
            state: StateOpt = None,
-           wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for another run of this job to "
-                                               "finish before skipping.")] = 3600.0) -> None:
+           wait: WaitOpt = 3600.0) -> None:
     """Keep capturing and applying changes until SIGTERM/SIGINT."""
-    loaded = _guard(lambda: _load(job_file, env, variables))
+    loaded = guard(lambda: load_job_file(job_file, env, variables))
     if loaded.job.transport == "kafka":
-        from copyjob import cli_kafka
-
-        cli_kafka.stream(job_file, table, env, variables, state, wait)
+        kafka.stream(job_file, table, env, variables, state, wait)
         return
 
     def body() -> int:
-        from copyjob.cli_kafka import stop_on_signals
         from copyjob.summary import print_run
 
         with stop_on_signals() as stop:
-            record = stream_direct(loaded, stop, lambda: _store(loaded, state), tables=table or None,
+            record = stream_direct(loaded, stop, lambda: state_store(loaded, state), tables=table or None,
                                    lock_wait_s=wait)
         print_run(out, record)
         return {"ok": 0, "stopped": 0, "skipped": EXIT_SKIPPED}.get(record.status, EXIT_TABLE_FAILED)
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))

@@ -1,4 +1,4 @@
-"""The command line: run, serve, validate, status, history, reset, demo.
+"""The job commands: run, serve, validate, status, history, reset, demo.
 
 Exit codes: 0 success; 1 a table failed (or a system could not be reached); 2 a bad job file, variables
 file or command line; 3 skipped because another run of the job held the lock past --wait; 130 interrupted.
@@ -8,68 +8,40 @@ file or command line; 3 skipped because another run of the job held the lock pas
 from __future__ import annotations
 
 import logging
-import os
-import sys
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from copyjob.core.errors import EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_TABLE_FAILED, CopyjobError
-from copyjob.core.urls import redact
+from copyjob.cli.cdc import cdc_status, print_cdc_status
+from copyjob.cli.common import (
+    EnvOpt,
+    JobArg,
+    StateOpt,
+    TablesOpt,
+    VarsOpt,
+    WaitOpt,
+    guard,
+    load_job_file,
+    out,
+    state_store,
+)
+from copyjob.core.errors import EXIT_SKIPPED, EXIT_TABLE_FAILED
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Move tables between databases: full and incremental copies from one YAML job file.")
-# not a terminal (logs, cron mail): wide enough that summaries are not cut
-out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
-T = TypeVar("T")
-
-JobArg = Annotated[Path, typer.Argument(help="The job file (YAML).", show_default=False)]
-EnvOpt = Annotated[str | None, typer.Option("--env", help="Value set of the variable library to use.")]
-VarsOpt = Annotated[Path | None, typer.Option("--variables", help="Variable library (default: variables.yaml "
-                                              "beside the job file).")]
-StateOpt = Annotated[str | None, typer.Option("--state", help="State store: a SQLite path or a PostgreSQL URL "
-                                              "(default: .copyjob/state.db beside the job file).")]
-TablesOpt = Annotated[list[str] | None, typer.Option("--table", help="Only this table (repeatable).")]
-
-
-def _guard(action: Callable[[], T]) -> T:
-    """Run a command body, turning copyjob errors into one line on stderr and their exit code."""
-    try:
-        return action()
-    except CopyjobError as exc:
-        err.print(f"[red]error[/]: {redact(str(exc))}", highlight=False, soft_wrap=True, markup=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+if TYPE_CHECKING:
+    from copyjob.core.contracts import TableState
 
 
-def _load(job_file: Path, env: str | None, variables: Path | None) -> Any:
-    from copyjob.loader import load_job
-
-    return load_job(job_file, variables=variables, env=env)
-
-
-def _store(loaded: Any, state: str | None) -> Any:
-    from copyjob.offsets import default_state_url, open_state_store
-
-    url = state or loaded.job.state
-    if url and "://" not in url and not Path(url).is_absolute():
-        url = str(loaded.base_dir / url)
-    return open_state_store(url or default_state_url(loaded.path))
+def register(app: typer.Typer) -> None:
+    for command in (run, serve, validate, status, history, reset, demo):
+        app.command()(command)
 
 
-@app.command()
 def run(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
         state: StateOpt = None,
         progress: Annotated[bool, typer.Option(help="Show progress bars on a terminal.")] = True,
-        wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for another run of this job to "
-                                            "finish before skipping.")] = 3600.0) -> None:
+        wait: WaitOpt = 3600.0) -> None:
     """Run the job once and print a summary per table."""
 
     def body() -> int:
@@ -77,8 +49,8 @@ def run(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables
         from copyjob.runner import JobRun
         from copyjob.summary import print_run
 
-        loaded = _load(job_file, env, variables)
-        job_run = JobRun(loaded, lambda: _store(loaded, state), Progress(live=None if progress else False),
+        loaded = load_job_file(job_file, env, variables)
+        job_run = JobRun(loaded, lambda: state_store(loaded, state), Progress(live=None if progress else False),
                          lock_wait_s=wait)
         try:
             record = job_run.run(table or None)
@@ -87,10 +59,9 @@ def run(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables
         print_run(out, record)
         return {"ok": 0, "skipped": EXIT_SKIPPED}.get(record.status, EXIT_TABLE_FAILED)
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))
 
 
-@app.command()
 def serve(paths: Annotated[list[Path], typer.Argument(help="Job files, or folders: every *.yaml/*.yml in it "
                                                       "with a job: key.", show_default=False)],
           env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None,
@@ -107,14 +78,14 @@ def serve(paths: Annotated[list[Path], typer.Argument(help="Job files, or folder
         tick = tick_from_env()
         jobs = []
         for path in find_job_files(paths):
-            loaded = _load(path, env, variables)
-            jobs.append(served_job(loaded, partial(_store, loaded, state), poll=poll, poll_interval_s=tick))
+            loaded = load_job_file(path, env, variables)
+            jobs.append(served_job(loaded, partial(state_store, loaded, state), poll=poll, poll_interval_s=tick))
         server = Server(jobs, tick_s=tick, workers=workers)
         server.install_signal_handlers()
         server.serve()
         return 0
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))
 
 
 def _log_to_stderr(name: str) -> None:
@@ -127,14 +98,13 @@ def _log_to_stderr(name: str) -> None:
     logger.propagate = False
 
 
-@app.command()
 def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None,
              connect: Annotated[bool, typer.Option("--connect", help="Also reach both ends and check every "
                                                    "table and column.")] = False) -> None:
     """Check the job file (and with --connect, the systems it names)."""
 
     def body() -> int:
-        loaded = _load(job_file, env, variables)
+        loaded = load_job_file(job_file, env, variables)
         if connect:
             from copyjob.connectors import destination_capabilities, open_destination, open_source
             from copyjob.filesets import endpoint_url
@@ -152,10 +122,9 @@ def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None,
         out.print(f"[green]ok[/]: {job_file}: {what} ({len(loaded.tables)} tables)")
         return 0
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))
 
 
-@app.command()
 def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None,
            json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Per-table state (last outcome, watermark, full or incremental next), next scheduled runs, triggers."""
@@ -163,28 +132,28 @@ def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, stat
     def body() -> int:
         from copyjob.summary import dumps, print_status, schedule_rows, status_rows, trigger_rows
 
-        loaded = _load(job_file, env, variables)
-        store = _store(loaded, state)
+        loaded = load_job_file(job_file, env, variables)
+        store = state_store(loaded, state)
         try:
-            states = [(t.spec.target_name, t.mode, store.load(loaded.job.job, t.spec.target_name))
-                      for t in loaded.tables]
-            schedules = schedule_rows(store, loaded.job)
+            states: list[tuple[str, str, TableState]] = [
+                (t.spec.target_name, t.mode, store.load(loaded.scope, t.spec.target_name)) for t in loaded.tables]
+            schedules = schedule_rows(store, loaded.job, loaded.scope)
         finally:
             store.close()
         rows = status_rows(states)
-        cdc = cli_cdc.cdc_status(loaded, [s for _, mode, s in states if mode == "cdc"])
+        cdc = cdc_status(loaded, [s for _, mode, s in states if mode == "cdc"])
         if json_out:
-            print(dumps({"job": loaded.job.job, "tables": rows, "schedules": schedules,
+            print(dumps({"job": loaded.job.job, "destination": loaded.destination_identity,
+                         "tables": rows, "schedules": schedules,
                          "triggers": trigger_rows(loaded.job), **({"cdc": cdc} if cdc else {})}))
         else:
             print_status(out, loaded.job.job, rows, schedules, trigger_rows(loaded.job))
-            cli_cdc.print_cdc_status(cdc)
+            print_cdc_status(cdc)
         return 0
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))
 
 
-@app.command()
 def history(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None,
             json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
             limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs.")] = 20) -> None:
@@ -193,10 +162,10 @@ def history(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, sta
     def body() -> int:
         from copyjob.summary import dumps, print_history, run_json
 
-        loaded = _load(job_file, env, variables)
-        store = _store(loaded, state)
+        loaded = load_job_file(job_file, env, variables)
+        store = state_store(loaded, state)
         try:
-            runs = store.history(loaded.job.job, limit=limit)
+            runs = store.history(loaded.scope, limit=limit)
         finally:
             store.close()
         if json_out:
@@ -205,39 +174,31 @@ def history(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, sta
             print_history(out, runs)
         return 0
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))
 
 
-@app.command()
 def reset(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
           state: StateOpt = None) -> None:
     """Make the next run of these tables (all when none named) a full copy."""
 
     def body() -> int:
+        from copyjob.offsets.ledger import Ledger
         from copyjob.runner import new_run_id, select_tables
 
-        loaded = _load(job_file, env, variables)
+        loaded = load_job_file(job_file, env, variables)
         chosen = select_tables(loaded, table or None)
-        store = _store(loaded, state)
+        store = state_store(loaded, state)
         try:
-            stamp = new_run_id()
-            for t in chosen:
-                s = store.load(loaded.job.job, t.spec.target_name)
-                s.needs_full = True
-                s.watermark = None
-                s.watermark_type = None
-                s.extra["reset_at"] = stamp
-                store.save(loaded.job.job, s)
+            Ledger(store, loaded.scope, loaded.job.job).reset([t.spec.target_name for t in chosen], new_run_id())
         finally:
             store.close()
         names = ", ".join(t.spec.target_name for t in chosen)
         out.print(f"reset: the next run of {names} is a full copy")
         return 0
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))
 
 
-@app.command()
 def demo(directory: Annotated[Path, typer.Option("--dir", help="Where to put the demo files.")] = Path(
         "demo")) -> None:
     """Make a sample SQLite shop database and copy it into DuckDB (twice: full, then incremental)."""
@@ -247,40 +208,4 @@ def demo(directory: Annotated[Path, typer.Option("--dir", help="Where to put the
 
         return run_demo(directory, out)
 
-    raise typer.Exit(_guard(body))
-
-
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        app()
-        code: Any = 0
-    except SystemExit as done:
-        code = done.code
-    _exit_now(code)
-
-
-def _exit_now(code: Any) -> NoReturn:
-    """End the process without the interpreter's teardown, which takes about 70 ms once SQLAlchemy, psycopg
-    and Arrow are loaded (a fifth of a short run). Every command has committed and closed what it opened by
-    the time it returns; what is left is flushing the output."""
-    if sys.gettrace() is not None or sys.getprofile() is not None:  # coverage or a profiler saves at exit
-        sys.exit(code)
-    if isinstance(code, str):
-        print(code, file=sys.stderr)
-        code = 1
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more can be said
-            pass
-    os._exit(int(code or 0))
-
-
-# the command modules register their commands on `app`: cdc (check, drop, stream), kafka (capture, apply, tail,
-# replay)
-from copyjob import cli_cdc, cli_kafka  # noqa: E402, F401
-
-if __name__ == "__main__":
-    main()
+    raise typer.Exit(guard(body))

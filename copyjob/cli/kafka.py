@@ -1,5 +1,5 @@
-"""Commands of ``transport: kafka``: capture, apply, tail, replay (registered onto copyjob.cli's app), and
-:func:`stream`, the body of ``copyjob stream`` for Kafka jobs.
+"""Commands of ``transport: kafka``: capture, apply, tail, replay, and :func:`stream`, the body of
+``copyjob stream`` for Kafka jobs (the command itself is :func:`copyjob.cli.cdc.stream`).
 
 Exit codes as everywhere: 0 success, 1 a table failed or events went to a dead-letter topic, 2 bad input,
 3 skipped (the run lock was held), 130 interrupted.
@@ -8,55 +8,47 @@ Exit codes as everywhere: 0 success, 1 a table failed or events went to a dead-l
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from copyjob.cli import EnvOpt, JobArg, StateOpt, TablesOpt, VarsOpt, _guard, _load, _store, app, err, out
+from copyjob.cli.common import (
+    EnvOpt,
+    JobArg,
+    StateOpt,
+    TablesOpt,
+    VarsOpt,
+    WaitOpt,
+    guard,
+    load_job_file,
+    out,
+    state_store,
+    stop_on_signals,
+)
 from copyjob.core.errors import EXIT_SKIPPED, EXIT_TABLE_FAILED, UsageError
 
-WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for another run of this job to finish "
-                                        "before skipping.")]
+
+def register(app: typer.Typer) -> None:
+    app.command()(capture)
+    app.command("apply")(apply_command)
+    app.command()(tail)
+    app.command()(replay)
 
 
 def _kafka_job(job_file: Path, env: str | None, variables: Path | None) -> Any:
-    loaded = _load(job_file, env, variables)
+    loaded = load_job_file(job_file, env, variables)
     if loaded.job.transport != "kafka":
         raise UsageError(f"{job_file}: this command needs transport: kafka in the job file")
     return loaded
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by the first SIGTERM/SIGINT (a second SIGINT interrupts at once)."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        err.print(f"stopping ({signal.Signals(signum).name}): finishing the current batch")
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def _exit_code(status: str) -> int:
     return {"ok": 0, "stopped": 0, "skipped": EXIT_SKIPPED}.get(status, EXIT_TABLE_FAILED)
 
 
-@app.command()
 def capture(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
             state: StateOpt = None, wait: WaitOpt = 3600.0) -> None:
     """Kafka: only the producer side: publish each table's changes to its topic and save its position."""
@@ -67,7 +59,7 @@ def capture(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, varia
         from copyjob.summary import print_run
 
         loaded = _kafka_job(job_file, env, variables)
-        job_run = JobRun(loaded, lambda: _store(loaded, state), lock_wait_s=wait, trigger="capture")
+        job_run = JobRun(loaded, lambda: state_store(loaded, state), lock_wait_s=wait, trigger="capture")
         try:
             with stop_on_signals() as stop:
                 job_run.stop = stop
@@ -77,10 +69,9 @@ def capture(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, varia
         print_run(out, record)
         return _exit_code(record.status)
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))
 
 
-@app.command("apply")
 def apply_command(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
                   until_caught_up: Annotated[bool, typer.Option("--until-caught-up", help="Stop once the "
                                             "destination holds what the topics held at the start.")] = False,
@@ -103,10 +94,9 @@ def apply_command(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None,
                       f"{s.appended:,} appended" + (f", [red]{s.dlq:,} to {t.dlq}[/]" if s.dlq else ""))
         return EXIT_TABLE_FAILED if dlq else 0
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))
 
 
-@app.command()
 def tail(job_file: JobArg, table: Annotated[str | None, typer.Option("--table", help="Only this table.")] = None,
          env: EnvOpt = None, variables: VarsOpt = None,
          from_beginning: Annotated[bool, typer.Option("--from-beginning", help="Start at the oldest event "
@@ -127,7 +117,7 @@ def tail(job_file: JobArg, table: Annotated[str | None, typer.Option("--table", 
                 sys.stdout.flush()
         return 0
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))
 
 
 def _timestamp_ms(text: str) -> int:
@@ -140,7 +130,6 @@ def _timestamp_ms(text: str) -> int:
     return int(value.timestamp() * 1000)
 
 
-@app.command()
 def replay(job_file: JobArg, table: Annotated[str, typer.Option("--table", help="The table to rebuild.")],
            to_timestamp: Annotated[str | None, typer.Option("--to-timestamp", help="Only events published up "
                                                             "to this time (ISO 8601; UTC when no zone).")] = None,
@@ -157,7 +146,7 @@ def replay(job_file: JobArg, table: Annotated[str, typer.Option("--table", help=
         out.print(f"replayed {result.table}: {result.events:,} events, {result.rows:,} rows now in the table")
         return 0
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))
 
 
 def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
@@ -172,7 +161,7 @@ def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variab
         from copyjob.summary import print_run
 
         loaded = _kafka_job(job_file, env, variables)
-        job_run = JobRun(loaded, lambda: _store(loaded, state), lock_wait_s=wait, trigger="stream")
+        job_run = JobRun(loaded, lambda: state_store(loaded, state), lock_wait_s=wait, trigger="stream")
         try:
             with stop_on_signals() as stop:
                 job_run.stop = stop
@@ -182,4 +171,4 @@ def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variab
         print_run(out, record)
         return _exit_code(record.status)
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(guard(body))

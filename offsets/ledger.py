@@ -1,0 +1,161 @@
+"""The position ledger: where each table of one job in one destination stands.
+
+One reconcile, one save and one reset, for every kind of position (a watermark, a file set's mark, a change
+log position):
+
+- the destination's marker, committed in the same transaction as the data (``_copyjob_state``), is the
+  truth: a table whose destination table or marker is missing is copied in full (or snapshotted), never
+  continued from a position that belongs to another destination or to a table that is gone;
+- ``reset`` stamps the table (``reset_at``, a run id); a marker committed before the stamp no longer counts;
+- the state store keeps a copy of each table's position for ``status``, under the job's scope (the job's name
+  and its destination's identity, :mod:`copyjob.core.scope`), so two environments never share a row.
+
+Positions that live only in the state store (the capture side of ``transport: kafka``, whose destination is a
+topic) are read with :meth:`Ledger.load`; they are scoped the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from copyjob.core.contracts import Destination, StateMarker, StateStore, TableState
+from copyjob.core.schema import TableName
+from copyjob.core.values import decode_value
+
+log = logging.getLogger("copyjob.offsets")
+STREAM_KEY = "stream_position"
+"""The job's change-stream position the ledger saved last (before the capture acknowledged it)."""
+
+
+@dataclass
+class Standing:
+    """Where a table stands before a run: its stored state, and the destination's marker when it counts."""
+
+    state: TableState
+    marker: StateMarker | None
+    found: StateMarker | None = None
+    """The destination's marker as read, whether it counts or not."""
+    full_reason: str | None = None
+    """Why the table starts over (a full copy or a snapshot), or None when it continues from ``marker``."""
+
+    @property
+    def continues(self) -> bool:
+        return self.marker is not None
+
+
+class Ledger:
+    """The positions of one job's tables in one destination (one scope of the state store)."""
+
+    def __init__(self, store: StateStore, scope: str, job: str) -> None:
+        self.store = store
+        self.scope = scope
+        self.job = job
+        """The job's name, as the destination's markers know it."""
+
+    # ------------------------------------------------------------ reading
+
+    def load(self, table: str) -> TableState:
+        return self.store.load(self.scope, table)
+
+    def load_all(self) -> dict[str, TableState]:
+        return self.store.load_all(self.scope)
+
+    def reconcile(self, table: str, destination: Destination, target: TableName,
+                  mode: str | None = None) -> Standing:
+        """The table's standing: the store's row, brought up to the destination's marker (the truth).
+
+        ``mode``: the marker must have been written by this kind of copy (``cdc`` markers hold log positions,
+        the others watermarks); a marker of another kind counts as none."""
+        state = self.load(table)
+        marker = destination.read_marker(self.job, table)
+        reason = self._why_not(state, marker, mode)
+        if reason is None and destination.reflect(target) is None:
+            reason = "the destination table is missing"
+        if reason is not None:
+            if marker is not None or state.extra.get("committed_run_id"):
+                log.warning("%s: %s: copying it in full", table, reason)
+            state.needs_full = True  # in memory: the consumers of the state plan a full copy from it
+            return Standing(state=state, marker=None, found=marker, full_reason=reason)
+        assert marker is not None
+        if marker.run_id != state.extra.get("committed_run_id"):
+            log.info("%s: taking the position committed with the data by run %s", table, marker.run_id)
+        self._adopt(state, marker)
+        return Standing(state=state, marker=marker, found=marker)
+
+    @staticmethod
+    def _why_not(state: TableState, marker: StateMarker | None, mode: str | None) -> str | None:
+        if marker is None:
+            return "first run" if not state.extra.get("committed_run_id") else \
+                "the destination holds no marker of this job for it"
+        if marker.run_id <= str(state.extra.get("reset_at") or ""):
+            return "reset"
+        kind = marker.state.get("mode")
+        if mode is not None and (kind == "cdc") != (mode == "cdc"):
+            return f"its marker was written by a {kind} copy"
+        if kind == "cdc" and marker.state.get("snapshot") != "completed":
+            return "its snapshot did not finish"
+        return None
+
+    def _adopt(self, state: TableState, marker: StateMarker) -> None:
+        m = marker.state
+        if m.get("mode") != "cdc":
+            state.watermark = decode_value(m.get("watermark"), m.get("watermark_type"))
+            state.watermark_type = m.get("watermark_type")
+        state.needs_full = False
+        state.extra.update(m.get("extra") or {})  # e.g. a file set's mark and quarantined files
+        state.extra["committed_run_id"] = marker.run_id
+
+    # ------------------------------------------------------------ writing
+
+    def save(self, state: TableState) -> None:
+        """Step 2 of the commit order (:mod:`copyjob.engine.checkpoint`): after the data is durable."""
+        self.store.save(self.scope, state)
+
+    def committed(self, state: TableState, run_id: str, *, watermark: Any = None,
+                  watermark_type: str | None = None) -> None:
+        """Record a table's successful commit by ``run_id`` and save it."""
+        state.watermark = watermark
+        state.watermark_type = watermark_type
+        state.needs_full = False
+        state.last_run_id = run_id
+        state.last_run_at = datetime.now(UTC)
+        state.last_status = "ok"
+        state.last_error = None
+        state.extra["committed_run_id"] = run_id
+        state.extra.pop("full_reason", None)
+        self.save(state)
+
+    def failed(self, table: str, run_id: str, error: str) -> None:
+        """Record a table's failed run; its position stays where it was."""
+        state = self.load(table)
+        state.last_run_id = run_id
+        state.last_run_at = datetime.now(UTC)
+        state.last_status = "failed"
+        state.last_error = error
+        self.save(state)
+
+    def reset(self, tables: Sequence[str], stamp: str) -> list[str]:
+        """The next run of ``tables`` starts over (full copy, or a new snapshot for CDC): markers committed
+        before ``stamp`` (a run id) no longer count."""
+        for name in tables:
+            state = self.load(name)
+            state.needs_full = True
+            state.watermark = None
+            state.watermark_type = None
+            state.extra.pop("cdc_position", None)
+            state.extra["reset_at"] = stamp
+            self.save(state)
+        return list(tables)
+
+    # ------------------------------------------------------------ the change stream
+
+    def stream_position(self) -> str | None:
+        """The stream position saved last (JSON), or None."""
+        return self.store.get_meta(self.scope, STREAM_KEY)
+
+    def save_stream_position(self, position_json: str) -> None:
+        self.store.set_meta(self.scope, STREAM_KEY, position_json)

@@ -1,0 +1,127 @@
+"""The destinations that the contract suite (test_destination_contract.py) runs over: one small factory per
+system that opens a fresh, empty destination and can read a table back, as dlt's ``destinations_configs``.
+
+A new destination proves itself by adding its factory here and passing the suite. What a destination cannot
+do is read from its ``capabilities`` (see ``require``); the one trait the capabilities record does not carry,
+whether the system refuses a duplicate primary key, is declared by the factory (``enforces_primary_key``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from copyjob.connectors import open_destination, open_source
+from copyjob.core.contracts import Destination, Source
+from copyjob.core.schema import TableSchema
+from copyjob.core.urls import ConnectionUrl, parse_url
+
+
+@dataclass
+class DestinationCase:
+    """A fresh destination under test, and a reader of what it holds (another connection or a file reader,
+    so that only committed data is seen)."""
+
+    name: str
+    url: ConnectionUrl
+    destination: Destination
+    read_batches: Callable[[DestinationCase, TableSchema], list[pa.RecordBatch]]
+    enforces_primary_key: bool = True
+    """A row whose primary key is already in the table is refused (databases yes, folders of files no)."""
+    _sources: list[Source] = field(default_factory=list)
+
+    def rows(self, schema: TableSchema) -> list[dict[str, Any]]:
+        """The committed rows of ``schema.table`` (``schema.columns`` only), in no particular order."""
+        return [row for batch in self.read_batches(self, schema) for row in batch.to_pylist()]
+
+    def source(self) -> Source:
+        """A source on the same database, opened on first use (for SQL destinations)."""
+        if not self._sources:
+            self._sources.append(open_source(self.url))
+        return self._sources[0]
+
+    def close(self) -> None:
+        for source in self._sources:
+            source.close()
+        self.destination.close()
+
+
+def _read_with_source(case: DestinationCase, schema: TableSchema) -> list[pa.RecordBatch]:
+    return list(case.source().read(schema))
+
+
+def _folder_reader(locate: Callable[[Any, TableSchema], str]) -> Callable[[DestinationCase, TableSchema],
+                                                                           list[pa.RecordBatch]]:
+    """What any reader of a table's folder sees: pyarrow.dataset over the published Parquet files (hidden
+    files skipped), with the table's current (possibly widened) schema."""
+
+    def read(case: DestinationCase, schema: TableSchema) -> list[pa.RecordBatch]:
+        import pyarrow.dataset as ds
+
+        current = case.destination.reflect(schema.table)
+        assert current is not None, f"{schema.table} does not exist"
+        dataset = ds.dataset(locate(case.destination, schema), format="parquet", schema=current.arrow_schema())
+        return dataset.to_table(columns=schema.column_names).to_batches()
+
+    return read
+
+
+_read_parquet = _folder_reader(lambda dest, schema: str(dest.folder(schema.table)))
+_read_file_outputs = _folder_reader(lambda dest, schema: dest.root.full(dest.folder(schema.table)))
+
+
+def _open(name: str, url: str, reader: Callable[[DestinationCase, TableSchema], list[pa.RecordBatch]],
+          enforces_primary_key: bool = True) -> DestinationCase:
+    parsed = parse_url(url)
+    return DestinationCase(name, parsed, open_destination(parsed), reader, enforces_primary_key)
+
+
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
+    return _open("sqlite", f"sqlite:///{tmp_path / 'db.sqlite'}", _read_with_source)
+
+
+def _duckdb(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
+    return _open("duckdb", f"duckdb:///{tmp_path / 'db.duckdb'}", _read_with_source)
+
+
+def _postgresql(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
+    return _open("postgresql", request.getfixturevalue("pg_url"), _read_with_source)
+
+
+def _mariadb(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
+    return _open("mariadb", request.getfixturevalue("mariadb_url"), _read_with_source)
+
+
+def _parquet(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
+    # two rows a file, so that merges, deletes and updates always span several files
+    return _open("parquet", f"parquet:///{tmp_path / 'lake'}?rows_per_file=2", _read_parquet,
+                 enforces_primary_key=False)
+
+
+def _files(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
+    return _open("files", f"file:///{tmp_path / 'out'}?format=parquet", _read_file_outputs, enforces_primary_key=False)
+
+
+FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], DestinationCase]] = {
+    "sqlite": _sqlite,
+    "duckdb": _duckdb,
+    "postgresql": _postgresql,
+    "mariadb": _mariadb,
+    "parquet": _parquet,
+    "files": _files,
+}
+
+
+def require(case: DestinationCase, *capabilities: str) -> None:
+    """Skip the test unless the destination declares every one of ``capabilities`` (fields of
+    DestinationCapabilities, or ``enforces_primary_key``)."""
+    for name in capabilities:
+        declared = getattr(case, name) if name == "enforces_primary_key" else \
+            getattr(case.destination.capabilities, name)
+        if not declared:
+            pytest.skip(f"{case.name} does not declare {name}")
