@@ -83,10 +83,10 @@ def connection_settings(url: ConnectionUrl) -> dict[str, Any]:
                 connect_timeout=int(url.query.get("connect_timeout", "10")))
 
 
-def _connect(url: ConnectionUrl, *, streaming: bool = False, autocommit: bool = True) -> Connection[Any]:
+def connect(url: ConnectionUrl, *, streaming: bool = False, autocommit: bool = True) -> Connection[Any]:
     """A pymysql connection for ``url``; errors translated (AuthenticationFailed, ConnectionFailed, …)."""
     cursor = pymysql.cursors.SSCursor if streaming else pymysql.cursors.Cursor
-    with _errors(url):
+    with translated_errors(url):
         return pymysql.connect(
             **connection_settings(url), database=url.database, autocommit=autocommit,
             init_command=_INIT_COMMAND, cursorclass=cursor, conv=_STREAM_CONVERSIONS if streaming else None,
@@ -94,11 +94,11 @@ def _connect(url: ConnectionUrl, *, streaming: bool = False, autocommit: bool = 
 
 
 @contextmanager
-def _errors(url: ConnectionUrl, table: TableName | None = None) -> Iterator[None]:
+def translated_errors(url: ConnectionUrl, table: TableName | None = None) -> Iterator[None]:
     try:
         yield
     except pymysql.err.MySQLError as exc:
-        raise _translate(exc, url, table) from exc
+        raise translate(exc, url, table) from exc
 
 
 def _code_and_text(exc: pymysql.err.MySQLError) -> tuple[int, str]:
@@ -108,7 +108,7 @@ def _code_and_text(exc: pymysql.err.MySQLError) -> tuple[int, str]:
     return code, redact(text)
 
 
-def _translate(exc: pymysql.err.MySQLError, url: ConnectionUrl, table: TableName | None) -> CopyjobError:
+def translate(exc: pymysql.err.MySQLError, url: ConnectionUrl, table: TableName | None) -> CopyjobError:
     code, text = _code_and_text(exc)
     where = f"{table} at {url.redacted}" if table else url.redacted
     if code in _AUTH_CODES:
@@ -313,7 +313,7 @@ class MysqlSource:
 
     def __init__(self, url: ConnectionUrl) -> None:
         self._url = url
-        self._conn = _connect(url)
+        self._conn = connect(url)
 
     @contextmanager
     def pinned(self) -> Iterator[Connection[Any]]:
@@ -321,7 +321,7 @@ class MysqlSource:
         the caller may first open a transaction: change capture reads its snapshot in a consistent-snapshot
         transaction whose binlog position it knows. The transaction is rolled back at the end. ``clone`` (parallel
         reads) would leave it: read with one reader."""
-        conn = _connect(self._url, streaming=True)
+        conn = connect(self._url, streaming=True)
         self._pinned = conn
         try:
             yield conn
@@ -334,7 +334,7 @@ class MysqlSource:
 
     def reflect(self, table: TableName) -> TableSchema:
         table = self._resolve(table)
-        with _errors(self._url, table):
+        with translated_errors(self._url, table):
             schema = _reflect(self._conn, table)
         if schema is None:
             raise TableNotFound(f"table {table} does not exist at {self._url.redacted}")
@@ -349,10 +349,10 @@ class MysqlSource:
         sql = f"SELECT {', '.join(_select_expr(c) for c in schema.columns)} FROM {_table_sql(table)}{where}"
         # a connection of its own: an unbuffered result blocks its connection until fully read
         pinned = self._pinned
-        conn = pinned or _connect(self._url, streaming=True)
+        conn = pinned or connect(self._url, streaming=True)
         cur = conn.cursor()
         try:
-            with _errors(self._url, table):
+            with translated_errors(self._url, table):
                 cur.execute(_bind(conn, sql, params))
                 while rows := cur.fetchmany(batch_rows):
                     yield _batch(rows, arrow_schema, converters, table)
@@ -371,7 +371,7 @@ class MysqlSource:
     def count(self, table: TableName, filters: Sequence[RowFilter] = ()) -> int:
         table = self._resolve(table)
         where, params = render_filters(filters, _q, placeholder=_PARAM)
-        with _errors(self._url, table):
+        with translated_errors(self._url, table):
             rows = _query(self._conn, f"SELECT COUNT(*) FROM {_table_sql(table)}{where}", params)
         return int(rows[0][0])
 
@@ -391,7 +391,7 @@ class MysqlSource:
         if col is None:
             raise ConfigurationError(f"table {schema.table} has no column {column!r}")
         select = ", ".join(f"{f}({_select_expr(col)})" for f in functions)
-        with _errors(self._url, schema.table):
+        with translated_errors(self._url, schema.table):
             row = _query(self._conn, f"SELECT {select} FROM {_table_sql(schema.table)}")[0]
         return tuple(_read_value(col, v) for v in row)
 
@@ -542,11 +542,11 @@ class MysqlDestination:
 
     def __init__(self, url: ConnectionUrl) -> None:
         self._url = url
-        self._conn = _connect(url)
+        self._conn = connect(url)
 
     def reflect(self, table: TableName) -> TableSchema | None:
         table = _resolve(self._url, table)
-        with _errors(self._url, table):
+        with translated_errors(self._url, table):
             return _reflect(self._conn, table)
 
     def create_table(self, schema: TableSchema, *, primary_key: bool = True) -> None:
@@ -556,7 +556,7 @@ class MysqlDestination:
         if primary_key and schema.primary_key:
             lines.append(f"PRIMARY KEY ({', '.join(_q(k) for k in schema.primary_key)})")
         body = ",\n  ".join(lines)
-        with _errors(self._url, table), self._conn.cursor() as cur:
+        with translated_errors(self._url, table), self._conn.cursor() as cur:
             if schema.table.schema:
                 cur.execute(f"CREATE DATABASE IF NOT EXISTS {_q(table.schema or '')} CHARACTER SET utf8mb4")
             cur.execute(f"CREATE TABLE {_table_sql(table)} (\n  {body}\n) {_TABLE_OPTIONS}")
@@ -569,7 +569,7 @@ class MysqlDestination:
         budget = [_ROW_BUDGET]
         adds = ", ".join(f"ADD COLUMN {_q(c.name)} {_column_type_ddl(c.type, False, budget)} NULL"
                          for c in columns)
-        with _errors(self._url, table), self._conn.cursor() as cur:
+        with translated_errors(self._url, table), self._conn.cursor() as cur:
             cur.execute(f"ALTER TABLE {_table_sql(table)} {adds}")
 
     def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
@@ -584,7 +584,7 @@ class MysqlDestination:
         sql = (f"SELECT run_id, state FROM {_table_sql(state_table)} "
                f"WHERE job = {_PARAM} AND table_name = {_PARAM}")
         try:
-            with _errors(self._url, state_table):
+            with translated_errors(self._url, state_table):
                 rows = _query(self._conn, sql, (job, table))
         except TableNotFound:
             return None
@@ -641,10 +641,10 @@ class MysqlLoadSession:
         self._key = key or schema.primary_key
         self._deferred_key = deferred_key
         self._rows = 0
-        self._conn = _connect(url, autocommit=False)
+        self._conn = connect(url, autocommit=False)
         self._open = True
         try:
-            with _errors(url, self._table):
+            with translated_errors(url, self._table):
                 self._prepare(deferred_key)
                 self._conn.begin()
                 if truncate or method == "overwrite":
@@ -716,7 +716,7 @@ class MysqlLoadSession:
             if code in _DATA_CODES and found:
                 row = start + int(found.group(1)) - 1
                 raise DataError(f"{self._table}: {text} ({self._where(batch, row)})") from exc
-            raise _translate(exc, self._url, self._table) from exc
+            raise translate(exc, self._url, self._table) from exc
 
     def _where(self, batch: pa.RecordBatch, row: int) -> str:
         """``row N of this load`` and the row's key values when the key is known."""
@@ -738,7 +738,7 @@ class MysqlLoadSession:
         live = without_null_keys(pa.Table.from_batches([keys]), key)  # a NULL key matches nothing
         if live.num_rows == 0:
             return 0
-        with _errors(self._url, self._table):
+        with translated_errors(self._url, self._table):
             temp = self._stage_columns(live, key)
             match = " AND ".join(f"t.{_q(k)} = k.{_q(k)}" for k in key)
             if self._method == "merge":
@@ -758,7 +758,7 @@ class MysqlLoadSession:
         live = without_null_keys(last_per_key(rows, key), key)
         if live.num_rows == 0:
             return 0
-        with _errors(self._url, self._table):
+        with translated_errors(self._url, self._table):
             temp = self._stage_columns(live, (*key, *others))
             match = " AND ".join(f"t.{_q(k)} = u.{_q(k)}" for k in key)
             # MySQL reports changed rows, not matched ones: count the matches
@@ -778,7 +778,7 @@ class MysqlLoadSession:
             raise ConnectorError(f"load into {self._table} is already finished")
         primary: tuple[str, ...] = ()
         if not (self._key or self._deferred_key):
-            with _errors(self._url, self._table):
+            with translated_errors(self._url, self._table):
                 primary = tuple(_text(r[0]) for r in _query(self._conn, _KEY_SQL,
                                                              (self._table.schema, self._table.name)))
         key = match_key(self._table, self._key, self._deferred_key, primary)
@@ -823,7 +823,7 @@ class MysqlLoadSession:
         if not self._open:
             raise ConnectorError(f"load into {self._table} is already finished")
         try:
-            with _errors(self._url, self._table):
+            with translated_errors(self._url, self._table):
                 if self._method == "merge":
                     self._merge_staged()
                 if marker is not None:

@@ -62,7 +62,7 @@ from copyjob.progress import Progress
 if TYPE_CHECKING:
     from copyjob.loader import LoadedJob
     from copyjob.offsets.ledger import Ledger
-    from copyjob.runner import JobRun
+    from copyjob.runs import RunContext
 
 log = logging.getLogger("copyjob.cdc")
 POLL_S = 0.5
@@ -174,7 +174,7 @@ class DestinationSink:
             destination.close()
 
 
-def run_cdc(job_run: JobRun, plans: Sequence[TablePlan], source: Source, sink: CdcSink,
+def run_cdc(job_run: RunContext, plans: Sequence[TablePlan], source: Source, sink: CdcSink,
             run_id: str, *, until_stopped: bool = False) -> list[TableRunRecord]:
     """Run the job's cdc tables (all of them: they share one stream); one record per table."""
     from copyjob.filesets import endpoint_url
@@ -220,7 +220,7 @@ class _Background:
 
 
 class CdcRun:
-    def __init__(self, job_run: JobRun, hooks: CdcSource, plans: list[TablePlan], sink: CdcSink,
+    def __init__(self, job_run: RunContext, hooks: CdcSource, plans: list[TablePlan], sink: CdcSink,
                  run_id: str, until_stopped: bool) -> None:
         self.job_run = job_run
         self.hooks = hooks

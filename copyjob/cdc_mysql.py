@@ -105,14 +105,14 @@ class MysqlCdc:
     def snapshot(self, copy: Callable[[Source, Mapping[str, Any]], int]) -> SnapshotResult:
         """Steps of :mod:`ingest.mysql_cdc.snapshot`, then ``copy(source, position)`` reads inside the snapshot
         transaction, which ends (rolled back) when ``copy`` returns."""
-        from copyjob.connectors.mysql import _errors
+        from copyjob.connectors.mysql import translated_errors
         from copyjob.ingest.mysql_cdc import begin_consistent_snapshot
 
         server = self.server
         source = self._source.clone()  # its own connections: a snapshot may run beside the stream
         try:
             with source.pinned() as conn:
-                with _errors(self._url):
+                with translated_errors(self._url):
                     position = begin_consistent_snapshot(conn, server, self.where)
                 log.info("%s: snapshot at %s; reading the tables", self.where, self.describe(position))
                 rows = copy(source, position)
@@ -130,7 +130,7 @@ class MysqlCdc:
                 stop_at: Mapping[str, Any] | None = None) -> MysqlBinlogCapture:
         """The binlog reader for ``starts`` (table → position after which its changes are read); bounded by
         ``stop_at`` (e.g. :meth:`current_position` when a run starts) when given."""
-        from copyjob.connectors.mysql import _translate, connection_settings, value_converter
+        from copyjob.connectors.mysql import connection_settings, translate, value_converter
         from copyjob.ingest.mysql_cdc import CaptureTable, MysqlBinlogCapture
 
         tables = [CaptureTable(table=t, schema=self._source.reflect(t), start=dict(p)) for t, p in starts.items()]
@@ -139,7 +139,7 @@ class MysqlCdc:
             connection=connection_settings(self._url), server=self.server, tables=tables,
             server_id=self._server_id, reflect=self._source.reflect, converter_for=value_converter,
             batch_events=self._settings.batch_events, heartbeat_s=min(1.0, max(0.05, delay)), where=self.where,
-            translate=lambda exc: _translate(exc, self._url, None), stop_at=stop_at)
+            translate=lambda exc: translate(exc, self._url, None), stop_at=stop_at)
 
     # ------------------------------------------------------------ positions
 
@@ -176,11 +176,11 @@ class MysqlCdc:
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
-        from copyjob.connectors.mysql import _connect, _errors
+        from copyjob.connectors.mysql import connect, translated_errors
 
-        conn = _connect(self._url)
+        conn = connect(self._url)
         try:
-            with _errors(self._url):
+            with translated_errors(self._url):
                 yield conn
         finally:
             conn.close()

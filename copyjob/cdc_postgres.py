@@ -49,7 +49,7 @@ def publication_name(job: str, settings: CdcSettings) -> str:
 
 def open_setup(url: ConnectionUrl, job: str, settings: CdcSettings) -> ReplicationSetup:
     """The slot/publication catalog helper of a job (for status, check and drop: no source reads)."""
-    from copyjob.connectors.postgres._connect import connect
+    from copyjob.connectors.postgres import connect
     from copyjob.ingest.postgres_cdc import ReplicationSetup
 
     return ReplicationSetup(lambda: connect(url, autocommit=True), url.redacted, slot=slot_name(job, settings),
@@ -63,7 +63,7 @@ class PostgresCdc:
     """Snapshot readers may run in parallel: every clone of the pinned source imports the same snapshot."""
 
     def __init__(self, url: ConnectionUrl, job: str, settings: CdcSettings, source: Source) -> None:
-        from copyjob.connectors.postgres._connect import connection_params
+        from copyjob.connectors.postgres import connection_params
 
         self._url = url
         self._settings = settings
@@ -131,8 +131,8 @@ class PostgresCdc:
     def _logical_type(self, oid: int, typmod: int) -> LogicalType:
         """A column's logical type from its Relation message: the connector's own type mapping, applied to the
         base type (one catalog query per type the server does not have built in)."""
-        from copyjob.connectors.postgres._catalog import logical_type
-        from copyjob.ingest.postgres_cdc._types import BUILTIN_TYPES
+        from copyjob.connectors.postgres import logical_type
+        from copyjob.ingest.postgres_cdc import BUILTIN_TYPES
 
         found = self._types.get((oid, typmod))
         if found is None:

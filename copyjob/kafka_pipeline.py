@@ -35,7 +35,7 @@ from copyjob.kafka_capture import Capturer, check_kafka_tables, source_info, top
 from copyjob.loader import LoadedJob
 
 if TYPE_CHECKING:
-    from copyjob.runner import JobRun
+    from copyjob.runs import RunContext
 
 log = logging.getLogger("copyjob.kafka")
 
@@ -108,13 +108,13 @@ def merge_records(captured: list[TableRunRecord], tables: list[ApplyTable]) -> l
     return out
 
 
-def run_kafka(job_run: JobRun, table_names: list[str] | None,
+def run_kafka(job_run: RunContext, table_names: list[str] | None,
               transport_factory: Callable[[LoadedJob], Transport] = open_transport,
               apply: bool = True) -> RunRecord:
     """``copyjob run`` (and, with ``apply=False``, ``copyjob capture``) with transport kafka."""
     from copyjob.connectors import destination_capabilities, open_destination, open_source
     from copyjob.preflight import check_tables
-    from copyjob.runner import new_run_id, select_tables
+    from copyjob.runs import new_run_id, select_tables
 
     loaded = job_run.loaded
     tables = select_tables(loaded, table_names)
@@ -125,7 +125,7 @@ def run_kafka(job_run: JobRun, table_names: list[str] | None,
     try:
         source = open_source(source_url)
     except CopyjobError as exc:
-        return job_run._fail_all(run, tables, f"source: {exc}")
+        return job_run.fail_all(run, tables, f"source: {exc}")
     try:
         # 1. check
         plans = check_tables(loaded, tables, source, destination_capabilities(destination_url))
@@ -134,12 +134,12 @@ def run_kafka(job_run: JobRun, table_names: list[str] | None,
         lock = job_run.store.acquire_lock(loaded.scope, f"run {run.run_id} ({job_run.trigger})",
                                           wait_s=job_run.lock_wait_s)
         if lock is None:
-            return job_run._skip(run, tables)
+            return job_run.skip(run, tables)
         with lock:
             try:
                 sides = Sides(transport_factory(loaded))
             except CopyjobError as exc:
-                return job_run._fail_all(run, tables, f"kafka: {exc}")
+                return job_run.fail_all(run, tables, f"kafka: {exc}")
             try:
                 job_run.store.start_run(run)
                 # 3. capture
@@ -160,7 +160,7 @@ def run_kafka(job_run: JobRun, table_names: list[str] | None,
     return run
 
 
-def capture_cdc(job_run: JobRun, plans: list[Any], source: Any, source_url: ConnectionUrl,
+def capture_cdc(job_run: RunContext, plans: list[Any], source: Any, source_url: ConnectionUrl,
                 transport: Transport, run_id: str, *, until_stopped: bool) -> list[TableRunRecord]:
     """The cdc tables (all together: they share one change stream) through the CDC orchestrator, publishing."""
     if not plans:
@@ -172,7 +172,7 @@ def capture_cdc(job_run: JobRun, plans: list[Any], source: Any, source_url: Conn
                    until_stopped=until_stopped)
 
 
-def _capture_one(capturer: Capturer, plan: Any, job_run: JobRun) -> TableRunRecord:
+def _capture_one(capturer: Capturer, plan: Any, job_run: RunContext) -> TableRunRecord:
     attempt = 0
     while True:
         attempt += 1
@@ -184,12 +184,12 @@ def _capture_one(capturer: Capturer, plan: Any, job_run: JobRun) -> TableRunReco
                 time.sleep(min(2 ** attempt, 10))
                 continue
             error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
-            job_run._record_failure(plan.state_key, capturer.run_id, error)
+            job_run.record_failure(plan.state_key, capturer.run_id, error)
             return TableRunRecord(table=plan.state_key, mode=plan.table.mode, status="failed", error=error)
 
 
 def _apply_caught_up(loaded: LoadedJob, tables: list[ResolvedTable], sides: Sides, destination_url: ConnectionUrl,
-                     open_destination: Callable[[ConnectionUrl], Any], run: RunRecord, job_run: JobRun) -> None:
+                     open_destination: Callable[[ConnectionUrl], Any], run: RunRecord, job_run: RunContext) -> None:
     """4./5.: apply until every partition reached the end offsets noted after the capture (of the tables
     whose capture went well, or published before it failed: a file set's good files when others were bad)."""
     wanted = apply_tables(loaded, [t for t in tables if any(
@@ -221,7 +221,7 @@ def apply_kafka(loaded: LoadedJob, table_names: list[str] | None, stop: threadin
     """``copyjob apply``: only the consumer side, until ``stop`` (or, with ``until_caught_up``, until the
     destination holds what the topics held when it started). Returns the tables with their counts."""
     from copyjob.connectors import open_destination
-    from copyjob.runner import new_run_id, select_tables
+    from copyjob.runs import new_run_id, select_tables
 
     tables = apply_tables(loaded, select_tables(loaded, table_names))
     sides = Sides(transport_factory(loaded))

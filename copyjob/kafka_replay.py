@@ -41,7 +41,7 @@ class ReplayResult:
 def replay(loaded: LoadedJob, table_name: str, to_timestamp_ms: int | None, stop: threading.Event,
            transport_factory: Callable[[LoadedJob], Transport] = open_transport) -> ReplayResult:
     from copyjob.connectors import open_destination, open_source
-    from copyjob.runner import new_run_id, select_tables
+    from copyjob.runs import new_run_id, select_tables
 
     (resolved,) = select_tables(loaded, [table_name])[:1]
     if resolved.update_method != "merge":

@@ -28,18 +28,18 @@ from copyjob.loader import LoadedJob
 
 if TYPE_CHECKING:
     from copyjob.preflight import TablePlan
-    from copyjob.runner import JobRun
+    from copyjob.runs import RunContext
 
 log = logging.getLogger("copyjob.kafka")
 
 
-def stream_kafka(job_run: JobRun, table_names: list[str] | None = None, poll_interval_s: float = 0.5,
+def stream_kafka(job_run: RunContext, table_names: list[str] | None = None, poll_interval_s: float = 0.5,
                  transport_factory: Callable[[LoadedJob], Transport] = open_transport) -> RunRecord:
     """Capture and apply until ``job_run.stop`` is set; returns the run record (status ``stopped`` when it
     ended on request, ``failed`` when a side failed)."""
     from copyjob.connectors import destination_capabilities, open_destination, open_source
     from copyjob.preflight import check_tables
-    from copyjob.runner import new_run_id, select_tables
+    from copyjob.runs import new_run_id, select_tables
 
     loaded = job_run.loaded
     tables = select_tables(loaded, table_names)
@@ -55,7 +55,7 @@ def stream_kafka(job_run: JobRun, table_names: list[str] | None = None, poll_int
         source.close()
     lock = job_run.store.acquire_lock(loaded.scope, f"stream {run.run_id}", wait_s=job_run.lock_wait_s)
     if lock is None:
-        return job_run._skip(run, tables)
+        return job_run.skip(run, tables)
     records = {p.state_key: TableRunRecord(table=p.state_key, mode="stream", status="ok") for p in plans}
     with lock:
         sides = Sides(transport_factory(loaded))
@@ -100,7 +100,7 @@ def stream_kafka(job_run: JobRun, table_names: list[str] | None = None, poll_int
     return run
 
 
-def _cdc_stream(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id: str,
+def _cdc_stream(job_run: RunContext, plans: list[TablePlan], sides: Sides, run_id: str,
                 records: dict[str, TableRunRecord], done: threading.Event) -> None:
     """2. for the cdc tables: snapshot what needs it, then publish their changes until stopped (or a table
     failed: then the whole stream stops)."""
@@ -122,7 +122,7 @@ def _cdc_stream(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id: s
     done.set()
 
 
-def _capture_loop(job_run: JobRun, plans: list[TablePlan], sides: Sides, run_id: str,
+def _capture_loop(job_run: RunContext, plans: list[TablePlan], sides: Sides, run_id: str,
                   records: dict[str, TableRunRecord], poll_interval_s: float, done: threading.Event) -> None:
     """2.: passes over every table until stopped; a failing table is logged and tried again next pass. A file
     set is listed again each pass."""

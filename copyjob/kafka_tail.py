@@ -10,7 +10,7 @@ from typing import Any
 
 from copyjob.kafka_pipeline import apply_tables, settings_of
 from copyjob.loader import LoadedJob
-from copyjob.runner import select_tables
+from copyjob.runs import select_tables
 
 
 def tail_events(loaded: LoadedJob, table: str | None, *, from_beginning: bool, limit: int | None,
@@ -18,7 +18,7 @@ def tail_events(loaded: LoadedJob, table: str | None, *, from_beginning: bool, l
     """Decoded events of the job's topics (or one table's), each with its topic, partition and offset."""
     from copyjob.connectors.kafka import open_decoder
     from copyjob.connectors.kafka.client import Admin, kafka_module, open_consumer, translate
-    from copyjob.connectors.kafka.transport import _headers
+    from copyjob.connectors.kafka.transport import headers_of
 
     ck = kafka_module()
     settings = settings_of(loaded)
@@ -44,7 +44,7 @@ def tail_events(loaded: LoadedJob, table: str | None, *, from_beginning: bool, l
                 if m.error() is not None:
                     continue
                 last = time.monotonic()
-                decoded = decoder.decode(m.value(), m.key(), _headers(m.headers()))
+                decoded = decoder.decode(m.value(), m.key(), headers_of(m.headers()))
                 yield {"topic": m.topic(), "partition": m.partition(), "offset": m.offset(), **decoded.to_json()}
                 seen += 1
                 if limit is not None and seen >= limit:

@@ -12,7 +12,6 @@ A failing table is rolled back, its state left as it was, and the other tables g
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -30,7 +29,7 @@ from copyjob.core.contracts import (
     StateStore,
     TableRunRecord,
 )
-from copyjob.core.errors import CopyjobError, UsageError, is_retriable
+from copyjob.core.errors import CopyjobError, is_retriable
 from copyjob.core.urls import redact
 from copyjob.core.values import encode_value
 from copyjob.filesets import endpoint_url
@@ -40,6 +39,7 @@ from copyjob.loader import LoadedJob
 from copyjob.offsets.ledger import Ledger
 from copyjob.preflight import TablePlan, check_tables
 from copyjob.progress import Progress
+from copyjob.runs import new_run_id, select_tables
 from copyjob.snapshot import read_binary, read_table
 
 if TYPE_CHECKING:
@@ -49,25 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("copyjob")
 RETRIES = 3
-
-
-def new_run_id() -> str:
-    """Sortable by time: markers and state compare run ids to know which is newer."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f") + "-" + secrets.token_hex(3)
-
-
-def select_tables(loaded: LoadedJob, names: list[str] | None) -> list[ResolvedTable]:
-    tables = loaded.tables
-    if not names:
-        return tables
-    chosen: list[ResolvedTable] = []
-    for name in names:
-        match = [t for t in tables if name in (t.spec.name, t.spec.target_name)]
-        if not match:
-            known = ", ".join(t.spec.name for t in tables)
-            raise UsageError(f"--table {name}: not in the job (tables: {known})")
-        chosen.extend(m for m in match if m not in chosen)
-    return chosen
 
 
 @dataclass
@@ -121,18 +102,18 @@ class JobRun:
         try:
             source = open_source(endpoint_url(job.source, base))
         except CopyjobError as exc:
-            return self._fail_all(run, tables, f"source: {exc}")
+            return self.fail_all(run, tables, f"source: {exc}")
         try:
             plans = check_tables(self.loaded, tables, source, destination_capabilities(destination_url))
             lock = self.store.acquire_lock(self.loaded.scope, f"run {run.run_id} ({self.trigger})",
                                            wait_s=self.lock_wait_s)
             if lock is None:
-                return self._skip(run, tables)
+                return self.skip(run, tables)
             with lock:
                 try:
                     destination = open_destination(destination_url)
                 except CopyjobError as exc:
-                    return self._fail_all(run, tables, f"destination: {exc}")
+                    return self.fail_all(run, tables, f"destination: {exc}")
                 try:
                     self.store.start_run(run)
                     for plan in plans:
@@ -160,7 +141,7 @@ class JobRun:
         self.store.finish_run(run)
         return run
 
-    def _skip(self, run: RunRecord, tables: list[ResolvedTable]) -> RunRecord:
+    def skip(self, run: RunRecord, tables: list[ResolvedTable]) -> RunRecord:
         """Another run of this job holds the lock: record a skipped run that says so."""
         holder = self.store.lock_info(run.job)
         why = f"skipped: another run of this job is in progress ({holder.describe() if holder else 'lock held'})"
@@ -172,7 +153,7 @@ class JobRun:
         self.store.finish_run(run)
         return run
 
-    def _fail_all(self, run: RunRecord, tables: list[ResolvedTable], error: str) -> RunRecord:
+    def fail_all(self, run: RunRecord, tables: list[ResolvedTable], error: str) -> RunRecord:
         error = redact(error)
         run.tables = [TableRunRecord(table=t.spec.target_name, mode=t.mode, status="failed", error=error)
                       for t in tables]
@@ -181,7 +162,7 @@ class JobRun:
         self.store.start_run(run)
         self.store.finish_run(run)
         for t in tables:
-            self._record_failure(t.spec.target_name, run.run_id, error)
+            self.record_failure(t.spec.target_name, run.run_id, error)
         return run
 
     def _copy_with_retries(self, plan: TablePlan, source: Source, destination: Destination,
@@ -199,11 +180,11 @@ class JobRun:
                     continue
                 error = redact(f"{type(exc).__name__}: {exc}" if not isinstance(exc, CopyjobError)
                                else str(exc))
-                self._record_failure(plan.state_key, run_id, error)
+                self.record_failure(plan.state_key, run_id, error)
                 return TableRunRecord(table=plan.state_key, mode=plan.table.mode, status="failed",
                                       duration_s=time.monotonic() - started, error=error)
 
-    def _record_failure(self, key: str, run_id: str, error: str) -> None:
+    def record_failure(self, key: str, run_id: str, error: str) -> None:
         self.ledger.failed(key, run_id, error)
 
     # ------------------------------------------------------------------ one table

@@ -336,7 +336,7 @@ class Server:
     def _record_skip(self, job: ServedJob, label: str, now: datetime) -> None:
         """The job's previous run is still going: record this fire as a skipped run, as JobRun does when it
         finds the lock held by another process."""
-        from copyjob.runner import new_run_id
+        from copyjob.runs import new_run_id
 
         store = self._store(job)
         holder = store.lock_info(job.loaded.scope)

@@ -144,7 +144,7 @@ class KafkaSubscription:
                         self._consume_error(err)
                 messages = [m for m, err in zip(messages, errors, strict=True) if err is None]
             raw_headers = list(map(message.headers, messages))
-            headers: Iterable[Headers] = [_headers(h) if h else () for h in raw_headers] \
+            headers: Iterable[Headers] = [headers_of(h) if h else () for h in raw_headers] \
                 if any(map(is_not, raw_headers, repeat(None))) else repeat((), len(messages))
             # topic, partition and offset are set on every message without an error
             fields = zip(map(message.topic, messages), map(message.partition, messages),
@@ -193,6 +193,6 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
+def headers_of(raw: Any) -> tuple[tuple[str, bytes], ...]:
     items = raw.items() if isinstance(raw, dict) else (raw or ())
     return tuple((str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in items)

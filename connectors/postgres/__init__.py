@@ -6,7 +6,9 @@ Modules: ``_connect`` (connections, error translation), ``_catalog`` (type mappi
 ``source``, ``destination`` and ``_load`` (one load session).
 """
 
+from copyjob.connectors.postgres._catalog import logical_type
+from copyjob.connectors.postgres._connect import connect, connection_params, translate
 from copyjob.connectors.postgres.destination import PostgresDestination
 from copyjob.connectors.postgres.source import PostgresSource
 
-__all__ = ["PostgresDestination", "PostgresSource"]
+__all__ = ["PostgresDestination", "PostgresSource", "connect", "connection_params", "logical_type", "translate"]

@@ -166,7 +166,7 @@ def drop(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state:
 
     def body() -> int:
         from copyjob.offsets.ledger import Ledger
-        from copyjob.runner import new_run_id
+        from copyjob.runs import new_run_id
 
         loaded = load_job_file(job_file, env, variables)
         setup = _postgres(loaded)

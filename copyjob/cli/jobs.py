@@ -183,7 +183,7 @@ def reset(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variabl
 
     def body() -> int:
         from copyjob.offsets.ledger import Ledger
-        from copyjob.runner import new_run_id, select_tables
+        from copyjob.runs import new_run_id, select_tables
 
         loaded = load_job_file(job_file, env, variables)
         chosen = select_tables(loaded, table or None)

@@ -11,12 +11,14 @@ This package talks to PostgreSQL only; connection parameters and the type mappin
 """
 
 from copyjob.ingest.postgres_cdc._replication import format_lsn, parse_lsn
+from copyjob.ingest.postgres_cdc._types import BUILTIN_TYPES
 from copyjob.ingest.postgres_cdc.handoff import ExportedSnapshot, snapshot_position
 from copyjob.ingest.postgres_cdc.pgoutput import PgOutputDecoder, Relation
 from copyjob.ingest.postgres_cdc.setup import ReplicationSetup, SlotInfo, default_name
 from copyjob.ingest.postgres_cdc.stream import STOP_PREFIX, PgChangeStream, StreamOptions
 
 __all__ = [
+    "BUILTIN_TYPES",
     "STOP_PREFIX",
     "ExportedSnapshot",
     "PgChangeStream",

@@ -15,8 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-
 from copyjob.connectors import open_destination, open_source
+
 from copyjob.core.contracts import Destination, Source
 from copyjob.core.schema import TableSchema
 from copyjob.core.urls import ConnectionUrl, parse_url

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.copyjob.test_kafka_pipeline import kafka_job, spawn, wait_for
 from tests.helpers import copyjob, sqlite_rows, write_job
@@ -205,7 +206,7 @@ def test_s3_source_with_options_through_kafka(tmp_path: Path, kafka_broker: Kafk
     j, _ = kafka_job(tmp_path, kafka_broker, "s3://lake/in", "sqlite:///out.db",
                      [{"name": "sales", "pattern": "**/*.csv", "key": ["id"]}], mode="incremental",
                      update_method="merge")
-    job = __import__("yaml").safe_load(j.read_text())
+    job = yaml.safe_load(j.read_text())
     job["source"]["options"] = options
     write_job(j, job)
 
@@ -219,3 +220,22 @@ def test_s3_source_with_options_through_kafka(tmp_path: Path, kafka_broker: Kafk
     assert second.code == 0, second.output
     assert rows_read(j) == 2
     assert sqlite_rows(tmp_path / "out.db", "SELECT count(*), count(DISTINCT id) FROM sales") == [(6, 6)]
+
+    # and S3 as the destination of the apply side, again from the job's options only
+    (tmp_path / "to_s3").mkdir()
+    put(tmp_path / "to_s3" / "in", "x.csv", csv_text({1: "x1", 2: "x2"}), T0)
+    to_s3, _ = kafka_job(tmp_path / "to_s3", kafka_broker, "file:///in", "s3://lake/out",
+                         [{"name": "sales", "pattern": "*.csv"}], update_method="append")
+    job = yaml.safe_load(to_s3.read_text())
+    job["destination"]["options"] = options
+    write_job(to_s3, job)
+    out = copyjob("run", to_s3)
+    assert out.code == 0, out.output
+    import pyarrow.parquet as pq
+
+    ids = []
+    for info in fs.get_file_info(pafs.FileSelector("lake/out/sales")):
+        if info.path.endswith(".parquet"):  # one file per partition's batch
+            with fs.open_input_file(info.path) as f:
+                ids += pq.read_table(f).column("id").to_pylist()
+    assert sorted(ids) == [1, 2]

@@ -269,9 +269,11 @@ def test_demo_runs(tmp_path: Path) -> None:
 def test_a_second_run_of_the_same_job_is_skipped_while_one_holds_the_lock(tmp_path: Path, shop: Path) -> None:
     from copyjob.offsets import default_state_url, open_state_store
 
+    from copyjob.loader import load_job
+
     j = job(tmp_path, mode="full", update_method="overwrite")
     store = open_state_store(default_state_url(j.resolve()))
-    lock = store.acquire_lock("shop", "a test holding the lock")
+    lock = store.acquire_lock(load_job(j).scope, "a test holding the lock")  # the job in its destination
     assert lock is not None
     try:
         out = copyjob("run", j, "--wait", "0.5")

@@ -132,15 +132,15 @@ def test_serve_catches_up_a_missed_schedule_once_then_follows_it(tmp_path: Path)
     rule = ScheduleRule.of(loaded.job.schedules[0])
     start = datetime(2026, 5, 10, 12, 0, tzinfo=UTC)
     with open_state_store(default_state_url(path)) as store:  # serve last fired three days ago
-        save_last_fire(store, "clocked", rule, datetime(2026, 5, 7, 6, 0, tzinfo=UTC))
+        save_last_fire(store, loaded.scope, rule, datetime(2026, 5, 7, 6, 0, tzinfo=UTC))
     clock = FakeClock(start, until=start + timedelta(days=2))
     server = Server([served_job(loaded, lambda: open_state_store(default_state_url(path)))], clock=clock,
                     tick_s=7 * 86400)
     clock.server = server
     server.serve()  # two fake days, in well under a second
     with open_state_store(default_state_url(path)) as store:
-        runs = store.history("clocked", limit=10)
-        assert load_last_fire(store, "clocked", rule) == datetime(2026, 5, 12, 6, 0, tzinfo=UTC)
+        runs = store.history(loaded.scope, limit=10)
+        assert load_last_fire(store, loaded.scope, rule) == datetime(2026, 5, 12, 6, 0, tzinfo=UTC)
     assert [(r.trigger, r.status) for r in reversed(runs)] == [
         ("schedule: 0 6 * * * (UTC), missed", "ok"),
         ("schedule: 0 6 * * * (UTC)", "ok"),

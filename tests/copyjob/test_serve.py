@@ -24,6 +24,7 @@ from copyjob.offsets import open_state_store
 
 from copyjob.core.errors import UsageError
 from copyjob.jobfile import Schedule
+from copyjob.loader import load_job
 from copyjob.schedule import ScheduleRule, save_last_fire
 from copyjob.serve import find_job_files
 from tests.helpers import ROOT, copyjob, sqlite_rows, sqlite_script, write_job
@@ -214,7 +215,7 @@ def test_a_schedule_missed_while_serve_was_down_runs_once_at_start(
     status = json.loads(copyjob("status", job, "--json").stdout)["schedules"][0]
     assert status["timezone"] == "UTC" and status["next_run"].endswith("T06:00:00+00:00") and not status["missed"]
     with open_state_store(f"sqlite:///{tmp_path / '.copyjob' / 'state.db'}") as store:  # "down for 3 days"
-        save_last_fire(store, "served", ScheduleRule.of(Schedule(**schedule)),
+        save_last_fire(store, load_job(job).scope, ScheduleRule.of(Schedule(**schedule)),
                        datetime.now(UTC) - timedelta(days=3))
     assert json.loads(copyjob("status", job, "--json").stdout)["schedules"][0]["missed"]
     second = serve(job)
