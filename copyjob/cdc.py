@@ -13,7 +13,8 @@ and run together. Steps:
 4. stream: each chunk from ``next_batches`` is handed to the sink table by table (changes at or before the
    table's position are skipped, so a resume inside a transaction applies nothing twice), then the sink
    commits the chunk;
-5. only after the chunk committed, ``ack`` the chunk's position to the capture (PostgreSQL then confirms the
+5. only after the chunk committed, ``ack`` the chunk's position to the capture (steps 4–6 of a chunk go through
+   :class:`copyjob.core.checkpoint.Checkpoint`, the one commit order) (PostgreSQL then confirms the
    flushed LSN). Acks stop while a background snapshot runs (afterwards the capture is reopened from the
    source's confirmed position, now with the new tables) and after a table failed;
 6. save the tables' state in the state store (at most every few seconds, and at the end; with a sink whose
@@ -51,7 +52,15 @@ from copyjob.cdc_tables import (
 )
 from copyjob.core import faults
 from copyjob.core.changes import ChangeBatch
-from copyjob.core.contracts import ChangeCapture, Destination, SnapshotResult, Source, TableRunRecord
+from copyjob.core.checkpoint import Checkpoint
+from copyjob.core.contracts import (
+    ChangeCapture,
+    Destination,
+    SnapshotResult,
+    Source,
+    StreamPositions,
+    TableRunRecord,
+)
 from copyjob.core.errors import ConfigurationError, CopyjobError, is_retriable
 from copyjob.core.schema import TableName
 from copyjob.core.urls import ConnectionUrl, redact
@@ -75,7 +84,8 @@ SOURCES = {"postgresql": "copyjob.cdc_postgres:PostgresCdc", "mysql": "copyjob.c
 
 class CdcSource(Protocol):
     """A log-based source, as the orchestrator uses it. Optional: ``prepare(plans)``, ``stream_exists()``
-    (default true), ``describe(position)``, ``parallel_snapshot`` (default false), ``close()``."""
+    (default true), ``describe(position)``, ``parallel_snapshot`` (default false), ``close()``, and
+    ``consumed_past(committed)`` (the tables whose changes another consumer of the stream took)."""
 
     where: str
 
@@ -92,12 +102,13 @@ class CdcSource(Protocol):
     def at_or_before(self, position: Mapping[str, Any], bound: Mapping[str, Any]) -> bool: ...
 
 
-def open_cdc_source(url: ConnectionUrl, job: str, settings: CdcSettings, source: Source) -> CdcSource:
+def open_cdc_source(url: ConnectionUrl, job: str, settings: CdcSettings, source: Source,
+                    positions: StreamPositions | None = None) -> CdcSource:
     entry = SOURCES.get(url.scheme)
     if entry is None:
         raise ConfigurationError(f"cdc needs a PostgreSQL or MySQL/MariaDB source, not {url.scheme}://")
     module, _, name = entry.partition(":")
-    hooks: CdcSource = getattr(importlib.import_module(module), name)(url, job, settings, source)
+    hooks: CdcSource = getattr(importlib.import_module(module), name)(url, job, settings, source, positions)
     return hooks
 
 
@@ -186,7 +197,7 @@ def run_cdc(job_run: RunContext, plans: Sequence[TablePlan], source: Source, sin
         return [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=why) for p in plans]
     try:
         hooks = open_cdc_source(endpoint_url(loaded.job.source, loaded.base_dir), loaded.stream_name,
-                                loaded.job.cdc, source)
+                                loaded.job.cdc, source, job_run.ledger)
     except CopyjobError as exc:
         return [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=redact(str(exc)))
                 for p in plans]
@@ -248,6 +259,7 @@ class CdcRun:
         for plan in self.plans:  # step 1
             self.tables[plan.source_schema.table] = self.sink.reconcile(self.ledger, plan)
         forget_abandoned(self.ledger, {p.state_key for p in self.plans}, self.run_id)
+        self._fail_gaps()
         try:
             prepare = getattr(self.hooks, "prepare", None)  # step 2
             if prepare is not None:
@@ -261,6 +273,24 @@ class CdcRun:
                     t.status, t.error = status, error
         self._save(force=True)
         return [t.record(self.describe, time.monotonic() - started) for t in self.tables.values()]
+
+    def _fail_gaps(self) -> None:
+        """Tables whose changes another process consumed from the stream (a shared slot) fail with a one-line
+        error that names ``copyjob reset``: continuing would leave a silent gap."""
+        consumed_past = getattr(self.hooks, "consumed_past", None)
+        if consumed_past is None:
+            return
+        committed = {name: t.committed for name, t in self.tables.items() if t.committed is not None}
+        loaded = self.job_run.loaded
+        env = f" --env {loaded.env}" if loaded.env else ""
+        for name, confirmed in consumed_past(committed).items():
+            t = self.tables[name]
+            t.status = "failed"
+            t.error = (f"{self.hooks.where}: the change stream was confirmed up to {confirmed} by another process, "
+                       f"past this table's position {self.describe(t.committed or {})}: the changes in between "
+                       f"never reached this destination; run `copyjob reset {loaded.path}{env} --table {t.key}` "
+                       "to snapshot it again (and give each environment its own cdc.slot)")
+            log.error("%s: %s", t.plan.label, t.error)
 
     def _initial_snapshot(self) -> list[CdcTable]:
         """Step 3: snapshot now, or return the tables to snapshot in the background."""
@@ -364,11 +394,12 @@ class CdcRun:
                 self.fresh_at = max(self.fresh_at, batch.events[-1].ts_ms / 1000)
             if last is None or not self.hooks.at_or_before(batch.position, last):
                 last = batch.position
-        self._commit_sink()
-        if self.sink.positions_in_store:
-            self._save(force=True)
-        if last is not None and not self.acks_held:
-            capture.ack(last)
+        checkpoint = Checkpoint(save=(lambda: self._save(force=True)) if self.sink.positions_in_store else None,
+                                ack=None if self.acks_held else capture.ack, after_durable="committed")
+        try:
+            checkpoint.commit(self._commit_sink, last)
+        except _SinkFailed:
+            pass  # the tables are failed and acknowledgements held: nothing more to do for this chunk
 
     def _apply_with_retries(self, t: CdcTable, batch: ChangeBatch) -> None:
         attempt = 0
@@ -390,7 +421,8 @@ class CdcRun:
                 return
 
     def _commit_sink(self) -> None:
-        """The sink's commit; when it fails, no table moves on and nothing more is acknowledged."""
+        """Step 1 for the chunk: the sink's commit (direct: each batch committed already as it was applied).
+        When it fails, no table moves on and nothing more is acknowledged."""
         try:
             self.sink.commit()
         except Exception as exc:
@@ -400,8 +432,7 @@ class CdcRun:
                 if t.status == "ok":
                     t.status, t.error = "failed", error
             self.acks_held = self.apply_failed = True
-            return
-        faults.passed("committed")
+            raise _SinkFailed from exc
 
     def _save(self, force: bool = False) -> None:
         """Step 6."""
@@ -412,6 +443,10 @@ class CdcRun:
         for t in self.tables.values():
             save_state(self.ledger, t, self.run_id, self.describe,
                        {"mode": "cdc", "cdc_fresh_at": self.fresh_at})
+
+
+class _SinkFailed(Exception):
+    """The sink's commit failed (its tables are marked failed): the checkpoint stops before steps 2 and 3."""
 
 
 def _caught_up(capture: ChangeCapture, end: Mapping[str, Any]) -> bool:

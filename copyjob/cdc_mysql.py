@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from copyjob.core.contracts import SnapshotResult, Source
+from copyjob.core.contracts import SnapshotResult, Source, StreamPositions
 from copyjob.core.errors import ConfigurationError
 from copyjob.core.schema import TableName
 from copyjob.core.urls import ConnectionUrl
@@ -51,7 +51,9 @@ class MysqlCdc:
     parallel_snapshot = False
     """The snapshot is one transaction on one connection: its tables are read one after the other."""
 
-    def __init__(self, url: ConnectionUrl, job: str, settings: CdcSettings, source: Source) -> None:
+    def __init__(self, url: ConnectionUrl, job: str, settings: CdcSettings, source: Source,
+                 positions: StreamPositions | None = None) -> None:
+        """``positions`` is not needed: a binlog is read, never consumed, so no other reader takes changes."""
         from copyjob.connectors.mysql import MysqlSource
 
         if not isinstance(source, MysqlSource):

@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from copyjob.core.contracts import SnapshotResult, Source
+from copyjob.core.contracts import SnapshotResult, Source, StreamPositions
 from copyjob.core.schema import LogicalType, TableName
 from copyjob.core.urls import ConnectionUrl
 from copyjob.jobfile import CdcSettings, parse_duration
@@ -62,9 +62,11 @@ class PostgresCdc:
     parallel_snapshot = True
     """Snapshot readers may run in parallel: every clone of the pinned source imports the same snapshot."""
 
-    def __init__(self, url: ConnectionUrl, job: str, settings: CdcSettings, source: Source) -> None:
+    def __init__(self, url: ConnectionUrl, job: str, settings: CdcSettings, source: Source,
+                 positions: StreamPositions | None = None) -> None:
         from copyjob.connectors.postgres import connection_params
 
+        self._positions = positions
         self._url = url
         self._settings = settings
         self._source = source
@@ -125,8 +127,25 @@ class PostgresCdc:
         options = StreamOptions(slot=self.setup.slot, publication=self.setup.publication,
                                 batch_events=self._settings.batch_events,
                                 max_batch_delay_s=parse_duration(self._settings.max_batch_delay),
-                                heartbeat_s=parse_duration(self._settings.heartbeat))
+                                heartbeat_s=parse_duration(self._settings.heartbeat),
+                                before_confirm=self._record if self._positions is not None else None)
         return PgChangeStream(self._params, self.where, options, decoder)
+
+    def _record(self, flush_lsn: int) -> None:
+        assert self._positions is not None
+        self._positions.record(str(flush_lsn))
+
+    def consumed_past(self, committed: Mapping[TableName, Mapping[str, Any]]) -> dict[TableName, str]:
+        """Tables of ``committed`` (their positions) behind the slot's confirmed position, when the slot was
+        confirmed past what this job recorded before its own confirmations: another process consumed it."""
+        from copyjob.ingest.postgres_cdc import format_lsn
+
+        recorded = self._positions.recorded() if self._positions is not None else None
+        info = self.setup.slot_info()
+        if recorded is None or info is None or info.confirmed_flush is None or info.confirmed_flush <= int(recorded):
+            return {}
+        return {name: format_lsn(info.confirmed_flush) for name, position in committed.items()
+                if int(position["lsn"]) < info.confirmed_flush}
 
     def _logical_type(self, oid: int, typmod: int) -> LogicalType:
         """A column's logical type from its Relation message: the connector's own type mapping, applied to the

@@ -10,11 +10,13 @@ reconciled with the destination's marker. Steps:
    file streams (read ahead in a thread) in a transaction of its own, rolled back if it turns out bad;
 3. a file with columns the table lacks first commits what came before, then adds them (apply.prepare_target);
 4. each commit carries the state after its last file (the mark, the names at the mark, the quarantined
-   files), so a crash between commits loses nothing and doubles nothing. Overwrite and truncate empty the
+   files), the pass's last commit the finished pass (a commit of the marker alone when no rows are left), so a
+   crash between commits loses nothing and doubles nothing. Overwrite and truncate empty the
    table in the first commit of a pass;
 5. a bad file is quarantined: its problem (file:line) is logged and reported, the mark moves past it, and it
    is read again once it changes; the table is reported failed while the good files stay committed;
-6. the state store is saved after the last commit (and, when an error ends the copy, before it is passed on).
+6. the state store is saved after each commit (step 2 of :class:`copyjob.core.checkpoint.Checkpoint`) and at
+   the end with the outcome (also when an error ends the copy, before it is passed on).
 
 Steps 1, 2 (the reading), 3 (which columns) and 5 are :class:`FileSetPass`, shared with the Kafka capture of a
 file set (copyjob.kafka_capture), which publishes instead of writing and saves the mark after the broker's ack.
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, cast
 
 from copyjob.apply import prepare_target
 from copyjob.apply.writer import renamed
+from copyjob.core.checkpoint import Checkpoint
 from copyjob.core.contracts import (
     Destination,
     FileColumnsGrew,
@@ -107,7 +110,8 @@ class FileSetPass:
                  batch_rows: int) -> None:
         assert plan.files is not None
         self.plan, self.files, self.source, self.batch_rows = plan, plan.files, source, batch_rows
-        previous = FileMark.from_json(state.extra.get("files"))
+        self.previous = previous = FileMark.from_json(state.extra.get("files"))
+        """The mark the pass starts from, as the state holds it."""
         first = state.needs_full or state.extra.get("committed_run_id") is None
         resume = not first and not previous.complete
         self.fresh = not resume and (plan.table.mode == "full" or first)
@@ -224,14 +228,12 @@ class _FileSetCopy:
         try:
             with self.ctx.progress.table(self.plan.label) as advance:
                 self.advance = advance
-                stopped = self._copy_all()
+                self._copy_all()
         except BaseException:
             self._abort_session()
             if self.commits:
                 self._save(self.committed_mark, status=None)
             raise
-        if not stopped:
-            self.pass_.finish()
         self.pass_.report_quarantined()
         error = self.pass_.error()
         self._save(self.pass_.mark, status="failed" if error else "ok", error=error)
@@ -240,12 +242,13 @@ class _FileSetCopy:
                               rows_written=self.rows_written, duration_s=time.monotonic() - started,
                               watermark_before=before, watermark_after=self.pass_.mark.watermark, error=error)
 
-    def _copy_all(self) -> bool:
-        """Copy the planned files; True when a stop request ended the pass early."""
+    def _copy_all(self) -> None:
+        """Copy the planned files, and finish the pass unless a stop request ends it early (the next run
+        resumes it)."""
         for f in self.pass_.todo:
             if self.ctx.stop is not None and self.ctx.stop.is_set():
                 self._commit()
-                return True
+                return
             if not self.pass_.copy(f, self._add_columns, self._copy_file):
                 continue  # quarantined
             if f.size > SMALL_FILE_BYTES:
@@ -257,8 +260,14 @@ class _FileSetCopy:
                 self._commit()
         if self.truncate and self.table_exists and not self.pass_.todo:  # overwrite, no file at all: emptied
             self._open_session()
+        self.pass_.finish()
+        if self.session is None and self.table_exists and self.pass_.mark not in (self.committed_mark,
+                                                                                  self.pass_.previous):
+            # nothing left to write, but the mark moved (the pass finished, files were quarantined): it goes
+            # with the data all the same, so the destination's marker is the whole truth
+            self.truncate = False  # every file of an overwrite pass was bad: the table stays as it was
+            self._open_session()
         self._commit()
-        return False
 
     def _copy_file(self, f: FileInfo, reader: FileReader) -> None:
         """Write one file into the open session (the pass moves the mark past it, then it is committed)."""
@@ -357,11 +366,17 @@ class _FileSetCopy:
         commit_id = f"{self.ctx.run_id}.{self.commits + 1:06d}"  # sorts after the run's earlier commits
         mark = self.pass_.mark
         encoded, type_name = encode_value(mark.watermark)
-        session.commit(StateMarker(job=self.ctx.job, table=self.plan.state_key, run_id=commit_id, state={
+        marker = StateMarker(job=self.ctx.job, table=self.plan.state_key, run_id=commit_id, state={
             "watermark": encoded, "watermark_type": type_name, "mode": self.pass_.mode_used,
-            "extra": {"files": mark.to_json()}}))
-        self.commits += 1
-        self.committed_id, self.committed_mark = commit_id, mark
+            "extra": {"files": mark.to_json()}})
+
+        def committed() -> None:
+            self.commits += 1
+            self.committed_id, self.committed_mark = commit_id, mark
+            self._save(mark, status=None)
+
+        # the files with their mark in one destination transaction, then the state (copyjob.core.checkpoint)
+        Checkpoint(save=committed).commit(lambda: session.commit(marker))
         self.rows_read += self.pending_read
         self.rows_written += self.pending_written
         self.pending_read = self.pending_written = self.group_files = self.group_bytes = 0

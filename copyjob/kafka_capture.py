@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from copyjob.connectors.kafka.codec import UNCHANGED_HEADER, Encoder, SourceInfo
 from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+from copyjob.core.checkpoint import Checkpoint
 from copyjob.core.contracts import FileInfo, FileReader, FileSetSource, Source, StateStore, TableRunRecord, TableState
 from copyjob.core.schema import Column, TableName, TableSchema, parse_logical
 from copyjob.core.transport import Publisher, Transport
@@ -37,6 +38,7 @@ from copyjob.core.values import encode_value
 from copyjob.file_copy import GROUP_BYTES, GROUP_FILES, SMALL_FILE_BYTES, FileSetPass
 from copyjob.ingest import plan_full, plan_incremental
 from copyjob.loader import LoadedJob
+from copyjob.offsets.ledger import Ledger
 from copyjob.preflight import TablePlan
 from copyjob.snapshot import read_table
 
@@ -128,19 +130,13 @@ class Capturer:
             for batch in read_table(self.source, plan.source_schema, filters, settings.batch_rows,
                                     settings.parallel):
                 published += self._publish_rows(encoder, batch, op, info, position)
-        # 3. wait for the broker's acknowledgement
-        self.publisher.flush()
-        # 4. save the position
-        state.watermark = increment.watermark_after
-        state.watermark_type = wm_type
-        state.needs_full = False
-        state.last_run_id = self.run_id
-        state.last_run_at = datetime.now(UTC)
-        state.last_status = "ok"
-        state.last_error = None
-        state.extra["committed_run_id"] = self.run_id
-        state.extra["topic"] = topic
-        self.store.save(self.loaded.scope, state)
+        # 3. the broker's acknowledgement, then 4. the position (copyjob.core.checkpoint; nothing to acknowledge)
+        def save() -> None:
+            state.extra["topic"] = topic
+            Ledger(self.store, self.loaded.scope, self.loaded.job.job).committed(
+                state, self.run_id, watermark=increment.watermark_after, watermark_type=wm_type)
+
+        Checkpoint(save=save, after_durable="published").commit(self.publisher.flush)
         return TableRunRecord(table=plan.state_key, mode="full" if full else "incremental", status="ok",
                               rows_read=published, rows_written=0, duration_s=time.monotonic() - started,
                               watermark_before=increment.watermark_before,
@@ -237,8 +233,13 @@ class FileSetCapture:
                 self.published += self.capturer._publish_rows(encoder, batch, self.op, self.info, position)
 
     def _commit(self, *, status: str | None = None, error: str | None = None) -> None:
-        """4./5.: flush, then save the mark (and, at the end of the pass, the table's status)."""
-        self.capturer.publisher.flush()
+        """4./5.: flush, then save the mark (and, at the end of the pass, the table's status), in the one commit
+        order (copyjob.core.checkpoint)."""
+        Checkpoint(save=lambda: self._save(status, error), after_durable="published").commit(
+            self.capturer.publisher.flush)
+        self.group_files = self.group_bytes = 0
+
+    def _save(self, status: str | None, error: str | None) -> None:
         s, mark = self.state, self.pass_.mark
         s.watermark = mark.watermark
         s.watermark_type = "datetime" if mark.watermark is not None else None
@@ -252,7 +253,6 @@ class FileSetCapture:
             s.last_run_at = datetime.now(UTC)
             s.last_status, s.last_error = status, error
         self.capturer.store.save(self.capturer.loaded.scope, s)
-        self.group_files = self.group_bytes = 0
 
 
 def _columns(state: TableState) -> list[Column]:

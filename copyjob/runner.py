@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from copyjob.apply import prepare_target, write_batches, write_binary
-from copyjob.core import faults
+from copyjob.core.checkpoint import Checkpoint
 from copyjob.core.contracts import (
     Destination,
     RunRecord,
@@ -226,16 +226,17 @@ class JobRun:
                 rows_read += b.num_rows
                 yield b
 
-        if increment.nothing_to_read and not truncate:
-            written = 0
-        else:
-            written = self._write(plan, source, destination, increment, prepared.existing, truncate,
-                                  deferred_key, marker, counted)
-            if self._passes_through(plan, source, destination, prepared.existing):
-                rows_read = written
-        # 5. state, after the destination committed
-        faults.passed("destination-committed")
-        self.ledger.committed(state, run_id, watermark=increment.watermark_after, watermark_type=wm_type)
+        def durable() -> int:
+            if increment.nothing_to_read and not truncate:
+                return 0
+            return self._write(plan, source, destination, increment, prepared.existing, truncate, deferred_key,
+                               marker, counted)
+
+        # 4. and 5.: the data with its marker, then the state (copyjob.core.checkpoint); nothing to acknowledge
+        written = Checkpoint(save=lambda: self.ledger.committed(
+            state, run_id, watermark=increment.watermark_after, watermark_type=wm_type)).commit(durable)
+        if written and self._passes_through(plan, source, destination, prepared.existing):
+            rows_read = written
         return TableRunRecord(
             table=plan.state_key, mode=mode_used, status="ok", rows_read=rows_read, rows_written=written,
             duration_s=time.monotonic() - started, watermark_before=increment.watermark_before,

@@ -153,9 +153,10 @@ class Ledger:
 
     # ------------------------------------------------------------ the change stream
 
-    def stream_position(self) -> str | None:
-        """The stream position saved last (JSON), or None."""
+    def recorded(self) -> str | None:
+        """Where the job last confirmed its change stream to the source (:class:`StreamPositions`), or None."""
         return self.store.get_meta(self.scope, STREAM_KEY)
 
-    def save_stream_position(self, position_json: str) -> None:
-        self.store.set_meta(self.scope, STREAM_KEY, position_json)
+    def record(self, position: str) -> None:
+        """Called before the source is told ``position``: step 2 before step 3, for the stream itself."""
+        self.store.set_meta(self.scope, STREAM_KEY, position)

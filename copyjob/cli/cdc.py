@@ -201,11 +201,14 @@ def drop(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state:
 
 def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
            state: StateOpt = None,
-           wait: WaitOpt = 3600.0) -> None:
+           wait: WaitOpt = 3600.0,
+           poll_interval: Annotated[float, typer.Option(
+               "--poll-interval", help="Seconds between two reads of a polled source (watermark tables and file "
+               "sets through Kafka).")] = 0.5) -> None:
     """Keep capturing and applying changes until SIGTERM/SIGINT."""
     loaded = guard(lambda: load_job_file(job_file, env, variables))
     if loaded.job.transport == "kafka":
-        kafka.stream(job_file, table, env, variables, state, wait)
+        kafka.stream(job_file, table, env, variables, state, wait, poll_interval)
         return
 
     def body() -> int:

@@ -184,6 +184,16 @@ class Destination(Protocol):
 # ---------------------------------------------------------------- change capture
 
 
+class StreamPositions(Protocol):
+    """Where a job last confirmed its change stream to the source, as the position ledger recorded it before
+    confirming (``copyjob.offsets.ledger``). A source confirmed further than this was consumed by another
+    process: the changes in between never reached this job's destination."""
+
+    def recorded(self) -> str | None: ...
+
+    def record(self, position: str) -> None: ...
+
+
 class ChangeCapture(Protocol):
     """A change stream (ingest/): started from a source position, it hands out change batches in source
     order and is told, with :meth:`ack`, up to where the changes are durable downstream, so that it can

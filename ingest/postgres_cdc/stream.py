@@ -29,7 +29,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +53,9 @@ class StreamOptions:
     max_batch_delay_s: float = 0.2
     heartbeat_s: float = 10.0
     queue_chunks: int = 4
+    before_confirm: Callable[[int], None] | None = None
+    """Called with a flush LSN before the server is told it: the job records where it confirmed the slot, so a
+    later run sees when another process confirmed it further (its changes in between are gone)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class PgChangeStream:
         """(position, flush LSN) of each chunk handed out and not yet acknowledged."""
         self._flush = 0
         self._flush_sent = -1
+        self._recorded = 0
         self._server_end = 0
         self._received = 0
         self._chunk_started: float | None = None
@@ -237,9 +241,13 @@ class PgChangeStream:
         self._advance_when_idle()
         if self._flush == self._flush_sent and now < due:
             return due
-        write = max(self._flush, self._received)
-        self._conn.send_status(write, self._flush, reply=now >= due)
-        self._flush_sent = self._flush
+        flush = self._flush
+        if flush > self._recorded and self._options.before_confirm is not None:
+            self._options.before_confirm(flush)  # recorded first: a failure here confirms nothing
+            self._recorded = flush
+        write = max(flush, self._received)
+        self._conn.send_status(write, flush, reply=now >= due)
+        self._flush_sent = flush
         return now + min(self._options.heartbeat_s, 10.0)
 
     def _advance_when_idle(self) -> None:

@@ -235,3 +235,26 @@ def test_state_rows_are_scoped_by_destination(tmp_path: Path) -> None:
     finally:
         con.close()
     assert keys == [f"scoped@sqlite://{(tmp_path / env).resolve()}.db" for env in ("dev", "prod")]
+
+
+def test_a_slot_shared_by_two_environments_fails_loudly(tmp_path: Path, pg_shop: str) -> None:
+    """An explicit cdc.slot shared by two environments: once one consumed the slot past the other's
+    position, the other's run fails the table with a one-line error naming copyjob reset (never a silent
+    gap), and after the reset it copies the table again."""
+    n = next(_ids)
+    envs = (f"dev{os.getpid()}x{n}", f"prod{os.getpid()}x{n}")
+    job = deploy(tmp_path, {"job": f"shared{n}", "source": {"url": pg_shop},
+                            "copy": {"mode": "cdc", "update_method": "merge"},
+                            "cdc": {"max_batch_delay": "50ms", "slot": f"shared_slot_{n}",
+                                    "publication": {"name": f"shared_pub_{n}"}},
+                            "tables": [{"name": "orders"}]}, envs)
+    run(job, envs[0])
+    execute(pg_shop, "UPDATE orders SET status = 'only prod sees this' WHERE id <= 5")
+    run(job, envs[1])
+    failed = copyjob("run", job, "--env", envs[0], "--no-progress")
+    assert failed.code == 1, failed.output
+    error = next(line for line in failed.stdout.splitlines() if line.startswith("failed: orders"))
+    assert "another process" in error and f"copyjob reset {job} --env {envs[0]} --table orders" in error
+    assert copyjob("reset", job, "--env", envs[0]).code == 0
+    run(job, envs[0])
+    assert dest_rows(tmp_path, envs[0], "orders") == rows(pg_shop, "SELECT id, status FROM orders ORDER BY id")

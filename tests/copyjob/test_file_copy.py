@@ -244,7 +244,7 @@ def test_bad_files_are_quarantined_named_and_retried_once_fixed(tmp_path: Path) 
     assert sqlite_rows(db, "SELECT count(*), count(DISTINCT id) FROM sales") == [(9, 9)]
     assert sqlite_rows(db, "SELECT count(*) FROM items") == [(3,)]
     store = open_state_store(default_state_url(j))
-    assert FileMark.from_json(store.load("files", "sales").extra["files"]).quarantined == {}
+    assert FileMark.from_json(store.load(load_job(j).scope, "sales").extra["files"]).quarantined == {}
     store.close()
 
 

@@ -173,6 +173,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+BUCKET = "kafka-files"
+"""Not another test's bucket: moto's servers in one process share their buckets."""
+
+
 @pytest.fixture
 def s3_endpoint() -> Iterator[str]:
     moto_server = pytest.importorskip("moto.server", reason="moto[server] is needed for the S3 tests")
@@ -185,57 +189,74 @@ def s3_endpoint() -> Iterator[str]:
         server.stop()
 
 
-def test_s3_source_with_options_through_kafka(tmp_path: Path, kafka_broker: KafkaBroker, s3_endpoint: str,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The test's bucket, made; and no AWS_* variables: only the job's options may tell where S3 is and who we
+    are."""
     import pyarrow.fs as pafs
 
-    for name in list(os.environ):  # only the job's options may tell where S3 is and who we are
+    for name in list(os.environ):
         if name.startswith("AWS_"):
             monkeypatch.delenv(name)
-    fs = pafs.S3FileSystem(endpoint_override=s3_endpoint.removeprefix("http://"), scheme="http", access_key="k",
-                           secret_key="s3cret-value", region="us-east-1", allow_bucket_creation=True)
-    fs.create_dir("lake")
+    fs = pafs.S3FileSystem(endpoint_override=endpoint.removeprefix("http://"), scheme="http", access_key="k",
+                           secret_key=SECRET, region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir(BUCKET)
+    return fs
+
+
+SECRET = "s3cret-value"
+
+
+def with_options(job_file: Path, side: str, endpoint: str) -> None:
+    job = yaml.safe_load(job_file.read_text())
+    job[side]["options"] = {"endpoint_url": endpoint, "access_key": "k", "secret_key": SECRET,
+                            "region": "us-east-1"}
+    write_job(job_file, job)
+
+
+def test_s3_source_with_options_through_kafka(tmp_path: Path, kafka_broker: KafkaBroker, s3_endpoint: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    fs = s3(s3_endpoint, monkeypatch)
 
     def upload(name: str, rows: dict[int, str]) -> None:
-        with fs.open_output_stream(f"lake/in/{name}") as f:
+        with fs.open_output_stream(f"{BUCKET}/in/{name}") as f:
             f.write(csv_text(rows).encode())
 
     upload("2026/a.csv", {1: "a1", 2: "a2", 3: "a3"})
     upload("2026/b.csv", {4: "b4"})
-    options = {"endpoint_url": s3_endpoint, "access_key": "k", "secret_key": "s3cret-value", "region": "us-east-1"}
-    j, _ = kafka_job(tmp_path, kafka_broker, "s3://lake/in", "sqlite:///out.db",
+    j, _ = kafka_job(tmp_path, kafka_broker, f"s3://{BUCKET}/in", "sqlite:///out.db",
                      [{"name": "sales", "pattern": "**/*.csv", "key": ["id"]}], mode="incremental",
                      update_method="merge")
-    job = yaml.safe_load(j.read_text())
-    job["source"]["options"] = options
-    write_job(j, job)
+    with_options(j, "source", s3_endpoint)
+    assert copyjob("validate", j).code == 0
 
     first = copyjob("run", j)
     assert first.code == 0, first.output
-    assert "s3cret-value" not in first.output
+    assert SECRET not in first.output
     assert sqlite_rows(tmp_path / "out.db", "SELECT id, name FROM sales ORDER BY id") == [
         (1, "a1"), (2, "a2"), (3, "a3"), (4, "b4")]
-    upload("2026/c.csv", {5: "c5", 6: "c6"})
+    upload("2026/c.csv", {5: "c5", 6: "c6"})  # S3 keeps whole seconds: likely the time of the others
     second = copyjob("run", j)
     assert second.code == 0, second.output
     assert rows_read(j) == 2
     assert sqlite_rows(tmp_path / "out.db", "SELECT count(*), count(DISTINCT id) FROM sales") == [(6, 6)]
 
-    # and S3 as the destination of the apply side, again from the job's options only
-    (tmp_path / "to_s3").mkdir()
-    put(tmp_path / "to_s3" / "in", "x.csv", csv_text({1: "x1", 2: "x2"}), T0)
-    to_s3, _ = kafka_job(tmp_path / "to_s3", kafka_broker, "file:///in", "s3://lake/out",
-                         [{"name": "sales", "pattern": "*.csv"}], update_method="append")
-    job = yaml.safe_load(to_s3.read_text())
-    job["destination"]["options"] = options
-    write_job(to_s3, job)
-    out = copyjob("run", to_s3)
-    assert out.code == 0, out.output
+
+def test_s3_destination_with_options_through_kafka(tmp_path: Path, kafka_broker: KafkaBroker, s3_endpoint: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
+    fs = s3(s3_endpoint, monkeypatch)
+    put(tmp_path / "in", "x.csv", csv_text({1: "x1", 2: "x2"}), T0)
+    j, _ = kafka_job(tmp_path, kafka_broker, "file:///in", f"s3://{BUCKET}/out",
+                     [{"name": "sales", "pattern": "*.csv"}], update_method="append")
+    with_options(j, "destination", s3_endpoint)
+    out = copyjob("run", j)
+    assert out.code == 0, out.output
+    assert SECRET not in out.output
     ids = []
-    for info in fs.get_file_info(pafs.FileSelector("lake/out/sales")):
-        if info.path.endswith(".parquet"):  # one file per partition's batch
+    for info in fs.get_file_info(pafs.FileSelector(f"{BUCKET}/out/sales")):
+        if info.path.endswith(".parquet"):  # a file per partition's batch
             with fs.open_input_file(info.path) as f:
                 ids += pq.read_table(f).column("id").to_pylist()
     assert sorted(ids) == [1, 2]
