@@ -62,10 +62,10 @@ from copyjob.core.contracts import (
     TableRunRecord,
 )
 from copyjob.core.errors import ConfigurationError, CopyjobError, is_retriable
+from copyjob.core.plan import TablePlan
 from copyjob.core.schema import TableName
 from copyjob.core.urls import ConnectionUrl, redact
 from copyjob.jobfile import CdcSettings
-from copyjob.preflight import TablePlan
 from copyjob.progress import Progress
 
 if TYPE_CHECKING:

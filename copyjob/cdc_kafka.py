@@ -26,13 +26,13 @@ from copyjob.connectors.kafka.codec import Encoder, SourceInfo
 from copyjob.core.changes import ChangeBatch
 from copyjob.core.contracts import Source
 from copyjob.core.errors import ConfigurationError
+from copyjob.core.plan import TablePlan
 from copyjob.core.schema import TableName
 from copyjob.core.transport import Publisher, Transport
 from copyjob.core.urls import ConnectionUrl
 from copyjob.kafka_capture import publish_batch, source_info, topic_of
 from copyjob.loader import LoadedJob
 from copyjob.offsets.ledger import Ledger
-from copyjob.preflight import TablePlan
 from copyjob.progress import Progress
 from copyjob.snapshot import read_table
 
@@ -61,9 +61,9 @@ class KafkaSink:
         self._topics: set[str] = set()
 
     def _topic(self, plan: TablePlan) -> tuple[str, SourceInfo, tuple[str, ...]]:
-        info = source_info(self.source_url, TableName.parse(plan.table.spec.name))
+        info = source_info(self.source_url, TableName.parse(plan.table.name))
         topic = topic_of(self.prefix, info)
-        key = tuple(plan.table.spec.key or plan.source_schema.primary_key)
+        key = tuple(plan.table.key or plan.source_schema.primary_key)
         if topic not in self._topics:
             self.transport.ensure_topics({topic: bool(key)})
             self._topics.add(topic)

@@ -32,8 +32,8 @@ from copyjob.jobfile import CdcSettings, parse_duration
 
 if TYPE_CHECKING:
     from copyjob.connectors.mysql import MysqlSource
+    from copyjob.core.plan import TablePlan
     from copyjob.ingest.mysql_cdc import MysqlBinlogCapture, Position, ServerInfo
-    from copyjob.preflight import TablePlan
 
 log = logging.getLogger("copyjob.cdc")
 SCHEMES = ("mysql", "mariadb")

@@ -28,8 +28,8 @@ from copyjob.core.urls import ConnectionUrl
 from copyjob.jobfile import CdcSettings, parse_duration
 
 if TYPE_CHECKING:
+    from copyjob.core.plan import TablePlan
     from copyjob.ingest.postgres_cdc import PgChangeStream, ReplicationSetup, SlotInfo
-    from copyjob.preflight import TablePlan
 
 log = logging.getLogger("copyjob.cdc")
 SCHEMES = ("postgresql",)
@@ -84,7 +84,7 @@ class PostgresCdc:
         self.setup.check_server()
         for plan in plans:
             table = plan.source_schema.table
-            source_key = tuple(plan.table.spec.key or plan.source_schema.primary_key)
+            source_key = tuple(plan.table.key or plan.source_schema.primary_key)
             self._keys[table] = source_key
             self.setup.check_identity(table, source_key if plan.table.update_method == "merge" else ())
         info = self.setup.slot_info()

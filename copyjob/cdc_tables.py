@@ -26,9 +26,9 @@ from copyjob.core.contracts import (
     TableState,
     UpdateMethod,
 )
+from copyjob.core.plan import TablePlan
 from copyjob.core.schema import TableSchema
 from copyjob.offsets.ledger import Ledger
-from copyjob.preflight import TablePlan
 from copyjob.progress import Progress
 from copyjob.snapshot import read_table
 
@@ -76,7 +76,7 @@ class CdcTable:
         """The destination table for source columns ``schema`` (default: as reflected at the start): renamed;
         keyed under merge; under append without a key and nullable (the change columns are added by the
         callers that create or write it)."""
-        rename = self.plan.table.spec.columns
+        rename = self.plan.table.columns
         columns = tuple(replace(c, name=rename.get(c.name, c.name))
                         for c in (schema or self.plan.source_schema).columns)
         if self.append:  # every column nullable: deletes carry only the key, truncates no values at all
@@ -196,7 +196,7 @@ def apply_batch(t: CdcTable, destination: Destination, batch: ChangeBatch, *, at
     if not fresh:
         return
     if not t.append:
-        fresh = split_key_changes(fresh, tuple(t.plan.table.spec.key or t.plan.source_schema.primary_key))
+        fresh = split_key_changes(fresh, tuple(t.plan.table.key or t.plan.source_schema.primary_key))
     names = tuple(batch.schema.column_names)
     target = t.target(batch.schema)
     if names != t.source_columns:  # columns added at the source: add them (dropped ones stay, NULL from now)
@@ -206,7 +206,7 @@ def apply_batch(t: CdcTable, destination: Destination, batch: ChangeBatch, *, at
         t.source_columns = names
     marker = StateMarker(job=job, table=t.key, run_id=run_id, state=marker_state(batch.position))
     result = apply_changes(destination, target, replace(batch, events=fresh), method=t.plan.table.update_method,
-                           key=t.plan.key, rename=t.plan.table.spec.columns, marker=lambda: marker)
+                           key=t.plan.key, rename=t.plan.table.columns, marker=lambda: marker)
     t.rows_written += result.upserted + result.deleted + result.appended
     t.committed = batch.position
 

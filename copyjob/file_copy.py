@@ -48,6 +48,7 @@ from copyjob.core.contracts import (
     TableState,
 )
 from copyjob.core.errors import BadFile
+from copyjob.core.plan import TablePlan
 from copyjob.core.schema import Column, TableName, TableSchema
 from copyjob.core.values import encode_value
 from copyjob.ingest.files import (
@@ -59,7 +60,6 @@ from copyjob.ingest.files import (
     forget_vanished,
     start_pass,
 )
-from copyjob.preflight import TablePlan
 from copyjob.progress import Progress
 from copyjob.snapshot.background import prefetch
 
@@ -200,8 +200,8 @@ class _FileSetCopy:
                  state: TableState) -> None:
         self.ctx, self.plan, self.destination, self.state = ctx, plan, destination, state
         t = plan.table
-        self.rename = dict(t.spec.columns)
-        self.target_table = TableName.parse(t.spec.target_name)
+        self.rename = dict(t.columns)
+        self.target_table = TableName.parse(t.target_name)
         # the table's columns, named as in the source: the destination's, and those loaded by this run
         existing = destination.reflect(self.target_table)
         back = {v: k for k, v in self.rename.items()}

@@ -7,9 +7,12 @@ errors back to the file's line numbers.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from copyjob.core.plan import TableJob
 
 Mode = Literal["full", "incremental", "cdc"]
 Method = Literal["append", "overwrite", "merge"]
@@ -216,6 +219,16 @@ class ResolvedTable(BaseModel):
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def as_table_job(self) -> TableJob:
+        """The entry as the stages see it (copyjob.core.plan)."""
+        from copyjob.core.plan import TableJob
+
+        s = self.spec
+        return TableJob(name=s.name, target_name=s.target_name, mode=self.mode, update_method=self.update_method,
+                        truncate_before_full_load=self.truncate_before_full_load,
+                        key=tuple(s.key) if s.key else None, columns=dict(s.columns),
+                        incremental_column=s.incremental_column, index=self.index)
 
 
 def resolve_tables(job: Job) -> list[ResolvedTable]:

@@ -42,10 +42,10 @@ from copyjob.connectors.kafka.codec import Decoder, unchanged_columns
 from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 from copyjob.core.contracts import Destination, StateMarker
 from copyjob.core.errors import ConfigurationError, is_retriable
+from copyjob.core.plan import TableJob
 from copyjob.core.schema import TableName, TableSchema
 from copyjob.core.transport import Record, Subscription, Transport
 from copyjob.core.urls import redact
-from copyjob.jobfile import ResolvedTable
 from copyjob.write_behind import WriteBehind
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class TableStats:
 class ApplyTable:
     """One job table as the apply side sees it: where its events come from and how they are written."""
 
-    table: ResolvedTable
+    table: TableJob
     topic: str
     dlq: str
     stats: TableStats = field(default_factory=TableStats)
@@ -85,7 +85,7 @@ class ApplyTable:
 
     @property
     def name(self) -> str:
-        return self.table.spec.target_name
+        return self.table.target_name
 
     def marker_name(self, partition: int) -> str:
         return f"{self.name}#{partition}"
@@ -94,7 +94,7 @@ class ApplyTable:
         """The destination schema and key (destination names) for a writer's schema version."""
         found = self.targets.get(source)
         if found is None:
-            spec = self.table.spec
+            spec = self.table
             rename = spec.columns
             key = tuple(rename.get(k, k) for k in (spec.key or source.primary_key))
             target = source.renamed(TableName.parse(spec.target_name), rename)
@@ -390,7 +390,7 @@ class Applier:
         self._prepare(target, method)
         batch = ChangeBatch(table=segment.schema.table, schema=segment.schema, events=events)
         result = apply_changes(self.destination, target, batch, method="append" if method == "append" else "merge",
-                               key=key, rename=table.table.spec.columns, marker=marker)
+                               key=key, rename=table.table.columns, marker=marker)
         table.stats.events += len(events)
         table.stats.upserted += result.upserted
         table.stats.deleted += result.deleted
@@ -404,7 +404,7 @@ class Applier:
         partition = segment.first.partition
         target, key = table.target(segment.schema)
         self._prepare(target, "merge")
-        rename = table.table.spec.columns
+        rename = table.table.columns
         source_names = {v: k for k, v in rename.items()}
         rows = last_per_key(segment.rows, [source_names.get(k, k) for k in key])
         batch = in_target_schema(rows, target, source_names)

@@ -31,6 +31,7 @@ from copyjob.connectors.kafka.codec import UNCHANGED_HEADER, Encoder, SourceInfo
 from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 from copyjob.core.checkpoint import Checkpoint
 from copyjob.core.contracts import FileInfo, FileReader, FileSetSource, Source, StateStore, TableRunRecord, TableState
+from copyjob.core.plan import TablePlan
 from copyjob.core.schema import Column, TableName, TableSchema, parse_logical
 from copyjob.core.transport import Publisher, Transport
 from copyjob.core.urls import ConnectionUrl
@@ -39,7 +40,6 @@ from copyjob.file_copy import GROUP_BYTES, GROUP_FILES, SMALL_FILE_BYTES, FileSe
 from copyjob.ingest import plan_full, plan_incremental
 from copyjob.loader import LoadedJob
 from copyjob.offsets.ledger import Ledger
-from copyjob.preflight import TablePlan
 from copyjob.snapshot import read_table
 
 if TYPE_CHECKING:
@@ -68,10 +68,6 @@ def check_kafka_tables(loaded: LoadedJob, plans: list[TablePlan]) -> None:
     for plan in plans:
         t = plan.table
         base = ("tables", t.index)
-        if t.update_method == "overwrite":
-            key = (*base, "update_method") if t.spec.update_method else ("copy", "update_method")
-            raise loaded.error("overwrite replaces the table in one transaction, which a stream of events "
-                               "cannot do; with transport kafka use merge or append", key)
         if t.truncate_before_full_load:
             raise loaded.error("truncate_before_full_load is not available with transport kafka (use "
                                "copyjob replay to rebuild a table)", (*base, "truncate_before_full_load"))
@@ -100,7 +96,7 @@ class Capturer:
         self.publisher: Publisher = self.transport.publisher()
 
     def topic(self, plan: TablePlan) -> str:
-        return topic_of(self.prefix, source_info(self.source_url, TableName.parse(plan.table.spec.name)))
+        return topic_of(self.prefix, source_info(self.source_url, TableName.parse(plan.table.name)))
 
     def capture(self, plan: TablePlan) -> TableRunRecord:
         """One table through the capture commit (see the module docstring)."""
@@ -108,14 +104,14 @@ class Capturer:
             return FileSetCapture(self, plan).run()
         t = plan.table
         started = time.monotonic()
-        info = source_info(self.source_url, TableName.parse(plan.table.spec.name))
+        info = source_info(self.source_url, TableName.parse(plan.table.name))
         topic = topic_of(self.prefix, info)
-        source_key = tuple(t.spec.key or plan.source_schema.primary_key)
+        source_key = plan.source_key
         self.transport.ensure_topics({topic: bool(source_key)})
         # 1. full or incremental
         state = self.store.load(self.loaded.scope, plan.state_key)
         full = t.mode == "full" or state.needs_full or state.extra.get("committed_run_id") is None
-        column = t.spec.incremental_column
+        column = t.incremental_column
         increment = (plan_full(self.source, plan.source_schema.table, column) if full or column is None
                      else plan_incremental(self.source, plan.source_schema.table, column, state.watermark,
                                            reread_boundary=t.update_method == "merge"))
@@ -175,9 +171,9 @@ class FileSetCapture:
     def __init__(self, capturer: Capturer, plan: TablePlan) -> None:
         self.capturer, self.plan = capturer, plan
         self.source = cast(FileSetSource, capturer.source)
-        self.info = source_info(capturer.source_url, TableName.parse(plan.table.spec.name))
+        self.info = source_info(capturer.source_url, TableName.parse(plan.table.name))
         self.topic = topic_of(capturer.prefix, self.info)
-        self.key = tuple(plan.table.spec.key or ())
+        self.key = tuple(plan.table.key or ())
         # 1. the pass
         self.state = capturer.store.load(capturer.loaded.scope, plan.state_key)
         self.pass_ = FileSetPass(plan, self.source, self.state, _columns(self.state),

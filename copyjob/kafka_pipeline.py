@@ -61,7 +61,7 @@ def apply_tables(loaded: LoadedJob, tables: list[ResolvedTable]) -> list[ApplyTa
 
     prefix = loaded.topic_prefix
     url = parse_url(loaded.job.source.url, loaded.base_dir)
-    return [ApplyTable(table=t, topic=topic_of(prefix, source_info(url, TableName.parse(t.spec.name))),
+    return [ApplyTable(table=t.as_table_job(), topic=topic_of(prefix, source_info(url, TableName.parse(t.spec.name))),
                        dlq=dlq_topic(prefix, t.spec.target_name)) for t in tables]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from copyjob.apply import prepare_target, write_batches
 from copyjob.core.contracts import Destination, StateMarker
@@ -50,8 +50,10 @@ def replay(loaded: LoadedJob, table_name: str, to_timestamp_ms: int | None, stop
     destination_url = endpoint_url(loaded.job.destination, loaded.base_dir)  # with its options
     (table,) = apply_tables(loaded, [resolved])
     staging_name = resolved.spec.target_name + STAGING_SUFFIX
-    staging_table = resolved.model_copy(update={"spec": resolved.spec.model_copy(update={"target": staging_name})})
-    (staging,) = apply_tables(loaded, [staging_table])
+    from copyjob.connectors.kafka import dlq_topic
+
+    staging = replace(table, table=replace(table.table, target_name=staging_name),
+                      dlq=dlq_topic(loaded.topic_prefix, staging_name))
     run_id = new_run_id()
     sides = Sides(transport_factory(loaded))
     try:

@@ -27,7 +27,7 @@ from copyjob.kafka_pipeline import Sides, apply_tables, capture_cdc, merge_recor
 from copyjob.loader import LoadedJob
 
 if TYPE_CHECKING:
-    from copyjob.preflight import TablePlan
+    from copyjob.core.plan import TablePlan
     from copyjob.runs import RunContext
 
 log = logging.getLogger("copyjob.kafka")

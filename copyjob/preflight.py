@@ -6,42 +6,15 @@ Each failure is a JobFileError naming the job file's line and field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import cast
 
-from copyjob.core.contracts import DestinationCapabilities, FileInfo, FileSet, FileSetSource, Source
+from copyjob.core.contracts import DestinationCapabilities, FileSetSource, Source
 from copyjob.core.errors import TableNotFound
+from copyjob.core.plan import TablePlan
 from copyjob.core.schema import TableName, TableSchema
 from copyjob.filesets import file_set
 from copyjob.jobfile import ResolvedTable
 from copyjob.loader import LoadedJob
-
-
-@dataclass(frozen=True)
-class TablePlan:
-    """One table of the job, checked against its source."""
-
-    table: ResolvedTable
-    source_schema: TableSchema
-    """The source columns to read (all of them) and the source primary key."""
-    target_schema: TableSchema
-    """The same columns as named in the destination (rename map applied), with the destination key."""
-    key: tuple[str, ...]
-    """Merge key, in destination column names."""
-    files: FileSet | None = None
-    """A file source's set of files (``source_schema`` is then a first look at their columns, when there
-    are keys to check; the copy finds the columns file by file)."""
-    listed: tuple[FileInfo, ...] = ()
-    """The set's files as listed by the check (one listing per run: the copy plans from it)."""
-
-    @property
-    def state_key(self) -> str:
-        return self.table.spec.target_name
-
-    @property
-    def label(self) -> str:
-        spec = self.table.spec
-        return spec.name if spec.target_name == spec.name else f"{spec.name} → {spec.target_name}"
 
 
 def check_tables(loaded: LoadedJob, tables: list[ResolvedTable], source: Source,
@@ -89,7 +62,7 @@ def _check_table(loaded: LoadedJob, t: ResolvedTable, source: Source,
     target = schema.renamed(TableName.parse(spec.target_name), rename)
     if not schema.primary_key and spec.key and t.update_method == "merge":
         target = TableSchema(target.table, target.columns, tuple(rename.get(k, k) for k in spec.key))
-    return TablePlan(table=t, source_schema=schema, target_schema=target,
+    return TablePlan(table=t.as_table_job(), source_schema=schema, target_schema=target,
                      key=tuple(rename.get(k, k) for k in source_key))
 
 
@@ -124,5 +97,5 @@ def _check_file_table(loaded: LoadedJob, t: ResolvedTable, source: FileSetSource
     key = tuple(rename.get(k, k) for k in spec.key or ())
     target = source_schema.renamed(TableName.parse(spec.target_name), rename)
     target = TableSchema(target.table, target.columns, key if t.update_method == "merge" else ())
-    return TablePlan(table=t, source_schema=source_schema, target_schema=target, key=key, files=files,
+    return TablePlan(table=t.as_table_job(), source_schema=source_schema, target_schema=target, key=key, files=files,
                      listed=listed)

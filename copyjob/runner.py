@@ -30,6 +30,7 @@ from copyjob.core.contracts import (
     TableRunRecord,
 )
 from copyjob.core.errors import CopyjobError, is_retriable
+from copyjob.core.plan import TablePlan
 from copyjob.core.urls import redact
 from copyjob.core.values import encode_value
 from copyjob.filesets import endpoint_url
@@ -37,7 +38,7 @@ from copyjob.ingest import IncrementPlan, plan_full, plan_incremental
 from copyjob.jobfile import ResolvedTable
 from copyjob.loader import LoadedJob
 from copyjob.offsets.ledger import Ledger
-from copyjob.preflight import TablePlan, check_tables
+from copyjob.preflight import check_tables
 from copyjob.progress import Progress
 from copyjob.runs import new_run_id, select_tables
 from copyjob.snapshot import read_binary, read_table
@@ -201,7 +202,7 @@ class JobRun:
         state = standing.state
         # 2. full or incremental, and which rows
         full = t.mode == "full" or not standing.continues
-        column = t.spec.incremental_column
+        column = t.incremental_column
         increment = (plan_full(source, plan.source_schema.table, column) if full or column is None
                      else plan_incremental(source, plan.source_schema.table, column, state.watermark,
                                            reread_boundary=t.update_method == "merge"))

@@ -8,6 +8,7 @@ schema is :meth:`TableSchema.arrow_schema`. The logical type is kept in each Arr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -92,7 +93,7 @@ class TableSchema:
         wanted = [c for c in self.columns if c.name in set(names)]
         return replace(self, columns=tuple(wanted), primary_key=tuple(k for k in self.primary_key if k in names))
 
-    def renamed(self, table: TableName, columns: dict[str, str]) -> TableSchema:
+    def renamed(self, table: TableName, columns: Mapping[str, str]) -> TableSchema:
         """The schema as the destination sees it: new table name, columns renamed by ``columns``."""
         return TableSchema(
             table=table,

@@ -18,6 +18,7 @@ import pytest
 from copyjob.connectors import open_destination, open_source
 
 from copyjob.core.contracts import Destination, Source
+from copyjob.core.errors import ConnectionFailed
 from copyjob.core.schema import TableSchema
 from copyjob.core.urls import ConnectionUrl, parse_url
 
@@ -115,6 +116,31 @@ FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], DestinationCase]] =
     "parquet": _parquet,
     "files": _files,
 }
+
+
+KNOWN_BUGS: dict[tuple[str, str], tuple[str, type[BaseException]]] = {
+    # (destination, contract test) -> (the bug, how the test fails); a strict xfail until the connector is fixed
+    ("sqlite", "test_a_null_key_is_refused"): (
+        "a sole int64 primary key is declared INTEGER (SQLite's rowid), which turns a NULL key into a new rowid "
+        "instead of refusing it, although the column is declared NOT NULL", pytest.fail.Exception),
+    ("duckdb", "test_duplicates_of_a_deferred_key_fail_the_load"): (
+        "the key violation DuckDB reports at COMMIT (a TransactionException) is translated into ConnectionFailed "
+        "(retriable) instead of DataError", ConnectionFailed),
+    ("parquet", "test_a_data_error_names_the_table"): (
+        "the DataError for a NULL in a NOT NULL column does not name the table (copyjob.core.errors: a DataError "
+        "names the table)", AssertionError),
+    ("files", "test_a_data_error_names_the_table"): (
+        "the DataError for a NULL in a NOT NULL column does not name the table (the parquet connector's "
+        "_conform, shared)", AssertionError),
+}
+
+
+def mark_known_bug(request: pytest.FixtureRequest, destination: str) -> None:
+    """Run a contract test that a destination is known to fail as a strict xfail (see KNOWN_BUGS)."""
+    bug = KNOWN_BUGS.get((destination, request.node.originalname))
+    if bug is not None:
+        reason, raises = bug
+        request.applymarker(pytest.mark.xfail(reason=reason, raises=raises, strict=True))
 
 
 def require(case: DestinationCase, *capabilities: str) -> None:

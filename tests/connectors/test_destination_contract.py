@@ -23,7 +23,7 @@ import pytest
 from copyjob.core.contracts import Destination, StateMarker, UpdateMethod
 from copyjob.core.errors import ConfigurationError, DataError
 from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
-from tests.connectors.destinations import FACTORIES, DestinationCase, require
+from tests.connectors.destinations import FACTORIES, DestinationCase, mark_known_bug, require
 
 UTC = dt.UTC
 T = LogicalType
@@ -32,6 +32,7 @@ T0 = dt.datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 @pytest.fixture(params=list(FACTORIES))
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DestinationCase]:
+    mark_known_bug(request, request.param)
     case = FACTORIES[request.param](request, tmp_path)
     yield case
     case.close()
@@ -204,11 +205,11 @@ def test_uncommitted_writes_are_not_seen_by_readers(target: DestinationCase) -> 
     schema = simple()
     dest.create_table(schema)
     load(dest, schema, [{"id": 1, "v": "a"}])
-    session = dest.begin_load(schema, "overwrite", ())
+    session = dest.begin_load(schema, "append", ())
     session.write(batch(schema, [{"id": 2, "v": "b"}]))
-    assert pairs(target, schema) == [(1, "a")]
+    assert pairs(target, schema) == [(1, "a")]  # another connection, or a reader of the published files
     session.commit(None)
-    assert pairs(target, schema) == [(2, "b")]
+    assert pairs(target, schema) == [(1, "a"), (2, "b")]
 
 
 def test_write_binary_is_refused_without_postgres_binary(target: DestinationCase) -> None:
@@ -263,9 +264,9 @@ def test_merge_needs_no_key_constraint_and_takes_composite_keys(target: Destinat
 def test_merge_needs_a_key(target: DestinationCase) -> None:
     require(target, "supports_merge")
     schema = simple()
-    target.destination.create_table(schema)
-    with pytest.raises(ConfigurationError):
-        target.destination.begin_load(schema, "merge", ())
+    target.destination.create_table(schema, primary_key=False)
+    with pytest.raises(ConfigurationError):  # neither named for the load nor the schema's primary key
+        target.destination.begin_load(TableSchema(schema.table, schema.columns), "merge", ())
 
 
 def test_merge_is_refused_where_unsupported(target: DestinationCase) -> None:
@@ -332,21 +333,51 @@ def test_abort_leaves_neither_data_nor_marker(target: DestinationCase) -> None:
 
 def test_a_refused_row_fails_the_load_and_commits_nothing(target: DestinationCase) -> None:
     dest = target.destination
-    schema = simple("refused")
+    schema = TableSchema(TableName("refused"), (Column("id", T("int64"), False), Column("v", T("string"), False)),
+                         ("id",))
     dest.create_table(schema)
     marker = StateMarker("job", "refused", "run-1", {})
     load(dest, schema, [{"id": 1, "v": "keep"}], marker=marker)
+    null_v = pa.RecordBatch.from_pylist([{"id": 3, "v": None}],
+                                        schema=pa.schema([("id", pa.int64()), ("v", pa.string())]))
+    for method in methods(target):
+        session = dest.begin_load(schema, method, ("id",))
+        session.write(batch(schema, [{"id": 2, "v": "in the same load"}]))
+        with pytest.raises(DataError):  # NULL into NOT NULL: when written, at the latest at commit
+            session.write(null_v)
+            session.commit(StateMarker("job", "refused", "run-2", {}))
+        session.abort()
+    assert pairs(target, schema) == [(1, "keep")]
+    assert dest.read_marker("job", "refused") == marker
+
+
+def test_a_data_error_names_the_table(target: DestinationCase) -> None:
+    dest = target.destination
+    schema = TableSchema(TableName("named"), (Column("id", T("int64"), False), Column("v", T("string"), False)))
+    dest.create_table(schema)
+    session = dest.begin_load(schema, "append", ())
+    with pytest.raises(DataError, match="named"):
+        session.write(pa.RecordBatch.from_pylist([{"id": 1, "v": None}],
+                                                 schema=pa.schema([("id", pa.int64()), ("v", pa.string())])))
+        session.commit(None)
+    session.abort()
+
+
+def test_a_null_key_is_refused(target: DestinationCase) -> None:
+    dest = target.destination
+    schema = simple()
+    dest.create_table(schema)
+    load(dest, schema, [{"id": 1, "v": "keep"}])
     null_id = pa.RecordBatch.from_pylist([{"id": None, "v": "x", "at": None}],
                                          schema=pa.schema([("id", pa.int64()), ("v", pa.string()),
                                                            ("at", pa.timestamp("us", tz="UTC"))]))
-    session = dest.begin_load(schema, "append", ())
-    session.write(batch(schema, [{"id": 2, "v": "in the same load"}]))
-    with pytest.raises(DataError, match="refused"):  # when written, at the latest at commit
-        session.write(null_id)
-        session.commit(StateMarker("job", "refused", "run-2", {}))
-    session.abort()
+    for method in methods(target):
+        session = dest.begin_load(schema, method, ("id",))
+        with pytest.raises(DataError):
+            session.write(null_id)
+            session.commit(None)
+        session.abort()
     assert pairs(target, schema) == [(1, "keep")]
-    assert dest.read_marker("job", "refused") == marker
 
 
 def test_a_duplicate_primary_key_is_refused(target: DestinationCase) -> None:
@@ -365,33 +396,37 @@ def test_a_duplicate_primary_key_is_refused(target: DestinationCase) -> None:
     assert dest.read_marker("job", "dups") is None
 
 
-def test_a_failing_commit_rolls_back_data_and_marker_together(target: DestinationCase) -> None:
-    """The key violations only show at commit, after the rows are in the table: data and marker roll back."""
-    require(target, "transactional", "enforces_primary_key")
+def test_duplicates_of_a_deferred_key_fail_the_load(target: DestinationCase) -> None:
+    require(target, "enforces_primary_key")
     dest = target.destination
-    marker = StateMarker("job", "dups", "run-1", {"n": 1})
     schema = simple("dups")
     dest.create_table(schema, primary_key=False)
-    load(dest, schema, [{"id": 1, "v": "a"}], marker=marker)
-    session = dest.begin_load(schema, "append", (), deferred_key=("id",))  # the key is added at commit
-    session.write(batch(schema, [{"id": 2, "v": "b"}, {"id": 1, "v": "again"}]))
-    with pytest.raises(DataError, match="dups"):
-        session.commit(StateMarker("job", "dups", "run-2", {}))
+    session = dest.begin_load(schema, "append", (), deferred_key=("id",))
+    with pytest.raises(DataError, match="dups"):  # when the key is added: before the rows, or at commit
+        session.write(batch(schema, [{"id": 2, "v": "b"}, {"id": 1, "v": "a"}, {"id": 2, "v": "again"}]))
+        session.commit(StateMarker("job", "dups", "run-1", {}))
     session.abort()
-    assert pairs(target, schema) == [(1, "a")]
-    assert dest.read_marker("job", "dups") == marker
-    assert dest.reflect(schema.table).primary_key == ()  # type: ignore[union-attr]
+    assert pairs(target, schema) == []
+    assert dest.read_marker("job", "dups") is None
 
-    keyed = simple("keyed")
-    dest.create_table(keyed)
-    load(dest, keyed, [{"id": 1, "v": "a"}], marker=StateMarker("job", "keyed", "run-1", {}))
-    session = dest.begin_load(keyed, "merge", ("v",))  # merged on v, refused by the primary key id
+
+def test_a_failing_commit_rolls_back_data_and_marker_together(target: DestinationCase) -> None:
+    """Merged on a column that is not the primary key, the rows collide with the key when the merge is
+    applied (at commit, where merges are staged): data and marker roll back together."""
+    require(target, "transactional", "enforces_primary_key", "supports_merge")
+    dest = target.destination
+    schema = simple("keyed")
+    dest.create_table(schema)
+    marker = StateMarker("job", "keyed", "run-1", {"n": 1})
+    load(dest, schema, [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 4, "v": "d"}], marker=marker)
+    session = dest.begin_load(schema, "merge", ("v",))
     with pytest.raises(DataError, match="keyed"):
-        session.write(batch(keyed, [{"id": 1, "v": "new"}]))
+        assert session.delete_keys(part(schema, ["v"], [("d",)])) == 1  # applied to the table at once
+        session.write(batch(schema, [{"id": 3, "v": "b"}, {"id": 1, "v": "new"}]))  # id 1 is a's
         session.commit(StateMarker("job", "keyed", "run-2", {}))
     session.abort()
-    assert pairs(target, keyed) == [(1, "a")]
-    assert dest.read_marker("job", "keyed") == StateMarker("job", "keyed", "run-1", {})
+    assert pairs(target, schema) == [(1, "a"), (2, "b"), (4, "d")]
+    assert dest.read_marker("job", "keyed") == marker
 
 
 # ---------------------------------------------------------------- deferred primary key
@@ -409,10 +444,7 @@ def test_deferred_primary_key_is_added_at_commit(target: DestinationCase) -> Non
     reflected = dest.reflect(schema.table)
     assert reflected is not None and reflected.primary_key == ("id",)
     assert types(reflected) == types(before)  # the columns are kept as they were
-    session = dest.begin_load(schema, "append", (), deferred_key=("id",))  # the key is there already: fine
-    session.write(batch(schema, [{"id": 3, "v": "c"}]))
-    session.commit(None)
-    assert pairs(target, schema) == [(1, "a"), (2, "b"), (3, "c")]
+    assert pairs(target, schema) == [(1, "a"), (2, "b")]
 
 
 # ---------------------------------------------------------------- deletes and column updates by key

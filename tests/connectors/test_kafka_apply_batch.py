@@ -32,7 +32,7 @@ TOPIC = "p.main.items"
 def table(**spec: Any) -> ApplyTable:
     resolved = ResolvedTable(index=0, spec=TableSpec(name="items", **spec), mode="incremental",
                              update_method="merge", truncate_before_full_load=False)
-    return ApplyTable(table=resolved, topic=TOPIC, dlq="p.items.dlq")
+    return ApplyTable(table=resolved.as_table_job(), topic=TOPIC, dlq="p.items.dlq")
 
 
 def publish_snapshot(bus: MemoryTransport, rows: list[dict[str, Any]], op: str = "r") -> None:

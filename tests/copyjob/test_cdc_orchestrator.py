@@ -59,7 +59,7 @@ class FakeCdc:
     where = "fake"
     captures: ClassVar[list[FakeCapture]] = []
 
-    def __init__(self, url: Any, job: str, settings: Any, source: Source) -> None:
+    def __init__(self, url: Any, job: str, settings: Any, source: Source, positions: Any = None) -> None:
         self._source = source
 
     def snapshot(self, copy: Callable[[Source], int]) -> SnapshotResult:

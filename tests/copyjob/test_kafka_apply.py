@@ -27,7 +27,7 @@ def table(method: str = "merge") -> ApplyTable:
     spec = TableSpec(name="items")
     resolved = ResolvedTable(index=0, spec=spec, mode="incremental", update_method=method,  # type: ignore[arg-type]
                              truncate_before_full_load=False)
-    return ApplyTable(table=resolved, topic=TOPIC, dlq="p.items.dlq")
+    return ApplyTable(table=resolved.as_table_job(), topic=TOPIC, dlq="p.items.dlq")
 
 
 def publish(bus: MemoryTransport, events: list[ChangeEvent]) -> None:
