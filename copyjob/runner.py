@@ -29,8 +29,9 @@ from copyjob.core.contracts import (
     StateStore,
     TableRunRecord,
 )
-from copyjob.core.errors import CopyjobError, is_retriable
+from copyjob.core.errors import CopyjobError, error_text
 from copyjob.core.plan import TablePlan
+from copyjob.core.retry import retrying
 from copyjob.core.urls import redact
 from copyjob.core.values import encode_value
 from copyjob.filesets import endpoint_url
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
     from copyjob.core.contracts import FileSetSource
 
 log = logging.getLogger("copyjob")
-RETRIES = 3
 
 
 @dataclass
@@ -169,21 +169,13 @@ class JobRun:
     def _copy_with_retries(self, plan: TablePlan, source: Source, destination: Destination,
                            run_id: str) -> TableRunRecord:
         started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self._copy_table(plan, source, destination, run_id)
-            except Exception as exc:
-                if is_retriable(exc) and attempt < RETRIES:
-                    log.warning("%s: %s; retrying (%d/%d)", plan.label, redact(str(exc)), attempt, RETRIES)
-                    time.sleep(min(2 ** attempt, 10))
-                    continue
-                error = redact(f"{type(exc).__name__}: {exc}" if not isinstance(exc, CopyjobError)
-                               else str(exc))
-                self.record_failure(plan.state_key, run_id, error)
-                return TableRunRecord(table=plan.state_key, mode=plan.table.mode, status="failed",
-                                      duration_s=time.monotonic() - started, error=error)
+        try:
+            return retrying(lambda: self._copy_table(plan, source, destination, run_id), plan.label)
+        except Exception as exc:
+            error = error_text(exc)
+            self.record_failure(plan.state_key, run_id, error)
+            return TableRunRecord(table=plan.state_key, mode=plan.table.mode, status="failed",
+                                  duration_s=time.monotonic() - started, error=error)
 
     def record_failure(self, key: str, run_id: str, error: str) -> None:
         self.ledger.failed(key, run_id, error)

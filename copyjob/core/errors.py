@@ -126,3 +126,11 @@ def require(module: str, extra: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise MissingDependency(f"{module} is not installed: pip install 'copyjob[{extra}]'")
+
+
+def error_text(exc: BaseException) -> str:
+    """The one-line text of a failure as runs report it: our errors by their message, others with their type
+    (they are bugs or surprises), passwords in URLs redacted."""
+    from copyjob.core.urls import redact
+
+    return redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")

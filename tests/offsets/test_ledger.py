@@ -1,0 +1,99 @@
+"""The position ledger: the destination's marker is the truth; a missing table or marker, or a reset after
+the marker, starts the table over; two scopes of one store never mix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from copyjob.offsets import open_state_store
+from copyjob.offsets.ledger import Ledger
+
+from copyjob.core.contracts import StateMarker, StateStore
+from copyjob.core.schema import TableName
+
+TABLE = TableName.parse("orders")
+
+
+class Destination:
+    """Just what the ledger asks a destination: its markers and whether a table exists."""
+
+    def __init__(self) -> None:
+        self.markers: dict[tuple[str, str], StateMarker] = {}
+        self.tables: set[TableName] = set()
+
+    def read_marker(self, job: str, table: str) -> StateMarker | None:
+        return self.markers.get((job, table))
+
+    def reflect(self, table: TableName) -> Any:
+        return object() if table in self.tables else None
+
+    def commit(self, run_id: str, **state: Any) -> None:
+        self.tables.add(TABLE)
+        self.markers[("j", "orders")] = StateMarker("j", "orders", run_id, state)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    with open_state_store(str(tmp_path / "state.db")) as s:
+        yield s
+
+
+def reconcile(ledger: Ledger, destination: Destination, mode: str | None = None) -> Any:
+    return ledger.reconcile("orders", destination, TABLE, mode)  # type: ignore[arg-type]
+
+
+def test_first_run_starts_over(store: StateStore) -> None:
+    standing = reconcile(Ledger(store, "j@a", "j"), Destination())
+    assert not standing.continues and standing.full_reason == "first run" and standing.state.needs_full
+
+
+def test_the_marker_is_the_truth(store: StateStore) -> None:
+    ledger, destination = Ledger(store, "j@a", "j"), Destination()
+    destination.commit("20260101T000000.000001-aaaaaa", mode="incremental", watermark=41, watermark_type="int")
+    standing = reconcile(ledger, destination)
+    assert standing.continues and standing.state.watermark == 41
+    assert standing.state.extra["committed_run_id"] == "20260101T000000.000001-aaaaaa"
+
+
+def test_a_missing_destination_table_starts_over_whatever_the_store_says(store: StateStore) -> None:
+    ledger, destination = Ledger(store, "j@a", "j"), Destination()
+    destination.commit("20260101T000000.000001-aaaaaa", mode="incremental", watermark=41, watermark_type="int")
+    state = reconcile(ledger, destination).state
+    ledger.committed(state, "20260101T000000.000001-aaaaaa", watermark=41, watermark_type="int")
+    destination.tables.clear()  # dropped
+    standing = reconcile(ledger, destination)
+    assert not standing.continues and standing.full_reason == "the destination table is missing"
+    destination.markers.clear()
+    destination.tables.add(TABLE)  # a new, empty destination: no marker of this job
+    assert reconcile(ledger, destination).full_reason == "the destination holds no marker of this job for it"
+
+
+def test_reset_outranks_older_markers_only(store: StateStore) -> None:
+    ledger, destination = Ledger(store, "j@a", "j"), Destination()
+    destination.commit("20260101T000000.000001-aaaaaa", mode="incremental", watermark=1, watermark_type="int")
+    ledger.reset(["orders"], "20260102T000000.000000-bbbbbb")
+    assert reconcile(ledger, destination).full_reason == "reset"
+    destination.commit("20260103T000000.000000-cccccc", mode="full", watermark=9, watermark_type="int")
+    assert reconcile(ledger, destination).continues
+
+
+def test_markers_of_another_kind_or_an_unfinished_snapshot_do_not_count(store: StateStore) -> None:
+    ledger, destination = Ledger(store, "j@a", "j"), Destination()
+    destination.commit("20260101T000000.000001-aaaaaa", mode="incremental", watermark=1, watermark_type="int")
+    assert not reconcile(ledger, destination, "cdc").continues
+    destination.commit("20260101T000000.000002-aaaaaa", mode="cdc", snapshot="pending")
+    assert reconcile(ledger, destination, "cdc").full_reason == "its snapshot did not finish"
+    destination.commit("20260101T000000.000003-aaaaaa", mode="cdc", snapshot="completed", position={"lsn": 5})
+    assert reconcile(ledger, destination, "cdc").marker.state["position"] == {"lsn": 5}
+
+
+def test_two_scopes_never_share_a_row(store: StateStore) -> None:
+    dev, prod = Ledger(store, "j@dev", "j"), Ledger(store, "j@prod", "j"),
+    state = dev.load("orders")
+    dev.committed(state, "20260101T000000.000001-aaaaaa", watermark=100, watermark_type="int")
+    assert prod.load("orders").watermark is None and dev.load("orders").watermark == 100
+    dev.record("123")
+    assert prod.recorded() is None and dev.recorded() == "123"
