@@ -91,7 +91,25 @@ def _duckdb(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
 
 
 def _postgresql(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
-    return _open("postgresql", request.getfixturevalue("pg_url"), _read_with_source)
+    url = request.getfixturevalue("pg_contract_url")
+    empty_postgres(url)
+    return _open("postgresql", url, _read_with_source)
+
+
+def empty_postgres(url: str) -> None:
+    """Make the database as fresh: no connection left (a failed test's load would hold locks), no schema
+    but an empty ``public``."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        schemas = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+                               "AND nspname <> 'information_schema'").fetchall()
+        for (name,) in schemas:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+        conn.execute("CREATE SCHEMA public")
 
 
 def _mariadb(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:

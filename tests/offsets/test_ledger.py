@@ -91,7 +91,7 @@ def test_markers_of_another_kind_or_an_unfinished_snapshot_do_not_count(store: S
 
 
 def test_two_scopes_never_share_a_row(store: StateStore) -> None:
-    dev, prod = Ledger(store, "j@dev", "j"), Ledger(store, "j@prod", "j"),
+    dev, prod = Ledger(store, "j@dev", "j"), Ledger(store, "j@prod", "j")
     state = dev.load("orders")
     dev.committed(state, "20260101T000000.000001-aaaaaa", watermark=100, watermark_type="int")
     assert prod.load("orders").watermark is None and dev.load("orders").watermark == 100
