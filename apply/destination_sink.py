@@ -1,4 +1,4 @@
-"""One table of a CDC run: where it stands, its snapshot, and the change batches applied to it.
+"""``transport: direct``: the CDC sink that writes into the destination (:class:`DestinationSink`).
 
 A table's position lives in its destination marker (``_copyjob_state``), committed with the data:
 ``{"mode": "cdc", "snapshot": "completed", "position": …}``. A snapshot whose position the source only names
@@ -10,85 +10,73 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from copyjob.apply import prepare_target, write_batches
+from copyjob.apply.cdc_table import CdcSink, CdcTable, Order, Position, ProgressCallback, split_key_changes
 from copyjob.apply.changes import APPEND_COLUMNS, apply_changes
-from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
-from copyjob.core.contracts import (
-    Destination,
-    Source,
-    StateMarker,
-    TableRunRecord,
-    TableState,
-    UpdateMethod,
-)
+from copyjob.apply.target import prepare_target
+from copyjob.apply.writer import write_batches
+from copyjob.offsets.ledger import Ledger
+from copyjob.snapshot import read_table
+
+from copyjob.core.changes import ChangeBatch
+from copyjob.core.contracts import Destination, Source, StateMarker, UpdateMethod
 from copyjob.core.plan import TablePlan
 from copyjob.core.schema import TableSchema
-from copyjob.offsets.ledger import Ledger
-from copyjob.progress import Progress
-from copyjob.snapshot import read_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-log = logging.getLogger("copyjob.cdc")
-Position = Mapping[str, Any]
-Order = Callable[[Position, Position], bool]
-"""``at_or_before(a, b)``: the source's order of positions."""
+log = logging.getLogger(__name__)
 
 
-@dataclass(eq=False)
-class CdcTable:
-    plan: TablePlan
-    state: TableState
-    committed: Position | None
-    """Where its last committed marker stands; None: the table needs a snapshot."""
-    resnapshot: bool = False
-    """It had a position before (reset, or the stream was lost): under merge its snapshot replaces the table."""
-    before: Position | None = None
-    source_columns: tuple[str, ...] = ()
-    rows_read: int = 0
-    rows_written: int = 0
-    error: str | None = None
-    status: str = "ok"
+class DestinationSink:
+    """Every snapshot and every batch in one destination transaction together with the table's marker (the
+    marker is the truth; the state store gets copies)."""
 
-    @property
-    def key(self) -> str:
-        return self.plan.state_key
+    positions_in_store = False
 
-    def snapshot_done(self, read: int, written: int, position: Position | None) -> None:
-        """Count a finished snapshot load and note where it leaves the table (the snapshot's position)."""
-        self.rows_read += read
-        self.rows_written += written
-        self.source_columns = tuple(self.plan.source_schema.column_names)
-        if position is not None:
-            self.committed = position
+    def __init__(self, job: str, destination: Destination, *, batch_rows: int, create_tables: bool,
+                 open_destination: Callable[[], Destination]) -> None:
+        """``open_destination``: another connection to the same destination, for a snapshot in the
+        background."""
+        self.job = job
+        self.destination = destination
+        self.create = create_tables
+        self.open_destination = open_destination
+        self._batch_rows = batch_rows
+        self.batch_rows = min(batch_rows, destination.capabilities.preferred_batch_rows)
 
-    @property
-    def append(self) -> bool:
-        return self.plan.table.update_method == "append"
+    def reconcile(self, ledger: Ledger, plan: TablePlan) -> CdcTable:
+        return reconcile(ledger, self.destination, plan)
 
-    def target(self, schema: TableSchema | None = None) -> TableSchema:
-        """The destination table for source columns ``schema`` (default: as reflected at the start): renamed;
-        keyed under merge; under append without a key and nullable (the change columns are added by the
-        callers that create or write it)."""
-        rename = self.plan.table.columns
-        columns = tuple(replace(c, name=rename.get(c.name, c.name))
-                        for c in (schema or self.plan.source_schema).columns)
-        if self.append:  # every column nullable: deletes carry only the key, truncates no values at all
-            return TableSchema(self.plan.target_schema.table, tuple(replace(c, nullable=True) for c in columns), ())
-        return TableSchema(self.plan.target_schema.table, columns, self.plan.key)
+    def write_snapshot(self, t: CdcTable, source: Source, position: Position | None, *, run_id: str,
+                       parallel: int, progress: ProgressCallback, stop: Callable[[], bool]) -> int:
+        return write_snapshot(t, self.destination, source, position, job=self.job, run_id=run_id,
+                              batch_rows=self.batch_rows, parallel=parallel, create=self.create, progress=progress,
+                              stop=stop)
 
-    def record(self, describe: Callable[[Position], str], duration_s: float) -> TableRunRecord:
-        return TableRunRecord(table=self.key, mode="cdc", status=self.status, rows_read=self.rows_read,
-                              rows_written=self.rows_written, duration_s=duration_s,
-                              watermark_before=describe(self.before) if self.before else None,
-                              watermark_after=describe(self.committed) if self.committed else None,
-                              error=self.error)
+    def complete_snapshot(self, t: CdcTable, position: Position, *, run_id: str) -> None:
+        complete_snapshot(t, self.destination, position, job=self.job, run_id=run_id)
+
+    def apply(self, t: CdcTable, batch: ChangeBatch, *, at_or_before: Order, run_id: str) -> None:
+        apply_batch(t, self.destination, batch, at_or_before=at_or_before, job=self.job, run_id=run_id,
+                    create=self.create)
+
+    def commit(self) -> None:
+        pass
+
+    @contextmanager
+    def background(self) -> Iterator[CdcSink]:
+        destination = self.open_destination()
+        try:
+            yield DestinationSink(self.job, destination, batch_rows=self._batch_rows, create_tables=self.create,
+                                  open_destination=self.open_destination)
+        finally:
+            destination.close()
 
 
 def marker_state(position: Position | None) -> dict[str, Any]:
@@ -109,23 +97,11 @@ def reconcile(ledger: Ledger, destination: Destination, plan: TablePlan) -> CdcT
                     before=committed, source_columns=tuple(plan.source_schema.column_names))
 
 
-def forget_abandoned(ledger: Ledger, keep: set[str], stamp: str) -> None:
-    """Tables that were streamed but are no longer cdc tables of the job: their stream moves on without them,
-    so they must be snapshotted again if they come back."""
-    for name, state in ledger.load_all().items():
-        if name not in keep and state.extra.get("cdc_position") and not state.needs_full:
-            log.info("%s is no longer a cdc table of the job: it will be snapshotted if it comes back", name)
-            state.needs_full = True
-            state.extra.pop("cdc_position", None)
-            state.extra["reset_at"] = stamp
-            ledger.save(state)
-
-
 # ---------------------------------------------------------------- snapshot
 
 
 def write_snapshot(t: CdcTable, destination: Destination, source: Source, position: Position | None, *,
-                   job: str, run_id: str, batch_rows: int, parallel: int, create: bool, progress: Progress,
+                   job: str, run_id: str, batch_rows: int, parallel: int, create: bool, progress: ProgressCallback,
                    stop: Callable[[], bool]) -> int:
     """Read the whole table from ``source`` (pinned to the snapshot) and write it in one transaction with its
     marker. A table created now is loaded without its key (added at the end); under merge an existing table
@@ -146,10 +122,8 @@ def write_snapshot(t: CdcTable, destination: Destination, source: Source, positi
             yield _change_columns(batch, position) if t.append else batch
 
     marker = StateMarker(job=job, table=t.key, run_id=run_id, state=marker_state(position))
-    with progress.table(f"{t.plan.label} (snapshot)") as advance:
-        written = write_batches(destination, wanted, [batches()], method=method, key=t.plan.key,
-                                truncate=truncate, deferred_key=deferred,
-                                marker=lambda: marker, progress=advance).rows_written
+    written = write_batches(destination, wanted, [batches()], method=method, key=t.plan.key, truncate=truncate,
+                            deferred_key=deferred, marker=lambda: marker, progress=progress).rows_written
     t.snapshot_done(read, written, position)
     return written
 
@@ -209,37 +183,3 @@ def apply_batch(t: CdcTable, destination: Destination, batch: ChangeBatch, *, at
                            key=t.plan.key, rename=t.plan.table.columns, marker=lambda: marker)
     t.rows_written += result.upserted + result.deleted + result.appended
     t.committed = batch.position
-
-
-def split_key_changes(events: list[ChangeEvent], key: tuple[str, ...]) -> list[ChangeEvent]:
-    """An update that changes the key as a delete of the old key and an insert of the new one (the binlog logs
-    it as one update; pgoutput already splits it): merge then removes the old key, and on Kafka the two keys
-    may live in different partitions."""
-    if not key or not any(e.op == "u" and e.before is not None for e in events):
-        return events
-    out: list[ChangeEvent] = []
-    for e in events:
-        if e.op == "u" and e.before is not None and e.after is not None \
-                and any(e.before.get(k) != e.after.get(k) and e.after.get(k) is not UNCHANGED_TOAST for k in key):
-            out.append(ChangeEvent("d", e.before, None, e.position, e.ts_ms))
-            out.append(ChangeEvent("c", None, e.after, e.position, e.ts_ms))
-        else:
-            out.append(e)
-    return out
-
-
-def save_state(ledger: Ledger, t: CdcTable, run_id: str, describe: Callable[[Position], str],
-               extra: Mapping[str, Any] | None = None) -> None:
-    s = t.state
-    s.last_run_id = run_id
-    s.last_run_at = datetime.now(UTC)
-    s.last_status = "failed" if t.error else "ok"
-    s.last_error = t.error
-    if t.committed is not None:
-        s.watermark = describe(t.committed)
-        s.watermark_type = "str"
-        s.needs_full = False
-        s.extra["cdc_position"] = dict(t.committed)
-        s.extra["committed_run_id"] = run_id
-    s.extra.update(extra or {})
-    ledger.save(s)

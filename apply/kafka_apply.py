@@ -8,7 +8,7 @@ of a key wins) and written with one ``LoadSession.write``: no Python object per 
 tombstones, ``before`` images, append tables, JSON) takes the event-by-event path, and so does a fast segment
 that fails to write, so that the bad event can be isolated and dead-lettered as below. Order per key holds:
 a key always lands in the same partition, and a partition is applied in offset order by one member at a time.
-The member polls and decodes on its own thread while one writer thread (``copyjob.write_behind``) applies the
+The member polls and decodes on its own thread while one writer thread (``apply.write_behind``) applies the
 previous poll; every destination call goes through that thread, in order, and before partitions are revoked
 (or the member stops) the writes it holds are finished.
 
@@ -17,7 +17,8 @@ The apply commit, per table partition (steps in this order):
    ``<table>#<partition>`` = ``{"offset": next offset}`` (exactly once into SQL destinations; at least once,
    made idempotent by merge, where the destination has no transactions);
 2. an event that cannot be applied is isolated by halving the segment until it stands alone, sent with its
-   error to ``<prefix>.<table>.dlq`` (flushed), and skipped by committing the marker past it;
+   error to ``<prefix>.<table>.dlq`` (flushed; ``apply.dead_letters``), and skipped by committing the marker
+   past it;
 3. commit the Kafka group offsets, for monitoring only. On assignment a partition starts at the offset of its
    marker, so a member killed between 1 and 3 (or during 1) neither loses nor repeats a change.
 """
@@ -33,12 +34,14 @@ from itertools import groupby, repeat
 from operator import is_not, itemgetter
 from typing import TYPE_CHECKING
 
-from copyjob.apply import prepare_target
 from copyjob.apply.changes import APPEND_COLUMNS, apply_changes
-from copyjob.connectors.kafka import dlq_topic
+from copyjob.apply.dead_letters import DeadLetters
+from copyjob.apply.target import prepare_target
+from copyjob.apply.write_behind import WriteBehind
 from copyjob.connectors.kafka.arrow_bytes import arange
 from copyjob.connectors.kafka.batch_decode import decode_upserts
 from copyjob.connectors.kafka.codec import Decoder, unchanged_columns
+
 from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 from copyjob.core.contracts import Destination, StateMarker
 from copyjob.core.errors import ConfigurationError, is_retriable
@@ -46,7 +49,6 @@ from copyjob.core.plan import TableJob
 from copyjob.core.schema import TableName, TableSchema
 from copyjob.core.transport import Record, Subscription, Transport
 from copyjob.core.urls import redact
-from copyjob.write_behind import WriteBehind
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -150,8 +152,7 @@ class Applier:
         self.applied: dict[tuple[str, int], int] = {}
         self._prepared: set[TableSchema] = set()
         self._known_schema: dict[str, TableSchema] = {}
-        self._dlq_ready: set[str] = set()
-        self._publisher = transport.publisher()
+        self.dead_letters = DeadLetters(transport, prefix)
         self._writer = WriteBehind()
         self._finished: dict[tuple[str, int], int] = {}
         """Offsets the writer has committed into the destination since the last group-offset commit."""
@@ -440,21 +441,12 @@ class Applier:
             raise
 
     def _dead_letter(self, table: ApplyTable, record: Record, exc: BaseException) -> None:
-        """The original message, with the error and where it came from in headers, to the table's DLQ."""
-        topic = dlq_topic(self.prefix, table.name)
-        if topic not in self._dlq_ready:
-            self.transport.ensure_topics({topic: False})
-            self._dlq_ready.add(topic)
-        error = redact(f"{type(exc).__name__}: {exc}")[:2000]
-        headers = [*record.headers, ("copyjob.error", error.encode()), ("copyjob.topic", record.topic.encode()),
-                   ("copyjob.partition", str(record.partition).encode()),
-                   ("copyjob.offset", str(record.offset).encode())]
-        self._publisher.publish(topic, record.key, record.value, headers)
-        self._publisher.flush()
+        """2. of the apply commit: the event to the table's DLQ (the caller then commits past it)."""
+        error = self.dead_letters.send(table.name, record, exc)
         table.stats.dlq += 1
         table.stats.last_error = error
         log.warning("%s: event at %s[%d]@%d sent to %s: %s", table.name, record.topic, record.partition,
-                    record.offset, topic, error[:300])
+                    record.offset, self.dead_letters.topic(table.name), error[:300])
 
 
 def last_per_key(rows: pa.RecordBatch, key: Sequence[str]) -> pa.RecordBatch:

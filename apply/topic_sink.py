@@ -1,8 +1,8 @@
-"""``mode: cdc`` with ``transport: kafka``: the CDC orchestrator (:mod:`copyjob.cdc`) publishing to topics.
+"""``mode: cdc`` with ``transport: kafka``: the CDC sink that publishes to the tables' topics (:class:`KafkaSink`).
 
-:class:`KafkaSink` is the orchestrator's sink on the capture side. There is no destination there, so a table's
-position lives in the state store (``cdc_position``, with ``committed_run_id``). The capture commit of a chunk
-(steps in this order):
+:class:`KafkaSink` is the CDC orchestrator's sink on the capture side. There is no destination there, so a
+table's position lives in the state store (``cdc_position``, with ``committed_run_id``). The capture commit of
+a chunk (steps in this order):
 
 1. publish every change after the table's position onto ``<prefix>.<schema>.<table>`` as a Debezium-style
    event (``c``/``u``/``d`` with their source positions; a delete is followed by a tombstone);
@@ -17,26 +17,23 @@ flushes, and then the table's position is the snapshot's point.
 
 from __future__ import annotations
 
-import logging
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from copyjob.cdc_tables import CdcTable, Position, split_key_changes
-from copyjob.connectors.kafka.codec import Encoder, SourceInfo
-from copyjob.core.changes import ChangeBatch
+from copyjob.apply.cdc_table import CdcTable, Order, Position, ProgressCallback, split_key_changes
+from copyjob.connectors.kafka import source_info, topic_of
+from copyjob.connectors.kafka.codec import UNCHANGED_HEADER, Encoder, SourceInfo
+from copyjob.offsets.ledger import Ledger
+from copyjob.snapshot import read_table
+
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 from copyjob.core.contracts import Source
 from copyjob.core.errors import ConfigurationError
 from copyjob.core.plan import TablePlan
 from copyjob.core.schema import TableName
 from copyjob.core.transport import Publisher, Transport
 from copyjob.core.urls import ConnectionUrl
-from copyjob.kafka_capture import publish_batch, source_info, topic_of
-from copyjob.loader import LoadedJob
-from copyjob.offsets.ledger import Ledger
-from copyjob.progress import Progress
-from copyjob.snapshot import read_table
-
-log = logging.getLogger("copyjob.cdc")
 
 
 class KafkaSink:
@@ -44,17 +41,16 @@ class KafkaSink:
 
     positions_in_store = True
 
-    def __init__(self, loaded: LoadedJob, source_url: ConnectionUrl, transport: Transport,
-                 publisher: Publisher | None = None, encoder: Encoder | None = None) -> None:
-        settings = loaded.job.kafka
-        assert settings is not None, "the loader requires kafka: with transport kafka"
-        self.loaded = loaded
+    def __init__(self, source_url: ConnectionUrl, transport: Transport, encoder: Encoder, *, prefix: str,
+                 batch_rows: int, one_partition: bool, publisher: Publisher | None = None) -> None:
+        """``prefix``: of the topics; ``one_partition``: the topics have one partition each (a source's
+        TRUNCATE can then be published in order)."""
         self.source_url = source_url
         self.transport = transport
-        self.prefix = loaded.topic_prefix
-        self.one_partition = settings.partitions == 1
-        self.batch_rows = loaded.job.copy_settings.batch_rows
-        self.encoder = encoder or Encoder(settings.format, transport.registrar)
+        self.prefix = prefix
+        self.one_partition = one_partition
+        self.batch_rows = batch_rows
+        self.encoder = encoder
         self.publisher = publisher or transport.publisher()
         self._published: dict[CdcTable, Position] = {}
         """Tables whose changes were published up to this position, not yet acknowledged by the broker."""
@@ -79,19 +75,18 @@ class KafkaSink:
                         before=committed, source_columns=tuple(plan.source_schema.column_names))
 
     def write_snapshot(self, t: CdcTable, source: Source, position: Position | None, *, run_id: str,
-                       parallel: int, progress: Progress, stop: Callable[[], bool]) -> int:
+                       parallel: int, progress: ProgressCallback, stop: Callable[[], bool]) -> int:
         """Every row as ``op: r`` at the snapshot's point, flushed; then the table's position is that point."""
         topic, info, key = self._topic(t.plan)
         encoder = self.encoder.for_table(topic, t.plan.source_schema, key)
         published = 0
-        with progress.table(f"{t.plan.label} (snapshot)") as advance:
-            for batch in read_table(source, t.plan.source_schema, (), self.batch_rows, parallel):
-                if stop():
-                    raise InterruptedError(f"{t.plan.label}: snapshot stopped")
-                keys, values = encoder.encode_batch(batch, "r", info, dict(position or {}))
-                self.publisher.publish_many(topic, keys, values, encoder.headers)
-                published += len(values)
-                advance(batch.num_rows)
+        for batch in read_table(source, t.plan.source_schema, (), self.batch_rows, parallel):
+            if stop():
+                raise InterruptedError(f"{t.plan.label}: snapshot stopped")
+            keys, values = encoder.encode_batch(batch, "r", info, dict(position or {}))
+            self.publisher.publish_many(topic, keys, values, encoder.headers)
+            published += len(values)
+            progress(batch.num_rows)
         self.publisher.flush()
         t.snapshot_done(published, published, position)
         return published
@@ -99,8 +94,7 @@ class KafkaSink:
     def complete_snapshot(self, t: CdcTable, position: Position, *, run_id: str) -> None:
         t.committed = position
 
-    def apply(self, t: CdcTable, batch: ChangeBatch, *, at_or_before: Callable[[Position, Position], bool],
-              run_id: str) -> None:
+    def apply(self, t: CdcTable, batch: ChangeBatch, *, at_or_before: Order, run_id: str) -> None:
         """1. of the capture commit: publish the changes after the table's position (and after what this
         chunk already published)."""
         done = self._published.get(t, t.committed)
@@ -131,5 +125,39 @@ class KafkaSink:
     @contextmanager
     def background(self) -> Iterator[KafkaSink]:
         """The same producer (thread-safe) and encoder; the snapshot flushes before its position moves."""
-        yield KafkaSink(self.loaded, self.source_url, self.transport, self.publisher, self.encoder)
+        yield KafkaSink(self.source_url, self.transport, self.encoder, prefix=self.prefix,
+                        batch_rows=self.batch_rows, one_partition=self.one_partition, publisher=self.publisher)
 
+
+TRUNCATE_HEADER = ("copyjob.op", b"truncate")
+"""On a truncate event (``op: t``, no images, a key whose columns are all null), for consumers that know only
+Debezium's c/u/d/r."""
+
+
+def _unchanged_header(event: ChangeEvent) -> list[tuple[str, bytes]]:
+    after = event.after
+    if after is None or UNCHANGED_TOAST not in after.values():
+        return []
+    return [(UNCHANGED_HEADER, json.dumps([c for c, v in after.items() if v is UNCHANGED_TOAST]).encode())]
+
+
+def publish_batch(encoder: Encoder, publisher: Publisher, topic: str, batch: ChangeBatch, info: SourceInfo,
+                  key: tuple[str, ...]) -> int:
+    """Publish a change batch from a log-based capture (:class:`KafkaSink`): deletes are followed by a
+    tombstone, a truncate is an ``op: t`` event with the header :data:`TRUNCATE_HEADER`. The
+    caller flushes and then acknowledges ``batch.position`` to the capture. An update that left values out
+    (unchanged TOASTed values) names them in the header ``copyjob.unchanged`` (connectors.kafka.codec)."""
+    enc = encoder.for_table(topic, batch.schema, key)
+    for event in batch.events:
+        if event.op == "t":
+            # keyed (every key column null): compacted topics refuse keyless messages
+            publisher.publish(topic, enc.encode_key({}), enc.encode_value(event, info),
+                              [*enc.headers, TRUNCATE_HEADER])
+            continue
+        row_key = enc.encode_key(event.row)
+        extra = _unchanged_header(event) if event.op == "u" else []
+        publisher.publish(topic, row_key, enc.encode_value(event, info), [*enc.headers, *extra] if extra
+                          else enc.headers)
+        if event.op == "d" and row_key is not None:
+            publisher.publish(topic, row_key, None, enc.headers)
+    return len(batch.events)

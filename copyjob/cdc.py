@@ -1,11 +1,12 @@
 """The CDC orchestrator: a change capture feeds a sink (direct: the destination; kafka: the tables' topics).
 
-Generic over a source's *hooks* (:class:`CdcSource`; PostgreSQL: :mod:`copyjob.cdc_postgres`, MySQL/MariaDB:
-:mod:`copyjob.cdc_mysql`) and over its sink (:class:`CdcSink`). The job's cdc tables share one change stream
-and run together. Steps:
+Generic over its log source (:class:`copyjob.core.capture.LogSource`, opened by URL scheme with
+:func:`copyjob.ingest.open_log_source`; PostgreSQL: :mod:`copyjob.ingest.postgres_cdc.capture`, MySQL/MariaDB:
+:mod:`copyjob.ingest.mysql_cdc.capture`) and over its sink (:class:`CdcSink`). The job's cdc tables share one
+change stream and run together. Steps:
 
 1. reconcile each table's position: where the sink keeps it (direct: the destination marker; kafka: the state
-   store), unless a reset came later (cdc_tables);
+   store), unless a reset came later (the sink's ``reconcile``);
 2. ``prepare`` the source (PostgreSQL: settings, privileges, replica identity, publication);
 3. snapshot: when the stream does not exist yet, or no table has a position, every table without a position
    is snapshotted first, in one snapshot whose result carries the position where streaming starts (the
@@ -20,9 +21,10 @@ and run together. Steps:
 6. save the tables' state in the state store (at most every few seconds, and at the end; with a sink whose
    positions live in the state store, after every commit and before the ack).
 
-Where the snapshot and the changes go is a :class:`CdcSink`: :class:`DestinationSink` (``transport: direct``)
-writes each batch in one destination transaction together with the table's marker; ``KafkaSink``
-(:mod:`copyjob.cdc_kafka`) publishes the events onto the table's topic, and its commit waits for the broker's
+Where the snapshot and the changes go is a :class:`copyjob.apply.cdc_table.CdcSink`:
+:class:`copyjob.apply.destination_sink.DestinationSink` (``transport: direct``) writes each batch in one
+destination transaction together with the table's marker; :class:`copyjob.apply.topic_sink.KafkaSink`
+publishes the events onto the table's topic, and its commit waits for the broker's
 acknowledgement, after which the positions are saved in the state store.
 
 ``copyjob run`` (bounded) stops once the capture has handed out everything committed before streaming began
@@ -31,45 +33,30 @@ acknowledgement, after which the positions are saved in the state store.
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from copyjob.cdc_tables import (
-    CdcTable,
-    Position,
-    apply_batch,
-    complete_snapshot,
-    forget_abandoned,
-    reconcile,
-    save_state,
-    write_snapshot,
-)
+from copyjob.apply.cdc_table import CdcSink, CdcTable, Position
 from copyjob.core import faults
+from copyjob.core.capture import LogSource
 from copyjob.core.changes import ChangeBatch
 from copyjob.core.checkpoint import Checkpoint
 from copyjob.core.contracts import (
     ChangeCapture,
-    Destination,
     SnapshotResult,
     Source,
-    StreamPositions,
     TableRunRecord,
 )
-from copyjob.core.errors import ConfigurationError, CopyjobError, is_retriable
+from copyjob.core.errors import CopyjobError, is_retriable
 from copyjob.core.plan import TablePlan
 from copyjob.core.schema import TableName
-from copyjob.core.urls import ConnectionUrl, redact
-from copyjob.jobfile import CdcSettings
-from copyjob.progress import Progress
+from copyjob.core.urls import redact
 
 if TYPE_CHECKING:
-    from copyjob.loader import LoadedJob
     from copyjob.offsets.ledger import Ledger
     from copyjob.runs import RunContext
 
@@ -77,118 +64,13 @@ log = logging.getLogger("copyjob.cdc")
 POLL_S = 0.5
 SAVE_EVERY_S = 5.0
 RETRIES = 3
-SOURCES = {"postgresql": "copyjob.cdc_postgres:PostgresCdc", "mysql": "copyjob.cdc_mysql:MysqlCdc",
-           "mariadb": "copyjob.cdc_mysql:MysqlCdc"}
-"""URL scheme → the hooks class, constructed as ``Class(url, job, settings, source)``."""
-
-
-class CdcSource(Protocol):
-    """A log-based source, as the orchestrator uses it. Optional: ``prepare(plans)``, ``stream_exists()``
-    (default true), ``describe(position)``, ``parallel_snapshot`` (default false), ``close()``, and
-    ``consumed_past(committed)`` (the tables whose changes another consumer of the stream took)."""
-
-    where: str
-
-    def snapshot(self, copy: Callable[..., int]) -> SnapshotResult:
-        """A consistent snapshot: calls ``copy(source)`` or ``copy(source, position)`` with a source whose
-        reads see the snapshot; the result carries the position where streaming starts."""
-
-    def current_position(self) -> Mapping[str, Any]:
-        """Where the log ends now (``copyjob run`` stops once the capture is caught up with it)."""
-
-    def capture(self, starts: Mapping[TableName, Mapping[str, Any]]) -> ChangeCapture:
-        """The change stream of the tables of ``starts``; the capture also has ``caught_up(end)``."""
-
-    def at_or_before(self, position: Mapping[str, Any], bound: Mapping[str, Any]) -> bool: ...
-
-
-def open_cdc_source(url: ConnectionUrl, job: str, settings: CdcSettings, source: Source,
-                    positions: StreamPositions | None = None) -> CdcSource:
-    entry = SOURCES.get(url.scheme)
-    if entry is None:
-        raise ConfigurationError(f"cdc needs a PostgreSQL or MySQL/MariaDB source, not {url.scheme}://")
-    module, _, name = entry.partition(":")
-    hooks: CdcSource = getattr(importlib.import_module(module), name)(url, job, settings, source, positions)
-    return hooks
-
-
-class CdcSink(Protocol):
-    """Where a CDC run commits its tables' snapshots and changes, each with the table's new position."""
-
-    positions_in_store: bool
-    """The state store is where positions are durable (save after every commit, before the ack)."""
-    batch_rows: int
-    """The most rows a snapshot batch should have."""
-
-    def reconcile(self, ledger: Ledger, plan: TablePlan) -> CdcTable:
-        """The table with its committed position (None: it needs a snapshot)."""
-
-    def write_snapshot(self, t: CdcTable, source: Source, position: Position | None, *, run_id: str,
-                       parallel: int, progress: Progress, stop: Callable[[], bool]) -> int:
-        """Read the whole table from ``source`` and commit it with ``position`` (None: named later)."""
-
-    def complete_snapshot(self, t: CdcTable, position: Position, *, run_id: str) -> None: ...
-
-    def apply(self, t: CdcTable, batch: ChangeBatch, *, at_or_before: Callable[[Position, Position], bool],
-              run_id: str) -> None:
-        """Hand over the changes after ``t.committed``; ``t.committed`` moves once they are durable."""
-
-    def commit(self) -> None:
-        """Make everything handed over durable (a no-op where ``apply`` already committed)."""
-
-    def background(self) -> AbstractContextManager[CdcSink]:
-        """A sink for a snapshot in another thread."""
-
-
-class DestinationSink:
-    """``transport: direct``: every snapshot and every batch in one destination transaction together with the
-    table's marker (the marker is the truth; the state store gets copies)."""
-
-    positions_in_store = False
-
-    def __init__(self, loaded: LoadedJob, destination: Destination) -> None:
-        self.loaded = loaded
-        self.destination = destination
-        self.job = loaded.job.job
-        self.create = loaded.job.copy_settings.create_tables
-        self.batch_rows = min(loaded.job.copy_settings.batch_rows, destination.capabilities.preferred_batch_rows)
-
-    def reconcile(self, ledger: Ledger, plan: TablePlan) -> CdcTable:
-        return reconcile(ledger, self.destination, plan)
-
-    def write_snapshot(self, t: CdcTable, source: Source, position: Position | None, *, run_id: str,
-                       parallel: int, progress: Progress, stop: Callable[[], bool]) -> int:
-        return write_snapshot(t, self.destination, source, position, job=self.job, run_id=run_id,
-                              batch_rows=self.batch_rows, parallel=parallel, create=self.create, progress=progress,
-                              stop=stop)
-
-    def complete_snapshot(self, t: CdcTable, position: Position, *, run_id: str) -> None:
-        complete_snapshot(t, self.destination, position, job=self.job, run_id=run_id)
-
-    def apply(self, t: CdcTable, batch: ChangeBatch, *, at_or_before: Callable[[Position, Position], bool],
-              run_id: str) -> None:
-        apply_batch(t, self.destination, batch, at_or_before=at_or_before, job=self.job, run_id=run_id,
-                    create=self.create)
-
-    def commit(self) -> None:
-        pass
-
-    @contextmanager
-    def background(self) -> Iterator[CdcSink]:
-        from copyjob.connectors import open_destination
-        from copyjob.filesets import endpoint_url
-
-        destination = open_destination(endpoint_url(self.loaded.job.destination, self.loaded.base_dir))
-        try:
-            yield DestinationSink(self.loaded, destination)
-        finally:
-            destination.close()
 
 
 def run_cdc(job_run: RunContext, plans: Sequence[TablePlan], source: Source, sink: CdcSink,
             run_id: str, *, until_stopped: bool = False) -> list[TableRunRecord]:
     """Run the job's cdc tables (all of them: they share one stream); one record per table."""
     from copyjob.filesets import endpoint_url
+    from copyjob.ingest import open_log_source
 
     loaded = job_run.loaded
     every = [t.spec.target_name for t in loaded.tables if t.mode == "cdc"]
@@ -196,17 +78,15 @@ def run_cdc(job_run: RunContext, plans: Sequence[TablePlan], source: Source, sin
         why = "the cdc tables of a job share one change stream and run together: name all of them or none"
         return [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=why) for p in plans]
     try:
-        hooks = open_cdc_source(endpoint_url(loaded.job.source, loaded.base_dir), loaded.stream_name,
-                                loaded.job.cdc, source, job_run.ledger)
+        hooks = open_log_source(endpoint_url(loaded.job.source, loaded.base_dir), loaded.stream_name,
+                                loaded.job.cdc.as_capture_options(), source, job_run.ledger)
     except CopyjobError as exc:
         return [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=redact(str(exc)))
                 for p in plans]
     try:
         return CdcRun(job_run, hooks, list(plans), sink, run_id, until_stopped).run()
     finally:
-        close = getattr(hooks, "close", None)
-        if close is not None:
-            close()
+        hooks.close()
 
 
 class _Background:
@@ -231,7 +111,7 @@ class _Background:
 
 
 class CdcRun:
-    def __init__(self, job_run: RunContext, hooks: CdcSource, plans: list[TablePlan], sink: CdcSink,
+    def __init__(self, job_run: RunContext, hooks: LogSource, plans: list[TablePlan], sink: CdcSink,
                  run_id: str, until_stopped: bool) -> None:
         self.job_run = job_run
         self.hooks = hooks
@@ -249,8 +129,7 @@ class CdcRun:
         self.fresh_at = 0.0
         """Epoch seconds up to which the destination is known to hold every change (for lag in seconds)."""
         self._saved_at = 0.0
-        describe = getattr(hooks, "describe", None)
-        self.describe: Callable[[Position], str] = describe or (lambda p: json.dumps(dict(p), sort_keys=True))
+        self.describe: Callable[[Position], str] = hooks.describe
 
     # ------------------------------------------------------------ the run
 
@@ -261,9 +140,7 @@ class CdcRun:
         forget_abandoned(self.ledger, {p.state_key for p in self.plans}, self.run_id)
         self._fail_gaps()
         try:
-            prepare = getattr(self.hooks, "prepare", None)  # step 2
-            if prepare is not None:
-                prepare(self.plans)
+            self.hooks.prepare(self.plans)  # step 2
             self._stream(self._initial_snapshot())  # steps 3–6
         except Exception as exc:
             error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
@@ -277,13 +154,10 @@ class CdcRun:
     def _fail_gaps(self) -> None:
         """Tables whose changes another process consumed from the stream (a shared slot) fail with a one-line
         error that names ``copyjob reset``: continuing would leave a silent gap."""
-        consumed_past = getattr(self.hooks, "consumed_past", None)
-        if consumed_past is None:
-            return
         committed = {name: t.committed for name, t in self.tables.items() if t.committed is not None}
         loaded = self.job_run.loaded
         env = f" --env {loaded.env}" if loaded.env else ""
-        for name, confirmed in consumed_past(committed).items():
+        for name, confirmed in self.hooks.consumed_past(committed).items():
             t = self.tables[name]
             t.status = "failed"
             t.error = (f"{self.hooks.where}: the change stream was confirmed up to {confirmed} by another process, "
@@ -295,7 +169,7 @@ class CdcRun:
     def _initial_snapshot(self) -> list[CdcTable]:
         """Step 3: snapshot now, or return the tables to snapshot in the background."""
         pending = [t for t in self.tables.values() if t.committed is None]
-        stream_exists = getattr(self.hooks, "stream_exists", lambda: True)()
+        stream_exists = self.hooks.stream_exists()
         if not stream_exists:
             for t in self.tables.values():
                 if t.committed is not None:
@@ -311,15 +185,19 @@ class CdcRun:
 
     def snapshot(self, tables: list[CdcTable], sink: CdcSink) -> SnapshotResult:
         """One consistent snapshot of ``tables``, each committed on its own with its position."""
-        parallel = self.settings.parallel if getattr(self.hooks, "parallel_snapshot", False) else 1
+        parallel = self.settings.parallel if self.hooks.parallel_snapshot else 1
 
         def stop() -> bool:
             faults.passed("snapshot-batch")
             return self.job_run.stop.is_set()
 
         def copy(source: Source, position: Position | None = None) -> int:
-            return sum(sink.write_snapshot(t, source, position, run_id=self.run_id, parallel=parallel,
-                                           progress=self.job_run.progress, stop=stop) for t in tables)
+            rows = 0
+            for t in tables:
+                with self.job_run.progress.table(f"{t.plan.label} (snapshot)") as advance:
+                    rows += sink.write_snapshot(t, source, position, run_id=self.run_id, parallel=parallel,
+                                                progress=advance, stop=stop)
+            return rows
 
         log.info("snapshot of %s", ", ".join(t.plan.label for t in tables))
         result = self.hooks.snapshot(copy)
@@ -345,8 +223,8 @@ class CdcRun:
                 batches = capture.next_batches(POLL_S)
                 if batches:
                     self._apply_chunk(capture, batches)
-                self.fresh_at = max(self.fresh_at, getattr(capture, "caught_up_at", None) or 0.0)
-                if end is not None and self.background is None and _caught_up(capture, end):
+                self.fresh_at = max(self.fresh_at, capture.caught_up_at or 0.0)
+                if end is not None and self.background is None and capture.caught_up(end):
                     self.fresh_at = max(self.fresh_at, end_taken_at)
                     break
                 if self.until_stopped and any(t.status == "failed" for t in self.tables.values()):
@@ -445,13 +323,38 @@ class CdcRun:
                        {"mode": "cdc", "cdc_fresh_at": self.fresh_at})
 
 
+def forget_abandoned(ledger: Ledger, keep: set[str], stamp: str) -> None:
+    """Tables that were streamed but are no longer cdc tables of the job: their stream moves on without them,
+    so they must be snapshotted again if they come back."""
+    for name, state in ledger.load_all().items():
+        if name not in keep and state.extra.get("cdc_position") and not state.needs_full:
+            log.info("%s is no longer a cdc table of the job: it will be snapshotted if it comes back", name)
+            state.needs_full = True
+            state.extra.pop("cdc_position", None)
+            state.extra["reset_at"] = stamp
+            ledger.save(state)
+
+
+def save_state(ledger: Ledger, t: CdcTable, run_id: str, describe: Callable[[Position], str],
+               extra: Mapping[str, Any] | None = None) -> None:
+    """A copy of the table's position and status in the state store (step 6)."""
+    s = t.state
+    s.last_run_id = run_id
+    s.last_run_at = datetime.now(UTC)
+    s.last_status = "failed" if t.error else "ok"
+    s.last_error = t.error
+    if t.committed is not None:
+        s.watermark = describe(t.committed)
+        s.watermark_type = "str"
+        s.needs_full = False
+        s.extra["cdc_position"] = dict(t.committed)
+        s.extra["committed_run_id"] = run_id
+    s.extra.update(extra or {})
+    ledger.save(s)
+
+
 class _SinkFailed(Exception):
     """The sink's commit failed (its tables are marked failed): the checkpoint stops before steps 2 and 3."""
-
-
-def _caught_up(capture: ChangeCapture, end: Mapping[str, Any]) -> bool:
-    caught_up: Callable[[Mapping[str, Any]], bool] = getattr(capture, "caught_up")  # noqa: B009
-    return caught_up(end)
 
 
 class _Order:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
+    from copyjob.core.capture import CaptureOptions
     from copyjob.core.plan import TableJob
 
 Mode = Literal["full", "incremental", "cdc"]
@@ -180,6 +181,15 @@ class CdcSettings(_Strict):
     def _duration(cls, v: str) -> str:
         parse_duration(v)
         return v
+
+    def as_capture_options(self) -> CaptureOptions:
+        """The options a log source captures with (``copyjob.ingest.open_log_source``)."""
+        from copyjob.core.capture import CaptureOptions
+
+        return CaptureOptions(slot=self.slot, publication=self.publication.name,
+                              publication_create=self.publication.create, server_id=self.server_id,
+                              batch_events=self.batch_events, max_batch_delay_s=parse_duration(self.max_batch_delay),
+                              heartbeat_s=parse_duration(self.heartbeat))
 
 
 class Job(_Strict):

@@ -3,8 +3,8 @@
 Rows are read with the same planning as a direct run (ingest.watermark, snapshot.read_table). A full read
 publishes every row as ``op: r`` (a snapshot row); an incremental read publishes the rows past the watermark as
 ``op: u``, because a watermark poller cannot tell an insert from an update (apply's merge treats both as an
-upsert). Deletes are not seen by a poller; log-based capture (``mode: cdc``, copyjob.cdc_kafka) publishes them
-through :func:`publish_batch`.
+upsert). Deletes are not seen by a poller; log-based capture (``mode: cdc``) publishes them through the CDC
+orchestrator's topic sink (copyjob.apply.topic_sink).
 
 Per table, the capture commit (steps in this order):
 1. plan full or incremental from the state store (``reset`` sets needs_full: the next capture re-snapshots);
@@ -19,7 +19,6 @@ pass of copyjob.file_copy: which files, reading, quarantine; its position is the
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -27,8 +26,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from copyjob.connectors.kafka.codec import UNCHANGED_HEADER, Encoder, SourceInfo
-from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+from copyjob.connectors.kafka import source_info, topic_of
+from copyjob.connectors.kafka.codec import Encoder, SourceInfo
 from copyjob.core.checkpoint import Checkpoint
 from copyjob.core.contracts import FileInfo, FileReader, FileSetSource, Source, StateStore, TableRunRecord, TableState
 from copyjob.core.plan import TablePlan
@@ -46,21 +45,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger("copyjob.kafka")
-DEFAULT_SCHEMA = {"postgresql": "public"}
-
-
-def source_info(url: ConnectionUrl, table: TableName) -> SourceInfo:
-    """The envelope's source block for a table: the schema is the table's, else the system's default."""
-    db = url.database or (url.path.stem if url.path else "") or url.scheme
-    schema = table.schema or DEFAULT_SCHEMA.get(url.scheme) or (url.database if url.scheme in (
-        "mysql", "mariadb") else None) or "main"
-    return SourceInfo(connector=url.scheme, db=db, schema=schema, table=table.name)
-
-
-def topic_of(prefix: str, info: SourceInfo) -> str:
-    from copyjob.connectors.kafka import topic_name
-
-    return topic_name(prefix, info.schema or "main", info.table)
 
 
 def check_kafka_tables(loaded: LoadedJob, plans: list[TablePlan]) -> None:
@@ -254,37 +238,3 @@ class FileSetCapture:
 def _columns(state: TableState) -> list[Column]:
     """The columns a file-set capture published before, with their types."""
     return [Column(c["name"], parse_logical(c["type"])) for c in state.extra.get("columns") or ()]
-
-
-TRUNCATE_HEADER = ("copyjob.op", b"truncate")
-"""On a truncate event (``op: t``, no images, a key whose columns are all null), for consumers that know only
-Debezium's c/u/d/r."""
-
-
-def _unchanged_header(event: ChangeEvent) -> list[tuple[str, bytes]]:
-    after = event.after
-    if after is None or UNCHANGED_TOAST not in after.values():
-        return []
-    return [(UNCHANGED_HEADER, json.dumps([c for c, v in after.items() if v is UNCHANGED_TOAST]).encode())]
-
-
-def publish_batch(encoder: Encoder, publisher: Publisher, topic: str, batch: ChangeBatch, info: SourceInfo,
-                  key: tuple[str, ...]) -> int:
-    """Publish a change batch from a log-based capturer (copyjob.cdc_kafka): deletes are followed by a
-    tombstone, a truncate is an ``op: t`` event with the header :data:`TRUNCATE_HEADER`. The
-    caller flushes and then acknowledges ``batch.position`` to the capturer. An update that left values out
-    (unchanged TOASTed values) names them in the header ``copyjob.unchanged`` (connectors.kafka.codec)."""
-    enc = encoder.for_table(topic, batch.schema, key)
-    for event in batch.events:
-        if event.op == "t":
-            # keyed (every key column null): compacted topics refuse keyless messages
-            publisher.publish(topic, enc.encode_key({}), enc.encode_value(event, info),
-                              [*enc.headers, TRUNCATE_HEADER])
-            continue
-        row_key = enc.encode_key(event.row)
-        extra = _unchanged_header(event) if event.op == "u" else []
-        publisher.publish(topic, row_key, enc.encode_value(event, info), [*enc.headers, *extra] if extra
-                          else enc.headers)
-        if event.op == "d" and row_key is not None:
-            publisher.publish(topic, row_key, None, enc.headers)
-    return len(batch.events)

@@ -5,9 +5,9 @@
 2. take the job's run lock;
 3. capture each table: publish, wait for the broker's acknowledgement, then save its position
    (copyjob.kafka_capture; the cdc tables together, up to what was committed when the run began:
-   copyjob.cdc with copyjob.cdc_kafka's sink);
+   copyjob.cdc with copyjob.apply.topic_sink's sink);
 4. note the end offset of every partition of the tables' topics;
-5. apply (copyjob.kafka_apply) until the destination holds every partition up to those offsets, whichever
+5. apply (copyjob.apply.kafka_apply) until the destination holds every partition up to those offsets, whichever
    group member applied them; then record the run.
 
 ``copyjob capture`` does 1–3, ``copyjob apply`` only the consumer side, ``copyjob stream`` both until stopped.
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from copyjob.apply.kafka_apply import Applier, ApplyTable, TableStats, run_until
+from copyjob.connectors.kafka import source_info, topic_of
 from copyjob.core.contracts import RunRecord, TableRunRecord
 from copyjob.core.errors import CopyjobError, is_retriable
 from copyjob.core.schema import TableName
@@ -30,8 +32,7 @@ from copyjob.core.transport import Transport
 from copyjob.core.urls import ConnectionUrl, parse_url, redact
 from copyjob.filesets import endpoint_url
 from copyjob.jobfile import KafkaSettings, ResolvedTable
-from copyjob.kafka_apply import Applier, ApplyTable, TableStats, run_until
-from copyjob.kafka_capture import Capturer, check_kafka_tables, source_info, topic_of
+from copyjob.kafka_capture import Capturer, check_kafka_tables
 from copyjob.loader import LoadedJob
 
 if TYPE_CHECKING:
@@ -165,11 +166,15 @@ def capture_cdc(job_run: RunContext, plans: list[Any], source: Any, source_url: 
     """The cdc tables (all together: they share one change stream) through the CDC orchestrator, publishing."""
     if not plans:
         return []
+    from copyjob.apply.topic_sink import KafkaSink
     from copyjob.cdc import run_cdc
-    from copyjob.cdc_kafka import KafkaSink
+    from copyjob.connectors.kafka.codec import Encoder
 
-    return run_cdc(job_run, plans, source, KafkaSink(job_run.loaded, source_url, transport), run_id,
-                   until_stopped=until_stopped)
+    loaded = job_run.loaded
+    settings = settings_of(loaded)
+    sink = KafkaSink(source_url, transport, Encoder(settings.format, transport.registrar), prefix=loaded.topic_prefix,
+                     batch_rows=loaded.job.copy_settings.batch_rows, one_partition=settings.partitions == 1)
+    return run_cdc(job_run, plans, source, sink, run_id, until_stopped=until_stopped)
 
 
 def _capture_one(capturer: Capturer, plan: Any, job_run: RunContext) -> TableRunRecord:

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from copyjob.apply import prepare_target, write_batches
+from copyjob.apply.kafka_apply import Applier, run_until
 from copyjob.core.contracts import Destination, StateMarker
 from copyjob.core.errors import UsageError
 from copyjob.core.schema import TableName, TableSchema
 from copyjob.core.transport import Transport
 from copyjob.filesets import endpoint_url
-from copyjob.kafka_apply import Applier, run_until
 from copyjob.kafka_pipeline import Sides, apply_tables, open_transport
 from copyjob.loader import LoadedJob
 

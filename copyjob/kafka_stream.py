@@ -3,8 +3,8 @@
 1. check the tables at the source and take the job's run lock (held until the stream stops);
 2. a capture thread publishes each table again and again (the first pass is full or incremental by the state,
    later passes incremental), ``poll_interval_s`` apart, each pass through the capture commit; the cdc tables
-   stream in a thread of their own (copyjob.cdc with copyjob.cdc_kafka's sink) until stopped;
-3. this thread applies what arrives (copyjob.kafka_apply), so the destination follows the source;
+   stream in a thread of their own (copyjob.cdc with copyjob.apply.topic_sink's sink) until stopped;
+3. this thread applies what arrives (copyjob.apply.kafka_apply), so the destination follows the source;
 4. on stop: the capture finishes its pass, the apply finishes its batch, the run is recorded.
 """
 
@@ -16,12 +16,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from copyjob.apply.kafka_apply import run_until
 from copyjob.core.contracts import RunRecord, TableRunRecord
 from copyjob.core.errors import CopyjobError, is_retriable
 from copyjob.core.transport import Transport
 from copyjob.core.urls import redact
 from copyjob.filesets import endpoint_url
-from copyjob.kafka_apply import run_until
 from copyjob.kafka_capture import Capturer, check_kafka_tables, relisted
 from copyjob.kafka_pipeline import Sides, apply_tables, capture_cdc, merge_records, new_applier, open_transport
 from copyjob.loader import LoadedJob

@@ -4,7 +4,7 @@
 destinations, transports and update methods works; a combination no row covers is not supported. What the
 rows say comes from the code, not from wishes:
 
-- ``cdc`` needs a source with a change log reader (:data:`copyjob.cdc.SOURCES`: PostgreSQL, MySQL/MariaDB);
+- ``cdc`` needs a source with a change log reader (:data:`copyjob.ingest.LOG_SOURCES`: PostgreSQL, MySQL/MariaDB);
   a file/s3 source copies incrementally by modification time instead;
 - ``overwrite`` replaces the table in the load's one transaction, so it needs mode ``full`` (an incremental
   or change load is not the whole table) and transport ``direct`` (:func:`copyjob.kafka_capture.
@@ -49,7 +49,7 @@ _LABEL = {"postgresql": "postgresql", "mysql": "mysql/mariadb", "sqlite": "sqlit
 DATABASES = ("postgresql", "mysql", "sqlite", "duckdb")
 ANY_SOURCE = (*DATABASES, "files")
 LOG_SOURCES = ("postgresql", "mysql")
-"""Sources whose change log copyjob reads (copyjob.cdc.SOURCES)."""
+"""Sources whose change log copyjob reads (copyjob.ingest.LOG_SOURCES)."""
 KEYED = (*DATABASES, "parquet")
 """Destinations that merge and delete by key."""
 FILES = ("files",)

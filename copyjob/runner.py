@@ -127,10 +127,14 @@ class JobRun:
                         run.tables.append(self._copy_with_retries(plan, source, destination, run.run_id))
                     cdc_plans = [p for p in plans if p.table.mode == "cdc"]
                     if cdc_plans:
-                        from copyjob.cdc import DestinationSink, run_cdc
+                        from copyjob.apply.destination_sink import DestinationSink
+                        from copyjob.cdc import run_cdc
 
-                        run.tables.extend(run_cdc(self, cdc_plans, source, DestinationSink(self.loaded, destination),
-                                                  run.run_id, until_stopped=self.cdc_until_stopped))
+                        sink = DestinationSink(job.job, destination, batch_rows=job.copy_settings.batch_rows,
+                                               create_tables=job.copy_settings.create_tables,
+                                               open_destination=lambda: open_destination(destination_url))
+                        run.tables.extend(run_cdc(self, cdc_plans, source, sink, run.run_id,
+                                                  until_stopped=self.cdc_until_stopped))
                 finally:
                     destination.close()
         finally:

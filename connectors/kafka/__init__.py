@@ -20,15 +20,34 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from copyjob.connectors.kafka.codec import DecodedMessage, Decoder, Lookup
+from copyjob.connectors.kafka.codec import DecodedMessage, Decoder, Lookup, SourceInfo
+
+from copyjob.core.schema import TableName
+from copyjob.core.urls import ConnectionUrl
 
 __all__ = ["DecodedMessage", "Decoder", "decode_message", "dlq_topic", "open_decoder", "schema_topic_name",
-           "topic_name"]
+           "source_info", "topic_name", "topic_of"]
+DEFAULT_SCHEMA = {"postgresql": "public"}
+"""A source table's schema when its name has none, per system (else the database for MySQL/MariaDB, else
+``main``)."""
 
 
 def topic_name(prefix: str, schema: str, table: str) -> str:
     """The topic of a source table: ``<prefix>.<schema>.<table>``."""
     return f"{prefix}.{schema}.{table}"
+
+
+def source_info(url: ConnectionUrl, table: TableName) -> SourceInfo:
+    """The envelope's source block for a table: the schema is the table's, else the system's default."""
+    db = url.database or (url.path.stem if url.path else "") or url.scheme
+    schema = table.schema or DEFAULT_SCHEMA.get(url.scheme) or (url.database if url.scheme in (
+        "mysql", "mariadb") else None) or "main"
+    return SourceInfo(connector=url.scheme, db=db, schema=schema, table=table.name)
+
+
+def topic_of(prefix: str, info: SourceInfo) -> str:
+    """The topic of the table that ``info`` (:func:`source_info`) describes."""
+    return topic_name(prefix, info.schema or "main", info.table)
 
 
 def schema_topic_name(prefix: str) -> str:

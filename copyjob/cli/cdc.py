@@ -71,13 +71,13 @@ def stream_direct(loaded: LoadedJob, stop: threading.Event, open_store: Callable
 
 def _postgres(loaded: LoadedJob) -> Any:
     """The job's slot/publication helper, or None when the source is not PostgreSQL."""
-    from copyjob.cdc_postgres import SCHEMES, open_setup
     from copyjob.filesets import endpoint_url
+    from copyjob.ingest.postgres_cdc.capture import SCHEMES, open_setup
 
     url = endpoint_url(loaded.job.source, loaded.base_dir)
     if url.scheme not in SCHEMES:
         return None
-    return open_setup(url, loaded.stream_name, loaded.job.cdc)
+    return open_setup(url, loaded.stream_name, loaded.job.cdc.as_capture_options())
 
 
 def cdc_status(loaded: LoadedJob, states: Sequence[TableState]) -> dict[str, Any] | None:

@@ -200,9 +200,16 @@ class ChangeCapture(Protocol):
     release the source's log (PostgreSQL: confirm the flushed LSN; MySQL: nothing to release).
 
     Reads never block for long: :meth:`next_batches` returns an empty list when nothing arrived in time.
+    Opened by a log source (:class:`copyjob.core.capture.LogSource`).
     """
 
+    caught_up_at: float | None
+    """Epoch seconds when the stream last had handed out everything the source had sent (None: not yet)."""
+
     def next_batches(self, timeout_s: float) -> list[ChangeBatch]: ...
+
+    def caught_up(self, end: Mapping[str, Any]) -> bool:
+        """Whether everything up to ``end`` (the source's ``current_position()``) was handed out."""
 
     def ack(self, position: Mapping[str, Any]) -> None: ...
 

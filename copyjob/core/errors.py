@@ -131,6 +131,6 @@ def require(module: str, extra: str) -> None:
 def error_text(exc: BaseException) -> str:
     """The one-line text of a failure as runs report it: our errors by their message, others with their type
     (they are bugs or surprises), passwords in URLs redacted."""
-    from copyjob.core.urls import redact
+    from copyjob.core.redaction import redact
 
     return redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")

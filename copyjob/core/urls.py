@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from copyjob.core.errors import ConfigurationError
+from copyjob.core.redaction import redact
 
 FILE_SCHEMES = {"sqlite", "duckdb", "parquet", "file"}
 SCHEME_ALIASES = {
     "postgres": "postgresql", "postgresql+psycopg": "postgresql", "postgresql+psycopg2": "postgresql",
     "mysql+pymysql": "mysql", "mariadb+pymysql": "mariadb",
 }
-_PASSWORD_IN_URL = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<post>@)")
 
 
 @dataclass(frozen=True)
@@ -35,11 +34,6 @@ class ConnectionUrl:
 
     def __str__(self) -> str:
         return self.redacted
-
-
-def redact(text: str) -> str:
-    """Replace every password inside URLs in ``text`` with ``***``."""
-    return _PASSWORD_IN_URL.sub(lambda m: f"{m['pre']}***{m['post']}", text)
 
 
 def parse_url(raw: str, base_dir: Path | None = None) -> ConnectionUrl:

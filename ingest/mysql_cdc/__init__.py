@@ -4,10 +4,13 @@
   replication privileges), checked first, one line per unmet need;
 - :mod:`~ingest.mysql_cdc.snapshot`: a consistent snapshot and the binlog position it belongs to;
 - :mod:`~ingest.mysql_cdc.reader`: the binlog reader (:class:`MysqlBinlogCapture`);
-- :mod:`~ingest.mysql_cdc.positions`: positions (GTID and file/offset) and their order.
+- :mod:`~ingest.mysql_cdc.positions`: positions (GTID and file/offset) and their order;
+- :mod:`~ingest.mysql_cdc.capture`: the log source (:class:`copyjob.core.capture.LogSource`) the orchestrator
+  uses, which joins the modules above to the MySQL connector.
 
-Connection arguments, reflection and value conversion come from the caller (copyjob's MySQL connector):
-this package imports no connector.
+Connection arguments, reflection and value conversion come from :mod:`~ingest.mysql_cdc.capture` (copyjob's
+MySQL connector): the other modules import no connector. The capture is not imported here: it is opened
+through ``copyjob.ingest.open_log_source``.
 """
 
 from copyjob.ingest.mysql_cdc.checks import ServerInfo, server_info

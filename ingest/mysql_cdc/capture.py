@@ -1,9 +1,8 @@
-"""MySQL and MariaDB's part of change capture: the glue between the MySQL connector (connections, reflection,
-value conversion, snapshot reads) and the binlog capturer in :mod:`ingest.mysql_cdc`, which imports no
-connector.
+"""MySQL and MariaDB as a log source: the glue between the MySQL connector (connections, reflection, value
+conversion, snapshot reads) and the binlog capturer of this package, whose other modules import no connector.
 
-:class:`MysqlCdc` gives the orchestrator (:mod:`copyjob.cdc`) its per-source hooks, as
-:class:`copyjob.cdc_postgres.PostgresCdc` does:
+:class:`MysqlCdc` is the :class:`copyjob.core.capture.LogSource` the CDC orchestrator uses, as
+:class:`copyjob.ingest.postgres_cdc.capture.PostgresCdc` is:
 
 - ``prepare(plans)``: the binlog settings and replication privileges (one line per unmet need);
 - ``stream_exists()``: always true: the binlog is the server's, nothing is created for a job;
@@ -13,7 +12,8 @@ connector.
   handed out everything committed before it;
 - ``capture(starts)``: the binlog reader, each table starting after its position;
 - ``at_or_before``, ``describe``: order and display of positions (:mod:`ingest.mysql_cdc.positions`);
-- ``slot_status()`` and ``drop()``: nothing to show or drop (a replica leaves nothing on the server).
+- ``consumed_past(committed)``: always empty: a binlog is read, never consumed, so no other reader takes changes;
+- ``close()``: nothing to close (every use opens and closes its own connection).
 """
 
 from __future__ import annotations
@@ -24,44 +24,46 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from copyjob.core.capture import CaptureOptions, LogSource
 from copyjob.core.contracts import SnapshotResult, Source, StreamPositions
 from copyjob.core.errors import ConfigurationError
 from copyjob.core.schema import TableName
 from copyjob.core.urls import ConnectionUrl
-from copyjob.jobfile import CdcSettings, parse_duration
 
 if TYPE_CHECKING:
     from copyjob.connectors.mysql import MysqlSource
-    from copyjob.core.plan import TablePlan
     from copyjob.ingest.mysql_cdc import MysqlBinlogCapture, Position, ServerInfo
 
-log = logging.getLogger("copyjob.cdc")
+    from copyjob.core.plan import TablePlan
+
+log = logging.getLogger(__name__)
 SCHEMES = ("mysql", "mariadb")
 
 
-def default_server_id(job: str) -> int:
-    """A replica server id derived from the job name (``cdc.server_id`` overrides it): stable across runs, and
+def default_server_id(name: str) -> int:
+    """A replica server id derived from the job's name (``cdc.server_id`` overrides it): stable across runs, and
     unlikely to collide with real replicas, which are usually numbered from 1."""
-    return 1_000_000 + zlib.crc32(job.encode()) % 1_000_000_000
+    return 1_000_000 + zlib.crc32(name.encode()) % 1_000_000_000
 
 
-class MysqlCdc:
-    """Change capture hooks for one MySQL/MariaDB source."""
+class MysqlCdc(LogSource):
+    """Change capture from one MySQL/MariaDB source."""
 
     parallel_snapshot = False
     """The snapshot is one transaction on one connection: its tables are read one after the other."""
 
-    def __init__(self, url: ConnectionUrl, job: str, settings: CdcSettings, source: Source,
+    def __init__(self, url: ConnectionUrl, name: str, options: CaptureOptions, source: Source,
                  positions: StreamPositions | None = None) -> None:
-        """``positions`` is not needed: a binlog is read, never consumed, so no other reader takes changes."""
+        """``positions`` is not needed: a binlog is read, never consumed, so no other reader takes changes.
+        ``name`` gives the default replica server id."""
         from copyjob.connectors.mysql import MysqlSource
 
         if not isinstance(source, MysqlSource):
             raise ConfigurationError(f"{url.redacted}: not a MySQL/MariaDB source")
         self._url = url
         self._source: MysqlSource = source
-        self._settings = settings
-        self._server_id = settings.server_id or default_server_id(job)
+        self._options = options
+        self._server_id = options.server_id or default_server_id(name)
         self.where = url.redacted
         self._server: ServerInfo | None = None
 
@@ -98,8 +100,8 @@ class MysqlCdc:
                     log.warning("%s.%s uses %s: its snapshot is read in a transaction, which only InnoDB tables "
                                 "see consistently", schema, name, engine)
 
-    @staticmethod
-    def stream_exists() -> bool:
+    def stream_exists(self) -> bool:
+        """Always: the binlog is the server's, nothing is created for a job."""
         return True
 
     # ------------------------------------------------------------ snapshot → stream
@@ -136,11 +138,11 @@ class MysqlCdc:
         from copyjob.ingest.mysql_cdc import CaptureTable, MysqlBinlogCapture
 
         tables = [CaptureTable(table=t, schema=self._source.reflect(t), start=dict(p)) for t, p in starts.items()]
-        delay = parse_duration(self._settings.max_batch_delay)
+        delay = self._options.max_batch_delay_s
         return MysqlBinlogCapture(
             connection=connection_settings(self._url), server=self.server, tables=tables,
             server_id=self._server_id, reflect=self._source.reflect, converter_for=value_converter,
-            batch_events=self._settings.batch_events, heartbeat_s=min(1.0, max(0.05, delay)), where=self.where,
+            batch_events=self._options.batch_events, heartbeat_s=min(1.0, max(0.05, delay)), where=self.where,
             translate=lambda exc: translate(exc, self._url, None), stop_at=stop_at)
 
     # ------------------------------------------------------------ positions
@@ -163,18 +165,14 @@ class MysqlCdc:
             return str(position["gtid_pos"])
         return f"{position.get('file')}:{position.get('pos')}{suffix}"
 
+    def consumed_past(self, committed: Mapping[TableName, Mapping[str, Any]]) -> dict[TableName, str]:
+        """Nothing: a binlog is read, never consumed, so no other reader takes a job's changes."""
+        return {}
+
     # ------------------------------------------------------------ operations
 
-    @staticmethod
-    def slot_status() -> None:
-        return None
-
-    @staticmethod
-    def drop() -> list[str]:
-        return []
-
     def close(self) -> None:
-        pass
+        """Nothing held: every use opens and closes its own connection."""
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:

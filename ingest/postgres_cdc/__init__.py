@@ -4,10 +4,13 @@
 - :mod:`~ingest.postgres_cdc.stream`: the slot's stream as change batches (a ``ChangeCapture``), acknowledged
   only for what is durable downstream;
 - :mod:`~ingest.postgres_cdc.handoff`: the slot created with an exported snapshot (gap-free handoff);
-- :mod:`~ingest.postgres_cdc.setup`: server checks, publication, replica identity, slot information and drop.
+- :mod:`~ingest.postgres_cdc.setup`: server checks, publication, replica identity, slot information and drop;
+- :mod:`~ingest.postgres_cdc.capture`: the log source (:class:`copyjob.core.capture.LogSource`) the orchestrator
+  uses, which joins the modules above to the PostgreSQL connector.
 
-This package talks to PostgreSQL only; connection parameters and the type mapping come from the caller
-(``copyjob.cdc_postgres``), which also reads snapshots through the PostgreSQL connector.
+The modules above talk to PostgreSQL only; connection parameters and the type mapping come from
+:mod:`~ingest.postgres_cdc.capture`, which also reads snapshots through the PostgreSQL connector (and is not
+imported here: it is opened through ``copyjob.ingest.open_log_source``).
 """
 
 from copyjob.ingest.postgres_cdc._replication import format_lsn, parse_lsn

@@ -1,8 +1,8 @@
-"""PostgreSQL's part of change capture: the glue between the PostgreSQL connector (connection parameters,
-reflection, the type mapping, snapshot reads) and the logical replication code in :mod:`ingest.postgres_cdc`,
-which imports no connector.
+"""PostgreSQL as a log source: the glue between the PostgreSQL connector (connection parameters, reflection,
+the type mapping, snapshot reads) and the logical replication code of this package, whose other modules import
+no connector.
 
-:class:`PostgresCdc` gives the orchestrator (:mod:`copyjob.cdc`) its per-source hooks:
+:class:`PostgresCdc` is the :class:`copyjob.core.capture.LogSource` the CDC orchestrator uses:
 
 - ``prepare(plans)``: server settings and privileges, each table's replica identity, the publication;
 - ``stream_exists()``: whether the job's replication slot exists;
@@ -12,7 +12,10 @@ which imports no connector.
   stream has handed out everything committed before it;
 - ``capture(starts)``: the slot's stream, decoding the tables of ``starts``;
 - ``at_or_before``, ``describe``: order and display of positions ``{"lsn", "seq"}``;
-- ``slot_status()`` and ``drop()`` for ``copyjob status``/``check``/``drop``.
+- ``consumed_past(committed)``: the tables whose changes another consumer of the slot confirmed;
+- ``close()``.
+
+:func:`open_setup` is the slot/publication helper alone, for ``copyjob status``/``check``/``drop``.
 """
 
 from __future__ import annotations
@@ -22,57 +25,59 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from copyjob.core.capture import CaptureOptions, LogSource
 from copyjob.core.contracts import SnapshotResult, Source, StreamPositions
 from copyjob.core.schema import LogicalType, TableName
 from copyjob.core.urls import ConnectionUrl
-from copyjob.jobfile import CdcSettings, parse_duration
 
 if TYPE_CHECKING:
-    from copyjob.core.plan import TablePlan
-    from copyjob.ingest.postgres_cdc import PgChangeStream, ReplicationSetup, SlotInfo
+    from copyjob.ingest.postgres_cdc import PgChangeStream, ReplicationSetup
 
-log = logging.getLogger("copyjob.cdc")
+    from copyjob.core.plan import TablePlan
+
+log = logging.getLogger(__name__)
 SCHEMES = ("postgresql",)
 
 
-def slot_name(job: str, settings: CdcSettings) -> str:
+def slot_name(name: str, options: CaptureOptions) -> str:
     from copyjob.ingest.postgres_cdc import default_name
 
-    return settings.slot or default_name(job)
+    return options.slot or default_name(name)
 
 
-def publication_name(job: str, settings: CdcSettings) -> str:
+def publication_name(name: str, options: CaptureOptions) -> str:
     from copyjob.ingest.postgres_cdc import default_name
 
-    return settings.publication.name or default_name(job)
+    return options.publication or default_name(name)
 
 
-def open_setup(url: ConnectionUrl, job: str, settings: CdcSettings) -> ReplicationSetup:
-    """The slot/publication catalog helper of a job (for status, check and drop: no source reads)."""
+def open_setup(url: ConnectionUrl, name: str, options: CaptureOptions) -> ReplicationSetup:
+    """The slot/publication catalog helper of a job (for status, check and drop: no source reads). ``name``
+    names the defaults (``copyjob_<name>``)."""
     from copyjob.connectors.postgres import connect
     from copyjob.ingest.postgres_cdc import ReplicationSetup
 
-    return ReplicationSetup(lambda: connect(url, autocommit=True), url.redacted, slot=slot_name(job, settings),
-                            publication=publication_name(job, settings), job=job)
+    return ReplicationSetup(lambda: connect(url, autocommit=True), url.redacted, slot=slot_name(name, options),
+                            publication=publication_name(name, options), job=name)
 
 
-class PostgresCdc:
-    """Change capture hooks for one PostgreSQL source."""
+class PostgresCdc(LogSource):
+    """Change capture from one PostgreSQL source."""
 
     parallel_snapshot = True
     """Snapshot readers may run in parallel: every clone of the pinned source imports the same snapshot."""
 
-    def __init__(self, url: ConnectionUrl, job: str, settings: CdcSettings, source: Source,
+    def __init__(self, url: ConnectionUrl, name: str, options: CaptureOptions, source: Source,
                  positions: StreamPositions | None = None) -> None:
         from copyjob.connectors.postgres import connection_params
 
         self._positions = positions
         self._url = url
-        self._settings = settings
+        self._options = options
         self._source = source
         self._params = connection_params(url)
         self.where = url.redacted
-        self.setup = open_setup(url, job, settings)
+        self.setup = open_setup(url, name, options)
         self._keys: dict[TableName, tuple[str, ...]] = {}
         self._types: dict[tuple[int, int], LogicalType] = {}
 
@@ -91,7 +96,7 @@ class PostgresCdc:
         if info is not None:
             self.setup.check_slot(info)
         added = self.setup.ensure_publication([p.source_schema.table for p in plans],
-                                              create=self._settings.publication.create)
+                                              create=self._options.publication_create)
         if added:
             log.info("publication %s now publishes %s", self.setup.publication, ", ".join(map(str, added)))
 
@@ -125,9 +130,9 @@ class PostgresCdc:
 
         decoder = PgOutputDecoder(self._logical_type, self._keys, set(starts))
         options = StreamOptions(slot=self.setup.slot, publication=self.setup.publication,
-                                batch_events=self._settings.batch_events,
-                                max_batch_delay_s=parse_duration(self._settings.max_batch_delay),
-                                heartbeat_s=parse_duration(self._settings.heartbeat),
+                                batch_events=self._options.batch_events,
+                                max_batch_delay_s=self._options.max_batch_delay_s,
+                                heartbeat_s=self._options.heartbeat_s,
                                 before_confirm=self._record if self._positions is not None else None)
         return PgChangeStream(self._params, self.where, options, decoder)
 
@@ -176,12 +181,6 @@ class PostgresCdc:
         return format_lsn(int(position["lsn"])) + (f"#{seq}" if seq >= 0 else "")
 
     # ------------------------------------------------------------ operations
-
-    def slot_status(self) -> SlotInfo | None:
-        return self.setup.slot_info()
-
-    def drop(self) -> list[str]:
-        return self.setup.drop()
 
     def close(self) -> None:
         self.setup.close()

@@ -29,7 +29,7 @@ from copyjob.ingest.postgres_cdc._replication import ReplicationConnection, form
 
 from copyjob.core.contracts import SnapshotResult
 
-log = logging.getLogger("copyjob.cdc")
+log = logging.getLogger(__name__)
 
 
 def snapshot_position(lsn: int) -> dict[str, int]:

@@ -39,7 +39,7 @@ from copyjob.ingest.postgres_cdc.pgoutput import PgOutputDecoder
 from copyjob.core.changes import ChangeBatch
 from copyjob.core.errors import CopyjobError
 
-log = logging.getLogger("copyjob.cdc")
+log = logging.getLogger(__name__)
 STOP_PREFIX = "copyjob.stop"
 _CHANGES = frozenset(map(ord, "IUDT"))
 _W, _K = ord("w"), ord("k")

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from copyjob.apply.kafka_apply import Applier, ApplyTable
+from copyjob.apply.topic_sink import publish_batch
 from copyjob.connectors.kafka.codec import Encoder, SourceInfo
 from copyjob.connectors.kafka.memory import MemoryTransport
 from copyjob.connectors.sqlite import SqliteDestination
 
 from copyjob.core.changes import ChangeBatch, ChangeEvent
+from copyjob.core.contracts import UpdateMethod
+from copyjob.core.plan import TableJob
 from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
 from copyjob.core.urls import parse_url
-from copyjob.jobfile import ResolvedTable, TableSpec
-from copyjob.kafka_apply import Applier, ApplyTable
-from copyjob.kafka_capture import publish_batch
 from tests.helpers import sqlite_rows, sqlite_script
 
 SCHEMA = TableSchema(TableName("items"), (Column("id", LogicalType("int64"), nullable=False),
@@ -23,11 +24,9 @@ INFO = SourceInfo("sqlite", "src", "main", "items")
 TOPIC = "p.main.items"
 
 
-def table(method: str = "merge") -> ApplyTable:
-    spec = TableSpec(name="items")
-    resolved = ResolvedTable(index=0, spec=spec, mode="incremental", update_method=method,  # type: ignore[arg-type]
-                             truncate_before_full_load=False)
-    return ApplyTable(table=resolved.as_table_job(), topic=TOPIC, dlq="p.items.dlq")
+def table(method: UpdateMethod = "merge") -> ApplyTable:
+    job = TableJob(name="items", target_name="items", mode="incremental", update_method=method)
+    return ApplyTable(table=job, topic=TOPIC, dlq="p.items.dlq")
 
 
 def publish(bus: MemoryTransport, events: list[ChangeEvent]) -> None:

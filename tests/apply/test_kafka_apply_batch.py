@@ -10,16 +10,16 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from copyjob.apply.kafka_apply import Applier, ApplyTable, last_per_key
+from copyjob.apply.topic_sink import publish_batch
 from copyjob.connectors.kafka.codec import Encoder, SourceInfo
 from copyjob.connectors.kafka.memory import MemoryTransport
 from copyjob.connectors.sqlite import SqliteDestination
 
 from copyjob.core.changes import ChangeBatch, ChangeEvent
+from copyjob.core.plan import TableJob
 from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
 from copyjob.core.urls import parse_url
-from copyjob.jobfile import ResolvedTable, TableSpec
-from copyjob.kafka_apply import Applier, ApplyTable, last_per_key
-from copyjob.kafka_capture import publish_batch
 from tests.helpers import sqlite_rows, sqlite_script
 
 SCHEMA = TableSchema(TableName("items"), (Column("id", LogicalType("int64"), nullable=False),
@@ -29,10 +29,9 @@ INFO = SourceInfo("sqlite", "src", "main", "items")
 TOPIC = "p.main.items"
 
 
-def table(**spec: Any) -> ApplyTable:
-    resolved = ResolvedTable(index=0, spec=TableSpec(name="items", **spec), mode="incremental",
-                             update_method="merge", truncate_before_full_load=False)
-    return ApplyTable(table=resolved.as_table_job(), topic=TOPIC, dlq="p.items.dlq")
+def table(**options: Any) -> ApplyTable:
+    job = TableJob(name="items", target_name="items", mode="incremental", update_method="merge", **options)
+    return ApplyTable(table=job, topic=TOPIC, dlq="p.items.dlq")
 
 
 def publish_snapshot(bus: MemoryTransport, rows: list[dict[str, Any]], op: str = "r") -> None:

@@ -6,8 +6,7 @@ import threading
 import time
 
 import pytest
-
-from copyjob.write_behind import WriteBehind
+from copyjob.apply.write_behind import WriteBehind
 
 
 def test_writes_run_in_order_on_one_thread_and_calls_see_them() -> None:

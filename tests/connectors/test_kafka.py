@@ -51,7 +51,8 @@ INFO = SourceInfo("postgresql", "shop", "public", "orders")
 
 def test_public_api_is_pinned() -> None:
     assert sorted(kafka_api.__all__) == ["DecodedMessage", "Decoder", "decode_message", "dlq_topic",
-                                         "open_decoder", "schema_topic_name", "topic_name"]
+                                         "open_decoder", "schema_topic_name", "source_info", "topic_name",
+                                         "topic_of"]
     assert kafka_api.topic_name("shop", "public", "orders") == "shop.public.orders"
     assert kafka_api.dlq_topic("shop", "orders") == "shop.orders.dlq"
 

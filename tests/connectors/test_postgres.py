@@ -1,4 +1,6 @@
-"""The PostgreSQL connector against a real PostgreSQL 15 (see tests/services/postgres.py)."""
+"""The PostgreSQL connector against a real PostgreSQL 15 (see tests/services/postgres.py): what is
+PostgreSQL's own (type mapping, binary COPY, error translation, psycopg placeholders in names). The behaviour
+every destination shares is tested in test_destination_contract.py."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from copyjob.connectors.postgres import PostgresDestination, PostgresSource
 from copyjob.core.contracts import Bound, RowFilter, StateMarker
 from copyjob.core.errors import (
     AuthenticationFailed,
-    ConfigurationError,
     ConnectionFailed,
     DataError,
     TableNotFound,
@@ -141,10 +142,9 @@ def test_reflect_every_type(postgres_server: PostgresServer, pg_url: str, source
     assert list(got) == list(ALL_TYPES_SCHEMA)  # column order kept
 
 
-def test_reflect_missing_table(source: PostgresSource, dest: PostgresDestination) -> None:
+def test_reflect_missing_table(source: PostgresSource) -> None:
     with pytest.raises(TableNotFound, match="nope"):
         source.reflect(TableName("nope"))
-    assert dest.reflect(TableName("nope")) is None
 
 
 def test_read_every_type_with_nulls(postgres_server: PostgresServer, pg_url: str, source: PostgresSource) -> None:
@@ -340,102 +340,6 @@ def test_write_every_type_round_trip(postgres_server: PostgresServer, pg_url: st
     assert rows == [ROW1, ROW2]
 
 
-def test_append_overwrite_truncate(postgres_server: PostgresServer, pg_url: str, dest: PostgresDestination) -> None:
-    make_items(postgres_server, pg_url)
-    session = dest.begin_load(SIMPLE, "append", [])
-    assert session.write(simple_batch([(4, "d")])) == 1
-    assert session.write(simple_batch([])) == 0
-    session.commit(None)
-    assert table_rows(postgres_server, pg_url) == ["1|a", "2|b", "3|c", "4|d"]
-
-    session = dest.begin_load(SIMPLE, "overwrite", [])
-    session.write(simple_batch([(9, "z")]))
-    session.commit(None)
-    assert table_rows(postgres_server, pg_url) == ["9|z"]
-
-    session = dest.begin_load(SIMPLE, "append", [], truncate=True)
-    session.write(simple_batch([(7, "y"), (8, None)]))
-    session.commit(None)
-    assert table_rows(postgres_server, pg_url) == ["7|y", "8|"]
-
-
-def test_merge_last_write_wins(postgres_server: PostgresServer, pg_url: str, dest: PostgresDestination) -> None:
-    # no unique constraint on the target: merge must not need one
-    postgres_server.psql(db_of(pg_url), "CREATE TABLE items (id bigint, name text); "
-                                        "INSERT INTO items VALUES (1,'a'),(2,'b'),(3,'c')")
-    session = dest.begin_load(SIMPLE, "merge", ["id"])
-    session.write(simple_batch([(2, "b2"), (4, "d")]))
-    session.write(simple_batch([(2, "b3"), (4, "d2"), (5, None)]))
-    session.commit(None)
-    assert table_rows(postgres_server, pg_url) == ["1|a", "2|b3", "3|c", "4|d2", "5|"]
-
-
-def test_merge_needs_known_key(postgres_server: PostgresServer, pg_url: str, dest: PostgresDestination) -> None:
-    make_items(postgres_server, pg_url)
-    with pytest.raises(ConfigurationError):
-        dest.begin_load(SIMPLE, "merge", [])
-    with pytest.raises(ConfigurationError, match="nokey"):
-        dest.begin_load(SIMPLE, "merge", ["nokey"])
-
-
-def test_abort_and_markers(postgres_server: PostgresServer, pg_url: str, dest: PostgresDestination) -> None:
-    make_items(postgres_server, pg_url)
-    assert dest.read_marker("job", "items") is None  # no state table yet
-
-    for method in ("append", "overwrite", "merge"):
-        session = dest.begin_load(SIMPLE, method, ["id"])
-        session.write(simple_batch([(10, "new")] if method == "append" else [(1, "changed"), (10, "new")]))
-        session.abort()
-    assert table_rows(postgres_server, pg_url) == ["1|a", "2|b", "3|c"]
-    assert dest.read_marker("job", "items") is None
-
-    session = dest.begin_load(SIMPLE, "append", [])
-    session.write(simple_batch([(4, "d")]))
-    session.commit(StateMarker("job", "items", "run-1", {"watermark": "2024-01-01", "n": 4}))
-    assert dest.read_marker("job", "items") == StateMarker("job", "items", "run-1",
-                                                           {"watermark": "2024-01-01", "n": 4})
-
-    session = dest.begin_load(SIMPLE, "append", [])
-    session.write(simple_batch([(5, "e")]))
-    session.abort()
-    assert dest.read_marker("job", "items").run_id == "run-1"  # type: ignore[union-attr]
-
-    session = dest.begin_load(SIMPLE, "merge", ["id"])
-    session.write(simple_batch([(5, "e")]))
-    session.commit(StateMarker("job", "items", "run-2", {"n": 5}))
-    assert dest.read_marker("job", "items") == StateMarker("job", "items", "run-2", {"n": 5})
-    assert dest.read_marker("job", "other") is None
-    assert table_rows(postgres_server, pg_url) == ["1|a", "2|b", "3|c", "4|d", "5|e"]
-
-
-def test_deferred_key(postgres_server: PostgresServer, pg_url: str, dest: PostgresDestination) -> None:
-    dest.create_table(SIMPLE, primary_key=False)
-    session = dest.begin_load(SIMPLE, "append", [], deferred_key=["id"])
-    session.write(simple_batch([(1, "a"), (2, "b")]))
-    session.commit(None)
-    back = dest.reflect(SIMPLE.table)
-    assert back is not None and back.primary_key == ("id",)
-
-    dest.create_table(TableSchema(TableName("dups"), SIMPLE.columns, ("id",)), primary_key=False)
-    session = dest.begin_load(TableSchema(TableName("dups"), SIMPLE.columns), "append", [], deferred_key=["id"])
-    session.write(simple_batch([(1, "a"), (1, "b")]))
-    with pytest.raises(DataError, match="dups"):
-        session.commit(StateMarker("j", "dups", "r", {}))
-    assert table_rows(postgres_server, pg_url, "dups") == []
-    assert dest.read_marker("j", "dups") is None
-
-
-def test_add_columns(postgres_server: PostgresServer, pg_url: str, dest: PostgresDestination) -> None:
-    make_items(postgres_server, pg_url, "(1,'a')")
-    dest.add_columns(SIMPLE.table, [Column("price", LogicalType("decimal", precision=10, scale=3), nullable=False),
-                                    Column("seen at", LogicalType("timestamptz"))])
-    back = dest.reflect(SIMPLE.table)
-    assert back is not None
-    assert [(c.name, str(c.type), c.nullable) for c in back.columns[2:]] == [
-        ("price", "decimal(10,3)", True), ("seen at", "timestamptz", True)]
-    assert table_rows(postgres_server, pg_url) == ["1|a||"]
-
-
 def test_binary_pass_through(postgres_server: PostgresServer, pg_url: str, pg_url2: str,
                              source: PostgresSource) -> None:
     postgres_server.psql(db_of(pg_url), ALL_TYPES_DDL)
@@ -548,7 +452,7 @@ def test_temporal_edges_round_trip(pg_url: str, dest: PostgresDestination) -> No
     assert rows == [*expected, {"d": None, "t": None, "ts": None, "tz": None}]
 
 
-# ---------------------------------------------------------------- deletes and column updates by key
+# ---------------------------------------------------------------- merge tables (also tests/connectors/postgres/)
 
 DOCS = TableSchema(
     table=TableName("docs"),
@@ -556,15 +460,6 @@ DOCS = TableSchema(
              Column("body", LogicalType("string"))),
     primary_key=("id",),
 )
-EVENTS = TableSchema(
-    table=TableName("ev"),
-    columns=(Column("code", LogicalType("string"), nullable=False),
-             Column("at", LogicalType("timestamptz"), nullable=False),
-             Column("u", LogicalType("uuid")), Column("v", LogicalType("int32"))),
-    primary_key=("code", "at"),
-)
-T0 = dt.datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
-U1, U2 = uuid.UUID(int=1), uuid.UUID(int=2)
 
 
 def docs_batch(rows: list[tuple[Any, ...]], names: tuple[str, ...] = ("id", "name", "body")) -> pa.RecordBatch:
@@ -577,128 +472,13 @@ def make_docs(server: PostgresServer, url: str, key: bool = True) -> None:
                             "INSERT INTO docs VALUES (1,'a','big1'),(2,'b','big2'),(3,'c','big3')")
 
 
-def test_delete_keys_by_single_key(postgres_server: PostgresServer, pg_url: str, dest: PostgresDestination) -> None:
-    make_docs(postgres_server, pg_url)
-    session = dest.begin_load(DOCS, "merge", ["id"])
-    assert session.delete_keys(docs_batch([(2,), (9,), (None,)], ("id",))) == 1  # missing and NULL match nothing
-    assert session.delete_keys(docs_batch([(7,), (8,)], ("id",))) == 0
-    assert session.delete_keys(docs_batch([], ("id",))) == 0
-    session.commit(StateMarker("j", "docs", "r", {}))
-    assert table_rows(postgres_server, pg_url, "docs") == ["1|a|big1", "3|c|big3"]
-
-
-def test_delete_keys_by_composite_text_and_timestamp_key(postgres_server: PostgresServer, pg_url: str,
-                                                         dest: PostgresDestination) -> None:
-    dest.create_table(EVENTS)
-    rows = [{"code": code, "at": T0 + dt.timedelta(seconds=s), "u": str(U1), "v": s}
-            for code in ("x", "y", "it's") for s in (0, 1)]
-    session = dest.begin_load(EVENTS, "append", [])
-    session.write(pa.RecordBatch.from_pylist(rows, schema=EVENTS.arrow_schema()))
-    session.commit(None)
-    keys = pa.RecordBatch.from_pylist(
-        [{"at": T0, "code": "x"}, {"at": T0 + dt.timedelta(seconds=1), "code": "it's"},
-         {"at": T0 + dt.timedelta(seconds=5), "code": "y"}],  # column order differs from the key's: by name
-        schema=pa.schema([pa.field("at", pa.timestamp("us", tz="UTC")), pa.field("code", pa.string())]))
-    session = dest.begin_load(EVENTS, "append", [])  # append without a key: the table's primary key
-    assert session.delete_keys(keys) == 2
-    session.commit(None)
-    left = postgres_server.psql(db_of(pg_url), "SELECT code, v FROM ev ORDER BY code, v").splitlines()
-    assert left == ["it's|0", "x|1", "y|0", "y|1"]
-
-    # a uuid key (given as text) on a table without a primary key, the key named for the load
-    postgres_server.psql(db_of(pg_url), "CREATE TABLE byu (u uuid, v int); "
-                                        f"INSERT INTO byu VALUES ('{U1}', 1), ('{U2}', 2), ('{U1}', 3)")
-    schema = TableSchema(TableName("byu"), (Column("u", LogicalType("uuid")), Column("v", LogicalType("int32"))))
-    session = dest.begin_load(schema, "append", ["u"])
-    assert session.delete_keys(pa.RecordBatch.from_pylist([{"u": str(U1)}], schema=schema.select(["u"])
-                                                          .arrow_schema())) == 2
-    session.commit(None)
-    assert postgres_server.psql(db_of(pg_url), "SELECT v FROM byu") == "2"
-
-
-def test_delete_keys_needs_a_key(postgres_server: PostgresServer, pg_url: str, dest: PostgresDestination) -> None:
-    make_docs(postgres_server, pg_url, key=False)
-    session = dest.begin_load(DOCS, "append", [])
-    with pytest.raises(ConfigurationError, match="needs a key"):
-        session.delete_keys(docs_batch([(1,)], ("id",)))
-    session.abort()
-    session = dest.begin_load(DOCS, "append", ["id"])
-    with pytest.raises(ConfigurationError, match="key columns"):
-        session.delete_keys(docs_batch([(1, "a")], ("id", "name")))
-    session.abort()
-    assert table_rows(postgres_server, pg_url, "docs") == ["1|a|big1", "2|b|big2", "3|c|big3"]
-
-
-def test_delete_and_write_in_one_merge_session(postgres_server: PostgresServer, pg_url: str,
-                                               dest: PostgresDestination) -> None:
-    make_docs(postgres_server, pg_url)
-    session = dest.begin_load(DOCS, "merge", ["id"])
-    session.write(docs_batch([(3, "c-staged", "x")]))
-    assert session.delete_keys(docs_batch([(1,), (3,)], ("id",))) == 2  # 3 was staged before: deleted too
-    session.write(docs_batch([(4, "d", "big4"), (1, "a-again", "y")]))  # written after its delete: wins
-    session.commit(None)
-    assert table_rows(postgres_server, pg_url, "docs") == ["1|a-again|y", "2|b|big2", "4|d|big4"]
-
-
-def test_update_columns_keeps_the_other_columns(postgres_server: PostgresServer, pg_url: str,
-                                                dest: PostgresDestination) -> None:
-    make_docs(postgres_server, pg_url)
-    session = dest.begin_load(DOCS, "merge", ["id"])
-    session.write(docs_batch([(5, "e", "big5")]))
-    updated = session.update_columns(docs_batch([(1, "a1"), (9, "nobody"), (2, "b1"), (2, "b2"), (5, "e1")],
-                                                ("id", "name")))
-    # 9 is not in the table; last row of 2 wins; 5 went straight into the table (docs has a primary key on id,
-    # see connectors/postgres/_direct.py), so it is counted here too
-    assert updated == 3
-    assert session.update_columns(docs_batch([(3,)], ("id",))) == 1  # nothing to set: the rows matched
-    session.commit(None)
-    assert table_rows(postgres_server, pg_url, "docs") == ["1|a1|big1", "2|b2|big2", "3|c|big3", "5|e1|big5"]
-
-    session = dest.begin_load(DOCS, "append", [])  # by the table's primary key
-    assert session.update_columns(docs_batch([("new body", 3)], ("body", "id"))) == 1
-    session.commit(None)
-    assert table_rows(postgres_server, pg_url, "docs")[2] == "3|c|new body"
-
-
-def test_abort_rolls_back_deletes_and_updates(postgres_server: PostgresServer, pg_url: str,
-                                              dest: PostgresDestination) -> None:
-    make_docs(postgres_server, pg_url)
-    for method in ("merge", "append", "overwrite"):
-        session = dest.begin_load(DOCS, method, ["id"])
-        session.delete_keys(docs_batch([(1,)], ("id",)))
-        session.update_columns(docs_batch([(2, "zzz")], ("id", "body")))
-        session.abort()
-    assert table_rows(postgres_server, pg_url, "docs") == ["1|a|big1", "2|b|big2", "3|c|big3"]
-    assert dest.read_marker("j", "docs") is None
-
-
-def test_update_columns_refuses_a_bad_value(postgres_server: PostgresServer, pg_url: str,
-                                            dest: PostgresDestination) -> None:
+def test_update_columns_refuses_a_value_too_long(postgres_server: PostgresServer, pg_url: str,
+                                                 dest: PostgresDestination) -> None:
+    """varchar(n) is enforced on the UPDATE path too (NULL into NOT NULL: the contract suite)."""
     postgres_server.psql(db_of(pg_url), "CREATE TABLE docs (id bigint PRIMARY KEY, name varchar(3), body text); "
                                         "INSERT INTO docs VALUES (1,'a','x')")
     session = dest.begin_load(DOCS, "merge", ["id"])
     with pytest.raises(DataError, match="docs"):
         session.update_columns(docs_batch([(1, "too long")], ("id", "name")))
+    session.abort()
     assert table_rows(postgres_server, pg_url, "docs") == ["1|a|x"]
-
-
-def test_apply_changes_end_to_end(postgres_server: PostgresServer, pg_url: str, dest: PostgresDestination) -> None:
-    from copyjob.apply.changes import apply_changes
-
-    from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
-
-    make_docs(postgres_server, pg_url)
-    events = [
-        ChangeEvent("c", None, {"id": 4, "name": "d", "body": "big4"}),
-        ChangeEvent("u", {"id": 1}, {"id": 1, "name": "a2", "body": UNCHANGED_TOAST}),  # body kept
-        ChangeEvent("d", {"id": 2, "name": None, "body": None}, None),
-        ChangeEvent("u", {"id": 3}, {"id": 3, "name": "c2", "body": "new3"}),
-        ChangeEvent("c", None, {"id": 5, "name": "e", "body": "big5"}),
-        ChangeEvent("d", {"id": 5, "name": None, "body": None}, None),
-    ]
-    marker = StateMarker("j", "docs", "r1", {"lsn": 42})
-    result = apply_changes(dest, DOCS, ChangeBatch(DOCS.table, DOCS, events), method="merge", key=["id"],
-                           rename={}, marker=lambda: marker)
-    assert (result.upserted, result.deleted) == (3, 1)
-    assert table_rows(postgres_server, pg_url, "docs") == ["1|a2|big1", "3|c2|new3", "4|d|big4"]
-    assert dest.read_marker("j", "docs") == marker

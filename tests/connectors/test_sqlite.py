@@ -1,4 +1,6 @@
-"""SQLite source and destination against real database files under tmp_path."""
+"""SQLite source and destination against real database files under tmp_path: what is SQLite's own (type
+mapping, reading values other tools stored, quoting, one file in both roles). The behaviour every destination
+shares is tested in test_destination_contract.py."""
 
 from __future__ import annotations
 
@@ -148,15 +150,6 @@ def test_create_table_then_reflect_gives_the_same_schema(dest: SqliteDestination
     assert dest.reflect(TableName("nope")) is None
 
 
-def test_create_without_primary_key_and_composite_key(dest: SqliteDestination) -> None:
-    schema = TableSchema(TableName("k"), (Column("a", T("int32"), False), Column("b", T("string"), False),
-                                          Column("c", T("int64"))), primary_key=("a", "b"))
-    dest.create_table(schema, primary_key=False)
-    assert dest.reflect(schema.table).primary_key == ()  # type: ignore[union-attr]
-    dest.create_table(TableSchema(TableName("k2"), schema.columns, ("a", "b")))
-    assert dest.reflect(TableName("k2")).primary_key == ("a", "b")  # type: ignore[union-attr]
-
-
 def test_schema_other_than_main_is_refused(dest: SqliteDestination) -> None:
     with pytest.raises(ConfigurationError):
         dest.reflect(TableName("t", schema="other"))
@@ -282,7 +275,7 @@ def test_missing_table(dest: SqliteDestination, db: Path) -> None:
     src.close()
 
 
-# ---------------------------------------------------------------- writing
+# ---------------------------------------------------------------- source and destination on one file
 
 
 def _simple(name: str = "t") -> TableSchema:
@@ -290,127 +283,12 @@ def _simple(name: str = "t") -> TableSchema:
                                          Column("at", T("timestamptz"))), primary_key=("id",))
 
 
-def _rows_of(dest: SqliteDestination, db: Path, schema: TableSchema) -> list[dict[str, Any]]:
-    src = _source(db)
-    try:
-        return sorted(_read(src, schema), key=lambda r: r["id"])
-    finally:
-        src.close()
-
-
-def test_append_overwrite_truncate(dest: SqliteDestination, db: Path) -> None:
-    schema = _simple()
-    dest.create_table(schema)
-    _load(dest, schema, [{"id": 1, "v": "a"}])
-    _load(dest, schema, [{"id": 2, "v": "b"}])
-    assert [r["id"] for r in _rows_of(dest, db, schema)] == [1, 2]
-    _load(dest, schema, [{"id": 3, "v": "c"}], method="overwrite")
-    assert [r["id"] for r in _rows_of(dest, db, schema)] == [3]
-    _load(dest, schema, [{"id": 4, "v": "d"}], truncate=True)
-    assert [r["id"] for r in _rows_of(dest, db, schema)] == [4]
-
-
-def test_merge_last_row_of_a_key_wins(dest: SqliteDestination, db: Path) -> None:
-    schema = _simple()
-    dest.create_table(schema)
-    _load(dest, schema, [{"id": i, "v": f"old{i}"} for i in (1, 2, 3)])
-    session = dest.begin_load(schema, "merge", ("id",))
-    session.write(_batch(schema, [{"id": 2, "v": "first"}, {"id": 4, "v": "new"}]))
-    session.write(_batch(schema, [{"id": 2, "v": "last"}]))
-    session.commit(None)
-    assert [(r["id"], r["v"]) for r in _rows_of(dest, db, schema)] == [
-        (1, "old1"), (2, "last"), (3, "old3"), (4, "new")]
-
-
-def test_merge_on_a_table_without_key_index_and_composite_key(dest: SqliteDestination, db: Path) -> None:
-    schema = TableSchema(TableName("pairs"), (Column("a", T("int32")), Column("b", T("string")),
-                                              Column("v", T("int64"))))
-    dest.create_table(schema)
-    _load(dest, schema, [{"a": 1, "b": "x", "v": 1}, {"a": 1, "b": "y", "v": 2}])
-    _load(dest, schema, [{"a": 1, "b": "y", "v": 20}, {"a": 2, "b": "y", "v": 3}, {"a": 1, "b": "y", "v": 21}],
-          method="merge", key=("a", "b"))
-    src = _source(db)
-    assert sorted((r["a"], r["b"], r["v"]) for r in _read(src, schema)) == [(1, "x", 1), (1, "y", 21), (2, "y", 3)]
-    src.close()
-
-
-def test_merge_needs_a_key(dest: SqliteDestination) -> None:
-    dest.create_table(_simple())
-    with pytest.raises(ConfigurationError):
-        dest.begin_load(_simple(), "merge", ())
-
-
-def test_marker_is_committed_with_the_data(dest: SqliteDestination, db: Path) -> None:
-    schema = _simple()
-    dest.create_table(schema)
-    assert dest.read_marker("job", "t") is None
-    marker = StateMarker("job", "t", "run-1", {"watermark": "2024-01-01T00:00:00+00:00", "n": 1})
-    _load(dest, schema, [{"id": 1}], marker=marker)
-    assert dest.read_marker("job", "t") == marker
-    _load(dest, schema, [{"id": 2}], marker=StateMarker("job", "t", "run-2", {"n": 2}))
-    assert dest.read_marker("job", "t") == StateMarker("job", "t", "run-2", {"n": 2})
-    assert dest.read_marker("other", "t") is None
-    assert [r["id"] for r in _rows_of(dest, db, schema)] == [1, 2]
-
-
-def test_abort_leaves_table_and_marker_as_before(dest: SqliteDestination, db: Path) -> None:
-    schema = _simple()
-    dest.create_table(schema)
-    marker = StateMarker("job", "t", "run-1", {"n": 1})
-    _load(dest, schema, [{"id": 1, "v": "keep"}], marker=marker)
-    for method, first in (("append", 2), ("overwrite", 1), ("merge", 1)):
-        session = dest.begin_load(schema, method, ("id",))  # type: ignore[arg-type]
-        session.write(_batch(schema, [{"id": first, "v": "changed"}, {"id": 3, "v": "new"}]))
-        session.abort()
-    assert [(r["id"], r["v"]) for r in _rows_of(dest, db, schema)] == [(1, "keep")]
-    assert dest.read_marker("job", "t") == marker
-
-
-def test_a_refused_row_is_a_data_error_and_rolls_back(dest: SqliteDestination, db: Path) -> None:
-    schema = _simple()
-    dest.create_table(schema)
-    _load(dest, schema, [{"id": 1}])
-    session = dest.begin_load(schema, "append", ())
-    session.write(_batch(schema, [{"id": 2}]))
-    with pytest.raises(DataError):
-        session.write(_batch(schema, [{"id": 1}]))
-    session.abort()
-    assert [r["id"] for r in _rows_of(dest, db, schema)] == [1]
-
-
-def test_deferred_primary_key_is_added_at_commit(dest: SqliteDestination, db: Path) -> None:
-    schema = _simple()
-    dest.create_table(schema, primary_key=False)
-    session = dest.begin_load(schema, "append", (), deferred_key=("id",))
-    session.write(_batch(schema, [{"id": 2, "v": "b"}, {"id": 1, "v": "a"}]))
-    session.commit(StateMarker("job", "t", "r", {}))
-    reflected = dest.reflect(schema.table)
-    assert reflected is not None and reflected.primary_key == ("id",)
-    assert _types(reflected) == _types(schema)
-    assert [r["id"] for r in _rows_of(dest, db, schema)] == [1, 2]
-
-
-def test_add_columns_then_write_with_them(dest: SqliteDestination, db: Path) -> None:
-    schema = _simple()
-    dest.create_table(schema)
-    _load(dest, schema, [{"id": 1, "v": "a"}])
-    extra = (Column("amount", T("decimal", precision=10, scale=2), nullable=False), Column("day", T("date")))
-    dest.add_columns(schema.table, extra)
-    wider = TableSchema(schema.table, schema.columns + extra, schema.primary_key)
-    reflected = dest.reflect(schema.table)
-    assert reflected is not None
-    assert _types(reflected)[-2:] == [("amount", "decimal(10,2)", True), ("day", "date", True)]
-    _load(dest, wider, [{"id": 2, "v": "b", "amount": Decimal("9.99"), "day": dt.date(2024, 1, 1)}])
-    rows = _rows_of(dest, db, reflected)
-    assert rows[0]["amount"] is None and rows[1]["amount"] == Decimal("9.99")
-
-
-def test_identifiers_with_spaces_quotes_and_upper_case(dest: SqliteDestination, db: Path) -> None:
+def test_source_quotes_identifiers_with_spaces_quotes_and_upper_case(dest: SqliteDestination, db: Path) -> None:
     schema = TableSchema(TableName('My "odd" Table'), (Column("Key Col", T("int64"), False),
                                                        Column('say "hi"', T("string")), Column("UPPER", T("bool"))),
                          primary_key=("Key Col",))
     dest.create_table(schema)
-    _load(dest, schema, [{"Key Col": 1, 'say "hi"': "x", "UPPER": True}], method="merge", key=("Key Col",))
+    _load(dest, schema, [{"Key Col": 1, 'say "hi"': "x", "UPPER": True}])
     src = _source(db)
     reflected = src.reflect(schema.table)
     assert _types(reflected) == _types(schema) and reflected.primary_key == ("Key Col",)
@@ -436,154 +314,3 @@ def test_copy_between_tables_of_one_file(dest: SqliteDestination, db: Path) -> N
     assert sorted(r["id"] for r in _read(other, b)) == list(range(10))
     other.close()
     src.close()
-
-
-# ---------------------------------------------------------------- deletes and column updates by key
-
-T0 = dt.datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
-
-
-def _events() -> TableSchema:
-    return TableSchema(TableName("ev"), (Column("code", T("string"), False), Column("at", T("timestamptz"), False),
-                                         Column("u", T("uuid")), Column("v", T("int32"))), primary_key=("code", "at"))
-
-
-def _part(schema: TableSchema, names: list[str], rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
-    return pa.RecordBatch.from_pylist([dict(zip(names, r, strict=True)) for r in rows],
-                                      schema=schema.select(names).arrow_schema())
-
-
-def _three(dest: SqliteDestination, primary_key: bool = True) -> TableSchema:
-    schema = _simple()
-    dest.create_table(schema, primary_key=primary_key)
-    _load(dest, schema, [{"id": i, "v": f"v{i}", "at": T0} for i in (1, 2, 3)])
-    return schema
-
-
-def _pairs(dest: SqliteDestination, db: Path, schema: TableSchema) -> list[tuple[int, str | None]]:
-    return [(r["id"], r["v"]) for r in _rows_of(dest, db, schema)]
-
-
-def test_delete_keys_by_single_key(dest: SqliteDestination, db: Path) -> None:
-    schema = _three(dest)
-    session = dest.begin_load(schema, "merge", ("id",))
-    assert session.delete_keys(_part(schema, ["id"], [(2,), (9,), (None,)])) == 1  # missing and NULL: no match
-    assert session.delete_keys(_part(schema, ["id"], [(7,), (8,)])) == 0
-    assert session.delete_keys(_part(schema, ["id"], [])) == 0
-    session.commit(StateMarker("j", "t", "r", {}))
-    assert _pairs(dest, db, schema) == [(1, "v1"), (3, "v3")]
-
-
-def test_delete_keys_by_composite_text_and_timestamp_key(dest: SqliteDestination, db: Path) -> None:
-    schema = _events()
-    dest.create_table(schema)
-    u = str(uuid.UUID(int=5))
-    _load(dest, schema, [{"code": c, "at": T0 + dt.timedelta(seconds=s), "u": u, "v": s}
-                         for c in ("x", "X", "it's") for s in (0, 1)])
-    keys = pa.RecordBatch.from_pylist(
-        [{"at": T0, "code": "x"}, {"at": T0 + dt.timedelta(seconds=1), "code": "it's"},
-         {"at": T0 + dt.timedelta(seconds=5), "code": "X"}],  # columns in another order: matched by name
-        schema=pa.schema([pa.field("at", pa.timestamp("us", tz="UTC")), pa.field("code", pa.string())]))
-    session = dest.begin_load(schema, "append", ())  # append: the table's primary key
-    assert session.delete_keys(keys) == 2
-    session.commit(None)
-    src = _source(db)
-    assert sorted((r["code"], r["v"]) for r in _read(src, schema)) == [("X", 0), ("X", 1), ("it's", 0), ("x", 1)]
-
-    uu = TableSchema(TableName("byu"), (Column("u", T("uuid")), Column("v", T("int32"))))  # no primary key
-    dest.create_table(uu)
-    u1, u2 = str(uuid.UUID(int=1)), str(uuid.UUID(int=2))
-    _load(dest, uu, [{"u": u1, "v": 1}, {"u": u2, "v": 2}, {"u": u1, "v": 3}])
-    session = dest.begin_load(uu, "append", ("u",))
-    assert session.delete_keys(_part(uu, ["u"], [(u1,)])) == 2
-    session.commit(None)
-    assert [r["v"] for r in _read(src, uu)] == [2]
-    src.close()
-
-
-def test_delete_keys_needs_a_key(dest: SqliteDestination, db: Path) -> None:
-    schema = _three(dest, primary_key=False)
-    session = dest.begin_load(schema, "append", ())
-    with pytest.raises(ConfigurationError, match="needs a key"):
-        session.delete_keys(_part(schema, ["id"], [(1,)]))
-    session.abort()
-    session = dest.begin_load(schema, "append", ("id",))
-    with pytest.raises(ConfigurationError, match="key columns"):
-        session.delete_keys(_part(schema, ["id", "v"], [(1, "v1")]))
-    session.abort()
-    assert len(_rows_of(dest, db, schema)) == 3
-
-
-def test_delete_and_write_in_one_merge_session(dest: SqliteDestination, db: Path) -> None:
-    schema = _three(dest)
-    session = dest.begin_load(schema, "merge", ("id",))
-    session.write(_batch(schema, [{"id": 3, "v": "staged"}]))
-    assert session.delete_keys(_part(schema, ["id"], [(1,), (3,)])) == 2  # 3 staged before: deleted too
-    session.write(_batch(schema, [{"id": 4, "v": "v4"}, {"id": 1, "v": "again"}]))  # after its delete: wins
-    session.commit(None)
-    assert _pairs(dest, db, schema) == [(1, "again"), (2, "v2"), (4, "v4")]
-
-
-def test_update_columns_keeps_the_other_columns(dest: SqliteDestination, db: Path) -> None:
-    schema = _three(dest)
-    session = dest.begin_load(schema, "merge", ("id",))
-    session.write(_batch(schema, [{"id": 5, "v": "v5", "at": T0}]))
-    updated = session.update_columns(_part(schema, ["id", "v"], [(1, "a1"), (9, "nobody"), (2, "b1"), (2, "b2"),
-                                                                 (5, "e1")]))
-    assert updated == 2  # 9 is not in the table; 5 is only staged (counted by write); last row of 2 wins
-    assert session.update_columns(_part(schema, ["id"], [(3,)])) == 1  # nothing to set: the rows matched
-    session.commit(None)
-    rows = _rows_of(dest, db, schema)
-    assert [(r["id"], r["v"]) for r in rows] == [(1, "a1"), (2, "b2"), (3, "v3"), (5, "e1")]
-    assert {r["at"] for r in rows} == {T0}
-    later = T0 + dt.timedelta(days=1)
-    session = dest.begin_load(schema, "append", ())
-    assert session.update_columns(_part(schema, ["at", "id"], [(later, 3)])) == 1
-    session.commit(None)
-    assert _rows_of(dest, db, schema)[2] == {"id": 3, "v": "v3", "at": later}
-
-
-def test_abort_rolls_back_deletes_and_updates(dest: SqliteDestination, db: Path) -> None:
-    schema = _three(dest)
-    for method in ("merge", "append", "overwrite"):
-        session = dest.begin_load(schema, method, ("id",))
-        session.delete_keys(_part(schema, ["id"], [(1,)]))
-        session.update_columns(_part(schema, ["id", "v"], [(2, "zzz")]))
-        session.abort()
-    assert _pairs(dest, db, schema) == [(1, "v1"), (2, "v2"), (3, "v3")]
-    assert dest.read_marker("j", "t") is None
-
-
-def test_update_columns_refuses_a_bad_value(dest: SqliteDestination, db: Path) -> None:
-    schema = TableSchema(TableName("t"), (Column("id", T("int64"), False), Column("v", T("string"), False)), ("id",))
-    dest.create_table(schema)
-    _load(dest, schema, [{"id": 1, "v": "a"}])
-    session = dest.begin_load(schema, "merge", ("id",))
-    with pytest.raises(DataError, match="t"):
-        session.update_columns(pa.RecordBatch.from_pydict({"id": [1], "v": [None]}))
-    session.abort()
-    assert _pairs(dest, db, schema) == [(1, "a")]
-
-
-def test_apply_changes_end_to_end(dest: SqliteDestination, db: Path) -> None:
-    from copyjob.apply.changes import apply_changes
-
-    from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
-
-    schema = _three(dest)
-    later = T0 + dt.timedelta(hours=1)
-    events = [
-        ChangeEvent("c", None, {"id": 4, "v": "d", "at": later}),
-        ChangeEvent("u", {"id": 1}, {"id": 1, "v": "a2", "at": UNCHANGED_TOAST}),  # at kept
-        ChangeEvent("d", {"id": 2, "v": None, "at": None}, None),
-        ChangeEvent("u", {"id": 3}, {"id": 3, "v": "c2", "at": later}),
-        ChangeEvent("c", None, {"id": 5, "v": "e", "at": None}),
-        ChangeEvent("d", {"id": 5, "v": None, "at": None}, None),
-    ]
-    marker = StateMarker("j", "t", "r1", {"pos": 42})
-    result = apply_changes(dest, schema, ChangeBatch(schema.table, schema, events), method="merge", key=["id"],
-                           rename={}, marker=lambda: marker)
-    assert (result.upserted, result.deleted) == (3, 1)
-    assert _rows_of(dest, db, schema) == [{"id": 1, "v": "a2", "at": T0}, {"id": 3, "v": "c2", "at": later},
-                                          {"id": 4, "v": "d", "at": later}]
-    assert dest.read_marker("j", "t") == marker

@@ -4,6 +4,7 @@ the snapshot source and DuckDB as the destination."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,9 +12,11 @@ from typing import Any, ClassVar
 import pytest
 from copyjob.offsets import open_state_store
 
-from copyjob import cdc
+from copyjob import ingest
+from copyjob.core.capture import CaptureOptions, LogSource
 from copyjob.core.changes import ChangeBatch, ChangeEvent, Op
 from copyjob.core.contracts import SnapshotResult, Source
+from copyjob.core.plan import TablePlan
 from copyjob.core.schema import TableName, TableSchema
 from copyjob.jobfile import Job
 from copyjob.loader import LoadedJob
@@ -37,6 +40,7 @@ class FakeCapture:
         self._start = min(int(p["n"]) for p in starts.values())
         self._sent = self._start
         self.acked: list[Mapping[str, Any]] = []
+        self.caught_up_at: float | None = None
 
     def next_batches(self, timeout_s: float) -> list[ChangeBatch]:
         events = [e for e in LOG if int(e.position["n"]) > self._sent][:2]  # two per chunk
@@ -55,12 +59,19 @@ class FakeCapture:
         pass
 
 
-class FakeCdc:
+class FakeCdc(LogSource):
     where = "fake"
+    parallel_snapshot = False
     captures: ClassVar[list[FakeCapture]] = []
 
-    def __init__(self, url: Any, job: str, settings: Any, source: Source, positions: Any = None) -> None:
+    def __init__(self, url: Any, name: str, options: CaptureOptions, source: Source, positions: Any = None) -> None:
         self._source = source
+
+    def prepare(self, plans: Sequence[TablePlan]) -> None:
+        pass
+
+    def stream_exists(self) -> bool:
+        return True
 
     def snapshot(self, copy: Callable[[Source], int]) -> SnapshotResult:
         position = {"n": len(LOG)}  # like MySQL: known before, handed over after the read
@@ -79,12 +90,22 @@ class FakeCdc:
     def at_or_before(position: Mapping[str, Any], bound: Mapping[str, Any]) -> bool:
         return int(position["n"]) <= int(bound["n"])
 
+    @staticmethod
+    def describe(position: Mapping[str, Any]) -> str:
+        return json.dumps(dict(position), sort_keys=True)
+
+    def consumed_past(self, committed: Mapping[TableName, Mapping[str, Any]]) -> dict[TableName, str]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
 
 @pytest.fixture
 def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], list[Any]]]:
     sqlite_script(tmp_path / "src.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);"
                                        "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c');")
-    monkeypatch.setitem(cdc.SOURCES, "sqlite", f"{__name__}:FakeCdc")
+    monkeypatch.setitem(ingest.LOG_SOURCES, "sqlite", f"{__name__}:FakeCdc")
     LOG.clear()
     FakeCdc.captures.clear()
 

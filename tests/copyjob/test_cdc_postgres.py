@@ -295,4 +295,4 @@ def test_cdc_needs_a_log_based_source(tmp_path: Path) -> None:
                                             "destination": {"url": "duckdb:///y.duckdb"},
                                             "copy": {"mode": "cdc"}, "tables": [{"name": "t"}]})
     result = copyjob("validate", job)
-    assert result.code == 2 and "PostgreSQL or MySQL/MariaDB source" in result.output
+    assert result.code == 2 and "cdc needs a postgresql or mysql/mariadb source" in result.output

@@ -266,9 +266,9 @@ def test_kinds_cover_the_connector_registry_and_its_roles() -> None:
 
 
 def test_cdc_sources_are_those_with_a_change_log_reader() -> None:
-    from copyjob.cdc import SOURCES
+    from copyjob.ingest import LOG_SOURCES
 
-    assert {s for r in SUPPORTED if "cdc" in r.mode for s in r.source} == {kind_of(f"{s}://h/d") for s in SOURCES}
+    assert {s for r in SUPPORTED if "cdc" in r.mode for s in r.source} == {kind_of(f"{s}://h/d") for s in LOG_SOURCES}
 
 
 def test_merge_goes_exactly_where_the_destination_supports_it() -> None:

@@ -15,11 +15,11 @@ from copyjob.ingest.mysql_cdc.positions import file_number, mariadb_after, mysql
 from copyjob.ingest.mysql_cdc.statements import classify
 from copyjob.snapshot import read_table
 
+from copyjob.core.capture import CaptureOptions
 from copyjob.core.changes import ChangeEvent
 from copyjob.core.errors import ConfigurationError
 from copyjob.core.schema import TableName
 from copyjob.core.urls import parse_url
-from copyjob.jobfile import CdcSettings
 from tests.services.mariadb import MariadbServer
 
 pytest.importorskip("pymysqlreplication")
@@ -35,13 +35,12 @@ class Db:
     def sql(self, *statements: str) -> None:
         self.server.execute_all(self.name, *statements)
 
-    def cdc(self, **settings: Any) -> Any:
+    def cdc(self, **options: Any) -> Any:
         from copyjob.connectors.mysql import MysqlSource
-
-        from copyjob.cdc_mysql import MysqlCdc
+        from copyjob.ingest.mysql_cdc.capture import MysqlCdc
 
         url = parse_url(self.url)
-        cdc = MysqlCdc(url, "test", CdcSettings(**settings), MysqlSource(url))
+        cdc = MysqlCdc(url, "test", CaptureOptions(**options), MysqlSource(url))
         cdc.prepare([])
         return cdc
 
@@ -222,7 +221,7 @@ def test_truncate_schema_change_and_other_tables(db: Db, mariadb_server: Mariadb
 
 def test_idle_stream_returns_within_its_timeout(db: Db, capture_of: Any) -> None:
     db.sql("CREATE TABLE t (id INT PRIMARY KEY)")
-    cdc = db.cdc(max_batch_delay="100ms")
+    cdc = db.cdc(max_batch_delay_s=0.1)
     start, _ = snapshot_rows(cdc, "t")
     capture = capture_of(cdc, {TableName("t"): start})
     began = time.monotonic()
