@@ -35,8 +35,8 @@ from copyjob.core.schema import Column, TableName, TableSchema, parse_logical
 from copyjob.core.transport import Publisher, Transport
 from copyjob.core.urls import ConnectionUrl
 from copyjob.core.values import encode_value
-from copyjob.file_copy import GROUP_BYTES, GROUP_FILES, SMALL_FILE_BYTES, FileSetPass
 from copyjob.ingest import plan_full, plan_incremental
+from copyjob.ingest.file_pass import GROUP_BYTES, GROUP_FILES, SMALL_FILE_BYTES, FileSetPass
 from copyjob.loader import LoadedJob
 from copyjob.offsets.ledger import Ledger
 from copyjob.snapshot import read_table

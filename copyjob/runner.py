@@ -86,14 +86,23 @@ class JobRun:
             self._store = None
 
     def run(self, table_names: list[str] | None = None) -> RunRecord:
-        """Copy the selected tables. Raises JobFileError/UsageError before writing anything when the job
-        does not fit the systems; otherwise returns the run record (tables may have failed)."""
+        """Copy the selected tables once, through the job's transport (copyjob.engine). Raises
+        JobFileError/UsageError before writing anything when the job does not fit the systems; otherwise
+        returns the run record (tables may have failed)."""
+        from copyjob import engine
+
+        return engine.run(self, table_names)
+
+    def stream(self, table_names: list[str] | None = None, poll_interval_s: float = 0.5) -> RunRecord:
+        """Copy until :attr:`stop` is set, through the job's transport (copyjob.engine)."""
+        from copyjob import engine
+
+        return engine.stream(self, table_names, poll_interval_s)
+
+    def run_direct(self, table_names: list[str] | None = None) -> RunRecord:
+        """``transport: direct``: one process reads and writes, table by table, then the cdc tables together."""
         from copyjob.connectors import destination_capabilities, open_destination, open_source
 
-        if self.loaded.job.transport == "kafka":  # capture → topics → apply (copyjob.kafka_pipeline)
-            from copyjob.kafka_pipeline import run_kafka
-
-            return run_kafka(self, table_names)
         job = self.loaded.job
         tables = select_tables(self.loaded, table_names)
         run = RunRecord(run_id=new_run_id(), job=self.loaded.scope, started_at=datetime.now(UTC),

@@ -49,6 +49,8 @@ class RunContext(Protocol):
     trigger: str
     lock_wait_s: float
     stop: threading.Event
+    cdc_until_stopped: bool
+    """cdc tables stream until ``stop`` instead of up to the log's end when the run began."""
 
     @property
     def store(self) -> StateStore: ...
@@ -63,3 +65,6 @@ class RunContext(Protocol):
         """Record ``run`` with every table failed by ``error`` (an endpoint could not be opened)."""
 
     def record_failure(self, key: str, run_id: str, error: str) -> None: ...
+
+    def run_direct(self, table_names: list[str] | None = None) -> RunRecord:
+        """The run with ``transport: direct`` (one process reads and writes)."""

@@ -1,6 +1,5 @@
 """Commands for change data capture: ``drop``, ``check`` and ``stream``; the slot lag that ``status`` shows
-(:func:`cdc_status`); and :func:`stream_direct`, the body of ``copyjob stream`` for direct-transport jobs
-(Kafka jobs are handed to :func:`copyjob.cli.kafka.stream`).
+(:func:`cdc_status`). ``stream`` runs the job through its transport's pipeline (copyjob.engine).
 
 Lag: bytes are the WAL the server keeps for the job's slot (``pg_current_wal_lsn() - confirmed_flush_lsn``);
 seconds are how long ago the destination was last known to be current (the commit time of the last change
@@ -10,14 +9,12 @@ is lag in bytes.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from copyjob.cli import kafka
 from copyjob.cli.common import (
     EnvOpt,
     JobArg,
@@ -32,13 +29,12 @@ from copyjob.cli.common import (
     state_store,
     stop_on_signals,
 )
-from copyjob.core.errors import EXIT_BAD_INPUT, EXIT_SKIPPED, EXIT_TABLE_FAILED, CopyjobError, UsageError
+from copyjob.core.errors import EXIT_BAD_INPUT, EXIT_SKIPPED, EXIT_TABLE_FAILED, CopyjobError
 from copyjob.core.urls import redact
 
 if TYPE_CHECKING:  # the job model (pydantic) is imported by commands, not by ``copyjob --help``
-    from copyjob.core.contracts import RunRecord, StateStore, TableState
+    from copyjob.core.contracts import TableState
     from copyjob.loader import LoadedJob
-    from copyjob.progress import Progress
 
 
 def register(app: typer.Typer) -> None:
@@ -48,25 +44,6 @@ def register(app: typer.Typer) -> None:
 
 def cdc_tables(loaded: LoadedJob) -> list[str]:
     return [t.spec.target_name for t in loaded.tables if t.mode == "cdc"]
-
-
-def stream_direct(loaded: LoadedJob, stop: threading.Event, open_store: Callable[[], StateStore], *,
-                  progress: Progress | None = None, tables: Sequence[str] | None = None,
-                  lock_wait_s: float = 3600.0) -> RunRecord:
-    """``copyjob stream`` for ``transport: direct``: snapshot what needs it, then capture and apply the job's
-    cdc tables until ``stop`` is set (SIGTERM/SIGINT) or a table fails. The run lock is held throughout."""
-    from copyjob.progress import Progress
-    from copyjob.runner import JobRun
-
-    names = cdc_tables(loaded)
-    if not names:
-        raise UsageError(f"{loaded.path}: copyjob stream needs tables with mode cdc")
-    job_run = JobRun(loaded, open_store, progress or Progress(), trigger="stream", stop=stop,
-                     lock_wait_s=lock_wait_s, cdc_until_stopped=True)
-    try:
-        return job_run.run(list(tables) if tables else names)
-    finally:
-        job_run.close()
 
 
 def _postgres(loaded: LoadedJob) -> Any:
@@ -206,17 +183,19 @@ def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variab
                "--poll-interval", help="Seconds between two reads of a polled source (watermark tables and file "
                "sets through Kafka).")] = 0.5) -> None:
     """Keep capturing and applying changes until SIGTERM/SIGINT."""
-    loaded = guard(lambda: load_job_file(job_file, env, variables))
-    if loaded.job.transport == "kafka":
-        kafka.stream(job_file, table, env, variables, state, wait, poll_interval)
-        return
 
     def body() -> int:
+        from copyjob.runner import JobRun
         from copyjob.summary import print_run
 
-        with stop_on_signals() as stop:
-            record = stream_direct(loaded, stop, lambda: state_store(loaded, state), tables=table or None,
-                                   lock_wait_s=wait)
+        loaded = load_job_file(job_file, env, variables)
+        job_run = JobRun(loaded, lambda: state_store(loaded, state), trigger="stream", lock_wait_s=wait)
+        try:
+            with stop_on_signals() as stop:
+                job_run.stop = stop
+                record = job_run.stream(table or None, poll_interval_s=poll_interval)
+        finally:
+            job_run.close()
         print_run(out, record)
         return {"ok": 0, "stopped": 0, "skipped": EXIT_SKIPPED}.get(record.status, EXIT_TABLE_FAILED)
 

@@ -1,5 +1,5 @@
-"""Commands of ``transport: kafka``: capture, apply, tail, replay, and :func:`stream`, the body of
-``copyjob stream`` for Kafka jobs (the command itself is :func:`copyjob.cli.cdc.stream`).
+"""Commands of ``transport: kafka``: capture, apply, tail, replay (``copyjob stream`` runs Kafka jobs through
+their pipeline too: :func:`copyjob.cli.cdc.stream`, copyjob.engine).
 
 Exit codes as everywhere: 0 success, 1 a table failed or events went to a dead-letter topic, 2 bad input,
 3 skipped (the run lock was held), 130 interrupted.
@@ -149,26 +149,3 @@ def replay(job_file: JobArg, table: Annotated[str, typer.Option("--table", help=
     raise typer.Exit(guard(body))
 
 
-def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables: VarsOpt = None,
-           state: StateOpt = None, wait: WaitOpt = 3600.0,
-           poll_interval: Annotated[float, typer.Option("--poll-interval", help="Seconds between two reads "
-                                                        "of the source.")] = 0.5) -> None:
-    """Keep capturing and applying until SIGTERM/SIGINT, then stop cleanly (transport kafka)."""
-
-    def body() -> int:
-        from copyjob.kafka_stream import stream_kafka
-        from copyjob.runner import JobRun
-        from copyjob.summary import print_run
-
-        loaded = _kafka_job(job_file, env, variables)
-        job_run = JobRun(loaded, lambda: state_store(loaded, state), lock_wait_s=wait, trigger="stream")
-        try:
-            with stop_on_signals() as stop:
-                job_run.stop = stop
-                record = stream_kafka(job_run, table or None, poll_interval_s=poll_interval)
-        finally:
-            job_run.close()
-        print_run(out, record)
-        return _exit_code(record.status)
-
-    raise typer.Exit(guard(body))

@@ -300,9 +300,7 @@ def test_stream_until_sigterm(tmp_path: Path, shop: Path, kafka_broker: KafkaBro
     j, _ = kafka_job(tmp_path, kafka_broker, "sqlite:///shop.db", "sqlite:///wh.db",
                      [{"name": "orders", "incremental_column": "updated_at"}],
                      mode="incremental", update_method="merge")
-    script = ("from copyjob.cli import app, main; from copyjob.cli.kafka import stream; "
-              "app.command('stream')(stream); main()")
-    proc = subprocess.Popen([sys.executable, "-c", script, "stream", str(j), "--poll-interval", "0.2"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "copyjob", "stream", str(j), "--poll-interval", "0.2"], cwd=ROOT,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wh = tmp_path / "wh.db"
 
