@@ -299,3 +299,10 @@ def test_rendered_markdown_has_a_row_per_matrix_row() -> None:
 def test_public_api() -> None:
     assert matrix.__all__ == ["KIND_OF_SCHEME", "SUPPORTED", "Combination", "Problem", "Row", "check",
                                       "combinations", "kind_of", "render_markdown", "supported"]
+
+
+def test_the_architecture_page_shows_this_matrix() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert render_markdown().strip() in page, "docs/architecture.md: paste copyjob.matrix.render_markdown()"
