@@ -26,7 +26,14 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from copyjob.connectors._keys import check_delete_batch, last_per_key, match_key, update_targets, without_null_keys
+from copyjob.connectors._keys import (
+    check_delete_batch,
+    check_load_key,
+    last_per_key,
+    match_key,
+    update_targets,
+    without_null_keys,
+)
 from copyjob.connectors._sql import STATE_TABLE, qualified, quote_double, render_filters
 
 from copyjob.core.contracts import (
@@ -189,6 +196,8 @@ def _translate(exc: duckdb.Error, what: str) -> ConnectorError:
     text = f"DuckDB: {what}: {exc}"
     if isinstance(exc, duckdb.CatalogException):
         return TableNotFound(text)
+    if isinstance(exc, duckdb.TransactionException) and "constraint" in str(exc).lower():
+        return DataError(text)  # a key violation found at COMMIT: retrying cannot help
     if isinstance(exc, duckdb.IOException | duckdb.TransactionException):
         return ConnectionFailed(text)  # file locked by another process, or a write-write conflict: retry
     if isinstance(exc, duckdb.ConstraintException | duckdb.ConversionException | duckdb.InvalidInputException):
@@ -323,8 +332,7 @@ class DuckdbDestination:
 
     def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
                    truncate: bool = False, deferred_key: Sequence[str] = ()) -> DuckdbLoadSession:
-        if method == "merge" and not key:
-            raise ConfigurationError(f"merge into {schema.table} needs a key")
+        check_load_key(schema, method, key)
         # created outside the load's transaction: parallel loads creating it would conflict at commit
         self._run(_STATE_DDL, TableName(STATE_TABLE))
         return DuckdbLoadSession(_cursor(self._cur), schema, method, key, truncate or method == "overwrite",

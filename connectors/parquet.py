@@ -37,7 +37,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from copyjob.connectors._keys import check_delete_batch, last_per_key, match_key, update_targets, without_null_keys
+from copyjob.connectors._keys import (
+    check_delete_batch,
+    check_load_key,
+    last_per_key,
+    match_key,
+    update_targets,
+    without_null_keys,
+)
 
 from copyjob.core.contracts import DestinationCapabilities, StateMarker, UpdateMethod
 from copyjob.core.errors import ConfigurationError, ConnectionFailed, DataError, TableNotFound
@@ -189,8 +196,7 @@ class ParquetDestination:
 
     def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
                    truncate: bool = False, deferred_key: Sequence[str] = ()) -> ParquetLoadSession:
-        if method == "merge" and not key:
-            raise ConfigurationError(f"merge into {schema.table} needs a key")
+        check_load_key(schema, method, key)
         return ParquetLoadSession(self, schema, method, tuple(key), truncate or method == "overwrite",
                                   tuple(deferred_key))
 
@@ -247,7 +253,7 @@ class ParquetLoadSession:
         self._ops: list[_KeyOp] = []  # delete_keys/update_columns calls, applied at commit in call order
 
     def write(self, batch: pa.RecordBatch) -> int:
-        batch = _conform(batch, self._arrow_schema)
+        batch = _conform(batch, self._arrow_schema, table=self._schema.table)
         self._writer.write(batch)
         self._written += batch.num_rows
         return int(batch.num_rows)
@@ -537,19 +543,23 @@ def _without_keys(batch: pa.RecordBatch, keys: pa.Table, key: Sequence[str]) -> 
     return table.join(keys, list(key), join_type="left anti").select(table.column_names)
 
 
-def _conform(batch: pa.RecordBatch, schema: pa.Schema, *, fill_missing: bool = False) -> pa.RecordBatch:
-    """The batch's columns in ``schema`` order and types; NULL columns for missing ones when allowed."""
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, *, fill_missing: bool = False,
+             table: object = None) -> pa.RecordBatch:
+    """The batch's columns in ``schema`` order and types; NULL columns for missing ones when allowed. Errors
+    name ``table`` when given (a DataError names the table)."""
+    where = f"{table}: " if table is not None else ""
     arrays = []
     for f in schema:
         i = batch.schema.get_field_index(f.name)
         if i < 0:
             if not fill_missing or (not f.nullable and batch.num_rows):
-                raise DataError(f"the batch has no column {f.name!r}")
+                raise DataError(f"{where}the batch has no column {f.name!r}")
             arrays.append(pa.nulls(batch.num_rows, f.type))
             continue
         column = batch.column(i)
         if not f.nullable and column.null_count:
-            raise DataError(f"column {f.name!r} is NOT NULL but the batch holds NULLs")
+            raise DataError(f"{where}column {f.name!r} is NOT NULL but the batch holds NULLs (row "
+                            f"{column.is_null().to_pylist().index(True) + 1} of the batch)")
         arrays.append(column if column.type == f.type else column.cast(f.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 

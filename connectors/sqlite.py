@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from copyjob.connectors._arrow import rows_to_batch
-from copyjob.connectors._keys import check_delete_batch, last_per_key, match_key, update_targets
+from copyjob.connectors._keys import check_delete_batch, check_load_key, last_per_key, match_key, update_targets
 from copyjob.connectors._sql import STATE_TABLE, quote_double, render_filters
 
 from copyjob.core.contracts import (
@@ -447,8 +447,7 @@ class SqliteDestination:
 
     def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
                    truncate: bool = False, deferred_key: Sequence[str] = ()) -> SqliteLoadSession:
-        if method == "merge" and not key:
-            raise ConfigurationError(f"merge into {schema.table} needs a key")
+        check_load_key(schema, method, key)
         if str(self._path) == ":memory:":
             raise ConfigurationError("an in-memory SQLite database cannot be loaded from a separate session")
         self._run(_STATE_DDL, TableName(STATE_TABLE))
@@ -505,6 +504,11 @@ class SqliteLoadSession:
 
     def write(self, batch: pa.RecordBatch) -> int:
         batch = _conform(batch, self._arrow_schema)
+        for name in dict.fromkeys((*self._key, *self._deferred_key, *self._schema.primary_key)):
+            # a sole INTEGER primary key is SQLite's rowid, which turns a NULL into a new id instead of refusing it
+            if batch.column(name).null_count:
+                raise DataError(f"{self._schema.table}: NULL in key column {name!r} (row "
+                                f"{batch.column(name).is_null().to_pylist().index(True) + 1} of the batch)")
         columns = [stored_column(batch.column(i), c.type) for i, c in enumerate(self._schema.columns)]
         try:
             self._con.executemany(self._insert, zip(*columns, strict=True))

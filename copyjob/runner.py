@@ -73,6 +73,7 @@ class JobRun:
     def store(self) -> StateStore:
         if self._store is None:
             self._store = self.open_store()
+            self._store.adopt_unscoped(self.loaded.job.job, self.loaded.scope)
         return self._store
 
     @property

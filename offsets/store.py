@@ -371,6 +371,25 @@ class SqlStateStore:
             records[row["run_id"]].tables.append(_table_run_record(row))
         return list(records.values())
 
+    def adopt_unscoped(self, job: str, scope: str) -> bool:
+        """A store written before state was keyed by destination holds a job's rows under its bare name: the
+        first scope of the job that opens the store takes them over, once (later scopes start from their own
+        destination's markers). Returns whether it did."""
+        def found(conn: Connection, name: str) -> bool:
+            return conn.execute(select(table_state.c.job).where(table_state.c.job == name).limit(1)).first() \
+                is not None
+
+        with self._db.reading(f"look for unscoped state of job {job!r}") as conn:
+            if not found(conn, job) or found(conn, scope):
+                return False
+        self._ensure_job_meta()
+        with self._db.writing(f"move the state of job {job!r} to {scope!r}") as conn:
+            if not found(conn, job) or found(conn, scope):
+                return False
+            for table in (table_state, runs, job_meta):
+                conn.execute(sql_update(table).where(table.c.job == job).values(job=scope))
+        return True
+
     # ---- small per-job values
 
     def get_meta(self, job: str, key: str) -> str | None:

@@ -1,9 +1,10 @@
 """Full loads: read a table as Arrow record batches, split into key ranges read in parallel.
 
 A table with a single integer key column is cut into ``parallel`` ranges, each read by its own connection
-(``Source.clone``); other tables are read by one reader. Either way reading runs in background threads
-behind a bounded queue, so the writer works while the next batches arrive and memory stays at most
-``(parallel + 2) × batch`` rows.
+(``Source.clone``), plus one read of the rows whose key is NULL (SQLite allows NULL in a primary key that is
+not an INTEGER rowid, and no range holds it); other tables are read by one reader. Either way reading runs in
+background threads behind a bounded queue, so the writer works while the next batches arrive; memory stays at
+most ``2 × readers + 2`` batches (each reader may hold the batch it cannot hand over yet, besides the queue).
 """
 
 from __future__ import annotations
@@ -61,8 +62,12 @@ def read_table(source: Source, schema: TableSchema, filters: Sequence[RowFilter]
 
         return produce
 
+    key = chunks[0].column
+    nulls = RowFilter(key, only_nulls=True)
+    readers = [reader(c) for c in chunks]
+    readers.append(lambda: source.read(schema, [*filters, nulls], batch_rows))  # on the first connection
     try:
-        yield from prefetch([reader(c) for c in chunks], max_buffered=len(chunks) + 1)
+        yield from prefetch(readers, max_buffered=len(readers) + 1)
     finally:
         for clone in clones:
             clone.close()

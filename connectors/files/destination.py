@@ -165,7 +165,7 @@ class FileLoadSession:
             self._open_writer(f"{self._folder}/{stamp}-{self._load_id}.{self._dest.format}")
         writer = self._writer
         assert writer is not None
-        batch = _conform(batch, self._arrow_schema)
+        batch = _conform(batch, self._arrow_schema, table=self._schema.table)
         guarded(partial(writer.write, batch), self._root.display)
         return int(batch.num_rows)
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+from copyjob.connectors._keys import check_load_key
 from copyjob.connectors._sql import STATE_TABLE, qualified, quote_double
 from copyjob.connectors.postgres import _catalog
 from copyjob.connectors.postgres._connect import connect, translate
@@ -64,8 +65,7 @@ class PostgresDestination:
 
     def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
                    truncate: bool = False, deferred_key: Sequence[str] = ()) -> PostgresLoadSession:
-        if method == "merge" and not key:
-            raise ConfigurationError(f"merge into {schema.table} needs a key")
+        check_load_key(schema, method, key)
         target = self._target_columns(schema)
         with self._lock:
             conn, self._spare = self._spare, None

@@ -67,7 +67,9 @@ def state_store(loaded: LoadedJob, state: str | None) -> StateStore:
     url = state or loaded.job.state
     if url and "://" not in url and not Path(url).is_absolute():
         url = str(loaded.base_dir / url)
-    return open_state_store(url or default_state_url(loaded.path))
+    store = open_state_store(url or default_state_url(loaded.path))
+    store.adopt_unscoped(loaded.job.job, loaded.scope)
+    return store
 
 
 @contextmanager

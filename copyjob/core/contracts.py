@@ -384,6 +384,9 @@ class StateStore(Protocol):
 
     def history(self, job: str, limit: int = 20) -> list[RunRecord]: ...
 
+    def adopt_unscoped(self, job: str, scope: str) -> bool:
+        """Move the rows a store written before scopes keeps under the bare job name to ``scope``, once."""
+
     def get_meta(self, job: str, key: str) -> str | None:
         """A small named value of the job (serve: a schedule's last fire time), or None."""
 

@@ -21,7 +21,6 @@ import pytest
 from copyjob.connectors import open_destination, open_source
 
 from copyjob.core.contracts import Destination, Source
-from copyjob.core.errors import ConnectionFailed, ConnectorError
 from copyjob.core.schema import TableSchema
 from copyjob.core.urls import ConnectionUrl, parse_url
 
@@ -129,27 +128,6 @@ FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], DestinationCase]] =
 
 KNOWN_BUGS: dict[tuple[str, str], tuple[str, type[BaseException]]] = {
     # (destination, contract test) -> (the bug, how the test fails); a strict xfail until the connector is fixed
-    ("sqlite", "test_a_null_key_is_refused"): (
-        "a sole int64 primary key is declared INTEGER (SQLite's rowid), which turns a NULL key into a new rowid "
-        "instead of refusing it, although the column is declared NOT NULL", pytest.fail.Exception),
-    ("sqlite", "test_merge_on_a_key_that_is_not_a_column_is_refused"): (
-        "nothing checks the key columns, and SQLite reads the unknown double-quoted name as a string literal: the "
-        "merge deletes every row of the table and keeps one staged row", pytest.fail.Exception),
-    ("duckdb", "test_merge_on_a_key_that_is_not_a_column_is_refused"): (
-        "the unknown key column fails only at commit, as a ConnectorError (DuckDB's Binder Error), not a "
-        "ConfigurationError", ConnectorError),
-    ("parquet", "test_merge_on_a_key_that_is_not_a_column_is_refused"): (
-        "the unknown key column fails only at commit, as pyarrow's ArrowInvalid, untranslated",
-        pa.ArrowInvalid),
-    ("duckdb", "test_duplicates_of_a_deferred_key_fail_the_load"): (
-        "the key violation DuckDB reports at COMMIT (a TransactionException) is translated into ConnectionFailed "
-        "(retriable) instead of DataError", ConnectionFailed),
-    ("parquet", "test_a_data_error_names_the_table"): (
-        "the DataError for a NULL in a NOT NULL column does not name the table (copyjob.core.errors: a DataError "
-        "names the table)", AssertionError),
-    ("files", "test_a_data_error_names_the_table"): (
-        "the DataError for a NULL in a NOT NULL column does not name the table (the parquet connector's "
-        "_conform, shared)", AssertionError),
 }
 
 

@@ -97,3 +97,15 @@ def test_two_scopes_never_share_a_row(store: StateStore) -> None:
     assert prod.load("orders").watermark is None and dev.load("orders").watermark == 100
     dev.record("123")
     assert prod.recorded() is None and dev.recorded() == "123"
+
+
+def test_a_store_from_before_scopes_is_taken_over_once(store: StateStore) -> None:
+    from copyjob.core.contracts import TableState
+
+    store.save("j", TableState(table="orders", watermark=7, watermark_type="int", needs_full=False))
+    store.set_meta("j", "stream_position", "99")
+    assert store.adopt_unscoped("j", "j@dev")
+    assert store.load("j@dev", "orders").watermark == 7 and Ledger(store, "j@dev", "j").recorded() == "99"
+    assert store.load("j", "orders").watermark is None
+    assert not store.adopt_unscoped("j", "j@prod")  # the second environment starts from its own markers
+    assert store.load("j@prod", "orders").watermark is None

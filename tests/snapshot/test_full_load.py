@@ -211,9 +211,6 @@ def test_ranges_without_rows_give_no_batches(db: Path) -> None:
     src.close()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the ranges hold LOW <= key < HIGH + 1 only: a NULL key, which SQLite allows in a primary "
-                          "key that is not INTEGER (and reflects as NOT NULL), is in no range and is lost")
 def test_a_null_key_in_a_sqlite_primary_key_is_read_too(db: Path) -> None:
     ids: list[int | None] = [*sparse_ids(4), None]
     make_table(db, ids, key="id BIGINT PRIMARY KEY")  # not INTEGER: not the rowid, so NULL is allowed
