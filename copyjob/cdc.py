@@ -51,8 +51,9 @@ from copyjob.core.contracts import (
     Source,
     TableRunRecord,
 )
-from copyjob.core.errors import CopyjobError, is_retriable
+from copyjob.core.errors import CopyjobError, error_text
 from copyjob.core.plan import TablePlan
+from copyjob.core.retry import retrying
 from copyjob.core.schema import TableName
 from copyjob.core.urls import redact
 
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("copyjob.cdc")
 POLL_S = 0.5
 SAVE_EVERY_S = 5.0
-RETRIES = 3
 
 
 def run_cdc(job_run: RunContext, plans: Sequence[TablePlan], source: Source, sink: CdcSink,
@@ -143,7 +143,7 @@ class CdcRun:
             self.hooks.prepare(self.plans)  # step 2
             self._stream(self._initial_snapshot())  # steps 3–6
         except Exception as exc:
-            error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+            error = error_text(exc)
             status = "skipped" if isinstance(exc, InterruptedError) else "failed"  # stopped during a snapshot
             for t in self.tables.values():
                 if t.status == "ok":
@@ -250,7 +250,7 @@ class CdcRun:
         background, self.background = self.background, None
         if background.error is not None:
             error = background.error
-            text = redact(str(error) if isinstance(error, CopyjobError) else f"{type(error).__name__}: {error}")
+            text = error_text(error)
             for t in background.tables:
                 t.status, t.error = ("skipped" if isinstance(error, InterruptedError) else "failed"), text
         self.acks_held = self.apply_failed  # a failed snapshot is simply taken again by the next run
@@ -280,23 +280,15 @@ class CdcRun:
             pass  # the tables are failed and acknowledgements held: nothing more to do for this chunk
 
     def _apply_with_retries(self, t: CdcTable, batch: ChangeBatch) -> None:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                self.sink.apply(t, batch, at_or_before=self.hooks.at_or_before, run_id=self.run_id)
-                faults.passed("applied")
-                return
-            except Exception as exc:
-                if is_retriable(exc) and attempt < RETRIES:
-                    log.warning("%s: %s; retrying (%d/%d)", t.plan.label, redact(str(exc)), attempt, RETRIES)
-                    time.sleep(min(2 ** attempt, 10))
-                    continue
-                t.status = "failed"
-                t.error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
-                log.error("%s: %s; its changes are no longer acknowledged", t.plan.label, t.error)
-                self.acks_held = self.apply_failed = True
-                return
+        try:
+            retrying(lambda: self.sink.apply(t, batch, at_or_before=self.hooks.at_or_before, run_id=self.run_id),
+                     t.plan.label)
+        except Exception as exc:
+            t.status, t.error = "failed", error_text(exc)
+            log.error("%s: %s; its changes are no longer acknowledged", t.plan.label, t.error)
+            self.acks_held = self.apply_failed = True
+            return
+        faults.passed("applied")
 
     def _commit_sink(self) -> None:
         """Step 1 for the chunk: the sink's commit (direct: each batch committed already as it was applied).
@@ -304,7 +296,7 @@ class CdcRun:
         try:
             self.sink.commit()
         except Exception as exc:
-            error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+            error = error_text(exc)
             log.error("the changes could not be committed (%s); they are no longer acknowledged", error)
             for t in self.tables.values():
                 if t.status == "ok":

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 from copyjob.apply.kafka_apply import Applier, ApplyTable, TableStats, run_until
 from copyjob.connectors.kafka import source_info, topic_of
 from copyjob.core.contracts import RunRecord, TableRunRecord
-from copyjob.core.errors import CopyjobError, is_retriable
+from copyjob.core.errors import CopyjobError, error_text
+from copyjob.core.retry import retrying
 from copyjob.core.schema import TableName
 from copyjob.core.transport import Transport
-from copyjob.core.urls import ConnectionUrl, parse_url, redact
+from copyjob.core.urls import ConnectionUrl, parse_url
 from copyjob.filesets import endpoint_url
 from copyjob.jobfile import KafkaSettings, ResolvedTable
 from copyjob.kafka_capture import Capturer, check_kafka_tables
@@ -178,19 +179,12 @@ def capture_cdc(job_run: RunContext, plans: list[Any], source: Any, source_url: 
 
 
 def _capture_one(capturer: Capturer, plan: Any, job_run: RunContext) -> TableRunRecord:
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return capturer.capture(plan)
-        except Exception as exc:
-            if is_retriable(exc) and attempt < 3:
-                log.warning("%s: %s; retrying (%d/3)", plan.label, redact(str(exc)), attempt)
-                time.sleep(min(2 ** attempt, 10))
-                continue
-            error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
-            job_run.record_failure(plan.state_key, capturer.run_id, error)
-            return TableRunRecord(table=plan.state_key, mode=plan.table.mode, status="failed", error=error)
+    try:
+        return retrying(lambda: capturer.capture(plan), plan.label)
+    except Exception as exc:
+        error = error_text(exc)
+        job_run.record_failure(plan.state_key, capturer.run_id, error)
+        return TableRunRecord(table=plan.state_key, mode=plan.table.mode, status="failed", error=error)
 
 
 def _apply_caught_up(loaded: LoadedJob, tables: list[ResolvedTable], sides: Sides, destination_url: ConnectionUrl,
@@ -209,7 +203,7 @@ def _apply_caught_up(loaded: LoadedJob, tables: list[ResolvedTable], sides: Side
         applier = sides.applier
         run_until(applier, lambda: applier.caught_up(ends), job_run.stop.is_set)
     except Exception as exc:
-        error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+        error = error_text(exc)
         log.error("apply failed: %s", error)
         for rec in run.tables:
             if rec.status == "ok":

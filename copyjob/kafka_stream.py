@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING
 
 from copyjob.apply.kafka_apply import run_until
 from copyjob.core.contracts import RunRecord, TableRunRecord
-from copyjob.core.errors import CopyjobError, is_retriable
+from copyjob.core.errors import CopyjobError, error_text, is_retriable
 from copyjob.core.transport import Transport
-from copyjob.core.urls import redact
 from copyjob.filesets import endpoint_url
 from copyjob.kafka_capture import Capturer, check_kafka_tables, relisted
 from copyjob.kafka_pipeline import Sides, apply_tables, capture_cdc, merge_records, new_applier, open_transport
@@ -81,7 +80,7 @@ def stream_kafka(job_run: RunContext, table_names: list[str] | None = None, poll
                       lambda: job_run.stop.is_set() or capture_done.is_set(), idle_timeout_s=float("inf"))
         except Exception as exc:
             failed = True
-            error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+            error = error_text(exc)
             log.error("stream: apply failed: %s", error)
             for rec in records.values():
                 rec.status, rec.error = "failed", f"apply: {error}"
@@ -115,7 +114,7 @@ def _cdc_stream(job_run: RunContext, plans: list[TablePlan], sides: Sides, run_i
         finally:
             source.close()
     except Exception as exc:
-        error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+        error = error_text(exc)
         result = [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=error) for p in plans]
     for rec in result:
         records[rec.table] = rec
@@ -145,7 +144,7 @@ def _capture_loop(job_run: RunContext, plans: list[TablePlan], sides: Sides, run
                 try:
                     result = capturer.capture(plan if plan.files is None else relisted(plan, source))
                 except Exception as exc:
-                    error = redact(str(exc) if isinstance(exc, CopyjobError) else f"{type(exc).__name__}: {exc}")
+                    error = error_text(exc)
                     log.warning("%s: capture failed%s: %s", plan.label,
                                 " (will retry)" if is_retriable(exc) else "", error)
                     rec.error = error
