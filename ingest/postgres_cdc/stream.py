@@ -41,6 +41,8 @@ from copyjob.core.errors import CopyjobError
 
 log = logging.getLogger(__name__)
 STOP_PREFIX = "copyjob.stop"
+RECORD_EVERY_S = 1.0
+"""How often at most the confirmed position is recorded (and so confirmed) while it moves."""
 _CHANGES = frozenset(map(ord, "IUDT"))
 _W, _K = ord("w"), ord("k")
 
@@ -88,6 +90,7 @@ class PgChangeStream:
         self._flush = 0
         self._flush_sent = -1
         self._recorded = 0
+        self._record_due = 0.0
         self._server_end = 0
         self._received = 0
         self._chunk_started: float | None = None
@@ -162,7 +165,8 @@ class PgChangeStream:
                     self._server_end = max(self._server_end, wal_end)
                     if reply:
                         next_status = 0.0
-                if self._flush != self._flush_sent or next_status == 0.0:
+                if next_status == 0.0 or (self._flush != self._flush_sent
+                                          and time.monotonic() >= self._record_due):  # cheap: runs per message
                     next_status = self._status(time.monotonic(), next_status)
         except BaseException as exc:  # handed to the consumer, which raises it
             self._error = exc
@@ -170,7 +174,7 @@ class PgChangeStream:
         finally:
             try:
                 if self._error is None:
-                    self._status(time.monotonic(), 0.0)
+                    self._status(time.monotonic(), 0.0, final=True)
                     conn.end_copy()
             except Exception:
                 pass  # closing anyway: the server keeps the last position it was told
@@ -235,16 +239,19 @@ class PgChangeStream:
                 if self._error is None:
                     next_status = self._status(time.monotonic(), next_status)
 
-    def _status(self, now: float, due: float) -> float:
+    def _status(self, now: float, due: float, *, final: bool = False) -> float:
         """Send a status update when the flushed LSN moved or when ``due``; returns the next due time
         (step 3, and step 4's idle confirmation)."""
         self._advance_when_idle()
-        if self._flush == self._flush_sent and now < due:
-            return due
         flush = self._flush
         if flush > self._recorded and self._options.before_confirm is not None:
-            self._options.before_confirm(flush)  # recorded first: a failure here confirms nothing
-            self._recorded = flush
+            if final or now >= self._record_due:
+                self._options.before_confirm(flush)  # recorded first: a failure here confirms nothing
+                self._recorded, self._record_due = flush, now + RECORD_EVERY_S
+            else:  # confirm what is recorded; the rest with the next record (a store write is not free)
+                flush = max(self._recorded, self._flush_sent)
+        if flush == self._flush_sent and now < due:
+            return due
         write = max(flush, self._received)
         self._conn.send_status(write, flush, reply=now >= due)
         self._flush_sent = flush
