@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from copyjob.core.errors import ConfigurationError
-from copyjob.core.schema import TableName, TableSchema
+from copyjob.core.schema import TableName
 
 
 def match_key(table: TableName | str, *candidates: Sequence[str]) -> tuple[str, ...]:
@@ -81,15 +81,3 @@ def without_null_keys(table: pa.Table, key: Sequence[str]) -> pa.Table:
         mask = valid if mask is None else pc.and_(mask, valid)
     return table if mask is None else table.filter(mask)
 
-
-def check_load_key(schema: TableSchema, method: str, key: Sequence[str]) -> None:
-    """What ``Destination.begin_load`` refuses before anything is written: a merge without a key, and key columns
-    that are not columns of the load (SQLite would read an unknown double-quoted name as a string literal and
-    match every row)."""
-    if method == "merge" and not key:
-        raise ConfigurationError(f"merge into {schema.table} needs a key")
-    names = set(schema.column_names)
-    unknown = [k for k in key if k not in names]
-    if unknown:
-        raise ConfigurationError(f"{schema.table}: key column {', '.join(map(repr, unknown))} is not a column of "
-                                 f"the load (columns: {', '.join(schema.column_names)})")

@@ -28,12 +28,12 @@ import duckdb
 import pyarrow as pa
 from copyjob.connectors._keys import (
     check_delete_batch,
-    check_load_key,
     last_per_key,
     match_key,
     update_targets,
     without_null_keys,
 )
+from copyjob.connectors._load_checks import check_load_key
 from copyjob.connectors._sql import STATE_TABLE, qualified, quote_double, render_filters
 
 from copyjob.core.contracts import (

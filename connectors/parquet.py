@@ -39,12 +39,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from copyjob.connectors._keys import (
     check_delete_batch,
-    check_load_key,
     last_per_key,
     match_key,
     update_targets,
     without_null_keys,
 )
+from copyjob.connectors._load_checks import check_load_key
 
 from copyjob.core.contracts import DestinationCapabilities, StateMarker, UpdateMethod
 from copyjob.core.errors import ConfigurationError, ConnectionFailed, DataError, TableNotFound

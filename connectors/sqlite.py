@@ -29,7 +29,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from copyjob.connectors._arrow import rows_to_batch
-from copyjob.connectors._keys import check_delete_batch, check_load_key, last_per_key, match_key, update_targets
+from copyjob.connectors._keys import check_delete_batch, last_per_key, match_key, update_targets
+from copyjob.connectors._load_checks import check_load_key
 from copyjob.connectors._sql import STATE_TABLE, quote_double, render_filters
 
 from copyjob.core.contracts import (

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from copyjob.connectors._keys import check_load_key
+from copyjob.connectors._load_checks import check_load_key
 from copyjob.connectors._sql import STATE_TABLE, qualified, quote_double
 from copyjob.connectors.postgres import _catalog
 from copyjob.connectors.postgres._connect import connect, translate
