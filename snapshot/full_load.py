@@ -4,7 +4,8 @@ A table with a single integer key column is cut into ``parallel`` ranges, each r
 (``Source.clone``), plus one read of the rows whose key is NULL (SQLite allows NULL in a primary key that is
 not an INTEGER rowid, and no range holds it); other tables are read by one reader. Either way reading runs in
 background threads behind a bounded queue, so the writer works while the next batches arrive; memory stays at
-most ``2 × readers + 2`` batches (each reader may hold the batch it cannot hand over yet, besides the queue).
+most ``2 × parallel + 2`` batches (each range's reader may hold the batch it cannot hand over yet, besides the
+queue; rows with a NULL key, rare, add theirs).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def read_table(source: Source, schema: TableSchema, filters: Sequence[RowFilter]
     readers = [reader(c) for c in chunks]
     readers.append(lambda: source.read(schema, [*filters, nulls], batch_rows))  # on the first connection
     try:
-        yield from prefetch(readers, max_buffered=len(readers) + 1)
+        yield from prefetch(readers, max_buffered=len(chunks) + 1)
     finally:
         for clone in clones:
             clone.close()
