@@ -5,7 +5,7 @@ A table with a single integer key column is cut into ``parallel`` ranges, each r
 not an INTEGER rowid, and no range holds it); other tables are read by one reader. Either way reading runs in
 background threads behind a bounded queue, so the writer works while the next batches arrive; memory stays at
 most ``2 × parallel + 2`` batches (each range's reader may hold the batch it cannot hand over yet, besides the
-queue; rows with a NULL key, rare, add theirs).
+queue). The rows with a NULL key are read after the ranges.
 """
 
 from __future__ import annotations
@@ -63,15 +63,13 @@ def read_table(source: Source, schema: TableSchema, filters: Sequence[RowFilter]
 
         return produce
 
-    key = chunks[0].column
-    nulls = RowFilter(key, only_nulls=True)
-    readers = [reader(c) for c in chunks]
-    readers.append(lambda: source.read(schema, [*filters, nulls], batch_rows))  # on the first connection
     try:
-        yield from prefetch(readers, max_buffered=len(chunks) + 1)
+        yield from prefetch([reader(c) for c in chunks], max_buffered=len(chunks) + 1)
     finally:
         for clone in clones:
             clone.close()
+    # rows whose key is NULL are in no range: read last, on the first connection
+    yield from source.read(schema, [*filters, RowFilter(chunks[0].column, only_nulls=True)], batch_rows)
 
 
 def read_binary(source: Source, schema: TableSchema, filters: Sequence[RowFilter] = ()) -> Iterator[bytes]:
