@@ -38,6 +38,8 @@ class CdcTable:
     """It had a position before (reset, or the stream was lost): under merge its snapshot replaces the table."""
     before: Position | None = None
     source_columns: tuple[str, ...] = ()
+    redefined: str | None = None
+    """Why the job file's edit makes it start over (offsets.ledger): its snapshot replaces the table."""
     rows_read: int = 0
     rows_written: int = 0
     error: str | None = None
@@ -75,7 +77,7 @@ class CdcTable:
                               rows_written=self.rows_written, duration_s=duration_s,
                               watermark_before=describe(self.before) if self.before else None,
                               watermark_after=describe(self.committed) if self.committed else None,
-                              error=self.error)
+                              error=self.error, note=self.redefined)
 
 
 class CdcSink(Protocol):

@@ -19,7 +19,7 @@ from copyjob.apply.cdc_table import CdcSink, CdcTable, Order, Position, Progress
 from copyjob.apply.changes import APPEND_COLUMNS, apply_changes
 from copyjob.apply.target import prepare_target
 from copyjob.apply.writer import write_batches
-from copyjob.offsets.ledger import Ledger
+from copyjob.offsets.ledger import DEFINITION_KEY, Ledger
 from copyjob.snapshot import read_table
 
 from copyjob.core.changes import ChangeBatch
@@ -79,22 +79,27 @@ class DestinationSink:
             destination.close()
 
 
-def marker_state(position: Position | None) -> dict[str, Any]:
+def marker_state(t: CdcTable, position: Position | None) -> dict[str, Any]:
+    """The table's marker at ``position`` (None: a snapshot whose position is named later), with the
+    definition the table is built under (offsets.ledger)."""
+    definition = {DEFINITION_KEY: dict(t.plan.table.definition)}
     if position is None:
-        return {"mode": "cdc", "snapshot": "pending"}
-    return {"mode": "cdc", "snapshot": "completed", "position": dict(position)}
+        return {"mode": "cdc", "snapshot": "pending", **definition}
+    return {"mode": "cdc", "snapshot": "completed", "position": dict(position), **definition}
 
 
 def reconcile(ledger: Ledger, destination: Destination, plan: TablePlan) -> CdcTable:
     """The table's position from its destination marker (offsets.ledger: a missing table or marker, or a reset
     after the marker, means a new snapshot)."""
-    standing = ledger.reconcile(plan.state_key, destination, plan.target_schema.table, mode="cdc")
+    standing = ledger.reconcile(plan.state_key, destination, plan.target_schema.table, mode="cdc",
+                                definition=plan.table.definition)
     state = standing.state
     committed: Position | None = standing.marker.state.get("position") if standing.marker is not None else None
     found = standing.found
     had = bool(state.extra.get("cdc_position")) or (found is not None and found.state.get("mode") == "cdc")
     return CdcTable(plan=plan, state=state, committed=committed, resnapshot=committed is None and had,
-                    before=committed, source_columns=tuple(plan.source_schema.column_names))
+                    before=committed, source_columns=tuple(plan.source_schema.column_names),
+                    redefined=standing.full_reason if standing.redefined else None)
 
 
 # ---------------------------------------------------------------- snapshot
@@ -109,7 +114,8 @@ def write_snapshot(t: CdcTable, destination: Destination, source: Source, positi
     wanted = _with_change_columns(t.target()) if t.append else t.target()
     prepared = prepare_target(destination, wanted, create=create, defer_key=True)
     deferred = wanted.primary_key if prepared.created else ()
-    truncate = not prepared.created and ((t.resnapshot and not t.append) or t.plan.table.truncate_before_full_load)
+    truncate = not prepared.created and ((t.resnapshot and not t.append) or t.plan.table.truncate_before_full_load
+                                         or t.redefined is not None)
     method: UpdateMethod = "append" if t.append or prepared.created or truncate else "merge"
     read = 0
 
@@ -121,7 +127,7 @@ def write_snapshot(t: CdcTable, destination: Destination, source: Source, positi
             read += batch.num_rows
             yield _change_columns(batch, position) if t.append else batch
 
-    marker = StateMarker(job=job, table=t.key, run_id=run_id, state=marker_state(position))
+    marker = StateMarker(job=job, table=t.key, run_id=run_id, state=marker_state(t, position))
     written = write_batches(destination, wanted, [batches()], method=method, key=t.plan.key, truncate=truncate,
                             deferred_key=deferred, marker=lambda: marker, progress=progress).rows_written
     t.snapshot_done(read, written, position)
@@ -133,7 +139,7 @@ def complete_snapshot(t: CdcTable, destination: Destination, position: Position,
     """A marker-only commit: the snapshot written with a pending marker belongs to ``position``."""
     session = destination.begin_load(t.target(), "append", ())
     try:
-        session.commit(StateMarker(job=job, table=t.key, run_id=run_id, state=marker_state(position)))
+        session.commit(StateMarker(job=job, table=t.key, run_id=run_id, state=marker_state(t, position)))
     except BaseException:
         session.abort()
         raise
@@ -178,7 +184,7 @@ def apply_batch(t: CdcTable, destination: Destination, batch: ChangeBatch, *, at
                        defer_key=False)
         log.info("%s: the source columns changed to %s", t.plan.label, ", ".join(names))
         t.source_columns = names
-    marker = StateMarker(job=job, table=t.key, run_id=run_id, state=marker_state(batch.position))
+    marker = StateMarker(job=job, table=t.key, run_id=run_id, state=marker_state(t, batch.position))
     result = apply_changes(destination, target, replace(batch, events=fresh), method=t.plan.table.update_method,
                            key=t.plan.key, rename=t.plan.table.columns, marker=lambda: marker)
     t.rows_written += result.upserted + result.deleted + result.appended

@@ -67,12 +67,13 @@ class KafkaSink:
 
     def reconcile(self, ledger: Ledger, plan: TablePlan) -> CdcTable:
         """The position saved in the state store after the broker's ack, unless a reset came after it."""
-        state = ledger.load(plan.state_key)
+        state, redefined = ledger.load_defined(plan.state_key, plan.table.definition)
         saved = state.extra.get("cdc_position")
         committed: Position | None = saved if saved and not state.needs_full else None
         self._topic(plan)
         return CdcTable(plan=plan, state=state, committed=committed, resnapshot=committed is None and bool(saved),
-                        before=committed, source_columns=tuple(plan.source_schema.column_names))
+                        before=committed, source_columns=tuple(plan.source_schema.column_names),
+                        redefined=redefined)
 
     def write_snapshot(self, t: CdcTable, source: Source, position: Position | None, *, run_id: str,
                        parallel: int, progress: ProgressCallback, stop: Callable[[], bool]) -> int:

@@ -54,6 +54,7 @@ from copyjob.ingest.file_pass import GROUP_BYTES, GROUP_FILES, SMALL_FILE_BYTES,
 from copyjob.ingest.files import (
     FileMark,
 )
+from copyjob.offsets.ledger import DEFINITION_KEY
 from copyjob.progress import Progress
 from copyjob.snapshot.background import prefetch
 
@@ -75,15 +76,16 @@ class FileCopyContext:
 
 
 def copy_file_set(ctx: FileCopyContext, plan: TablePlan, source: FileSetSource, destination: Destination,
-                  state: TableState) -> TableRunRecord:
+                  state: TableState, *, replace_all: bool = False) -> TableRunRecord:
     """Copy one file-set table (see the module docstring). A bad file fails the table without an exception;
-    any other error is raised after the committed progress is saved."""
-    return _FileSetCopy(ctx, plan, source, destination, state).run()
+    any other error is raised after the committed progress is saved. ``replace_all``: the table was built
+    under another definition (offsets.ledger): the fresh pass replaces what it holds."""
+    return _FileSetCopy(ctx, plan, source, destination, state, replace_all).run()
 
 
 class _FileSetCopy:
     def __init__(self, ctx: FileCopyContext, plan: TablePlan, source: FileSetSource, destination: Destination,
-                 state: TableState) -> None:
+                 state: TableState, replace_all: bool = False) -> None:
         self.ctx, self.plan, self.destination, self.state = ctx, plan, destination, state
         t = plan.table
         self.rename = dict(t.columns)
@@ -95,7 +97,8 @@ class _FileSetCopy:
                                                        for c in (existing.columns if existing else ())),
                                  ctx.batch_rows)
         self.committed_mark = self.pass_.mark
-        self.truncate = self.pass_.fresh and (t.update_method == "overwrite" or t.truncate_before_full_load)
+        self.truncate = self.pass_.fresh and (t.update_method == "overwrite" or t.truncate_before_full_load
+                                              or replace_all)
         self.table_exists = existing is not None
         self.session: LoadSession | None = None
         self.buffered: list[pa.RecordBatch] = []
@@ -254,7 +257,7 @@ class _FileSetCopy:
         encoded, type_name = encode_value(mark.watermark)
         marker = StateMarker(job=self.ctx.job, table=self.plan.state_key, run_id=commit_id, state={
             "watermark": encoded, "watermark_type": type_name, "mode": self.pass_.mode_used,
-            "extra": {"files": mark.to_json()}})
+            "extra": {"files": mark.to_json()}, DEFINITION_KEY: dict(self.plan.table.definition)})
 
         def committed() -> None:
             self.commits += 1

@@ -7,7 +7,7 @@ errors back to the file's line numbers.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -238,7 +238,16 @@ class ResolvedTable(BaseModel):
         return TableJob(name=s.name, target_name=s.target_name, mode=self.mode, update_method=self.update_method,
                         truncate_before_full_load=self.truncate_before_full_load,
                         key=tuple(s.key) if s.key else None, columns=dict(s.columns),
-                        incremental_column=s.incremental_column, index=self.index)
+                        incremental_column=s.incremental_column, index=self.index, definition=self.definition())
+
+    def definition(self) -> dict[str, Any]:
+        """What an edit of the entry may not change without the table starting over (``TableJob.definition``)."""
+        s = self.spec
+        return {"source": s.name, "mode": "cdc" if self.mode == "cdc" else "polled",
+                "incremental_column": s.incremental_column,
+                "key": list(s.key) if s.key and self.update_method == "merge" else None,
+                "update_method": self.update_method, "target": s.target_name, "columns": dict(s.columns),
+                "pattern": s.pattern, "format": s.format}
 
 
 def resolve_tables(job: Job) -> list[ResolvedTable]:

@@ -79,6 +79,10 @@ class Capturer:
         self.encoder = Encoder(settings.format, self.transport.registrar)
         self.publisher: Publisher = self.transport.publisher()
 
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.store, self.loaded.scope, self.loaded.job.job)
+
     def topic(self, plan: TablePlan) -> str:
         return topic_of(self.prefix, source_info(self.source_url, TableName.parse(plan.table.name)))
 
@@ -93,7 +97,7 @@ class Capturer:
         source_key = plan.source_key
         self.transport.ensure_topics({topic: bool(source_key)})
         # 1. full or incremental
-        state = self.store.load(self.loaded.scope, plan.state_key)
+        state, redefined = self.ledger.load_defined(plan.state_key, t.definition)
         full = t.mode == "full" or state.needs_full or state.extra.get("committed_run_id") is None
         column = t.incremental_column
         increment = (plan_full(self.source, plan.source_schema.table, column) if full or column is None
@@ -113,14 +117,15 @@ class Capturer:
         # 3. the broker's acknowledgement, then 4. the position (copyjob.core.checkpoint; nothing to acknowledge)
         def save() -> None:
             state.extra["topic"] = topic
-            Ledger(self.store, self.loaded.scope, self.loaded.job.job).committed(
+            self.ledger.committed(
                 state, self.run_id, watermark=increment.watermark_after, watermark_type=wm_type)
 
         Checkpoint(save=save, after_durable="published").commit(self.publisher.flush)
         return TableRunRecord(table=plan.state_key, mode="full" if full else "incremental", status="ok",
                               rows_read=published, rows_written=0, duration_s=time.monotonic() - started,
                               watermark_before=increment.watermark_before,
-                              watermark_after=increment.watermark_after, null_watermark_rows=increment.null_rows)
+                              watermark_after=increment.watermark_after, null_watermark_rows=increment.null_rows,
+                              note=redefined)
 
     def _publish_rows(self, encoder: Any, batch: pa.RecordBatch, op: str, info: SourceInfo,
                       position: dict[str, Any]) -> int:
@@ -159,7 +164,7 @@ class FileSetCapture:
         self.topic = topic_of(capturer.prefix, self.info)
         self.key = tuple(plan.table.key or ())
         # 1. the pass
-        self.state = capturer.store.load(capturer.loaded.scope, plan.state_key)
+        self.state, self.redefined = capturer.ledger.load_defined(plan.state_key, plan.table.definition)
         self.pass_ = FileSetPass(plan, self.source, self.state, _columns(self.state),
                                  capturer.loaded.job.copy_settings.batch_rows)
         self.op = "r" if self.pass_.mode_used == "full" else "u"
@@ -186,7 +191,7 @@ class FileSetCapture:
         return TableRunRecord(table=self.plan.state_key, mode=self.pass_.mode_used,
                               status="failed" if error else "ok", rows_read=self.published, rows_written=0,
                               duration_s=time.monotonic() - started, watermark_before=before,
-                              watermark_after=self.pass_.mark.watermark, error=error)
+                              watermark_after=self.pass_.mark.watermark, error=error, note=self.redefined)
 
     def _publish(self, f: FileInfo, reader: FileReader) -> None:
         """2./3. for one file (the pass then moves the mark past it)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -38,7 +38,7 @@ from copyjob.filesets import endpoint_url
 from copyjob.ingest import IncrementPlan, plan_full, plan_incremental
 from copyjob.jobfile import ResolvedTable
 from copyjob.loader import LoadedJob
-from copyjob.offsets.ledger import Ledger
+from copyjob.offsets.ledger import DEFINITION_KEY, Ledger, Standing, moved_target
 from copyjob.preflight import check_tables
 from copyjob.progress import Progress
 from copyjob.runs import new_run_id, select_tables
@@ -204,7 +204,8 @@ class JobRun:
         t = plan.table
         started = time.monotonic()
         # 1. state, reconciled with the destination's marker
-        standing = self.ledger.reconcile(plan.state_key, destination, plan.target_schema.table)
+        standing = self.ledger.reconcile(plan.state_key, destination, plan.target_schema.table,
+                                         definition=t.definition)
         state = standing.state
         # 2. full or incremental, and which rows
         full = t.mode == "full" or not standing.continues
@@ -213,7 +214,8 @@ class JobRun:
                      else plan_incremental(source, plan.source_schema.table, column, state.watermark,
                                            reread_boundary=t.update_method == "merge"))
         mode_used = "full" if full else "incremental"
-        truncate = t.update_method == "overwrite" or (full and t.truncate_before_full_load)
+        # a table built under another definition is replaced: appending a full copy to it would duplicate rows
+        truncate = t.update_method == "overwrite" or (full and t.truncate_before_full_load) or standing.redefined
         # 3. destination table
         prepared = prepare_target(destination, plan.target_schema, create=self.loaded.job.copy_settings
                                   .create_tables, defer_key=True)
@@ -223,7 +225,8 @@ class JobRun:
 
         def marker() -> StateMarker:
             return StateMarker(job=job_name, table=plan.state_key, run_id=run_id,
-                               state={"watermark": encoded, "watermark_type": wm_type, "mode": mode_used})
+                               state={"watermark": encoded, "watermark_type": wm_type, "mode": mode_used,
+                                      DEFINITION_KEY: dict(t.definition)})
 
         rows_read = 0
 
@@ -247,7 +250,8 @@ class JobRun:
         return TableRunRecord(
             table=plan.state_key, mode=mode_used, status="ok", rows_read=rows_read, rows_written=written,
             duration_s=time.monotonic() - started, watermark_before=increment.watermark_before,
-            watermark_after=increment.watermark_after, null_watermark_rows=increment.null_rows)
+            watermark_after=increment.watermark_after, null_watermark_rows=increment.null_rows,
+            note=self._edit_note(standing, t.definition))
 
     def _write(self, plan: TablePlan, source: Source, destination: Destination, increment: IncrementPlan,
                existing: Any, truncate: bool, deferred_key: tuple[str, ...],
@@ -288,5 +292,17 @@ class JobRun:
         ctx = FileCopyContext(job=self.loaded.job.job, run_id=run_id, create_tables=settings.create_tables,
                               batch_rows=min(settings.batch_rows, destination.capabilities.preferred_batch_rows),
                               progress=self.progress, save=self.ledger.save, stop=self.stop)
-        standing = self.ledger.reconcile(plan.state_key, destination, plan.target_schema.table)
-        return copy_file_set(ctx, plan, cast("FileSetSource", source), destination, standing.state)
+        standing = self.ledger.reconcile(plan.state_key, destination, plan.target_schema.table,
+                                         definition=plan.table.definition)
+        record = copy_file_set(ctx, plan, cast("FileSetSource", source), destination, standing.state,
+                               replace_all=standing.redefined)
+        record.note = self._edit_note(standing, plan.table.definition)
+        return record
+
+    def _edit_note(self, standing: Standing, definition: Mapping[str, Any]) -> str | None:
+        """Why the table started over when an edit of the job file made it (for the run's summary)."""
+        if standing.redefined:
+            return standing.full_reason
+        if standing.full_reason != "first run":
+            return None
+        return moved_target(self.ledger.load_all(), definition, {t.spec.target_name for t in self.loaded.tables})

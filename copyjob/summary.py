@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from copyjob.core.contracts import RunRecord, StateStore, TableRunRecord, TableS
 from copyjob.core.scope import split_scope
 from copyjob.core.values import display_value, encode_value
 from copyjob.jobfile import Job
+from copyjob.offsets.ledger import DEFINITION_KEY, Definition, definition_change, moved_target
 
 
 def _rate(rows: int, seconds: float) -> str:
@@ -35,6 +36,9 @@ def print_run(console: Console, run: RunRecord) -> None:
                       _rate(t.rows_written, t.duration_s), watermark, status)
     console.print(table)
     for t in run.tables:
+        if t.note:
+            console.print(f"[yellow]note[/]: {t.table}: started over ({t.note})", soft_wrap=True,
+                          highlight=False)
         if t.null_watermark_rows:
             console.print(f"[yellow]note[/]: {t.table}: {t.null_watermark_rows:,} rows have a NULL incremental "
                           "column and were not copied by this incremental run (a full copy or a reset "
@@ -59,7 +63,7 @@ def table_run_json(t: TableRunRecord) -> dict[str, Any]:
             "rows_written": t.rows_written, "duration_s": round(t.duration_s, 3),
             "watermark_before": _json_value(t.watermark_before),
             "watermark_after": _json_value(t.watermark_after),
-            "null_watermark_rows": t.null_watermark_rows, "error": t.error}
+            "null_watermark_rows": t.null_watermark_rows, "error": t.error, "note": t.note}
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
@@ -71,18 +75,39 @@ def run_json(run: RunRecord) -> dict[str, Any]:
             "tables": [table_run_json(t) for t in run.tables]}
 
 
-def status_rows(states: list[tuple[str, str, TableState]]) -> list[dict[str, Any]]:
-    """(label, mode, state) → rows for status output."""
+def status_rows(states: list[tuple[str, str, TableState]],
+                reasons: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """(label, mode, state) → rows for status output. ``reasons``: why an edit of the job file makes a table
+    start over (:func:`edit_resets`), by label: said in ``next_run`` and ``reset_reason``."""
     rows = []
     for label, mode, s in states:
         next_run = "full" if mode == "full" or s.needs_full or not s.extra.get("committed_run_id") \
             else "incremental"
         if mode == "cdc":  # a snapshot first, then the change stream
             next_run = "snapshot" if s.needs_full or not s.extra.get("cdc_position") else "stream"
+        reason = (reasons or {}).get(label)
+        if reason is not None:
+            next_run = f"{'snapshot' if mode == 'cdc' else 'full'} ({reason})"
         rows.append({"table": label, "mode": mode, "last_run": s.last_run_at.isoformat() if s.last_run_at
                      else None, "last_outcome": s.last_status, "watermark": _json_value(s.watermark),
-                     "next_run": next_run, "last_error": s.last_error})
+                     "next_run": next_run, "last_error": s.last_error, "reset_reason": reason})
     return rows
+
+
+def edit_resets(states: Mapping[str, TableState], definitions: Mapping[str, Definition]) -> dict[str, str]:
+    """Why the next run starts tables over because the job file changed since their last commit, by label
+    (``definitions``: the job file's now; compared with the copies the state store keeps in ``states``, all of
+    the job's scope; at run time the destination's marker decides)."""
+    reasons = {}
+    for label, definition in definitions.items():
+        state = states.get(label)
+        if state is not None and state.extra.get("committed_run_id"):
+            reason = definition_change(state.extra.get(DEFINITION_KEY), definition)
+        else:
+            reason = moved_target(states, definition, definitions.keys())
+        if reason is not None:
+            reasons[label] = reason
+    return reasons
 
 
 def schedule_rows(store: StateStore, job: Job, scope: str, now: datetime | None = None) -> list[dict[str, Any]]:

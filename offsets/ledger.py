@@ -7,6 +7,9 @@ log position):
   truth: a table whose destination table or marker is missing is copied in full (or snapshotted), never
   continued from a position that belongs to another destination or to a table that is gone;
 - ``reset`` stamps the table (``reset_at``, a run id); a marker committed before the stamp no longer counts;
+- the marker also records the table's **definition** (what decides which rows a run reads and how they land,
+  built by the application from the job file); an edit of the job file that changes it (e.g. another
+  incremental column) makes the table start over, with the change as the reason (:func:`definition_change`);
 - the state store keeps a copy of each table's position for ``status``, under the job's scope (the job's name
   and its destination's identity, :mod:`copyjob.core.scope`), so two environments never share a row.
 
@@ -17,7 +20,7 @@ topic) are read with :meth:`Ledger.load`; they are scoped the same way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +32,50 @@ from copyjob.core.values import decode_value
 log = logging.getLogger("copyjob.offsets")
 STREAM_KEY = "stream_position"
 """The job's change-stream position the ledger saved last (before the capture acknowledged it)."""
+DEFINITION_KEY = "definition"
+"""Where a marker's state, and the state store's copy (``TableState.extra``), keep the table's definition."""
+
+Definition = Mapping[str, Any]
+"""A table's definition: JSON values by field name (see ``copyjob.core.plan.TableJob.definition``)."""
+
+_FIELDS = {"source": "source table", "mode": "mode", "incremental_column": "incremental column",
+           "key": "key", "update_method": "update method", "target": "target table",
+           "columns": "column mapping", "pattern": "file pattern", "format": "file format"}
+"""The fields that invalidate a table's position, in the order a reason names them."""
+
+
+def definition_change(recorded: Definition | None, current: Definition | None) -> str | None:
+    """Why a table built under ``recorded`` must start over under ``current`` ("incremental column changed:
+    ts → seq"), or None. A definition not recorded (a marker from before definitions) counts as unchanged, so
+    does a field only one side knows; fields outside :data:`_FIELDS` (batch sizes, schedules…) never count."""
+    if not recorded or not current:
+        return None
+    changes = [f"{label} changed: {_shown(recorded[name])} → {_shown(current[name])}"
+               for name, label in _FIELDS.items()
+               if name in recorded and name in current and recorded[name] != current[name]]
+    return "; ".join(changes) or None
+
+
+def moved_target(states: Mapping[str, TableState], definition: Definition, targets: Collection[str]) -> str | None:
+    """The change when a table without state of its own was built before under another target: a state of
+    ``states`` (by target) for the same source, whose target the job no longer has (``targets``)."""
+    for name, state in states.items():
+        recorded = state.extra.get(DEFINITION_KEY)
+        if name in targets or not recorded or not state.extra.get("committed_run_id"):
+            continue
+        if recorded.get("source") == definition.get("source") and recorded.get("target") != definition.get("target"):
+            return definition_change(recorded, definition)
+    return None
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
 
 
 @dataclass
@@ -41,6 +88,9 @@ class Standing:
     """The destination's marker as read, whether it counts or not."""
     full_reason: str | None = None
     """Why the table starts over (a full copy or a snapshot), or None when it continues from ``marker``."""
+    redefined: bool = False
+    """It starts over because the job file changed its definition: what the destination holds was built
+    under another one, so the copy replaces it."""
 
     @property
     def continues(self) -> bool:
@@ -65,21 +115,28 @@ class Ledger:
         return self.store.load_all(self.scope)
 
     def reconcile(self, table: str, destination: Destination, target: TableName,
-                  mode: str | None = None) -> Standing:
+                  mode: str | None = None, definition: Definition | None = None) -> Standing:
         """The table's standing: the store's row, brought up to the destination's marker (the truth).
 
         ``mode``: the marker must have been written by this kind of copy (``cdc`` markers hold log positions,
-        the others watermarks); a marker of another kind counts as none."""
+        the others watermarks); a marker of another kind counts as none. ``definition``: the table's current
+        definition; a marker recorded under another one counts as none (:func:`definition_change`)."""
         state = self.load(table)
+        if definition is not None:  # saved with the state at the next commit (the copy ``status`` compares)
+            state.extra[DEFINITION_KEY] = dict(definition)
         marker = destination.read_marker(self.job, table)
         reason = self._why_not(state, marker, mode)
+        redefined = False
+        if reason is None and marker is not None:
+            reason = definition_change(marker.state.get(DEFINITION_KEY), definition)
+            redefined = reason is not None
         if reason is None and destination.reflect(target) is None:
             reason = "the destination table is missing"
         if reason is not None:
             if marker is not None or state.extra.get("committed_run_id"):
                 log.warning("%s: %s: copying it in full", table, reason)
             state.needs_full = True  # in memory: the consumers of the state plan a full copy from it
-            return Standing(state=state, marker=None, found=marker, full_reason=reason)
+            return Standing(state=state, marker=None, found=marker, full_reason=reason, redefined=redefined)
         assert marker is not None
         if marker.run_id != state.extra.get("committed_run_id"):
             log.info("%s: taking the position committed with the data by run %s", table, marker.run_id)
@@ -99,6 +156,21 @@ class Ledger:
         if kind == "cdc" and marker.state.get("snapshot") != "completed":
             return "its snapshot did not finish"
         return None
+
+    def load_defined(self, table: str, definition: Definition) -> tuple[TableState, str | None]:
+        """A table whose position lives only in the state store (the capture side of ``transport: kafka``):
+        its state, and why it starts over when the job file changed its definition since its last commit
+        (then ``needs_full`` is set in memory). The state carries the current definition, saved with the
+        next commit."""
+        state = self.load(table)
+        reason = None
+        if state.extra.get("committed_run_id"):
+            reason = definition_change(state.extra.get(DEFINITION_KEY), definition)
+        if reason is not None:
+            log.warning("%s: %s: copying it in full", table, reason)
+            state.needs_full = True
+        state.extra[DEFINITION_KEY] = dict(definition)
+        return state, reason
 
     def _adopt(self, state: TableState, marker: StateMarker) -> None:
         m = marker.state

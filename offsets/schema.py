@@ -116,6 +116,15 @@ job_meta = Table(
     Column("value", Text, nullable=False),
 )
 
+run_notes = Table(
+    # why a table of a run started over (an edit of the job file). Added without a schema version bump, like
+    # job_meta: a store made before it gets the table on first use, and an older copyjob simply ignores it.
+    "run_notes", metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("note", Text, nullable=False),
+)
+
 locks = Table(
     "locks", metadata,
     Column("job", String(255), primary_key=True),

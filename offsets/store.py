@@ -27,6 +27,7 @@ from copyjob.offsets.schema import (
     job_meta,
     meta,
     metadata,
+    run_notes,
     run_tables,
     runs,
     table_state,
@@ -347,18 +348,25 @@ class SqlStateStore:
 
     def finish_run(self, run: RunRecord) -> None:
         """Write the run and all its table records in one transaction (also for a run never started here)."""
+        self._ensure_job_meta()
         with self._db.writing(f"record the end of run {run.run_id}") as conn:
             self._db.upsert(conn, runs, _run_row(run))
             conn.execute(delete(run_tables).where(run_tables.c.run_id == run.run_id))
+            conn.execute(delete(run_notes).where(run_notes.c.run_id == run.run_id))
             if run.tables:
                 conn.execute(insert(run_tables), [
                     _run_table_row(run.run_id, position, record) for position, record in enumerate(run.tables)
                 ])
+            notes = [{"run_id": run.run_id, "position": position, "note": record.note}
+                     for position, record in enumerate(run.tables) if record.note]
+            if notes:
+                conn.execute(insert(run_notes), notes)
 
     def history(self, job: str, limit: int = 20) -> list[RunRecord]:
         """The job's runs, newest first, each with its table records in the order they were reported."""
         if limit <= 0:
             return []
+        self._ensure_job_meta()
         with self._db.reading(f"read the run history of job {job!r}") as conn:
             run_rows = conn.execute(select(runs).where(runs.c.job == job)
                                     .order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
@@ -366,9 +374,13 @@ class SqlStateStore:
             ids = [row["run_id"] for row in run_rows]
             table_rows = conn.execute(select(run_tables).where(run_tables.c.run_id.in_(ids))
                                       .order_by(run_tables.c.run_id, run_tables.c.position)).mappings().all()
+            notes = {(row.run_id, row.position): row.note for row in conn.execute(
+                select(run_notes).where(run_notes.c.run_id.in_(ids)))}
         records = {row["run_id"]: _run_record(row) for row in run_rows}
         for row in table_rows:
-            records[row["run_id"]].tables.append(_table_run_record(row))
+            record = _table_run_record(row)
+            record.note = notes.get((row["run_id"], row["position"]))
+            records[row["run_id"]].tables.append(record)
         return list(records.values())
 
     def adopt_unscoped(self, job: str, scope: str) -> bool:
@@ -407,13 +419,15 @@ class SqlStateStore:
             self._db.upsert(conn, job_meta, {"job": job, "key": key, "value": value})
 
     def _ensure_job_meta(self) -> None:
-        """``job_meta`` came after schema version 1 without a bump: create it in an older store on first use."""
+        """``job_meta`` and ``run_notes`` came after schema version 1 without a bump: create them in an older
+        store on first use."""
         if self._job_meta_ready:
             return
-        with self._db.writing("create the job_meta table") as conn:
+        with self._db.writing("create the job_meta and run_notes tables") as conn:
             if self._db.dialect == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(_DDL_LOCK_KEY)))
             job_meta.create(conn, checkfirst=True)
+            run_notes.create(conn, checkfirst=True)
         self._job_meta_ready = True
 
     # ---- run lock

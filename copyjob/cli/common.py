@@ -72,6 +72,22 @@ def state_store(loaded: LoadedJob, state: str | None) -> StateStore:
     return store
 
 
+def existing_state_store(loaded: LoadedJob, state: str | None) -> StateStore | None:
+    """The store :func:`state_store` names, only when it exists already (SQLite: its file), opened without
+    adopting anything: for commands that write nothing."""
+    from copyjob.offsets import default_state_url, open_state_store
+
+    url = state or loaded.job.state
+    if url and "://" not in url and not Path(url).is_absolute():
+        url = str(loaded.base_dir / url)
+    url = url or default_state_url(loaded.path)
+    if "://" not in url or url.startswith("sqlite:"):
+        path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
+        if not Path(path).exists():
+            return None
+    return open_state_store(url)
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[threading.Event]:
     """An event set by the first SIGTERM/SIGINT (a second SIGINT interrupts at once)."""

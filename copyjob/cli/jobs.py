@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +22,7 @@ from copyjob.cli.common import (
     TablesOpt,
     VarsOpt,
     WaitOpt,
+    existing_state_store,
     guard,
     load_job_file,
     out,
@@ -31,6 +32,7 @@ from copyjob.core.errors import EXIT_SKIPPED, EXIT_TABLE_FAILED
 
 if TYPE_CHECKING:
     from copyjob.core.contracts import TableState
+    from copyjob.loader import LoadedJob
 
 
 def register(app: typer.Typer) -> None:
@@ -98,7 +100,7 @@ def _log_to_stderr(name: str) -> None:
     logger.propagate = False
 
 
-def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None,
+def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None,
              connect: Annotated[bool, typer.Option("--connect", help="Also reach both ends and check every "
                                                    "table and column.")] = False) -> None:
     """Check the job file (and with --connect, the systems it names)."""
@@ -120,9 +122,30 @@ def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None,
             open_destination(destination_url).close()
         what = "reached both ends; every table and column checked" if connect else "job file is valid"
         out.print(f"[green]ok[/]: {job_file}: {what} ({len(loaded.tables)} tables)")
+        for label, reason in _edit_resets(loaded, state):
+            out.print(f"[yellow]note[/]: {label}: the next run starts it over ({reason})", soft_wrap=True,
+                      highlight=False)
         return 0
 
     raise typer.Exit(guard(body))
+
+
+def _edit_resets(loaded: LoadedJob, state: str | None) -> list[tuple[str, str]]:
+    """The tables an edit of the job file makes start over, and why: compared with the definitions the state
+    store keeps (read only; a store that does not exist yet has nothing to compare)."""
+    from copyjob.summary import edit_resets
+
+    store = existing_state_store(loaded, state)
+    if store is None:
+        return []
+    try:
+        return list(edit_resets(store.load_all(loaded.scope), _definitions(loaded)).items())
+    finally:
+        store.close()
+
+
+def _definitions(loaded: LoadedJob) -> dict[str, dict[str, Any]]:
+    return {t.spec.target_name: t.definition() for t in loaded.tables}
 
 
 def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None,
@@ -130,7 +153,7 @@ def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, stat
     """Per-table state (last outcome, watermark, full or incremental next), next scheduled runs, triggers."""
 
     def body() -> int:
-        from copyjob.summary import dumps, print_status, schedule_rows, status_rows, trigger_rows
+        from copyjob.summary import dumps, edit_resets, print_status, schedule_rows, status_rows, trigger_rows
 
         loaded = load_job_file(job_file, env, variables)
         store = state_store(loaded, state)
@@ -138,9 +161,10 @@ def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, stat
             states: list[tuple[str, str, TableState]] = [
                 (t.spec.target_name, t.mode, store.load(loaded.scope, t.spec.target_name)) for t in loaded.tables]
             schedules = schedule_rows(store, loaded.job, loaded.scope)
+            reasons = edit_resets(store.load_all(loaded.scope), _definitions(loaded))
         finally:
             store.close()
-        rows = status_rows(states)
+        rows = status_rows(states, reasons)
         cdc = cdc_status(loaded, [s for _, mode, s in states if mode == "cdc"])
         if json_out:
             print(dumps({"job": loaded.job.job, "destination": loaded.destination_identity,

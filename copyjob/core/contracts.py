@@ -335,6 +335,9 @@ class TableRunRecord:
     watermark_after: Any = None
     null_watermark_rows: int = 0
     error: str | None = None
+    note: str | None = None
+    """Why the table started over this run when the job file's edit said so (e.g. "incremental column
+    changed: ts → seq")."""
 
 
 @dataclass

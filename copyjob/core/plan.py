@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from copyjob.core.contracts import CopyMode, FileInfo, FileSet, UpdateMethod
 from copyjob.core.schema import TableSchema
@@ -31,6 +32,11 @@ class TableJob:
     incremental_column: str | None = None
     index: int = 0
     """Its position under ``tables:`` (for messages that name the job file's line)."""
+    definition: Mapping[str, Any] = field(default_factory=dict)
+    """What decides which rows a run reads and how they land (source, incremental column, key under merge,
+    cdc or polled, update method, target, column mapping, file pattern and format), as JSON values. It is
+    committed with each marker; an edit that changes it makes the table start over (``offsets.ledger``).
+    Settings that change neither (batch sizes, parallel readers, schedules) are not in it."""
 
 
 @dataclass(frozen=True)

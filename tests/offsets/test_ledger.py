@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from copyjob.offsets import open_state_store
-from copyjob.offsets.ledger import Ledger
+from copyjob.offsets.ledger import Ledger, definition_change, moved_target
 
 from copyjob.core.contracts import StateMarker, StateStore
 from copyjob.core.schema import TableName
@@ -109,3 +109,46 @@ def test_a_store_from_before_scopes_is_taken_over_once(store: StateStore) -> Non
     assert store.load("j", "orders").watermark is None
     assert not store.adopt_unscoped("j", "j@prod")  # the second environment starts from its own markers
     assert store.load("j@prod", "orders").watermark is None
+
+
+DEFINITION = {"source": "orders", "mode": "polled", "incremental_column": "ts", "key": None,
+              "update_method": "append", "target": "orders", "columns": {}, "pattern": None, "format": None}
+
+
+def test_a_changed_definition_starts_over_with_the_change_as_the_reason(store: StateStore) -> None:
+    ledger, destination = Ledger(store, "j@a", "j"), Destination()
+    destination.commit("20260101T000000.000001-aaaaaa", mode="incremental", watermark=41, watermark_type="int",
+                       definition=DEFINITION)
+    assert ledger.reconcile("orders", destination, TABLE, definition=DEFINITION).continues  # type: ignore[arg-type]
+    edited = {**DEFINITION, "incremental_column": "seq", "columns": {"name": "label"}}
+    standing = ledger.reconcile("orders", destination, TABLE, definition=edited)  # type: ignore[arg-type]
+    assert not standing.continues and standing.redefined and standing.state.needs_full
+    assert standing.full_reason == "incremental column changed: ts → seq; column mapping changed: none → name: label"
+    assert standing.state.extra["definition"] == edited  # the copy status and validate compare with
+
+
+def test_a_marker_without_a_definition_and_fields_one_side_lacks_count_as_unchanged(store: StateStore) -> None:
+    ledger, destination = Ledger(store, "j@a", "j"), Destination()
+    destination.commit("20260101T000000.000001-aaaaaa", mode="incremental", watermark=41, watermark_type="int")
+    assert ledger.reconcile("orders", destination, TABLE, definition=DEFINITION).continues  # type: ignore[arg-type]
+    assert definition_change({"source": "orders"}, DEFINITION) is None
+    assert definition_change({**DEFINITION, "batch_rows": 1}, {**DEFINITION, "batch_rows": 2}) is None
+    assert definition_change(DEFINITION, {**DEFINITION, "key": ["id"]}) == "key changed: none → id"
+
+
+def test_a_position_kept_in_the_store_starts_over_after_an_edit(store: StateStore) -> None:
+    ledger = Ledger(store, "j@a", "j")
+    state, reason = ledger.load_defined("orders", DEFINITION)
+    assert reason is None
+    ledger.committed(state, "20260101T000000.000001-aaaaaa", watermark=41, watermark_type="int")
+    state, reason = ledger.load_defined("orders", {**DEFINITION, "target": "orders_v2"})
+    assert reason == "target table changed: orders → orders_v2" and state.needs_full
+
+
+def test_a_new_target_is_traced_to_the_table_it_replaces(store: StateStore) -> None:
+    ledger = Ledger(store, "j@a", "j")
+    state, _ = ledger.load_defined("orders", DEFINITION)
+    ledger.committed(state, "20260101T000000.000001-aaaaaa", watermark=41, watermark_type="int")
+    moved = {**DEFINITION, "target": "orders_v2"}
+    assert moved_target(ledger.load_all(), moved, {"orders_v2"}) == "target table changed: orders → orders_v2"
+    assert moved_target(ledger.load_all(), moved, {"orders", "orders_v2"}) is None  # both in the job: a new table

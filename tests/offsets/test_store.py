@@ -316,3 +316,14 @@ def test_postgres_meta_row_written_once(pg_url: str) -> None:
         open_state_store(pg_url).close()
     with open_state_store(pg_url) as store, store.engine.connect() as conn:
         assert conn.execute(meta.select()).all() == [("schema_version", str(SCHEMA_VERSION))]
+
+
+def test_run_notes_in_a_store_made_before_them(store_url: str) -> None:
+    with open_state_store(store_url) as old, old.engine.begin() as conn:  # a store from before run_notes
+        conn.execute(text("DROP TABLE IF EXISTS run_notes"))
+    with open_state_store(store_url) as store:
+        run = _run("r", minutes=0, status="ok", tables=[
+            TableRunRecord(table="a", mode="full", status="ok", note="incremental column changed: ts → seq"),
+            TableRunRecord(table="b", mode="incremental", status="ok")])
+        store.finish_run(run)
+        assert store.history("j")[0].tables == run.tables
