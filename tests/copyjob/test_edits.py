@@ -48,6 +48,15 @@ def run(job_file: Path) -> tuple[CliResult, dict[str, Any]]:
     return result, latest["tables"][0]
 
 
+def starts_over(edited: Path, reason: str, next_run: str = "full") -> dict[str, Any]:
+    """``validate`` and ``status`` announce the edit's reset, and the next run does it and says why."""
+    assert f"({reason})" in copyjob("validate", edited).stdout
+    assert status(edited)["next_run"] == f"{next_run} ({reason})"
+    result, record = run(edited)
+    assert record["note"] == reason and reason in result.stdout
+    return record
+
+
 def status(job_file: Path) -> dict[str, Any]:
     table: dict[str, Any] = json.loads(copyjob("status", job_file, "--json").stdout)["tables"][0]
     return table
@@ -145,10 +154,8 @@ def test_a_new_file_pattern_loads_the_set_again(tmp_path: Path) -> None:
     assert run(first)[1]["rows_written"] == 9
     edited = files_job("*.csv")
     reason = "file pattern changed: a*.csv → *.csv"
-    assert f"({reason})" in copyjob("validate", edited).stdout
-    assert status(edited)["next_run"] == f"full ({reason})"
-    result, record = run(edited)
-    assert record["mode"] == "full" and record["note"] == reason and reason in result.stdout
+    record = starts_over(edited, reason)
+    assert record["mode"] == "full"
     assert sqlite_rows(tmp_path / "dst.db", "SELECT COUNT(*), COUNT(DISTINCT id) FROM things") == [(15, 15)]
 
 
@@ -178,10 +185,7 @@ def test_cdc_a_new_column_mapping_snapshots_again(tmp_path: Path, shop: str, pg_
     execute(shop, "INSERT INTO orders SELECT g, 'late', 1 FROM generate_series(501, 510) g")
     edited = cdc_job(tmp_path, shop, pg_url2, {"columns": {"amount": "price"}})
     reason = "column mapping changed: none → amount: price"
-    assert f"({reason})" in copyjob("validate", edited).stdout
-    assert status(edited)["next_run"] == f"snapshot ({reason})"
-    result, record = run(edited)
-    assert record["note"] == reason and reason in result.stdout
+    starts_over(edited, reason, "snapshot")
     assert table_fingerprint(pg_url2, "orders", "id, status, price") \
         == table_fingerprint(shop, "orders", "id, status, amount")
     execute(shop, "UPDATE orders SET status = 'shipped', amount = 2 WHERE id <= 5")
@@ -227,9 +231,7 @@ def test_kafka_capture_side_starts_over_after_an_edit(tmp_path: Path, source: Pa
     add(source, range(26, 31))
     edited = kafka_job("seq")
     reason = "incremental column changed: ts → seq"
-    assert f"({reason})" in copyjob("validate", edited).stdout
-    assert status(edited)["next_run"] == f"full ({reason})"
-    result, record = run(edited)
-    assert record["mode"] == "full" and record["note"] == reason and reason in result.stdout
+    record = starts_over(edited, reason)
+    assert record["mode"] == "full"
     assert sqlite_rows(tmp_path / "dst.db", "SELECT id, ts, seq, name FROM events ORDER BY id") \
         == source_rows(source)
