@@ -73,7 +73,7 @@ def run_cdc(job_run: RunContext, plans: Sequence[TablePlan], source: Source, sin
     from copyjob.ingest import open_log_source
 
     loaded = job_run.loaded
-    every = [t.spec.target_name for t in loaded.tables if t.mode == "cdc"]
+    every = loaded.cdc_tables
     if sorted(p.state_key for p in plans) != sorted(every):
         why = "the cdc tables of a job share one change stream and run together: name all of them or none"
         return [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=why) for p in plans]

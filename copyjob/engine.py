@@ -45,7 +45,7 @@ class DirectPipeline:
         return job_run.run_direct(tables)
 
     def stream(self, job_run: RunContext, tables: list[str] | None, poll_interval_s: float) -> RunRecord:
-        names = [t.spec.target_name for t in job_run.loaded.tables if t.mode == "cdc"]
+        names = job_run.loaded.cdc_tables
         if not names:
             raise UsageError(f"{job_run.loaded.path}: copyjob stream needs tables with mode cdc")
         job_run.cdc_until_stopped = True

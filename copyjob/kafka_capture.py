@@ -81,7 +81,7 @@ class Capturer:
 
     @property
     def ledger(self) -> Ledger:
-        return Ledger(self.store, self.loaded.scope, self.loaded.job.job)
+        return self.loaded.ledger(self.store)
 
     def topic(self, plan: TablePlan) -> str:
         return topic_of(self.prefix, source_info(self.source_url, TableName.parse(plan.table.name)))

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -20,6 +21,10 @@ from copyjob.jobfile import Job, ResolvedTable, resolve_tables
 from copyjob.matrix import check as check_support
 from copyjob.variables import VariableLibrary, load_library
 from copyjob.yamlfile import PathKey, read_yaml
+
+if TYPE_CHECKING:
+    from copyjob.core.contracts import StateStore
+    from copyjob.offsets.ledger import Ledger
 
 
 @dataclass
@@ -36,16 +41,27 @@ class LoadedJob:
     def base_dir(self) -> Path:
         return self.path.parent
 
-    @property
+    @cached_property
     def destination_identity(self) -> str:
         """The destination's system and place, without credentials (:func:`copyjob.core.urls.identity`)."""
         return identity(endpoint_url(self.job.destination, self.base_dir))
 
-    @property
+    @cached_property
     def scope(self) -> str:
         """The key of this job's state in the state store: its name and its destination's identity, so that
         the same job deployed to two destinations (``--env dev``, ``--env prod``) keeps two states."""
         return state_scope(self.job.job, self.destination_identity)
+
+    @property
+    def cdc_tables(self) -> list[str]:
+        """The targets of the job's cdc tables (they share one change stream and run together)."""
+        return [t.spec.target_name for t in self.tables if t.mode == "cdc"]
+
+    def ledger(self, store: StateStore) -> Ledger:
+        """The positions of this job's tables in its destination, kept in ``store`` under the job's scope."""
+        from copyjob.offsets.ledger import Ledger
+
+        return Ledger(store, self.scope, self.job.job)
 
     @property
     def stream_name(self) -> str:

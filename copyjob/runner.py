@@ -79,7 +79,7 @@ class JobRun:
     @property
     def ledger(self) -> Ledger:
         """The positions of this job's tables in its destination (the store's rows under the job's scope)."""
-        return Ledger(self.store, self.loaded.scope, self.loaded.job.job)
+        return self.loaded.ledger(self.store)
 
     def close(self) -> None:
         if self._store is not None:

@@ -42,10 +42,6 @@ def register(app: typer.Typer) -> None:
         app.command()(command)
 
 
-def cdc_tables(loaded: LoadedJob) -> list[str]:
-    return [t.spec.target_name for t in loaded.tables if t.mode == "cdc"]
-
-
 def _postgres(loaded: LoadedJob) -> Any:
     """The job's slot/publication helper, or None when the source is not PostgreSQL."""
     from copyjob.filesets import endpoint_url
@@ -60,7 +56,7 @@ def _postgres(loaded: LoadedJob) -> Any:
 def cdc_status(loaded: LoadedJob, states: Sequence[TableState]) -> dict[str, Any] | None:
     """The job's replication slot and its lag (None when the job has no cdc tables or no slot concept).
     Never raises for an unreachable source: the problem is reported in ``error``."""
-    if not cdc_tables(loaded):
+    if not loaded.cdc_tables:
         return None
     settings = loaded.job.cdc
     info: dict[str, Any] = {"max_lag_bytes": settings.max_lag_bytes, "max_lag_seconds": settings.max_lag_seconds,
@@ -120,7 +116,7 @@ def check(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state
         loaded = load_job_file(job_file, env, variables)
         store = state_store(loaded, state)
         try:
-            states = [store.load(loaded.scope, name) for name in cdc_tables(loaded)]
+            states = [store.load(loaded.scope, name) for name in loaded.cdc_tables]
         finally:
             store.close()
         info = cdc_status(loaded, states)
@@ -142,7 +138,6 @@ def drop(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state:
     by the next run)."""
 
     def body() -> int:
-        from copyjob.offsets.ledger import Ledger
         from copyjob.runs import new_run_id
 
         loaded = load_job_file(job_file, env, variables)
@@ -167,7 +162,7 @@ def drop(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state:
             setup.close()
         store = state_store(loaded, state)
         try:
-            Ledger(store, loaded.scope, loaded.job.job).reset(cdc_tables(loaded), new_run_id())
+            loaded.ledger(store).reset(loaded.cdc_tables, new_run_id())
         finally:
             store.close()
         out.print(f"dropped {' and '.join(dropped)}" if dropped else "nothing to drop", highlight=False)

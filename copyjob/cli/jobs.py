@@ -206,14 +206,13 @@ def reset(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variabl
     """Make the next run of these tables (all when none named) a full copy."""
 
     def body() -> int:
-        from copyjob.offsets.ledger import Ledger
         from copyjob.runs import new_run_id, select_tables
 
         loaded = load_job_file(job_file, env, variables)
         chosen = select_tables(loaded, table or None)
         store = state_store(loaded, state)
         try:
-            Ledger(store, loaded.scope, loaded.job.job).reset([t.spec.target_name for t in chosen], new_run_id())
+            loaded.ledger(store).reset([t.spec.target_name for t in chosen], new_run_id())
         finally:
             store.close()
         names = ", ".join(t.spec.target_name for t in chosen)
