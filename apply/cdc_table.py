@@ -28,6 +28,12 @@ ProgressCallback = Callable[[int], None]
 """Adds rows written to the table's progress."""
 
 
+def logged_columns(schema: TableSchema) -> tuple[str, ...]:
+    """The columns whose values a change log carries: all but stored generated ones (pgoutput leaves them out;
+    a destination that computes them is the only way they stay right)."""
+    return tuple(c.name for c in schema.columns if not c.generated)
+
+
 @dataclass(eq=False)
 class CdcTable:
     plan: TablePlan
@@ -53,7 +59,7 @@ class CdcTable:
         """Count a finished snapshot load and note where it leaves the table (the snapshot's position)."""
         self.rows_read += read
         self.rows_written += written
-        self.source_columns = tuple(self.plan.source_schema.column_names)
+        self.source_columns = logged_columns(self.plan.source_schema)
         if position is not None:
             self.committed = position
 

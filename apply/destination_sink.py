@@ -4,6 +4,10 @@ A table's position lives in its destination marker (``_copyjob_state``), committ
 ``{"mode": "cdc", "snapshot": "completed", "position": …}``. A snapshot whose position the source only names
 after the read (``snapshot: "pending"``) becomes complete with a marker-only commit; a crash in between makes
 the next run snapshot the table again. The state store gets a copy for ``copyjob status`` (the marker wins).
+
+When the destination goes away (a retriable error), the orchestrator tries the batch again; before that
+attempt the sink opens a new connection and takes the table's position from its marker: a commit whose answer
+was lost is then not applied a second time.
 """
 
 from __future__ import annotations
@@ -15,15 +19,24 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from copyjob.apply.cdc_table import CdcSink, CdcTable, Order, Position, ProgressCallback, split_key_changes
+from copyjob.apply.cdc_table import (
+    CdcSink,
+    CdcTable,
+    Order,
+    Position,
+    ProgressCallback,
+    logged_columns,
+    split_key_changes,
+)
 from copyjob.apply.changes import APPEND_COLUMNS, apply_changes
-from copyjob.apply.target import prepare_target
+from copyjob.apply.target import check_computed, prepare_target
 from copyjob.apply.writer import write_batches
 from copyjob.offsets.ledger import DEFINITION_KEY, Ledger
 from copyjob.snapshot import read_table
 
 from copyjob.core.changes import ChangeBatch
 from copyjob.core.contracts import Destination, Source, StateMarker, UpdateMethod
+from copyjob.core.errors import DataError, is_retriable
 from copyjob.core.plan import TablePlan
 from copyjob.core.schema import TableSchema
 
@@ -49,6 +62,8 @@ class DestinationSink:
         self.open_destination = open_destination
         self._batch_rows = batch_rows
         self.batch_rows = min(batch_rows, destination.capabilities.preferred_batch_rows)
+        self._broken = False
+        """The last attempt failed with a retriable error: reconnect before the next."""
 
     def reconcile(self, ledger: Ledger, plan: TablePlan) -> CdcTable:
         return reconcile(ledger, self.destination, plan)
@@ -63,8 +78,31 @@ class DestinationSink:
         complete_snapshot(t, self.destination, position, job=self.job, run_id=run_id)
 
     def apply(self, t: CdcTable, batch: ChangeBatch, *, at_or_before: Order, run_id: str) -> None:
-        apply_batch(t, self.destination, batch, at_or_before=at_or_before, job=self.job, run_id=run_id,
-                    create=self.create)
+        if self._broken:
+            self._reconnect(t, at_or_before)
+        try:
+            apply_batch(t, self.destination, batch, at_or_before=at_or_before, job=self.job, run_id=run_id,
+                        create=self.create)
+        except Exception as exc:
+            self._broken = is_retriable(exc)
+            raise
+
+    def _reconnect(self, t: CdcTable, at_or_before: Order) -> None:
+        """A new connection, and the table's position from its marker (the last commit may have landed)."""
+        try:
+            self.destination.close()
+        except Exception as exc:  # it is broken: nothing to release
+            log.debug("closing the broken destination connection: %s", exc)
+        self.destination = self.open_destination()
+        marker = self.destination.read_marker(self.job, t.key)
+        position = marker.state.get("position") if marker is not None else None
+        if position is not None and (t.committed is None or not at_or_before(position, t.committed)):
+            log.info("%s: the destination holds the changes up to %s", t.plan.label, position)
+            t.committed = position
+        self._broken = False
+
+    def close(self) -> None:
+        self.destination.close()
 
     def commit(self) -> None:
         pass
@@ -98,7 +136,7 @@ def reconcile(ledger: Ledger, destination: Destination, plan: TablePlan) -> CdcT
     found = standing.found
     had = bool(state.extra.get("cdc_position")) or (found is not None and found.state.get("mode") == "cdc")
     return CdcTable(plan=plan, state=state, committed=committed, resnapshot=committed is None and had,
-                    before=committed, source_columns=tuple(plan.source_schema.column_names),
+                    before=committed, source_columns=logged_columns(plan.source_schema),
                     redefined=standing.full_reason if standing.redefined else None)
 
 
@@ -112,7 +150,9 @@ def write_snapshot(t: CdcTable, destination: Destination, source: Source, positi
     marker. A table created now is loaded without its key (added at the end); under merge an existing table
     is upserted, or replaced when ``t.resnapshot``; under append rows get op ``r``."""
     wanted = _with_change_columns(t.target()) if t.append else t.target()
-    prepared = prepare_target(destination, wanted, create=create, defer_key=True)
+    prepared = prepare_target(destination, _indexed(wanted, t.plan.key) if t.append else wanted, create=create,
+                              defer_key=True, append=t.append)
+    check_computed(prepared)
     deferred = wanted.primary_key if prepared.created else ()
     truncate = not prepared.created and ((t.resnapshot and not t.append) or t.plan.table.truncate_before_full_load
                                          or t.redefined is not None)
@@ -150,6 +190,11 @@ def _with_change_columns(schema: TableSchema) -> TableSchema:
     return TableSchema(schema.table, (*schema.columns, *APPEND_COLUMNS), ())
 
 
+def _indexed(appended: TableSchema, key: tuple[str, ...]) -> TableSchema:
+    """The append table to create: its key columns get an ordinary index (prepare_target's ``append``)."""
+    return replace(appended, primary_key=key)
+
+
 def _change_columns(batch: pa.RecordBatch, position: Position | None) -> pa.RecordBatch:
     import pyarrow as pa
 
@@ -172,7 +217,6 @@ def apply_batch(t: CdcTable, destination: Destination, batch: ChangeBatch, *, at
     if committed is not None and batch.events and at_or_before(batch.events[0].position, committed):
         events = [e for e in batch.events if not at_or_before(e.position, committed)]
     fresh = list(events)
-    t.rows_read += len(fresh)
     if not fresh:
         return
     if not t.append:
@@ -180,12 +224,54 @@ def apply_batch(t: CdcTable, destination: Destination, batch: ChangeBatch, *, at
     names = tuple(batch.schema.column_names)
     target = t.target(batch.schema)
     if names != t.source_columns:  # columns added at the source: add them (dropped ones stay, NULL from now)
-        prepare_target(destination, _with_change_columns(target) if t.append else target, create=create,
-                       defer_key=False)
+        prepare_target(destination, _indexed(_with_change_columns(target), t.plan.key) if t.append else target,
+                       create=create, defer_key=False, append=t.append)
         log.info("%s: the source columns changed to %s", t.plan.label, ", ".join(names))
         t.source_columns = names
     marker = StateMarker(job=job, table=t.key, run_id=run_id, state=marker_state(t, batch.position))
-    result = apply_changes(destination, target, replace(batch, events=fresh), method=t.plan.table.update_method,
-                           key=t.plan.key, rename=t.plan.table.columns, marker=lambda: marker)
+    try:
+        result = apply_changes(destination, target, replace(batch, events=fresh),
+                               method=t.plan.table.update_method, key=t.plan.key, rename=t.plan.table.columns,
+                               marker=lambda: marker)
+    except DataError as exc:
+        raise DataError(f"{_culprit(t, destination, target, replace(batch, events=fresh))}: {exc}") from exc
+    t.rows_read += len(fresh)
     t.rows_written += result.upserted + result.deleted + result.appended
     t.committed = batch.position
+
+
+CULPRIT_TRIES = 200
+"""At most this many changes of a refused batch are tried one by one to name the one refused."""
+
+
+class _DryRun(Exception):
+    """Raised instead of the marker: the change's transaction is rolled back (see :func:`_culprit`)."""
+
+
+def _culprit(t: CdcTable, destination: Destination, target: TableSchema, batch: ChangeBatch) -> str:
+    """The change of ``batch`` the destination refuses, as ``the change to row id=7 at <position>``: each is
+    written alone in a transaction that is rolled back; the first that fails is named (else every key)."""
+    key = tuple(t.plan.table.key or t.plan.source_schema.primary_key)
+
+    def refuse(_: Any = None) -> StateMarker:
+        raise _DryRun
+
+    for event in batch.events[:CULPRIT_TRIES]:
+        try:
+            apply_changes(destination, target, replace(batch, events=[event]), method=t.plan.table.update_method,
+                          key=t.plan.key, rename=t.plan.table.columns, marker=refuse)
+        except _DryRun:
+            continue
+        except DataError:
+            return f"the change ({event.op}) to row {_row(event, key)} at {json.dumps(dict(event.position))}"
+    rows = ", ".join(_row(e, key) for e in batch.events[:20])
+    more = f" and {len(batch.events) - 20} more" if len(batch.events) > 20 else ""
+    return f"one of the changes to rows {rows}{more}"
+
+
+def _row(event: Any, key: tuple[str, ...]) -> str:
+    image = event.after if event.after is not None else event.before
+    if image is None:
+        return "(all: truncate)"
+    names = key or tuple(image)
+    return " ".join(f"{k}={image.get(k)!r}" for k in names)

@@ -424,8 +424,11 @@ class Applier:
     def _prepare(self, target: TableSchema, method: str) -> None:
         if target in self._prepared:
             return
-        wanted = target if method != "append" else TableSchema(target.table, (*target.columns, *APPEND_COLUMNS))
-        prepare_target(self.destination, wanted, create=self.create_tables, defer_key=False)
+        # an append table keeps every change of a key: an ordinary index on the key, no primary key
+        wanted = target if method != "append" else TableSchema(target.table, (*target.columns, *APPEND_COLUMNS),
+                                                               target.primary_key)
+        prepare_target(self.destination, wanted, create=self.create_tables, defer_key=False,
+                       append=method == "append")
         self._prepared.add(target)
 
     def _marker_only(self, table: ApplyTable, marker: StateMarker) -> None:

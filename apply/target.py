@@ -20,15 +20,21 @@ class PreparedTarget:
 
 
 def prepare_target(destination: Destination, wanted: TableSchema, *, create: bool,
-                   defer_key: bool) -> PreparedTarget:
+                   defer_key: bool, append: bool = False) -> PreparedTarget:
     """Create ``wanted.table`` when missing (without its key when ``defer_key``: the load adds it at the
-    end) or add the columns it lacks."""
+    end) or add the columns it lacks.
+
+    ``append``: the table keeps every row it is given, several of one key among them, so it gets no primary
+    key but an ordinary index on the key columns (``defer_key`` does not apply)."""
     existing = destination.reflect(wanted.table)
     if existing is None:
         if not create:
             raise ConfigurationError(
                 f"destination table {wanted.table} does not exist and create_tables is false")
-        destination.create_table(wanted, primary_key=not defer_key)
+        if append:
+            destination.create_table(wanted, primary_key=False, key_index=True)
+        else:
+            destination.create_table(wanted, primary_key=not defer_key)
         return PreparedTarget(schema=wanted, created=True, existing=destination.reflect(wanted.table))
     have = {c.name.lower() for c in existing.columns}
     missing = [c for c in wanted.columns if c.name.lower() not in have]
@@ -37,3 +43,16 @@ def prepare_target(destination: Destination, wanted: TableSchema, *, create: boo
         existing = destination.reflect(wanted.table) or existing
     return PreparedTarget(schema=wanted, created=False, added_columns=tuple(c.name for c in missing),
                           existing=existing)
+
+
+def check_computed(prepared: PreparedTarget) -> None:
+    """For change capture: a column generated at the source never comes with a change (pgoutput leaves it out),
+    so the destination must compute it; a destination table where it is a plain column would get NULL."""
+    computed = {c.name for c in prepared.existing.columns if c.generated} if prepared.existing else set()
+    plain = [c.name for c in prepared.schema.columns if c.generated and c.name not in computed]
+    if plain:
+        raise ConfigurationError(
+            f"{prepared.schema.table}: column(s) {', '.join(plain)} are generated at the source but plain columns "
+            "in the destination table, and the change stream does not carry them (rows changed later would get "
+            "NULL): drop the destination table so that copyjob creates them generated, or make them GENERATED "
+            "ALWAYS AS (…) STORED there")

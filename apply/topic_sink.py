@@ -21,9 +21,10 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from copyjob.apply.cdc_table import CdcTable, Order, Position, ProgressCallback, split_key_changes
+from copyjob.apply.cdc_table import CdcTable, Order, Position, ProgressCallback, logged_columns, split_key_changes
 from copyjob.connectors.kafka import source_info, topic_of
 from copyjob.connectors.kafka.codec import UNCHANGED_HEADER, Encoder, SourceInfo
+from copyjob.connectors.kafka.sizes import MessageTooLarge, too_large
 from copyjob.offsets.ledger import Ledger
 from copyjob.snapshot import read_table
 
@@ -72,7 +73,7 @@ class KafkaSink:
         committed: Position | None = saved if saved and not state.needs_full else None
         self._topic(plan)
         return CdcTable(plan=plan, state=state, committed=committed, resnapshot=committed is None and bool(saved),
-                        before=committed, source_columns=tuple(plan.source_schema.column_names),
+                        before=committed, source_columns=logged_columns(plan.source_schema),
                         redefined=redefined)
 
     def write_snapshot(self, t: CdcTable, source: Source, position: Position | None, *, run_id: str,
@@ -85,7 +86,10 @@ class KafkaSink:
             if stop():
                 raise InterruptedError(f"{t.plan.label}: snapshot stopped")
             keys, values = encoder.encode_batch(batch, "r", info, dict(position or {}))
-            self.publisher.publish_many(topic, keys, values, encoder.headers)
+            try:
+                self.publisher.publish_many(topic, keys, values, encoder.headers)
+            except MessageTooLarge as exc:
+                raise too_large(exc, t.plan.label, batch, key) from exc
             published += len(values)
             progress(batch.num_rows)
         self.publisher.flush()

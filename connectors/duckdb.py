@@ -26,6 +26,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from copyjob.connectors._append import duplicate_key_error, key_index_sql
 from copyjob.connectors._keys import (
     check_delete_batch,
     last_per_key,
@@ -50,6 +51,7 @@ from copyjob.core.errors import (
     DataError,
     TableNotFound,
 )
+from copyjob.core.private import make_private_folder, restrict_created_file
 from copyjob.core.schema import Column, LogicalType, TableName, TableSchema, arrow_type
 from copyjob.core.urls import ConnectionUrl
 
@@ -104,7 +106,7 @@ def _database_path(url: ConnectionUrl, *, create: bool) -> Path:
         return path
     path = path.resolve()
     if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(path.parent)
     elif not path.is_file():
         raise ConnectionFailed(f"DuckDB database file not found: {path}", retriable=False)
     return path
@@ -227,6 +229,11 @@ class DuckdbSource:
             raise TableNotFound(f"table {table} not found in DuckDB database {self._path}")
         return schema
 
+    def table_names(self) -> list[TableName]:
+        rows = self._cur.execute("SELECT table_schema, table_name FROM information_schema.tables "
+                                 "WHERE table_schema NOT IN ('information_schema', 'pg_catalog')").fetchall()
+        return [TableName(str(name), None if schema == "main" else str(schema)) for schema, name in rows]
+
     def read(self, schema: TableSchema, filters: Sequence[RowFilter] = (),
              batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
         exprs = ", ".join(f"CAST({quote_double(c.name)} AS {_read_type(c.type)}) AS {quote_double(c.name)}"
@@ -313,16 +320,21 @@ class DuckdbDestination:
 
     def __init__(self, url: ConnectionUrl) -> None:
         self._path = _database_path(url, create=True)
+        new = str(self._path) != ":memory:" and not self._path.exists()
         self._cur = _SharedDatabase.acquire(self._path)
+        if new:  # DuckDB made it with the default mode; its data is private (copyjob.core.private)
+            restrict_created_file(self._path)
         self._closed = False
 
     def reflect(self, table: TableName) -> TableSchema | None:
         return _reflect(self._cur, table)
 
-    def create_table(self, schema: TableSchema, *, primary_key: bool = True) -> None:
+    def create_table(self, schema: TableSchema, *, primary_key: bool = True, key_index: bool = False) -> None:
         target = _table(schema.table)
         self._run(f"CREATE SCHEMA IF NOT EXISTS {quote_double(target.schema or DEFAULT_SCHEMA)}", target)
         self._run(create_table_sql(schema, schema.primary_key if primary_key else ()), target)
+        if key_index and not primary_key and schema.primary_key:
+            self._run(key_index_sql(target, schema.primary_key, quote_double), target)
 
     def add_columns(self, table: TableName, columns: Sequence[Column]) -> None:
         # added columns are nullable: the rows already there have no value for them
@@ -374,6 +386,7 @@ class DuckdbLoadSession:
     def __init__(self, cur: duckdb.DuckDBPyConnection, schema: TableSchema, method: UpdateMethod,
                  key: Sequence[str], truncate: bool, deferred_key: Sequence[str]) -> None:
         self._cur, self._schema, self._key, self._deferred_key = cur, schema, tuple(key), tuple(deferred_key)
+        self._append = method == "append"
         self._table = qualified(_table(schema.table), quote_double)
         self._columns = ", ".join(quote_double(c.name) for c in schema.columns)
         self._arrow_schema = pa.schema([_write_field(f) for f in schema.arrow_schema()])
@@ -403,6 +416,10 @@ class DuckdbLoadSession:
         try:
             self._cur.register(self._view, batch)
             self._cur.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {quote_double(self._view)}")
+        except duckdb.ConstraintException as exc:
+            if self._append and "Duplicate key" in str(exc):
+                raise duplicate_key_error(self._schema.table, f"DuckDB: {exc}") from exc
+            raise _translate(exc, str(self._schema.table)) from exc
         except duckdb.Error as exc:
             raise _translate(exc, str(self._schema.table)) from exc
         finally:

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pymysql
 import pymysql.cursors
+from copyjob.connectors._append import duplicate_key_error, key_index_name
 from copyjob.connectors._arrow import rows_to_batch
 from copyjob.connectors._keys import check_delete_batch, last_per_key, match_key, update_targets, without_null_keys
 from copyjob.connectors._sql import STATE_TABLE, quote_backtick, render_filters
@@ -31,6 +32,7 @@ from pymysql.connections import Connection
 from pymysql.constants import FIELD_TYPE
 from pymysql.converters import conversions, convert_date, convert_datetime
 
+from copyjob.core import temporal
 from copyjob.core.contracts import (
     DestinationCapabilities,
     LoadSession,
@@ -50,6 +52,7 @@ from copyjob.core.errors import (
 )
 from copyjob.core.schema import Column, LogicalType, TableName, TableSchema, arrow_type
 from copyjob.core.urls import ConnectionUrl, redact
+from copyjob.core.values import json_float
 
 __all__ = ["MysqlDestination", "MysqlLoadSession", "MysqlSource", "connection_settings", "value_converter"]
 
@@ -60,9 +63,10 @@ _INIT_COMMAND = f"SET time_zone = '+00:00', sql_mode = '{_SQL_MODE}'"
 _PARAM = "\x00?\x00"  # placeholder that no identifier can contain (MySQL forbids NUL in names)
 
 _AUTH_CODES = {1044, 1045, 1698}
-_CONNECTION_CODES = {1040, 1129, 1927, 2002, 2003, 2005, 2006, 2013, 2055}
+_CONNECTION_CODES = {1040, 1053, 1077, 1079, 1129, 1927, 2002, 2003, 2005, 2006, 2013, 2055}  # 1053: shutting down
 _RETRY_CODES = {1205, 1213}  # lock wait timeout, deadlock
 _MISSING_CODES = {1049, 1146}
+_DUPLICATE_KEY = 1062
 _DATA_CODES = {1048, 1062, 1153, 1264, 1265, 1292, 1364, 1366, 1367, 1406, 1411, 1416, 1451, 1452, 1690,
                3140, 3819, 4025}
 
@@ -340,6 +344,12 @@ class MysqlSource:
             raise TableNotFound(f"table {table} does not exist at {self._url.redacted}")
         return schema
 
+    def table_names(self) -> list[TableName]:
+        with translated_errors(self._url), self._conn.cursor() as cur:
+            cur.execute("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA NOT IN "
+                        "('mysql', 'information_schema', 'performance_schema', 'sys')")
+            return [TableName(str(name), str(schema)) for schema, name in cur.fetchall()]
+
     def read(self, schema: TableSchema, filters: Sequence[RowFilter] = (),
              batch_rows: int = 50_000) -> Generator[pa.RecordBatch, None, None]:
         table = self._resolve(schema.table)
@@ -514,10 +524,22 @@ def _literals(array: pa.Array, column: Column) -> pa.Array:
     if kind == "timestamptz":
         array = array.cast(pa.timestamp("us"))  # same instant, naive UTC wall time
     if kind in ("float32", "float64") and pc.any(pc.invert(pc.is_finite(array))).as_py():
-        raise ValueError(f"column {column.name!r} holds NaN or Infinity, which MySQL cannot store")
-    if kind == "binary":
+        row = pc.index(pc.invert(pc.is_finite(array)), True).as_py()
+        raise ValueError(f"column {column.name!r} holds {json_float(array[row].as_py())} (row {row + 1} of the batch), "
+                         f"which MySQL cannot store")
+    special = temporal.beyond_python(array) if kind in ("date", "timestamp", "timestamptz") else None
+    if special is not None:
+        row = pc.index(special, True).as_py()
+        value = temporal.pg_text(temporal.kind_of(array), temporal.integers(array)[row] or 0)
+        raise ValueError(f"column {column.name!r} holds {value} (row {row + 1} of the batch), which MySQL "
+                         f"cannot store (DATE and DATETIME hold the years 1000 to 9999, and no infinity)")
+    if kind == "time":  # MySQL's TIME holds 24:00:00 (PostgreSQL's spelling is MySQL's)
+        text = _escape_text(temporal.as_pg_text(array))
+    elif kind == "binary":
         text = pa.array([None if b is None else f"X'{b.hex()}'" for b in array.to_pylist()], pa.string())
-    elif kind in ("int16", "int32", "int64", "float32", "float64", "bool"):
+    elif kind == "float32":  # the float's exact value: its shortest float32 text can exceed MySQL's FLOAT max
+        text = array.cast(pa.float64()).cast(pa.string())
+    elif kind in ("int16", "int32", "int64", "float64", "bool"):
         text = array.cast(pa.string())
     else:
         text = _escape_text(array.cast(pa.string()))
@@ -549,12 +571,14 @@ class MysqlDestination:
         with translated_errors(self._url, table):
             return _reflect(self._conn, table)
 
-    def create_table(self, schema: TableSchema, *, primary_key: bool = True) -> None:
+    def create_table(self, schema: TableSchema, *, primary_key: bool = True, key_index: bool = False) -> None:
         table = _resolve(self._url, schema.table)
         # key columns get key-able types even when the key itself is added later (deferred_key)
         lines = _columns_ddl(schema.columns, schema.primary_key)
         if primary_key and schema.primary_key:
             lines.append(f"PRIMARY KEY ({', '.join(_q(k) for k in schema.primary_key)})")
+        elif key_index and schema.primary_key:
+            lines.append(f"KEY {_q(key_index_name(table))} ({', '.join(_q(k) for k in schema.primary_key)})")
         body = ",\n  ".join(lines)
         with translated_errors(self._url, table), self._conn.cursor() as cur:
             if schema.table.schema:
@@ -712,6 +736,8 @@ class MysqlLoadSession:
                 cur.execute(prefix + ",".join(texts[start:end]))
         except pymysql.err.MySQLError as exc:
             code, text = _code_and_text(exc)
+            if code == _DUPLICATE_KEY and self._method == "append":
+                raise duplicate_key_error(self._table, f"MySQL: {text}", self._key) from exc
             found = _ROW_IN_MESSAGE.search(text)
             if code in _DATA_CODES and found:
                 row = start + int(found.group(1)) - 1

@@ -48,6 +48,7 @@ from copyjob.connectors._load_checks import check_load_key
 
 from copyjob.core.contracts import DestinationCapabilities, StateMarker, UpdateMethod
 from copyjob.core.errors import ConfigurationError, ConnectionFailed, DataError, TableNotFound
+from copyjob.core.private import create_private_file, make_private_folder
 from copyjob.core.schema import Column, TableName, TableSchema, logical_from_arrow, parse_logical
 from copyjob.core.urls import ConnectionUrl
 
@@ -64,6 +65,7 @@ DEFAULT_COMPRESSION = "zstd"
 def _write_atomically(path: Path, text: str) -> None:
     """Write to a dotted temporary file beside ``path`` and rename it over ``path``."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    create_private_file(tmp)  # 0600 from the start: it may name values (keys, markers)
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -143,6 +145,7 @@ class _RollingWriter:
         self.close()
         path = self._folder / f"{TEMP_PREFIX}{self._load_id}-{len(self.files):05d}.parquet.tmp"
         self.files.append(path)
+        create_private_file(path)
         self._writer = pq.ParquetWriter(path, self._schema, compression=self._compression)
         self._rows_in_file = 0
 
@@ -165,7 +168,7 @@ class ParquetDestination:
             raise ConfigurationError(f"rows_per_file must be positive in {url}")
         self.compression = url.query.get("compression", DEFAULT_COMPRESSION)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_private_folder(self.root)
         except OSError as exc:
             raise ConnectionFailed(f"cannot create the Parquet folder {self.root}: {exc}") from exc
 
@@ -183,9 +186,9 @@ class ParquetDestination:
         files = data_files(folder)
         return _schema_from_files(table, files) if files else None
 
-    def create_table(self, schema: TableSchema, *, primary_key: bool = True) -> None:
+    def create_table(self, schema: TableSchema, *, primary_key: bool = True, key_index: bool = False) -> None:
         folder = self.folder(schema.table)
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_folder(folder)
         self.save_schema(schema if primary_key else replace(schema, primary_key=()))
 
     def add_columns(self, table: TableName, columns: Sequence[Column]) -> None:
@@ -217,7 +220,7 @@ class ParquetDestination:
 
     def write_marker(self, marker: StateMarker) -> None:
         path = self.marker_path(marker.job, marker.table)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(path.parent)
         doc = {"job": marker.job, "table": marker.table, "run_id": marker.run_id, "state": marker.state,
                "committed_at": dt.datetime.now(dt.UTC).isoformat()}
         _write_atomically(path, json.dumps(doc, indent=2))

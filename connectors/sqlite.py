@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import math
 import re
 import sqlite3
 import uuid
@@ -28,11 +29,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.types as pt
+from copyjob.connectors._append import duplicate_key_error, key_index_sql
 from copyjob.connectors._arrow import rows_to_batch
 from copyjob.connectors._keys import check_delete_batch, last_per_key, match_key, update_targets
 from copyjob.connectors._load_checks import check_load_key
 from copyjob.connectors._sql import STATE_TABLE, quote_double, render_filters
 
+from copyjob.core import temporal
 from copyjob.core.contracts import (
     DestinationCapabilities,
     RowFilter,
@@ -47,6 +51,7 @@ from copyjob.core.errors import (
     DataError,
     TableNotFound,
 )
+from copyjob.core.private import create_private_file, make_private_folder
 from copyjob.core.schema import Column, LogicalType, TableName, TableSchema, arrow_type
 from copyjob.core.urls import ConnectionUrl
 
@@ -169,6 +174,18 @@ def _to_text(v: Any) -> str:
     return repr(v) if isinstance(v, float) else str(v)
 
 
+_SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _to_float(v: Any) -> float:
+    """A stored REAL, or the TEXT ``NaN`` that :func:`stored_column` writes for NaN (SQLite stores a NaN REAL
+    as NULL)."""
+    if type(v) is str:
+        special = _SPECIAL_FLOATS.get(v)
+        return special if special is not None else float(v)
+    return float(v)
+
+
 def _to_uuid(v: Any) -> str:
     if isinstance(v, bytes) and len(v) == 16:
         return str(uuid.UUID(bytes=v))
@@ -221,6 +238,7 @@ def reader_for(t: LogicalType) -> Converter | None:
     return {
         "string": _to_text, "json": _to_text, "uuid": _to_uuid, "bool": _to_bool, "binary": _to_bytes,
         "date": _to_date, "time": _to_time, "timestamp": _to_datetime, "timestamptz": _to_datetime,
+        "float32": _to_float, "float64": _to_float,
     }.get(t.kind)
 
 
@@ -237,11 +255,19 @@ def _python_value(raw: Any, t: LogicalType) -> Any:
 
 def stored_column(values: pa.Array, t: LogicalType) -> list[Any]:
     """An Arrow column as the Python values we bind for ``t`` (vectorised text formatting)."""
-    if t.kind in ("decimal", "date", "time", "timestamp"):
-        values = values.cast(pa.string())  # timestamp(us) → 'YYYY-MM-DD HH:MM:SS.ffffff'
+    if t.kind == "decimal":
+        values = values.cast(pa.string())
+    elif t.kind in ("date", "time", "timestamp"):
+        # timestamp(us) → 'YYYY-MM-DD HH:MM:SS.ffffff'; infinity, BC, 24:00 as PostgreSQL spells them
+        values = temporal.as_pg_text(values)
     elif t.kind == "timestamptz":
-        utc_text = values.cast(pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us")).cast(pa.string())
-        values = pc.binary_join_element_wise(utc_text, "+00:00", "")
+        utc = values.cast(pa.timestamp("us", tz="UTC"))
+        utc_text = pc.binary_join_element_wise(utc.cast(pa.timestamp("us")).cast(pa.string()), "+00:00", "")
+        special = temporal.beyond_python(utc)
+        values = utc_text if special is None else pc.if_else(special, temporal.as_pg_text(utc), utc_text)
+    elif t.kind in ("float32", "float64") and pt.is_floating(values.type) and pc.any(pc.is_nan(values)).as_py():
+        # SQLite stores a NaN REAL as NULL: keep it as the TEXT 'NaN', which REAL affinity leaves as text
+        return ["NaN" if v is not None and math.isnan(v) else v for v in values.to_pylist()]
     return list(values.to_pylist())
 
 
@@ -333,14 +359,20 @@ class SqliteSource:
             raise TableNotFound(f"table {table} not found in SQLite database {self._url.path}")
         return schema
 
+    def table_names(self) -> list[TableName]:
+        rows = self._con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                                 "AND name NOT LIKE 'sqlite%'").fetchall()
+        return [TableName(str(name)) for (name,) in rows]
+
     def read(self, schema: TableSchema, filters: Sequence[RowFilter] = (),
              batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
         columns = ", ".join(quote_double(c.name) for c in schema.columns)
         where, params = _where(filters, self._types(schema, filters))
         converters = [reader_for(c.type) for c in schema.columns]
-        # text columns almost always hold text: try Arrow's own conversion first, convert per value on failure
-        fast = [None if c.type.kind in ("string", "json") else conv for c, conv in zip(schema.columns, converters,
-                                                                                       strict=True)]
+        # text and float columns almost always hold text and floats: try Arrow's own conversion first, convert
+        # per value on failure (a float column holds the TEXT 'NaN' for NaN)
+        fast = [None if c.type.kind in ("string", "json", "float32", "float64") else conv
+                for c, conv in zip(schema.columns, converters, strict=True)]
         cur = self._execute(f"SELECT {columns} FROM {_table_sql(schema.table)}{where}", params, schema.table)
         try:
             while rows := cur.fetchmany(batch_rows):
@@ -428,7 +460,8 @@ class SqliteDestination:
     def __init__(self, url: ConnectionUrl) -> None:
         self._path = url.path or Path(":memory:")
         if str(self._path) != ":memory:":
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_folder(self._path.parent)
+            create_private_file(self._path)  # 0600; SQLite gives its -wal, -shm and -journal files its mode
         try:
             self._con = _connect(str(self._path))
         except sqlite3.Error as exc:
@@ -437,8 +470,10 @@ class SqliteDestination:
     def reflect(self, table: TableName) -> TableSchema | None:
         return reflect_table(self._con, table)
 
-    def create_table(self, schema: TableSchema, *, primary_key: bool = True) -> None:
+    def create_table(self, schema: TableSchema, *, primary_key: bool = True, key_index: bool = False) -> None:
         self._run(create_table_sql(schema, schema.primary_key if primary_key else ()), schema.table)
+        if key_index and not primary_key and schema.primary_key:  # SQLite names no schema after ON
+            self._run(key_index_sql(TableName(schema.table.name), schema.primary_key, quote_double), schema.table)
 
     def add_columns(self, table: TableName, columns: Sequence[Column]) -> None:
         # SQLite cannot add a NOT NULL column without a default: added columns are nullable (old rows lack them)
@@ -485,6 +520,7 @@ class SqliteLoadSession:
     def __init__(self, con: sqlite3.Connection, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
                  truncate: bool, deferred_key: Sequence[str]) -> None:
         self._con, self._schema, self._key, self._deferred_key = con, schema, tuple(key), tuple(deferred_key)
+        self._append = method == "append"
         self._table = _table_sql(schema.table)
         self._arrow_schema = schema.arrow_schema()
         self._columns = ", ".join(quote_double(c.name) for c in schema.columns)
@@ -513,6 +549,10 @@ class SqliteLoadSession:
         columns = [stored_column(batch.column(i), c.type) for i, c in enumerate(self._schema.columns)]
         try:
             self._con.executemany(self._insert, zip(*columns, strict=True))
+        except sqlite3.IntegrityError as exc:
+            if self._append and "UNIQUE constraint failed" in str(exc):
+                raise duplicate_key_error(self._schema.table, f"SQLite: {exc}") from exc
+            raise _translate(exc, str(self._schema.table)) from exc
         except sqlite3.Error as exc:
             raise _translate(exc, str(self._schema.table)) from exc
         return int(batch.num_rows)

@@ -16,10 +16,30 @@ change stream and run together. Steps:
    commits the chunk;
 5. only after the chunk committed, ``ack`` the chunk's position to the capture (steps 4–6 of a chunk go through
    :class:`copyjob.core.checkpoint.Checkpoint`, the one commit order) (PostgreSQL then confirms the
-   flushed LSN). Acks stop while a background snapshot runs (afterwards the capture is reopened from the
-   source's confirmed position, now with the new tables) and after a table failed;
+   flushed LSN), but never past the position of a table that failed (below). Acks stop while a background
+   snapshot runs (afterwards the capture is reopened from the source's confirmed position, now with the new
+   tables);
 6. save the tables' state in the state store (at most every few seconds, and at the end; with a sink whose
    positions live in the state store, after every commit and before the ack).
+
+Outages. A retriable error of the capture (the source went away: a lost replication connection, a server
+shutting down or starting up) closes it, and it is opened again (:func:`copyjob.core.retry.retrying` with an
+:class:`~copyjob.core.retry.Outage`: 2, 4, … at most 10 s apart, one log line per attempt) from the source's
+acknowledged position, which is never past a table's durable position: the changes handed out but not yet
+acknowledged come again and each table skips what its position says it holds (nothing lost, nothing twice).
+A retriable error of the sink (the destination went away) tries the same batch again the same way; the
+destination sink reconnects and reads the table's marker first, so a commit whose answer was lost is not
+applied twice. While it waits every table's state says ``waiting`` (for what, since when, the last error:
+``copyjob status``); past ``copy.max_outage`` (default: forever for ``stream``, 5 minutes for ``run``) the
+tables fail with an error that names the setting.
+
+A failing table fails alone. A change a table cannot apply (a terminal error, e.g. a value its destination
+column refuses) fails that table, with its own error; the other tables go on. Its position stays at its last
+durable change, and the acknowledgements to the source stop there (the earliest such position of the failed
+tables), so the source keeps its failed change and everything after. The next ``run``/``stream`` reads from
+there: the failed table applies from its own position (no new snapshot), the others skip what their
+positions say they hold. Fixing the cause (e.g. altering the destination column) and running again is all it
+takes.
 
 Where the snapshot and the changes go is a :class:`copyjob.apply.cdc_table.CdcSink`:
 :class:`copyjob.apply.destination_sink.DestinationSink` (``transport: direct``) writes each batch in one
@@ -51,9 +71,9 @@ from copyjob.core.contracts import (
     Source,
     TableRunRecord,
 )
-from copyjob.core.errors import CopyjobError, error_text
+from copyjob.core.errors import CopyjobError, DataError, error_text, is_retriable
 from copyjob.core.plan import TablePlan
-from copyjob.core.retry import retrying
+from copyjob.core.retry import Outage, OutageTooLong, retrying
 from copyjob.core.schema import TableName
 from copyjob.core.urls import redact
 
@@ -124,8 +144,13 @@ class CdcRun:
         self.tables: dict[TableName, CdcTable] = {}
         self.background: _Background | None = None
         self.acks_held = False
-        """No acknowledgements: a background snapshot runs, or a table failed to apply its changes."""
+        """No acknowledgements: a background snapshot runs, or a table failed before its first position."""
         self.apply_failed = False
+        self.hold_all = False
+        """A failure that leaves no position to acknowledge up to: no acknowledgements for the rest of the run."""
+        self.held_at: dict[TableName, Position] = {}
+        """The positions of tables that failed to apply a change: acknowledgements stop at the earliest."""
+        self.max_outage_s = job_run.loaded.job.copy_settings.max_outage_s(streaming=until_stopped)
         self.fresh_at = 0.0
         """Epoch seconds up to which the destination is known to hold every change (for lag in seconds)."""
         self._saved_at = 0.0
@@ -136,7 +161,8 @@ class CdcRun:
     def run(self) -> list[TableRunRecord]:
         started = time.monotonic()
         for plan in self.plans:  # step 1
-            self.tables[plan.source_schema.table] = self.sink.reconcile(self.ledger, plan)
+            t = self.tables[plan.source_schema.table] = self.sink.reconcile(self.ledger, plan)
+            t.state.extra.pop("waiting", None)  # left by a stream that was killed while it waited
         forget_abandoned(self.ledger, {p.state_key for p in self.plans}, self.run_id)
         self._fail_gaps()
         try:
@@ -148,6 +174,10 @@ class CdcRun:
             for t in self.tables.values():
                 if t.status == "ok":
                     t.status, t.error = status, error
+            if isinstance(exc, OutageTooLong):
+                log.error("%s", error)
+        for t in self.tables.values():
+            t.state.extra.pop("waiting", None)
         self._save(force=True)
         return [t.record(self.describe, time.monotonic() - started) for t in self.tables.values()]
 
@@ -220,21 +250,74 @@ class CdcRun:
             while not self.job_run.stop.is_set():
                 if self.background is not None and self.background.done():
                     capture = self._after_background(capture)
-                batches = capture.next_batches(POLL_S)
+                try:
+                    batches = capture.next_batches(POLL_S)
+                except DataError as exc:  # a value the capture cannot read: its table fails alone
+                    culprit = self.tables.get(exc.table) if isinstance(exc.table, TableName) else None
+                    if culprit is None or culprit.status != "ok":
+                        raise
+                    capture, batches = self._without(capture, culprit, exc), []
+                except Exception as exc:
+                    if not is_retriable(exc):
+                        raise
+                    capture, batches, end = self._reconnect(capture, exc, end)
                 if batches:
                     self._apply_chunk(capture, batches)
                 self.fresh_at = max(self.fresh_at, capture.caught_up_at or 0.0)
                 if end is not None and self.background is None and capture.caught_up(end):
                     self.fresh_at = max(self.fresh_at, end_taken_at)
                     break
-                if self.until_stopped and any(t.status == "failed" for t in self.tables.values()):
-                    break  # a stream does not go on while a table's changes pile up unapplied
-                self._save()
+                if all(t.status == "failed" for t in self.tables.values()):
+                    break  # nothing left to stream
+                self._save_copy()
         finally:
             capture.close()
         if self.background is not None:  # stopped while it ran: it sees the stop between batches
             while not self.background.done():
                 time.sleep(0.1)
+
+    def _reconnect(self, capture: ChangeCapture, error: BaseException, end: Position | None,
+                   ) -> tuple[ChangeCapture, list[ChangeBatch], Position | None]:
+        """The source went away: open the capture again (from the source's acknowledged position) until it
+        reads, within ``copy.max_outage``. A bounded run takes the log's end again: the stop point it waited
+        for may have been acknowledged before it was handed out."""
+        capture.close()
+        outage = self._outage("source")
+        outage.failed(error)
+
+        def reopen() -> tuple[ChangeCapture, list[ChangeBatch], Position | None]:
+            if self.job_run.stop.is_set():
+                raise InterruptedError("stopped while waiting for the source")
+            fresh = self._open_capture()
+            try:
+                return fresh, fresh.next_batches(POLL_S), None if end is None else self.hooks.current_position()
+            except BaseException:
+                fresh.close()
+                raise
+
+        return retrying(reopen, "source", outage=outage)
+
+    def _without(self, capture: ChangeCapture, t: CdcTable, error: BaseException) -> ChangeCapture:
+        """The capture failed on a change of ``t``: fail it alone and read on without it (from the source's
+        acknowledged position, which stays at or before ``t``'s)."""
+        capture.close()
+        self._fail(t, error)
+        return self._open_capture()
+
+    def _outage(self, side: str) -> Outage:
+        return Outage(side, self.max_outage_s, waiting=self._waiting, stop=self.job_run.stop)
+
+    def _waiting(self, side: str, since: datetime | None, error: str | None) -> None:
+        """What the tables wait for, in the state store for ``copyjob status`` (None: no longer)."""
+        for t in self.tables.values():
+            if since is None:
+                t.state.extra.pop("waiting", None)
+            elif t.status == "ok":
+                t.state.extra["waiting"] = {"for": side, "since": since.isoformat(), "error": error}
+        try:
+            self._save(force=True)
+        except Exception as exc:  # the state store may be on the server that went away: status shows it later
+            log.debug("cannot save the waiting state: %s", error_text(exc))
 
     def _open_capture(self) -> ChangeCapture:
         """Every table that is not failed: pending ones start where the earliest streaming table does (their
@@ -253,7 +336,7 @@ class CdcRun:
             text = error_text(error)
             for t in background.tables:
                 t.status, t.error = ("skipped" if isinstance(error, InterruptedError) else "failed"), text
-        self.acks_held = self.apply_failed  # a failed snapshot is simply taken again by the next run
+        self.acks_held = self.hold_all  # a failed snapshot is simply taken again by the next run
         self._save(force=self.sink.positions_in_store)
         capture.close()  # reopened from the confirmed position, with the new tables
         return self._open_capture()
@@ -275,20 +358,42 @@ class CdcRun:
         checkpoint = Checkpoint(save=(lambda: self._save(force=True)) if self.sink.positions_in_store else None,
                                 ack=None if self.acks_held else capture.ack, after_durable="committed")
         try:
-            checkpoint.commit(self._commit_sink, last)
+            checkpoint.commit(self._commit_sink, self._ack_bound(last))
         except _SinkFailed:
             pass  # the tables are failed and acknowledgements held: nothing more to do for this chunk
 
+    def _ack_bound(self, last: Position | None) -> Position | None:
+        """``last``, or the earliest position of a table that failed, when that comes first: the source keeps
+        the failed table's changes for the next run."""
+        if last is None or not self.held_at:
+            return last
+        earliest = min(self.held_at.values(), key=_Order(self.hooks.at_or_before))
+        return earliest if self.hooks.at_or_before(earliest, last) else last
+
     def _apply_with_retries(self, t: CdcTable, batch: ChangeBatch) -> None:
+        """Step 4 for one table: retriable errors (the destination went away) are tried again within
+        ``copy.max_outage``; any other error fails this table alone, at its last durable position."""
         try:
             retrying(lambda: self.sink.apply(t, batch, at_or_before=self.hooks.at_or_before, run_id=self.run_id),
-                     t.plan.label)
+                     t.plan.label, outage=self._outage("destination"))
+        except (InterruptedError, OutageTooLong):
+            raise  # every table waits for the same destination: the run ends
         except Exception as exc:
-            t.status, t.error = "failed", error_text(exc)
-            log.error("%s: %s; its changes are no longer acknowledged", t.plan.label, t.error)
-            self.acks_held = self.apply_failed = True
+            self._fail(t, exc)
             return
         faults.passed("applied")
+
+    def _fail(self, t: CdcTable, exc: BaseException) -> None:
+        """``t`` fails alone: the others go on, and acknowledgements stop at its position."""
+        t.status, t.error = "failed", error_text(exc)
+        self.apply_failed = True
+        if t.committed is None:
+            self.acks_held = self.hold_all = True
+            log.error("%s: %s; no changes are acknowledged any more", t.plan.label, t.error)
+        else:
+            self.held_at[t.plan.source_schema.table] = t.committed
+            log.error("%s: %s; the other tables go on; this table resumes from %s on the next run (the source "
+                      "keeps its changes from there)", t.plan.label, t.error, self.describe(t.committed))
 
     def _commit_sink(self) -> None:
         """Step 1 for the chunk: the sink's commit (direct: each batch committed already as it was applied).
@@ -301,8 +406,18 @@ class CdcRun:
             for t in self.tables.values():
                 if t.status == "ok":
                     t.status, t.error = "failed", error
-            self.acks_held = self.apply_failed = True
+            self.acks_held = self.apply_failed = self.hold_all = True
             raise _SinkFailed from exc
+
+    def _save_copy(self) -> None:
+        """Step 6 between chunks: a state store that is away for a moment (on a server that restarts) is
+        written again later; the destination's markers hold the positions."""
+        try:
+            self._save()
+        except Exception as exc:
+            if self.sink.positions_in_store or not is_retriable(exc):
+                raise
+            log.warning("cannot save the tables' state now (%s); trying again later", error_text(exc))
 
     def _save(self, force: bool = False) -> None:
         """Step 6."""

@@ -198,7 +198,8 @@ class _FileSetCopy:
         types = self.pass_.types
         if self.table_exists and all(c.name in types for c in new):
             return
-        prepared = prepare_target(self.destination, self._target(), create=self.ctx.create_tables, defer_key=False)
+        prepared = prepare_target(self.destination, self._target(), create=self.ctx.create_tables, defer_key=False,
+                                  append=self.plan.table.update_method == "append")
         self.table_exists = True
         types.update({c.name: c for c in self.pass_.load if c.name not in types})
         if prepared.added_columns:

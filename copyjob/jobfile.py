@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 Mode = Literal["full", "incremental", "cdc"]
 Method = Literal["append", "overwrite", "merge"]
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+"""A PostgreSQL replication slot name: lower case letters, digits and ``_``, at most 63 bytes (the server's rule)."""
+PUBLICATION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+"""A publication name: an identifier of letters, digits and ``_`` not starting with a digit, at most 63 bytes.
+copyjob quotes it, so more would work; this rule keeps it usable unquoted in psql and other tools."""
+CRON_NICKNAMES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
 class _Strict(BaseModel):
@@ -39,12 +45,65 @@ def parse_duration(text: str | float) -> float:
     return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` names no system copyjob can open (None when it names one): its scheme is one of the connector
+    registry's (:data:`copyjob.connectors.REGISTRY`) and it parses."""
+    from copyjob.connectors import REGISTRY
+    from copyjob.core.errors import ConfigurationError
+    from copyjob.core.urls import parse_url, scheme_of
+
+    scheme = scheme_of(url)
+    known = ", ".join(f"{s}://" for s in sorted(REGISTRY))
+    if scheme is None:
+        return f"not a URL: expected scheme://… (known: {known}) or a folder such as ./inbox"
+    if scheme not in REGISTRY:
+        return f"unknown URL scheme {scheme!r} (known: {known})"
+    try:
+        parse_url(url)
+    except ConfigurationError as exc:
+        return str(exc)
+    return None
+
+
+def cron_problem(expr: str) -> str | None:
+    """Why ``expr`` is not a schedule copyjob runs (None when it is): five fields (minute hour day-of-month month
+    day-of-week; a sixth, seconds, is accepted) or a nickname (@daily, …), valid, and firing at least once (not
+    ``0 0 31 2 *``). croniter would take a seventh field (a year) that makes a schedule stop for good."""
+    from datetime import datetime
+
+    from croniter import croniter
+    from croniter.croniter import CroniterError
+
+    fields = expr.split()
+    if not (len(fields) in (5, 6) or (len(fields) == 1 and fields[0].lower() in CRON_NICKNAMES)):
+        return (f"{expr!r} has {len(fields)} field{'s' if len(fields) != 1 else ''}: a cron expression has five "
+                "(minute hour day-of-month month day-of-week; a sixth, seconds, is accepted), or is one of "
+                f"{', '.join(CRON_NICKNAMES)}")
+    if not croniter.is_valid(expr):
+        return f"not a valid cron expression: {expr!r}"
+    try:
+        croniter(expr, datetime.now()).get_next(datetime)
+    except CroniterError:
+        return f"{expr!r} never fires (no such date, such as 31 February)"
+    return None
+
+
 class Endpoint(_Strict):
     url: str = Field(description="Connection URL: sqlite:///…, postgresql://…, mysql://…, duckdb:///…, "
                      "file:///dir, s3://bucket/prefix, parquet:///dir")
     format: FileFormat | None = Field(default=None, description="file destinations: format of new files")
     options: dict[str, str] = Field(default_factory=dict, description="s3: endpoint_url, access_key, "
                                     "secret_key, region, …")
+    follow_symlinks_outside: bool = Field(default=False, description="a local file source: read symbolic "
+                                          "links that lead outside its folder (skipped with a warning otherwise)")
+
+    @field_validator("url")
+    @classmethod
+    def _opens(cls, v: str) -> str:
+        problem = url_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
 
 class CsvOptions(_Strict):
@@ -60,17 +119,20 @@ class Schedule(_Strict):
     every: str | None = None
     timezone: str | None = Field(default=None, description="IANA name; default: the machine's local time")
 
+    @field_validator("cron")
+    @classmethod
+    def _fires(cls, v: str | None) -> str | None:
+        problem = cron_problem(v) if v is not None else None
+        if problem:
+            raise ValueError(problem)
+        return v
+
     @model_validator(mode="after")
     def _one_kind(self) -> Schedule:
         if (self.cron is None) == (self.every is None):
             raise ValueError("give exactly one of cron: or every:")
         if self.every is not None and parse_duration(self.every) <= 0:
             raise ValueError("every: must be positive")
-        if self.cron is not None:
-            from croniter import croniter
-
-            if not croniter.is_valid(self.cron):
-                raise ValueError(f"not a valid cron expression: {self.cron!r}")
         if self.timezone is not None:
             from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -93,6 +155,16 @@ class FileArrival(_Strict):
         parse_duration(v)
         return v
 
+    @field_validator("pattern")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        from copyjob.core.paths import pattern_problem
+
+        problem = pattern_problem(v, "the trigger folder")
+        if problem:
+            raise ValueError(problem)
+        return v
+
 
 class Trigger(_Strict):
     file_arrival: FileArrival
@@ -105,6 +177,24 @@ class CopySettings(_Strict):
     create_tables: bool = True
     batch_rows: int = Field(default=50_000, ge=100, le=5_000_000)
     parallel: int = Field(default=2, ge=1, le=32, description="readers per table for full loads")
+    max_outage: str | None = Field(default=None, description="how long a stream waits for its source or "
+                                   "destination to come back before it fails (e.g. 10m, or never); default: "
+                                   "never for stream, 5m for run")
+
+    @field_validator("max_outage")
+    @classmethod
+    def _outage(cls, v: str | None) -> str | None:
+        if v is not None and v.strip() != "never":
+            parse_duration(v)
+        return v
+
+    def max_outage_s(self, *, streaming: bool) -> float | None:
+        """Seconds to wait for a source or destination that went away; None: forever."""
+        from copyjob.core.retry import RUN_MAX_OUTAGE_S
+
+        if self.max_outage is None:
+            return None if streaming else RUN_MAX_OUTAGE_S
+        return None if self.max_outage.strip() == "never" else parse_duration(self.max_outage)
 
 
 class TableSpec(_Strict):
@@ -155,6 +245,10 @@ class KafkaSettings(_Strict):
                                                         description="passed through to librdkafka")
     partitions: int = Field(default=3, ge=1, le=1000, description="partitions of topics the job creates")
     replication_factor: int = Field(default=1, ge=1, le=10)
+    max_message_bytes: int = Field(default=16 * 2**20, ge=2**10, le=64 * 2**20,
+                                   description="largest message (one row or change, key and value) the job "
+                                               "sends: topics it creates, the producer and the consumers are "
+                                               "set for it; a larger row fails its table")
     group_id: str | None = Field(default=None, description="apply consumer group (default copyjob.<job>, "
                                                                       "copyjob.<job>_<env> with --env)")
 
@@ -162,6 +256,14 @@ class KafkaSettings(_Strict):
 class Publication(_Strict):
     name: str | None = None
     create: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, v: str | None) -> str | None:
+        if v is not None and not PUBLICATION_NAME.match(v):
+            raise ValueError(f"{v!r}: a publication name is letters, digits and _, not starting with a digit, "
+                             "at most 63 bytes")
+        return v
 
 
 class CdcSettings(_Strict):
@@ -180,6 +282,13 @@ class CdcSettings(_Strict):
     @classmethod
     def _duration(cls, v: str) -> str:
         parse_duration(v)
+        return v
+
+    @field_validator("slot")
+    @classmethod
+    def _slot(cls, v: str | None) -> str | None:
+        if v is not None and not SLOT_NAME.match(v):
+            raise ValueError(f"{v!r}: a replication slot name is lower case letters, digits and _, at most 63 bytes")
         return v
 
     def as_capture_options(self) -> CaptureOptions:

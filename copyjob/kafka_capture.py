@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from copyjob.connectors.kafka import source_info, topic_of
 from copyjob.connectors.kafka.codec import Encoder, SourceInfo
+from copyjob.connectors.kafka.sizes import MessageTooLarge, too_large
 from copyjob.core.checkpoint import Checkpoint
 from copyjob.core.contracts import FileInfo, FileReader, FileSetSource, Source, StateStore, TableRunRecord, TableState
 from copyjob.core.plan import TablePlan
@@ -131,7 +132,10 @@ class Capturer:
                       position: dict[str, Any]) -> int:
         # column-wise encoding and one produce loop: no ChangeEvent or dict per row on this path
         keys, values = encoder.encode_batch(batch, op, info, position)
-        self.publisher.publish_many(encoder.topic, keys, values, encoder.headers)
+        try:
+            self.publisher.publish_many(encoder.topic, keys, values, encoder.headers)
+        except MessageTooLarge as exc:
+            raise too_large(exc, info.table, batch, encoder.key) from exc
         return len(values)
 
 

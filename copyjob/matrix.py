@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from itertools import product
 from typing import TYPE_CHECKING, NamedTuple
 
-from copyjob.core.urls import SCHEME_ALIASES
+from copyjob.core.urls import SCHEME_ALIASES, scheme_of
 from copyjob.jobfile import resolve_tables
 
 if TYPE_CHECKING:
@@ -111,11 +111,8 @@ class Problem:
 
 def kind_of(url: str) -> str | None:
     """The kind of system a URL names (``postgres://…`` → ``postgresql``), None when unknown."""
-    scheme, sep, _ = url.partition("://")
-    if not sep:
-        return None
-    scheme = scheme.lower()
-    return KIND_OF_SCHEME.get(SCHEME_ALIASES.get(scheme, scheme))
+    scheme = scheme_of(url)  # file:inbox and plain paths (./inbox) are folders too
+    return None if scheme is None else KIND_OF_SCHEME.get(scheme)
 
 
 def supported(c: Combination, rows: Sequence[Row] = SUPPORTED) -> bool:

@@ -143,8 +143,12 @@ class JobRun:
                         sink = DestinationSink(job.job, destination, batch_rows=job.copy_settings.batch_rows,
                                                create_tables=job.copy_settings.create_tables,
                                                open_destination=lambda: open_destination(destination_url))
-                        run.tables.extend(run_cdc(self, cdc_plans, source, sink, run.run_id,
-                                                  until_stopped=self.cdc_until_stopped))
+                        try:
+                            run.tables.extend(run_cdc(self, cdc_plans, source, sink, run.run_id,
+                                                      until_stopped=self.cdc_until_stopped))
+                        finally:
+                            if sink.destination is not destination:  # reconnected after an outage
+                                sink.close()
                 finally:
                     destination.close()
         finally:
@@ -217,9 +221,10 @@ class JobRun:
         # a table built under another definition is replaced: appending a full copy to it would duplicate rows
         truncate = t.update_method == "overwrite" or (full and t.truncate_before_full_load) or standing.redefined
         # 3. destination table
+        append = t.update_method == "append"  # keeps every row: a table created for it has no primary key
         prepared = prepare_target(destination, plan.target_schema, create=self.loaded.job.copy_settings
-                                  .create_tables, defer_key=True)
-        deferred_key = plan.target_schema.primary_key if prepared.created else ()
+                                  .create_tables, defer_key=True, append=append)
+        deferred_key = plan.target_schema.primary_key if prepared.created and not append else ()
         # 4. read + write + marker in one transaction
         encoded, wm_type = encode_value(increment.watermark_after)
 
@@ -279,6 +284,8 @@ class JobRun:
         if not (source.capabilities.postgres_binary and destination.capabilities.postgres_binary):
             return False
         if plan.table.update_method == "merge" or existing is None:
+            return False
+        if any(c.generated for c in existing.columns):  # the server computes them: the stream must not carry them
             return False
         native = {c.name: c.native_type for c in existing.columns}
         return all(native.get(tc.name) == sc.native_type and sc.native_type

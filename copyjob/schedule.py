@@ -104,8 +104,10 @@ class ScheduleRule:
     def interval(self) -> timedelta | None:
         return timedelta(seconds=parse_duration(self.spec.every)) if self.spec.every is not None else None
 
-    def next_after(self, instant: datetime) -> datetime:
-        """The first fire time strictly after ``instant`` (aware), in the schedule's zone.
+    def next_after(self, instant: datetime) -> datetime | None:
+        """The first fire time strictly after ``instant`` (aware), in the schedule's zone; None when the
+        schedule never fires again (the loader refuses a cron that never fires, but croniter searches a bounded
+        number of years).
 
         ``every:`` counts from ``instant`` (the last fire); cron follows the calendar in its zone.
         """
@@ -113,11 +115,15 @@ class ScheduleRule:
         if interval is not None:
             return (instant + interval).astimezone(self.zone)
         from croniter import croniter
+        from croniter.croniter import CroniterError
 
-        it = croniter(self.spec.cron, instant.astimezone(self.zone))
-        fire: datetime = it.get_next(datetime)
-        while fire.fold == 1 and not self._wildcard_hour() and _is_repeated(fire):
-            fire = it.get_next(datetime)  # the wall-clock time already fired an hour ago
+        try:
+            it = croniter(self.spec.cron, instant.astimezone(self.zone))
+            fire: datetime = it.get_next(datetime)
+            while fire.fold == 1 and not self._wildcard_hour() and _is_repeated(fire):
+                fire = it.get_next(datetime)  # the wall-clock time already fired an hour ago
+        except CroniterError:
+            return None
         return fire
 
     def _wildcard_hour(self) -> bool:
@@ -136,7 +142,10 @@ def is_missed(rule: ScheduleRule, last_fire: datetime | None, now: datetime) -> 
     Equivalently (for cron): the previous fire time at or before ``now`` is later than the last recorded
     fire. With no record the schedule was never served: nothing was missed.
     """
-    return last_fire is not None and rule.next_after(last_fire) <= now
+    if last_fire is None:
+        return False
+    due = rule.next_after(last_fire)
+    return due is not None and due <= now
 
 
 class _MetaStore(Protocol):
@@ -164,4 +173,5 @@ def recorded_fire(rule: ScheduleRule, due: datetime, now: datetime) -> datetime:
     The due time when on schedule, so ``every:`` does not drift by the loop's latency; ``now`` after a catch-up
     (more than one fire time behind), so the missed ones are not run again one by one.
     """
-    return due if rule.next_after(due) > now else now
+    following = rule.next_after(due)
+    return due if following is None or following > now else now

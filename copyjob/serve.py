@@ -35,7 +35,7 @@ from types import FrameType
 from typing import Any
 
 from copyjob.core.contracts import RunRecord, StateStore, TableRunRecord
-from copyjob.core.errors import EXIT_INTERRUPTED, CopyjobError, UsageError
+from copyjob.core.errors import EXIT_INTERRUPTED, CopyjobError, JobFileError, UsageError
 from copyjob.core.urls import redact
 from copyjob.ingest.file_watcher import FileWatcher
 from copyjob.jobfile import parse_duration
@@ -66,7 +66,9 @@ MAX_WORKERS = 8
 
 def find_job_files(paths: Iterable[Path]) -> list[Path]:
     """Job files named directly, plus every ``*.yaml``/``*.yml`` with a top-level ``job:`` key in the folders
-    named (not ``variables.yaml``, not recursively)."""
+    named (not ``variables.yaml``, not recursively). A file in a folder that cannot be read as YAML (too large,
+    an alias bomb, a syntax error) may not be a job file at all: it is reported and skipped, and the folder's
+    other jobs are served."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -82,7 +84,11 @@ def find_job_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def _has_job_key(path: Path) -> bool:
-    doc, _ = read_yaml(path)
+    try:
+        doc, _ = read_yaml(path)
+    except JobFileError as exc:
+        log.error("skipping %s: %s", path, redact(str(exc)))
+        return False
     return isinstance(doc, dict) and "job" in doc
 
 
@@ -122,7 +128,8 @@ def served_job(loaded: LoadedJob, open_store: Callable[[], StateStore], *, poll:
             raise loaded.error(f"folder not found: {folder}", ("triggers", i, "file_arrival", "path"))
         watchers.append(FileWatcher(folder, arrival.pattern, recursive=arrival.recursive,
                                     debounce_s=parse_duration(arrival.debounce), poll=poll,
-                                    poll_interval_s=poll_interval_s))
+                                    poll_interval_s=poll_interval_s,
+                                    follow_symlinks_outside=loaded.job.source.follow_symlinks_outside))
     return ServedJob(loaded, open_store, rules, watchers)
 
 
@@ -243,7 +250,7 @@ class Server:
                 if last is None:  # first served: count from now, so that a later downtime is noticed
                     save_last_fire(job.store, job.loaded.scope, rule, now)
                     last = now
-                job.next_due[rule.key] = rule.next_after(last)
+                self._plan(job, rule, last)
             for watcher in job.watchers:
                 watcher.start(on_event=self._wake.set)
             log.info("serving job=%s (%s): %s", job.name, job.loaded.path, _describe(job))
@@ -266,13 +273,13 @@ class Server:
     # ---- one turn
 
     def _turn(self, job: ServedJob, now: datetime) -> None:
-        due = [r for r in job.rules if job.next_due[r.key] <= now]
+        due = [r for r in job.rules if r.key in job.next_due and job.next_due[r.key] <= now]
         if due:
             label = schedule_label(due, missed=any(r.key in job.missed for r in due))
             job.missed.clear()
             for rule in due:
                 fired = recorded_fire(rule, job.next_due[rule.key], now)
-                job.next_due[rule.key] = rule.next_after(fired)
+                self._plan(job, rule, fired)
                 self._guarded(partial(save_last_fire, self._store(job), job.loaded.scope, rule, fired))
             if job.busy:
                 self._guarded(lambda: self._record_skip(job, label, now))
@@ -284,6 +291,17 @@ class Server:
             label = files_label(list(dict.fromkeys(job.pending_files)))
             job.pending_files.clear()
             self._submit(job, label)
+
+    @staticmethod
+    def _plan(job: ServedJob, rule: ScheduleRule, after: datetime) -> None:
+        """The rule's next fire after ``after``; a rule with none left is dropped (said once), not a crash."""
+        due = rule.next_after(after)
+        if due is not None:
+            job.next_due[rule.key] = due
+        else:
+            job.next_due.pop(rule.key, None)
+            log.warning("job=%s schedule %s has no fire time after %s: it no longer fires", job.name,
+                        rule.expression, after.isoformat())
 
     def _sleep_s(self, now: datetime) -> float:
         waits = [self.tick_s]

@@ -122,8 +122,9 @@ def schedule_rows(store: StateStore, job: Job, scope: str, now: datetime | None 
         last = load_last_fire(store, scope, rule)
         due = rule.next_after(last) if last is not None else rule.next_after(now)
         kind = {"cron": spec.cron} if spec.cron is not None else {"every": spec.every}
-        rows.append({**kind, "timezone": rule.zone_name, "next_run": due.astimezone(rule.zone).isoformat(),
-                     "missed": due <= now,
+        rows.append({**kind, "timezone": rule.zone_name,
+                     "next_run": due.astimezone(rule.zone).isoformat() if due is not None else "never",
+                     "missed": due is not None and due <= now,
                      "last_fire": last.astimezone(rule.zone).isoformat() if last is not None else None})
     return rows
 

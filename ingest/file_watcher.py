@@ -10,6 +10,11 @@ A :class:`FileWatcher` turns filesystem events into batches of arrived files:
 2. names matching ``pattern`` go to a :class:`Debouncer`, which releases them as one batch once no new event
    has come for ``debounce`` seconds, so a burst of files, or one file written in many chunks, makes one run.
 
+Arrivals stay inside the folder: ``pattern`` is relative to it (the job file's check refuses ``..`` and
+absolute patterns), and a file that is a symbolic link resolving outside the folder (or lies in a linked
+folder that does) is no arrival: it is skipped with a warning, once per name, unless
+``follow_symlinks_outside`` is set (the source's option of that name).
+
 The watcher never calls back into a run: the caller asks :meth:`FileWatcher.take` for a ready batch and
 :meth:`FileWatcher.due_in` how long to sleep; the ``on_event`` callback only wakes the caller up.
 """
@@ -71,11 +76,13 @@ class FileWatcher:
     the folder when ``recursive``). Files already there when it starts are not arrivals."""
 
     def __init__(self, folder: Path, pattern: str = "*", *, recursive: bool = False, debounce_s: float = 2.0,
-                 poll: bool = False, poll_interval_s: float = 1.0,
+                 poll: bool = False, poll_interval_s: float = 1.0, follow_symlinks_outside: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.folder = Path(folder).resolve()
         self.pattern = pattern
         self.recursive = recursive
+        self.follow_symlinks_outside = follow_symlinks_outside
+        self._warned: set[str] = set()
         self.poll = poll
         self.poll_interval_s = poll_interval_s
         self._on_event: Callable[[], None] | None = None
@@ -140,9 +147,25 @@ class FileWatcher:
             return
         if not (fnmatch(full.name, self.pattern) or fnmatch(relative, self.pattern)):
             return
+        if not self.follow_symlinks_outside and not self._inside(full):
+            return
         self._debouncer.add(str(full))
         if self._on_event is not None:
             self._on_event()
+
+
+    def _inside(self, full: Path) -> bool:
+        """Whether ``full``, every link on its way resolved, is still in the folder; warns once per name
+        when it is not."""
+        real = os.path.realpath(full)
+        folder = str(self.folder)
+        if real == folder or real.startswith(folder.rstrip("/") + "/"):
+            return True
+        if str(full) not in self._warned:
+            self._warned.add(str(full))
+            log.warning("%s: skipped: a symbolic link to %s, outside the watched folder %s (set "
+                        "follow_symlinks_outside: true on the source to follow it)", full, real, folder)
+        return False
 
 
 class _Handler(FileSystemEventHandler):

@@ -49,9 +49,7 @@ from sqlalchemy import (
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
-    ArgumentError,
     DisconnectionError,
     InterfaceError,
     OperationalError,
@@ -62,6 +60,7 @@ from sqlalchemy.pool import StaticPool
 
 from copyjob.core.contracts import RunRecord, TableRunRecord, TableState
 from copyjob.core.errors import ConfigurationError, MissingDependency, StateError
+from copyjob.core.private import create_private_file, make_private_folder
 from copyjob.core.urls import SCHEME_ALIASES, parse_url, redact
 
 log = logging.getLogger(__name__)
@@ -84,10 +83,10 @@ def engine_url(url: str) -> URL:
         path = parse_url(url).path
         return _sqlite_url(path if path is not None else Path(":memory:"))
     if SCHEME_ALIASES.get(scheme, scheme) == "postgresql":
-        try:
-            return make_url(url).set(drivername="postgresql+psycopg")
-        except ArgumentError as exc:
-            raise ConfigurationError(f"bad state store URL {redact(url)!r}: {exc}") from exc
+        # parsed by copyjob.core.urls, not SQLAlchemy's make_url: that splits the userinfo at the first '@'
+        parsed = parse_url(url)
+        return URL.create("postgresql+psycopg", username=parsed.username, password=parsed.password,
+                          host=parsed.host, port=parsed.port, database=parsed.database, query=parsed.query)
     raise ConfigurationError(
         f"state store URL {redact(url)!r} is not supported: use sqlite:///path/state.db, a file path "
         "or postgresql://user:password@host/database"
@@ -187,9 +186,10 @@ def _sqlite_engine(url: URL) -> Engine:
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
         _configure_sqlite(engine, wal=False)
         return engine
-    folder = Path(url.database or "").parent
-    folder.mkdir(parents=True, exist_ok=True)
-    _ignore_in_git(folder)
+    path = Path(url.database or "")
+    make_private_folder(path.parent)
+    _ignore_in_git(path.parent)
+    create_private_file(path)  # before SQLite creates it with 0644; its -wal and -shm files copy this mode
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
     _configure_sqlite(engine, wal=True)
     return engine
@@ -357,7 +357,7 @@ class SqlStateStore:
                 conn.execute(insert(run_tables), [
                     _run_table_row(run.run_id, position, record) for position, record in enumerate(run.tables)
                 ])
-            notes = [{"run_id": run.run_id, "position": position, "note": record.note}
+            notes = [{"run_id": run.run_id, "position": position, "note": redact(record.note)}
                      for position, record in enumerate(run.tables) if record.note]
             if notes:
                 conn.execute(insert(run_notes), notes)
@@ -491,9 +491,14 @@ def _state_row(job: str, state: TableState) -> dict[str, Any]:
         "watermark": encode_watermark(state.watermark),
         "watermark_type": state.watermark_type or watermark_type_name(state.watermark),
         "last_run_id": state.last_run_id, "last_run_at": state.last_run_at,
-        "last_status": state.last_status, "last_error": state.last_error,
+        "last_status": state.last_status, "last_error": _redacted(state.last_error),
         "needs_full": bool(state.needs_full), "extra": extra,
     }
+
+
+def _redacted(text: str | None) -> str | None:
+    """Errors may quote a connection URL: the store never keeps a password, whoever forgot to redact."""
+    return None if text is None else redact(text)
 
 
 def _table_state(row: Mapping[Any, Any]) -> TableState:
@@ -521,7 +526,7 @@ def _run_table_row(run_id: str, position: int, record: TableRunRecord) -> dict[s
         "status": record.status, "rows_read": record.rows_read, "rows_written": record.rows_written,
         "duration_s": record.duration_s, "watermark_before": encode_watermark(record.watermark_before),
         "watermark_after": encode_watermark(record.watermark_after),
-        "null_watermark_rows": record.null_watermark_rows, "error": record.error,
+        "null_watermark_rows": record.null_watermark_rows, "error": _redacted(record.error),
     }
 
 

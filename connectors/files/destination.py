@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 from copyjob.connectors.files.filesystem import (
@@ -57,11 +58,14 @@ from copyjob.connectors.parquet import (
     _write_atomically,
 )
 
+from copyjob.core import temporal
 from copyjob.core.contracts import DestinationCapabilities, StateMarker, UpdateMethod
 from copyjob.core.errors import ConfigurationError, TableNotFound
+from copyjob.core.paths import COMPRESSION_SUFFIXES, FORMAT_SUFFIXES
+from copyjob.core.private import make_private_folder
 from copyjob.core.schema import Column, TableName, TableSchema
 from copyjob.core.urls import ConnectionUrl
-from copyjob.filesets import COMPRESSION_SUFFIXES, FORMAT_SUFFIXES
+from copyjob.core.values import json_float
 
 FORMATS = ("parquet", "csv", "jsonl")
 
@@ -86,7 +90,7 @@ class FileDestination:
         text = guarded(lambda: read_text(self.root, f"{self.folder(table)}/{SCHEMA_FILE}"), self.root.display)
         return None if text is None else _schema_from_json(table, text)
 
-    def create_table(self, schema: TableSchema, *, primary_key: bool = True) -> None:
+    def create_table(self, schema: TableSchema, *, primary_key: bool = True, key_index: bool = False) -> None:
         self.save_schema(schema if primary_key else replace(schema, primary_key=()))
 
     def add_columns(self, table: TableName, columns: Sequence[Column]) -> None:
@@ -134,7 +138,7 @@ class FileDestination:
     def write_text(self, rel: str, text: str) -> None:
         if self.root.local:  # fsync'd, as the Parquet destination does
             path = Path(self.root.full(rel))
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_folder(path.parent)
             _write_atomically(path, text)
         else:
             guarded(lambda: write_text_atomically(self.root, rel, text), self.root.display)
@@ -262,8 +266,8 @@ class _Writer:
             parquet = pq.ParquetWriter(sink, schema, compression=DEFAULT_COMPRESSION)
             self._write, self._finish = parquet.write_batch, parquet.close
         elif fmt == "csv":
-            writer = pcsv.CSVWriter(sink, schema)
-            self._write, self._finish = writer.write_batch, writer.close
+            writer = pcsv.CSVWriter(sink, pa.schema([_csv_field(f) for f in schema]))
+            self._write, self._finish = lambda batch: writer.write_batch(_csv_batch(batch)), writer.close
         else:
             self._write, self._finish = self._write_json_lines, lambda: None
 
@@ -277,8 +281,64 @@ class _Writer:
             self._sink.close()
 
     def _write_json_lines(self, batch: pa.RecordBatch) -> None:
-        lines = (json.dumps(row, default=_json_value, ensure_ascii=False) for row in batch.to_pylist())
+        rows = _beyond_python_as_text(batch).to_pylist()
+        for name in _non_finite_columns(batch):  # JSON has no NaN or infinity: write the strings
+            for row in rows:
+                value = row[name]
+                if value is not None:
+                    row[name] = json_float(value)
+        lines = (json.dumps(row, default=_json_value, ensure_ascii=False, allow_nan=False) for row in rows)
         self._sink.write("".join(line + "\n" for line in lines).encode("utf-8"))
+
+
+def _text_in_csv(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_date(t) or \
+        pa.types.is_time(t) or pa.types.is_timestamp(t)
+
+
+def _csv_field(f: pa.Field) -> pa.Field:
+    return f.with_type(pa.string()) if _text_in_csv(f.type) else f
+
+
+def _csv_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Binary as PostgreSQL's hex (``\\x00ff``: CSV holds text, and PostgreSQL's COPY reads it back); dates,
+    times and timestamps as Arrow writes them, except the values Python cannot hold (infinity, BC, 24:00),
+    which are written as PostgreSQL spells them (see ``core.temporal``)."""
+    columns = []
+    for f, column in zip(batch.schema, batch.columns, strict=True):
+        if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type):
+            hexed = pa.array([None if v is None else "\\x" + v.hex() for v in column.to_pylist()], pa.string())
+            columns.append(hexed)
+        elif _text_in_csv(f.type):
+            columns.append(temporal.as_pg_text(column))
+        else:
+            columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema([_csv_field(f) for f in batch.schema]))
+
+
+def _beyond_python_as_text(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with the date, time and timestamp columns holding values Python cannot (infinity, BC, 24:00)
+    as text in PostgreSQL's spelling; the other values of such a column as Python's isoformat would write them."""
+    columns = list(batch.columns)
+    fields = list(batch.schema)
+    for i, column in enumerate(columns):
+        mask = temporal.beyond_python(column)
+        if mask is None:
+            continue
+        kind = temporal.kind_of(column)
+        ordinary = pc.if_else(mask, pa.scalar(None, column.type), column).to_pylist()
+        columns[i] = pa.array([temporal.pg_text(kind, v) if m and v is not None else
+                               (None if o is None else o.isoformat())
+                               for v, m, o in zip(temporal.integers(column), mask.to_pylist(), ordinary,
+                                                  strict=True)], pa.string())
+        fields[i] = fields[i].with_type(pa.string())
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _non_finite_columns(batch: pa.RecordBatch) -> list[str]:
+    """The float columns of ``batch`` that hold a NaN or an infinity."""
+    return [f.name for f, column in zip(batch.schema, batch.columns, strict=True)
+            if pa.types.is_floating(f.type) and pc.all(pc.is_finite(column)).as_py() is False]
 
 
 def _json_value(value: Any) -> Any:

@@ -52,5 +52,8 @@ class FileSource:
     def reflect(self, table: TableName) -> TableSchema:
         raise ConfigurationError(f"{self.root.display} holds files, not tables: give {table} a pattern:")
 
+    def table_names(self) -> list[TableName]:
+        return []  # files are named by patterns
+
     def close(self) -> None:
         pass

@@ -1,7 +1,8 @@
 """Apache Kafka as copyjob's transport: topics, the change-event envelope, and the decode API for consumers.
 
 Topics: one per table, ``<prefix>.<schema>.<table>`` (compacted when the table has a key), the schema topic
-``<prefix>._schemas`` and the dead-letter topics ``<prefix>.<table>.dlq``. The envelope and the encodings are
+``<prefix>._schemas`` and the dead-letter topics ``<prefix>.<table>.dlq``; characters Kafka refuses in a
+name become ``_`` (:mod:`connectors.kafka.naming`). The envelope and the encodings are
 described in :mod:`connectors.kafka.avro` and :mod:`connectors.kafka.codec`, and in the README (Kafka as the backbone).
 
 Reading copyjob's topics from your own program::
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from copyjob.connectors.kafka.codec import DecodedMessage, Decoder, Lookup, SourceInfo
+from copyjob.connectors.kafka.naming import legal_topic
 
 from copyjob.core.schema import TableName
 from copyjob.core.urls import ConnectionUrl
@@ -33,8 +35,9 @@ DEFAULT_SCHEMA = {"postgresql": "public"}
 
 
 def topic_name(prefix: str, schema: str, table: str) -> str:
-    """The topic of a source table: ``<prefix>.<schema>.<table>``."""
-    return f"{prefix}.{schema}.{table}"
+    """The topic of a source table: ``<prefix>.<schema>.<table>``, made legal (:mod:`.naming`: characters
+    outside ``[a-zA-Z0-9._-]`` become ``_``, as Debezium does)."""
+    return legal_topic(f"{prefix}.{schema}.{table}")
 
 
 def source_info(url: ConnectionUrl, table: TableName) -> SourceInfo:
@@ -55,8 +58,8 @@ def schema_topic_name(prefix: str) -> str:
 
 
 def dlq_topic(prefix: str, table: str) -> str:
-    """The dead-letter topic of a destination table: ``<prefix>.<table>.dlq``."""
-    return f"{prefix}.{table}.dlq"
+    """The dead-letter topic of a destination table: ``<prefix>.<table>.dlq``, made legal as :func:`topic_name`."""
+    return legal_topic(f"{prefix}.{table}", suffix=".dlq")
 
 
 def open_decoder(bootstrap_servers: str, topic_prefix: str, schema_registry_url: str = "",

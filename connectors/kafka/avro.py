@@ -13,7 +13,8 @@ The value schema is a Debezium-shaped envelope, one per table and schema version
 ``bytes`` + ``decimal``; unconstrained decimals are strings; timestamptz is ``long`` + ``timestamp-micros`` (UTC);
 a timestamp without time zone is ``long`` + ``local-timestamp-micros``; date ``int`` + ``date``; time ``long`` +
 ``time-micros``; uuid ``string`` + ``uuid``; json a string. Each field also carries ``copyjob.type`` (the logical
-type) and ``copyjob.column`` (the column name when it is not a valid Avro name), and the envelope carries
+type), ``copyjob.column`` (the column name when it is not a valid Avro name) and, for a PostgreSQL stored generated
+column, ``copyjob.generated`` (its expression; the apply side creates it generated), and the envelope carries
 ``copyjob.table`` and ``copyjob.primary_key``, so a consumer can rebuild the table schema from the message alone.
 
 Single-object encoding (Avro specification): ``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of the
@@ -117,6 +118,8 @@ def _fields(columns: tuple[Column, ...]) -> list[dict[str, Any]]:
             field["copyjob.column"] = c.name
         if not c.nullable:
             field["copyjob.nullable"] = False
+        if c.generated:  # the apply side creates it generated (core.schema.Column.generated)
+            field["copyjob.generated"] = c.generated
         fields.append(field)
     return fields
 
@@ -166,7 +169,7 @@ def table_schema(avro: Mapping[str, Any]) -> TableSchema:
         record = next(t for t in before["type"] if isinstance(t, Mapping))
     columns = tuple(
         Column(name=f.get("copyjob.column", f["name"]), type=parse_logical(f.get("copyjob.type", "string")),
-               nullable=f.get("copyjob.nullable", True))
+               nullable=f.get("copyjob.nullable", True), generated=f.get("copyjob.generated"))
         for f in record["fields"])
     table = TableName.parse(str(avro.get("copyjob.table", avro.get("namespace", "table"))))
     return TableSchema(table=table, columns=columns, primary_key=tuple(avro.get("copyjob.primary_key", ())))

@@ -184,7 +184,9 @@ def _wide_decimals(cursor: _Cursor, t: LogicalType, sizes: pa.Array) -> pa.Array
     raw = _gather(cursor, sizes)
     cursor.advance(sizes)
     scale = t.scale or 0
-    out = [None if not b else decimal.Decimal(int.from_bytes(b, "big", signed=True)).scaleb(-scale)
+    # scaleb rounds to its context's precision (28 digits by default): give it room for decimal256's 76
+    exact = decimal.Context(prec=80)
+    out = [None if not b else decimal.Decimal(int.from_bytes(b, "big", signed=True)).scaleb(-scale, exact)
            for b in raw.to_pylist()]
     return pa.array(out, arrow_type(t))
 

@@ -9,13 +9,24 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from copyjob.connectors.kafka.sizes import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    check_sizes,
+    consumer_config,
+    producer_config,
+    too_large_for_topic,
+    topic_config,
+)
+
 from copyjob.core.errors import (
     AuthenticationFailed,
     ConnectionFailed,
     ConnectorError,
     CopyjobError,
+    DataError,
     MissingDependency,
 )
+from copyjob.core.retry import retrying
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
@@ -26,7 +37,13 @@ _AUTH_CODES = {"_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "TOPIC_AUTHORIZA
 _TRANSIENT_CODES = {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT", "_MSG_TIMED_OUT", "REQUEST_TIMED_OUT",
                     "NOT_LEADER_OR_FOLLOWER", "LEADER_NOT_AVAILABLE", "NOT_COORDINATOR",
                     "COORDINATOR_NOT_AVAILABLE", "COORDINATOR_LOAD_IN_PROGRESS", "_RESOLVE",
-                    "NETWORK_EXCEPTION", "_WAIT_COORD", "UNKNOWN_TOPIC_OR_PART"}
+                    "NETWORK_EXCEPTION", "_WAIT_COORD", "UNKNOWN_TOPIC_OR_PART", "NOT_CONTROLLER",
+                    "BROKER_NOT_AVAILABLE", "THROTTLING_QUOTA_EXCEEDED"}
+_FENCED = ("fenced", "not enough brokers", "unable to replicate")
+"""A topic creation refused while the brokers restart (KRaft: ``INVALID_REPLICATION_FACTOR`` with "All brokers
+are currently fenced"): the same request succeeds once they have registered again."""
+ADMIN_ATTEMPTS = 6
+"""Tries of an admin call (topic creation, metadata) in all, 2, 4, 8, 10, 10 s apart: a broker restart."""
 
 
 def kafka_module() -> Any:
@@ -52,14 +69,17 @@ def translate(exc: BaseException, what: str) -> CopyjobError:
     message = f"kafka: {what}: {text}"
     if name in _AUTH_CODES:
         return AuthenticationFailed(message)
-    retriable = name in _TRANSIENT_CODES or bool(getattr(err, "retriable", lambda: False)())
+    retriable = name in _TRANSIENT_CODES or bool(getattr(err, "retriable", lambda: False)()) \
+        or (name == "INVALID_REPLICATION_FACTOR" and any(m in text.lower() for m in _FENCED))
     if retriable:
         return ConnectionFailed(message)
     return ConnectorError(message)
 
 
 class Admin:
-    """Topic creation and offsets, over an AdminClient."""
+    """Topic creation and offsets, over an AdminClient. Every call is tried again (``ADMIN_ATTEMPTS``, the one
+    retry policy of copyjob.core.retry) while the broker answers with a transient state: not reachable, no
+    controller or leader yet, brokers fenced while they restart."""
 
     def __init__(self, bootstrap_servers: str, config: Mapping[str, Any]) -> None:
         ck = kafka_module()
@@ -70,23 +90,39 @@ class Admin:
         self._admin = AdminClient(self._conf)
 
     def existing_topics(self, timeout_s: float = 10.0) -> set[str]:
+        return retrying(lambda: self._topics(timeout_s), "kafka: listing topics", attempts=ADMIN_ATTEMPTS)
+
+    def _topics(self, timeout_s: float) -> set[str]:
         try:
             meta = self._admin.list_topics(timeout=timeout_s)
         except self._ck.KafkaException as exc:
             raise translate(exc, "listing topics") from exc
         return set(meta.topics)
 
-    def ensure_topics(self, topics: Mapping[str, bool], partitions: int, replication_factor: int) -> list[str]:
-        """Create the missing topics (``name → compacted``); returns those created."""
+    def ensure_topics(self, topics: Mapping[str, bool], partitions: int, replication_factor: int,
+                      max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[str]:
+        """Create the missing topics (``name → compacted``), taking messages up to ``max_message_bytes``;
+        returns those created."""
+        created: list[str] = []
+        retrying(lambda: self._create(topics, partitions, replication_factor, max_message_bytes, created),
+                 "kafka: creating topics", attempts=ADMIN_ATTEMPTS)
+        self._wait_for_leaders(created)
+        return created
+
+    def _create(self, topics: Mapping[str, bool], partitions: int, replication_factor: int,
+                max_message_bytes: int, created: list[str]) -> None:
+        """One attempt: the topics missing now, created (added to ``created``; a topic another attempt or
+        process created counts as there); raises the first failure after trying them all."""
         from confluent_kafka.admin import NewTopic
 
-        missing = [t for t in topics if t not in self.existing_topics()]
+        missing = [t for t in topics if t not in self._topics(10.0)]
         if not missing:
-            return []
+            return
         new = [NewTopic(t, num_partitions=1 if t.endswith("._schemas") else partitions,
                         replication_factor=replication_factor,
-                        config={"cleanup.policy": "compact" if topics[t] else "delete"}) for t in missing]
-        created = []
+                        config={"cleanup.policy": "compact" if topics[t] else "delete",
+                                **topic_config(max_message_bytes)}) for t in missing]
+        failure: CopyjobError | None = None
         for name, future in self._admin.create_topics(new, operation_timeout=30).items():
             try:
                 future.result(timeout=60)
@@ -94,21 +130,28 @@ class Admin:
             except self._ck.KafkaException as exc:
                 if exc.args and exc.args[0].name() == "TOPIC_ALREADY_EXISTS":
                     continue
-                raise translate(exc, f"creating topic {name}") from exc
-        self._wait_for_leaders(created)
-        return created
+                failure = failure or translate(exc, f"creating topic {name}")
+        if failure is not None:
+            raise failure
 
     def _wait_for_leaders(self, topics: Sequence[str], timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         for topic in topics:
             while time.monotonic() < deadline:
-                meta = self._admin.list_topics(topic, timeout=5).topics.get(topic)
+                try:
+                    meta = self._admin.list_topics(topic, timeout=5).topics.get(topic)
+                except self._ck.KafkaException:  # a broker restarting: ask again
+                    meta = None
                 if meta is not None and meta.error is None and meta.partitions and all(
                         p.leader >= 0 for p in meta.partitions.values()):
                     break
                 time.sleep(0.1)
 
     def partitions(self, topic: str) -> list[int]:
+        return retrying(lambda: self._partitions(topic), f"kafka: reading the metadata of {topic}",
+                        attempts=ADMIN_ATTEMPTS)
+
+    def _partitions(self, topic: str) -> list[int]:
         try:
             meta = self._admin.list_topics(topic, timeout=10).topics.get(topic)
         except self._ck.KafkaException as exc:
@@ -118,8 +161,10 @@ class Admin:
         return sorted(meta.partitions)
 
     def delete_topics(self, topics: Sequence[str]) -> None:
-        if not topics:
-            return
+        if topics:
+            retrying(lambda: self._delete(topics), "kafka: deleting topics", attempts=ADMIN_ATTEMPTS)
+
+    def _delete(self, topics: Sequence[str]) -> None:
         for name, future in self._admin.delete_topics(list(topics), operation_timeout=30).items():
             try:
                 future.result(timeout=60)
@@ -131,6 +176,11 @@ class Admin:
 
 def end_offsets(consumer: Consumer, topic: str, partitions: Sequence[int]) -> dict[int, int]:
     """The high watermark of each partition (the offset the next message will get)."""
+    return retrying(lambda: _end_offsets(consumer, topic, partitions), f"kafka: reading the end offsets of {topic}",
+                    attempts=ADMIN_ATTEMPTS)
+
+
+def _end_offsets(consumer: Consumer, topic: str, partitions: Sequence[int]) -> dict[int, int]:
     ck = kafka_module()
     out = {}
     for p in partitions:
@@ -149,27 +199,35 @@ class Producer:
     Only failed deliveries are reported (``delivery.report.only.error``, one callback for the producer): a
     Python callback per acknowledged message cost about as much as producing it."""
 
-    def __init__(self, bootstrap_servers: str, config: Mapping[str, Any]) -> None:
+    def __init__(self, bootstrap_servers: str, config: Mapping[str, Any],
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         ck = kafka_module()
         self._ck = ck
+        self.max_message_bytes = max_message_bytes
         # large lz4 batches: a snapshot sends hundreds of thousands of small, similar messages
         conf = {"linger.ms": 50, "batch.size": 1_000_000, "batch.num.messages": 100_000,
                 "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 512 * 1024, "message.timeout.ms": 120_000,
-                **base_config(bootstrap_servers, config), "enable.idempotence": True, "acks": "all",
-                "delivery.report.only.error": True, "on_delivery": self._on_delivery}
+                **producer_config(max_message_bytes), **base_config(bootstrap_servers, config),
+                "enable.idempotence": True, "acks": "all", "delivery.report.only.error": True,
+                "on_delivery": self._on_delivery}
         self._producer = ck.Producer(conf)
         self._errors: list[str] = []
+        self._too_large: list[DataError] = []
+        """Messages a topic refused as too large: nothing will take them, so no retry (sizes.py)."""
         self._lock = threading.Lock()
         self.sent = 0
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
             with self._lock:
+                if err.code() == self._ck.KafkaError.MSG_SIZE_TOO_LARGE:
+                    self._too_large.append(too_large_for_topic(msg.topic(), len(msg) or 0))
                 self._errors.append(f"{msg.topic()}: {err.str()}")
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
                 headers: Sequence[tuple[str, bytes]] | None = None) -> None:
+        check_sizes(topic, [key], [value], self.max_message_bytes)
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, headers=list(headers) if headers else None)
@@ -183,6 +241,7 @@ class Producer:
     def produce_many(self, topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None],
                      headers: Sequence[tuple[str, bytes]] | None = None) -> None:
         """:meth:`produce` for many messages: one tight loop, the local queue served only when it is full."""
+        check_sizes(topic, keys, values, self.max_message_bytes)
         produce = self._producer.produce
         extra = {"headers": list(headers)} if headers else {}
         try:
@@ -205,6 +264,9 @@ class Producer:
         remaining = self._producer.flush(timeout_s)
         with self._lock:
             errors, self._errors = self._errors, []
+            too_large, self._too_large = self._too_large, []
+        if too_large:
+            raise too_large[0]
         if errors:
             raise ConnectionFailed(f"kafka: {len(errors)} messages were not acknowledged: {errors[0]}")
         if remaining:
@@ -217,16 +279,16 @@ class Producer:
 
 
 def open_consumer(bootstrap_servers: str, config: Mapping[str, Any], group_id: str,
-                  **extra: Any) -> Consumer:
+                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, **extra: Any) -> Consumer:
     ck = kafka_module()
-    # fetch big (8 MiB a partition, 64 MiB a request) and keep many messages queued: with librdkafka's 1 MiB
-    # per partition a consumer of small messages waits on round trips (measured: 200,000 → 590,000 messages/s)
+    # fetch big (at least 8 MiB a partition, 64 MiB a request: sizes.consumer_config) and keep many messages
+    # queued: with librdkafka's 1 MiB per partition a consumer of small messages waits on round trips
+    # (measured: 200,000 → 590,000 messages/s)
     conf = {"group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "enable.partition.eof": False, "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
             "max.poll.interval.ms": 300_000, "fetch.wait.max.ms": 50, "isolation.level": "read_committed",
-            "queued.max.messages.kbytes": 65536, "max.partition.fetch.bytes": 8 * 2**20,
-            "fetch.max.bytes": 64 * 2**20, "queued.min.messages": 1_000_000,
-            **base_config(bootstrap_servers, config), **extra}
+            "queued.max.messages.kbytes": 65536, "queued.min.messages": 1_000_000,
+            **consumer_config(max_message_bytes), **base_config(bootstrap_servers, config), **extra}
     try:
         consumer: Consumer = ck.Consumer(conf)
     except ck.KafkaException as exc:

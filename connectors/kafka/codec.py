@@ -347,7 +347,9 @@ class _AvroReader:
     def __init__(self, text: str, ref: str) -> None:
         doc = json.loads(text)
         self.ref = ref
+        self.text = text
         self.parsed = avro.parsed(text)
+        self._integers: Any = None
         self.is_envelope = doc.get("name") == "Envelope"
         self.table = avro.table_schema(doc) if self.is_envelope else None
         self._names = avro.column_names(doc)
@@ -358,12 +360,22 @@ class _AvroReader:
         from fastavro import schemaless_reader
 
         try:
-            doc: dict[str, Any] = schemaless_reader(io.BytesIO(payload), self.parsed, None)  # type: ignore[assignment]
-        except (EOFError, ValueError, IndexError) as exc:
+            try:
+                doc: dict[str, Any] = schemaless_reader(io.BytesIO(payload), self.parsed, None)  # type: ignore[assignment]
+            except (ValueError, OverflowError):
+                # a date, time or timestamp Python cannot hold (infinity, BC, 24:00): the same datum with
+                # those fields as the integers Arrow stores for them (see copyjob.core.temporal)
+                doc = schemaless_reader(io.BytesIO(payload), self._integer_temporals(), None)  # type: ignore[assignment]
+        except (EOFError, ValueError, IndexError, OverflowError) as exc:
             raise ConnectorError(f"cannot decode an Avro message ({self.ref}): {exc}") from exc
         doc["before"] = self._row(doc.get("before"))
         doc["after"] = self._row(doc.get("after"))
         return doc
+
+    def _integer_temporals(self) -> Any:
+        if self._integers is None:
+            self._integers = avro.parsed(json.dumps(_without_temporal_logical_types(json.loads(self.text))))
+        return self._integers
 
     def read_row(self, payload: bytes) -> dict[str, Any] | None:
         from fastavro import schemaless_reader
@@ -379,3 +391,19 @@ class _AvroReader:
         if self._names:
             row = {self._names.get(k, k): v for k, v in row.items()}
         return row
+
+
+_TEMPORAL_LOGICAL_TYPES = {"date", "time-micros", "time-millis", "timestamp-micros", "timestamp-millis",
+                           "local-timestamp-micros", "local-timestamp-millis"}
+
+
+def _without_temporal_logical_types(node: Any) -> Any:
+    """An Avro schema (as JSON) whose date, time and timestamp types are their plain int/long: fastavro then
+    hands out the days and microseconds since the epoch (since midnight) themselves."""
+    if isinstance(node, list):
+        return [_without_temporal_logical_types(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("logicalType") in _TEMPORAL_LOGICAL_TYPES:
+        return {k: v for k, v in node.items() if k != "logicalType"}
+    return {k: _without_temporal_logical_types(v) for k, v in node.items()}

@@ -3,17 +3,17 @@ consumer groups whose partitions start at the offsets the destination holds."""
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
 from operator import is_not, itemgetter
 from typing import Any
 
 from copyjob.connectors.kafka.client import Admin, Producer, end_offsets, kafka_module, open_consumer, translate
 from copyjob.connectors.kafka.schemas import RegistryClient, Schemas, SchemaTopic, schema_topic
+from copyjob.connectors.kafka.sizes import DEFAULT_MAX_MESSAGE_BYTES
 
+from copyjob.core.collector import paused_gc
 from copyjob.core.transport import Headers, Record, StartAt
 
 log = logging.getLogger("copyjob.kafka")
@@ -26,6 +26,7 @@ class KafkaTransport:
         self.settings = settings
         self._servers: str = settings.bootstrap_servers
         self._config: dict[str, Any] = dict(settings.config)
+        self._max_message_bytes: int = settings.max_message_bytes  # connectors/kafka/sizes.py
         self.admin = Admin(self._servers, self._config)
         self._producer: Producer | None = None
         topic = SchemaTopic(self._servers, self._config, settings.topic_prefix)
@@ -37,7 +38,8 @@ class KafkaTransport:
 
     def ensure_topics(self, topics: Mapping[str, bool]) -> None:
         wanted = {schema_topic(self.settings.topic_prefix): True, **topics}
-        created = self.admin.ensure_topics(wanted, self.settings.partitions, self.settings.replication_factor)
+        created = self.admin.ensure_topics(wanted, self.settings.partitions, self.settings.replication_factor,
+                                           self._max_message_bytes)
         for name in created:
             log.info("created topic %s", name)
 
@@ -64,13 +66,14 @@ class KafkaTransport:
 
     def publisher(self) -> KafkaPublisher:
         if self._producer is None:
-            self._producer = Producer(self._servers, self._config)
+            self._producer = Producer(self._servers, self._config, self._max_message_bytes)
             self._topic._producer = self._producer
         return KafkaPublisher(self._producer)
 
     def subscribe(self, topics: Sequence[str], group_id: str, start_at: StartAt,
                   on_revoke: Callable[[], None] | None = None) -> KafkaSubscription:
-        return KafkaSubscription(self._servers, self._config, list(topics), group_id, start_at, on_revoke)
+        return KafkaSubscription(self._servers, self._config, list(topics), group_id, start_at, on_revoke,
+                                 self._max_message_bytes)
 
     def close(self) -> None:
         if self._producer is not None:
@@ -98,11 +101,12 @@ class KafkaSubscription:
     committed with the data in the destination) or at its beginning; group offsets are only for monitoring."""
 
     def __init__(self, servers: str, config: Mapping[str, Any], topics: list[str], group_id: str,
-                 start_at: StartAt, on_revoke: Callable[[], None] | None = None) -> None:
+                 start_at: StartAt, on_revoke: Callable[[], None] | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._ck = kafka_module()
         self._start_at = start_at
         self._before_revoke = on_revoke
-        self._consumer = open_consumer(servers, config, group_id)
+        self._consumer = open_consumer(servers, config, group_id, max_message_bytes)
         self._assigned: list[tuple[str, int]] = []
         try:
             self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -135,7 +139,7 @@ class KafkaSubscription:
         # per message, and without cyclic garbage collection meanwhile (records are tuples of bytes and cannot
         # form cycles; the collector would walk every live object again and again, 5x slower at 50,000)
         message = self._ck.Message
-        with _no_gc():
+        with paused_gc():
             # by identity: KafkaError's == against None raises inside list.count
             errors = list(map(message.error, messages))
             if any(map(is_not, errors, repeat(None))):
@@ -180,17 +184,6 @@ class KafkaSubscription:
 
 
 _SECOND = itemgetter(1)
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def headers_of(raw: Any) -> tuple[tuple[str, bytes], ...]:

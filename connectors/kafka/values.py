@@ -1,7 +1,8 @@
 """Column values to and from the JSON envelope (``format: json``), typed by the column's logical type.
 
 JSON carries what a person reads easily: decimals as strings (exact), timestamps, dates and times as ISO 8601
-(timestamptz with ``+00:00``), binary as base64, uuid and json as strings; numbers and booleans as themselves.
+(timestamptz with ``+00:00``), binary as base64, uuid and json as strings; numbers and booleans as themselves,
+except NaN and ±infinity, which JSON has no number for: the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from copyjob.core.schema import TableSchema
+from copyjob.core.values import float_from_json, json_float
 
 
 def to_json_value(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
+    if isinstance(value, float):
+        return json_float(value)
+    if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, decimal.Decimal):
         return str(value)
@@ -36,13 +40,21 @@ def _timestamptz(text: str) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+def _iso_or_integer(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
+    """ISO text, or the integer a value Python cannot hold (infinity, BC, 24:00) is carried as (days or
+    microseconds since 1970 or midnight: see copyjob.core.temporal), which Arrow takes as it is."""
+    return lambda v: v if isinstance(v, int) else parse(v)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "decimal": lambda v: decimal.Decimal(v) if isinstance(v, str) else v,
-    "date": lambda v: dt.date.fromisoformat(v),
-    "time": lambda v: dt.time.fromisoformat(v),
-    "timestamp": _timestamp,
-    "timestamptz": _timestamptz,
+    "date": _iso_or_integer(dt.date.fromisoformat),
+    "time": _iso_or_integer(dt.time.fromisoformat),
+    "timestamp": _iso_or_integer(_timestamp),
+    "timestamptz": _iso_or_integer(_timestamptz),
     "binary": lambda v: base64.b64decode(v),
+    "float32": float_from_json,
+    "float64": float_from_json,
 }
 
 

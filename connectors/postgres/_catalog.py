@@ -39,10 +39,12 @@ WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f
 # domains are described by their base type (one level), which is also what binary COPY sends
 _COLUMNS = """
 SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, bt.typname,
-       CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END
+       CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
+       CASE WHEN a.attgenerated = 's' THEN pg_catalog.pg_get_expr(d.adbin, d.adrelid) END
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
 JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
@@ -76,6 +78,8 @@ class NativeColumn:
     base_type: str
     not_null: bool
     logical: LogicalType
+    generated: str | None = None
+    """A stored generated column's expression: the server computes it, a load never writes it."""
 
 
 def with_schema(table: TableName) -> TableName:
@@ -91,8 +95,8 @@ def reflect_native(conn: psycopg.Connection[Any], table: TableName) -> tuple[lis
         if row is None:
             return None
         oid = row[0]
-        columns = [NativeColumn(name, native, base, notnull, logical_type(base, typmod))
-                   for name, native, notnull, base, typmod in cur.execute(_COLUMNS, (oid,)).fetchall()]
+        columns = [NativeColumn(name, native, base, notnull, logical_type(base, typmod), generated)
+                   for name, native, notnull, base, typmod, generated in cur.execute(_COLUMNS, (oid,)).fetchall()]
         key = tuple(r[0] for r in cur.execute(_PRIMARY_KEY, (oid,)).fetchall())
     return columns, key
 
@@ -112,8 +116,8 @@ def reflect(conn: psycopg.Connection[Any], table: TableName) -> TableSchema | No
     columns, key = found
     return TableSchema(
         table=with_schema(table),
-        columns=tuple(Column(c.name, c.logical, nullable=not c.not_null, native_type=c.native_type)
-                      for c in columns),
+        columns=tuple(Column(c.name, c.logical, nullable=not c.not_null, native_type=c.native_type,
+                             generated=c.generated) for c in columns),
         primary_key=key,
     )
 
@@ -176,6 +180,21 @@ def read_cast(column: Column) -> tuple[str | None, str]:
     return "text", "text"  # uuid, json, numeric without precision
 
 
+def read_expression(column: Column) -> tuple[str, str]:
+    """``(SQL expression, copy type)`` reading ``column`` for binary COPY (see :func:`read_cast`)."""
+    name = quote_double(column.name)
+    cast, copy_type = read_cast(column)
+    output = _OUTPUT_FUNCTION.get(column.native_type)
+    if cast == "text" and output:
+        return f"{output}({name})::text", copy_type
+    return (f"{name}::{cast}" if cast else name), copy_type
+
+
+_OUTPUT_FUNCTION = {"inet": "inet_out"}
+"""Types whose ``::text`` differs from their output text (``text(inet)`` adds the netmask: ``10.0.0.1/32``):
+read through the output function, as CSV COPY and logical replication spell them (``10.0.0.1``)."""
+
+
 def _numeric_sql(t: LogicalType) -> str:
     return f"numeric({t.precision},{t.scale or 0})"
 
@@ -209,13 +228,16 @@ def _dialect() -> Any:
 
 def create_table_sql(schema: TableSchema, primary_key: bool) -> str:
     from sqlalchemy import Column as SaColumn
-    from sqlalchemy import MetaData, PrimaryKeyConstraint, Table
+    from sqlalchemy import Computed, MetaData, PrimaryKeyConstraint, Table
     from sqlalchemy.schema import CreateTable
     from sqlalchemy.sql.elements import quoted_name
 
     table = with_schema(schema.table)
+    # a generated column stays generated: the server computes every row's value, loads and changes alike
     columns: list[Any] = [
-        SaColumn(quoted_name(c.name, True), sqlalchemy_type(c.type), nullable=c.nullable, autoincrement=False)
+        SaColumn(quoted_name(c.name, True), sqlalchemy_type(c.type),
+                 *([Computed(c.generated, persisted=True)] if c.generated else []), nullable=c.nullable,
+                 autoincrement=False)
         for c in schema.columns
     ]
     if primary_key and schema.primary_key:

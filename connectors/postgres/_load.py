@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from copyjob.connectors._append import duplicate_key_error
 from copyjob.connectors._sql import STATE_TABLE, qualified, quote_double
 from copyjob.connectors.postgres import _catalog
 from copyjob.connectors.postgres._catalog import NativeColumn, column_list
-from copyjob.connectors.postgres._connect import translate
+from copyjob.connectors.postgres._connect import _text, translate
 from copyjob.connectors.postgres._direct import DirectInserts
 
 from copyjob.core.contracts import StateMarker, UpdateMethod
@@ -47,14 +48,17 @@ class PostgresLoadSession:
         self._release = release
         self._url = url
         self._table = table
-        self._columns = list(columns)
+        # columns the server generates are never written: ``write`` drops their values from each batch
+        self._given = len(columns)
+        self._keep = [i for i, c in enumerate(columns) if not c.generated]
+        self._columns = [columns[i] for i in self._keep]
         self._method = method
         self._key = key
         self._deferred_key = deferred_key
         self._primary_key: tuple[str, ...] | None = None  # looked up when delete/update by key needs it
         self._ensure_state_table = ensure_state_table
         self._target = qualified(table, quote_double)
-        self._cols_sql = column_list([c.name for c in columns])
+        self._cols_sql = column_list([c.name for c in self._columns])
         self._wires: dict[pa.Schema, list[_wire.Wire]] = {}
         self._direct = direct if method == "merge" else None  # see _direct.py
         self._staged = False  # once a merge stages a row, later rows must follow it (the last row of a key wins)
@@ -83,11 +87,13 @@ class PostgresLoadSession:
     # ------------------------------------------------------------ step 2
 
     def write(self, batch: pa.RecordBatch) -> int:
-        if batch.num_columns != len(self._columns):
+        if batch.num_columns != self._given:
             raise ConfigurationError(f"batch for {self._table} has {batch.num_columns} columns, "
-                                     f"expected {len(self._columns)}")
+                                     f"expected {self._given}")
         if batch.num_rows == 0:
             return 0
+        if len(self._keep) != self._given:
+            batch = batch.select(self._keep)
         direct = self._direct if not self._staged else None
         if direct is not None and direct.should_try() and self._guard(self._write_direct, batch, direct):
             return batch.num_rows
@@ -319,6 +325,11 @@ class PostgresLoadSession:
             raise ConnectorError(f"the load into {self._table} is already committed or aborted")
         try:
             return step(*args)
+        except psycopg.errors.UniqueViolation as exc:
+            self.abort()
+            if self._method == "append":
+                raise duplicate_key_error(self._table, f"PostgreSQL: {_text(exc)}") from exc
+            raise translate(exc, self._url, self._table) from exc
         except (psycopg.Error, ValueError, TypeError, OverflowError) as exc:
             self.abort()
             raise translate(exc, self._url, self._table) from exc

@@ -20,6 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.types as pt
 from copyjob.connectors.postgres._catalog import NativeColumn
 
+from copyjob.core import temporal
+
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since 1970
 PG_EPOCH_DAYS = 10_957  # 2000-01-01 in days since 1970
 INT_LIMITS = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1), "int8": (-(2**63), 2**63 - 1)}
@@ -74,12 +76,22 @@ def plan(column: NativeColumn, arrow: pa.DataType) -> Wire:
 
 def _timestamp_micros(array: pa.Array) -> pa.Array:
     us = array.cast(pa.timestamp("us", tz=array.type.tz), safe=False)  # ns → µs as PostgreSQL would round
-    return pc.subtract_checked(us.view(pa.int64()), PG_EPOCH_US)
+    return _shifted(us.view(pa.int64()), PG_EPOCH_US, temporal.TIMESTAMP_INFINITY, 2**63)
 
 
 def _date_days(array: pa.Array) -> pa.Array:
     days = array.cast(pa.date32()).view(pa.int32())
-    return pc.subtract_checked(days, PG_EPOCH_DAYS)
+    return _shifted(days, PG_EPOCH_DAYS, temporal.DATE_INFINITY, 2**31)
+
+
+def _shifted(values: pa.Array, epoch: int, infinity: int, limit: int) -> pa.Array:
+    """Values counted from 1970 counted from PostgreSQL's 2000 instead; copyjob's ±infinity (see
+    ``core.temporal``) become PostgreSQL's (the integer type's maximum and minimum)."""
+    shifted = pc.subtract(values, epoch)  # cannot overflow: only the infinities are that close to the limits
+    if values.null_count != len(values) and pc.max(pc.abs(values)).as_py() >= infinity:
+        shifted = pc.if_else(pc.equal(values, infinity), pa.scalar(limit - 1, values.type), shifted)
+        shifted = pc.if_else(pc.equal(values, -infinity), pa.scalar(-limit, values.type), shifted)
+    return shifted
 
 
 def _time_micros(array: pa.Array) -> pa.Array:

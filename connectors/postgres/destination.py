@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+from copyjob.connectors._append import key_index_sql
 from copyjob.connectors._load_checks import check_load_key
 from copyjob.connectors._sql import STATE_TABLE, qualified, quote_double
 from copyjob.connectors.postgres import _catalog
@@ -34,7 +35,8 @@ _READ_MARKER = f"SELECT run_id, state FROM {quote_double(STATE_TABLE)} WHERE job
 class PostgresDestination:
     """A PostgreSQL destination: one autocommit connection for DDL and markers; one connection per load."""
 
-    capabilities = DestinationCapabilities(transactional=True, supports_merge=True, postgres_binary=True)
+    capabilities = DestinationCapabilities(transactional=True, supports_merge=True, postgres_binary=True,
+                                           generated_columns=True)
 
     def __init__(self, url: ConnectionUrl) -> None:
         self._url = url
@@ -50,17 +52,20 @@ class PostgresDestination:
         except psycopg.Error as exc:
             raise translate(exc, self._url, table) from exc
 
-    def create_table(self, schema: TableSchema, *, primary_key: bool = True) -> None:
+    def create_table(self, schema: TableSchema, *, primary_key: bool = True, key_index: bool = False) -> None:
         table = _catalog.with_schema(schema.table)
         assert table.schema is not None
+        index = ([key_index_sql(table, schema.primary_key, quote_double)]
+                 if key_index and not primary_key and schema.primary_key else [])
         self._run(table, f"CREATE SCHEMA IF NOT EXISTS {quote_double(table.schema)}",
-                  _catalog.create_table_sql(schema, primary_key))
+                  _catalog.create_table_sql(schema, primary_key), *index)
 
     def add_columns(self, table: TableName, columns: Sequence[Column]) -> None:
         if not columns:
             return
         # nullable whatever the source says: the rows already there have no value for them
-        adds = ", ".join(f"ADD COLUMN {quote_double(c.name)} {_catalog.type_sql(c.type)}" for c in columns)
+        adds = ", ".join(f"ADD COLUMN {quote_double(c.name)} {_catalog.type_sql(c.type)}"
+                         f"{f' GENERATED ALWAYS AS ({c.generated}) STORED' if c.generated else ''}" for c in columns)
         self._run(table, f"ALTER TABLE {qualified(_catalog.with_schema(table), quote_double)} {adds}")
 
     def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],

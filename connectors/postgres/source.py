@@ -56,6 +56,15 @@ class PostgresSource:
             raise TableNotFound(f"table {_catalog.with_schema(table)} does not exist on {self._url.redacted}")
         return schema
 
+    def table_names(self) -> list[TableName]:
+        try:
+            rows = self._conn.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables "
+                "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')").fetchall()
+        except psycopg.Error as exc:
+            raise translate(exc, self._url) from exc
+        return [TableName(name, schema) for schema, name in rows]
+
     # ------------------------------------------------------------ rows
 
     def read(self, schema: TableSchema, filters: Sequence[RowFilter] = (),
@@ -77,14 +86,12 @@ class PostgresSource:
         """Rows through binary COPY decoded by psycopg (slower; kept for comparison and as a fallback)."""
         import pyarrow as pa
 
-        casts = [_catalog.read_cast(c) for c in schema.columns]
-        exprs = [quote_double(c.name) + (f"::{cast}" if cast else "")
-                 for c, (cast, _) in zip(schema.columns, casts, strict=True)]
-        query = self._copy_query(schema.table, exprs, filters)
+        reads = [_catalog.read_expression(c) for c in schema.columns]
+        query = self._copy_query(schema.table, [expr for expr, _ in reads], filters)
         arrow_schema = schema.arrow_schema()
         try:
             with self._conn.cursor() as cur, cur.copy(query) as copy:
-                copy.set_types([copy_type for _, copy_type in casts])
+                copy.set_types([copy_type for _, copy_type in reads])
                 yield from _batches(copy.rows(), batch_rows, arrow_schema)
         except (psycopg.Error, pa.ArrowException) as exc:
             raise translate(exc, self._url, schema.table) from exc

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import typer
 
 from copyjob.cli import cdc, jobs, kafka
+from copyjob.core.private import private_umask
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Move tables between databases: full and incremental copies from one YAML job file.")
@@ -30,6 +31,7 @@ kafka.register(app)
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    private_umask()  # what copyjob (and the libraries under it) creates is not readable by other users
     try:
         app()
         code: Any = 0

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from copyjob.core.errors import EXIT_INTERRUPTED, CopyjobError
+from copyjob.core.errors import EXIT_INTERRUPTED, CopyjobError, JobFileError
 from copyjob.core.urls import redact
 
 if TYPE_CHECKING:  # the job model (pydantic) is imported by commands, not by ``copyjob --help``
@@ -46,11 +47,18 @@ def guard(action: Callable[[], T]) -> T:
     try:
         return action()
     except CopyjobError as exc:
-        err.print(f"[red]error[/]: {redact(str(exc))}", highlight=False, soft_wrap=True, markup=True)
+        print_error(exc)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def print_error(exc: CopyjobError) -> None:
+    """``error: …`` on stderr, one line per problem of a job file (all of them, found in one pass)."""
+    lines = [str(p) for p in exc.problems] if isinstance(exc, JobFileError) else [str(exc)]
+    for line in lines:
+        err.print(f"[red]error[/]: {escape(redact(line))}", highlight=False, soft_wrap=True, markup=True)
 
 
 def load_job_file(job_file: Path, env: str | None, variables: Path | None) -> LoadedJob:

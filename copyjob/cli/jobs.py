@@ -28,7 +28,7 @@ from copyjob.cli.common import (
     out,
     state_store,
 )
-from copyjob.core.errors import EXIT_SKIPPED, EXIT_TABLE_FAILED
+from copyjob.core.errors import EXIT_BAD_INPUT, EXIT_SKIPPED, EXIT_TABLE_FAILED
 
 if TYPE_CHECKING:
     from copyjob.core.contracts import TableState
@@ -107,19 +107,8 @@ def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, st
 
     def body() -> int:
         loaded = load_job_file(job_file, env, variables)
-        if connect:
-            from copyjob.connectors import destination_capabilities, open_destination, open_source
-            from copyjob.filesets import endpoint_url
-            from copyjob.preflight import check_tables
-
-            job = loaded.job
-            destination_url = endpoint_url(job.destination, loaded.base_dir)
-            source = open_source(endpoint_url(job.source, loaded.base_dir))
-            try:
-                check_tables(loaded, loaded.tables, source, destination_capabilities(destination_url))
-            finally:
-                source.close()
-            open_destination(destination_url).close()
+        if connect and _report_connect_problems(job_file, loaded):
+            return EXIT_BAD_INPUT
         what = "reached both ends; every table and column checked" if connect else "job file is valid"
         out.print(f"[green]ok[/]: {job_file}: {what} ({len(loaded.tables)} tables)")
         for label, reason in _edit_resets(loaded, state):
@@ -128,6 +117,34 @@ def validate(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, st
         return 0
 
     raise typer.Exit(guard(body))
+
+
+def _report_connect_problems(job_file: Path, loaded: LoadedJob) -> bool:
+    """``validate --connect``: reach both ends and run the checks ``run`` runs before it writes or creates
+    anything (tables and columns, and for cdc tables the source's change capture needs); print every problem
+    and return whether there was one."""
+    from rich.markup import escape
+
+    from copyjob.cli.common import err
+    from copyjob.connectors import destination_capabilities, open_destination, open_source
+    from copyjob.core.redaction import redact
+    from copyjob.filesets import endpoint_url
+    from copyjob.preflight import capture_problems, table_problems
+
+    destination_url = endpoint_url(loaded.job.destination, loaded.base_dir)
+    source = open_source(endpoint_url(loaded.job.source, loaded.base_dir))
+    try:
+        plans, errors = table_problems(loaded, loaded.tables, source, destination_capabilities(destination_url))
+        problems = [str(e) for e in errors] + capture_problems(loaded, plans, source)
+    finally:
+        source.close()
+    open_destination(destination_url).close()
+    for problem in problems:
+        err.print(f"[red]error[/]: {escape(redact(problem))}", highlight=False, soft_wrap=True)
+    if problems:
+        err.print(f"{job_file}: {len(problems)} problem{'s' if len(problems) > 1 else ''} found; nothing was "
+                  "created or changed", highlight=False, markup=False)
+    return bool(problems)
 
 
 def _edit_resets(loaded: LoadedJob, state: str | None) -> list[tuple[str, str]]:
@@ -165,6 +182,8 @@ def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, stat
         finally:
             store.close()
         rows = status_rows(states, reasons)
+        for row, (_, _, table_state) in zip(rows, states, strict=True):
+            row["waiting"] = table_state.extra.get("waiting")  # a stream waiting out an outage (copyjob.cdc)
         cdc = cdc_status(loaded, [s for _, mode, s in states if mode == "cdc"])
         if json_out:
             print(dumps({"job": loaded.job.job, "destination": loaded.destination_identity,
@@ -172,6 +191,11 @@ def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, stat
                          "triggers": trigger_rows(loaded.job), **({"cdc": cdc} if cdc else {})}))
         else:
             print_status(out, loaded.job.job, rows, schedules, trigger_rows(loaded.job))
+            for row in rows:
+                if row["waiting"]:
+                    w = row["waiting"]
+                    out.print(f"{row['table']}: waiting for {w['for']} since {w['since']}: {w['error']}",
+                              highlight=False, markup=False)
             print_cdc_status(cdc)
         return 0
 

@@ -64,9 +64,13 @@ class LogSource(Protocol):
     parallel_snapshot: bool
     """Snapshot readers may run in parallel (every clone of the snapshot's source reads the same snapshot)."""
 
+    def check(self, plans: Sequence[TablePlan]) -> list[str]:
+        """Every unmet need of capturing ``plans`` (settings, privileges, tables), each a line that says what to
+        do; creates nothing. ``prepare`` and ``copyjob validate --connect`` both call it."""
+
     def prepare(self, plans: Sequence[TablePlan]) -> None:
-        """Check the server and the tables, and make the log cover them (PostgreSQL: settings, privileges,
-        replica identity, publication); nothing is created when a check fails."""
+        """:meth:`check` (raising ConfigurationError with every problem), then make the log cover the tables
+        (PostgreSQL: the publication); nothing is created when a check fails."""
 
     def stream_exists(self) -> bool:
         """Whether the job's change stream exists (PostgreSQL: its replication slot; a gone stream means every

@@ -65,6 +65,10 @@ class Source(Protocol):
     def reflect(self, table: TableName) -> TableSchema:
         """The table's columns (logical types) and primary key. Raises TableNotFound."""
 
+    def table_names(self) -> list[TableName]:
+        """The tables and views a job may name (for "did you mean" when it names one that does not exist);
+        empty for sources of files."""
+
     def read(self, schema: TableSchema, filters: Sequence[RowFilter] = (),
              batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
         """Rows of ``schema.columns`` matching every filter, as batches with ``schema.arrow_schema()``."""
@@ -100,6 +104,9 @@ class DestinationCapabilities:
     preferred_batch_rows: int = 50_000
     files: bool = False
     """Writes one output file per source file: its sessions are :class:`FileLoadSession`."""
+    generated_columns: bool = False
+    """Creates a source's stored generated columns generated (``Column.generated``) and computes them itself:
+    change capture, whose log leaves them out, needs it for tables that have them."""
 
 
 @dataclass(frozen=True)
@@ -160,8 +167,13 @@ class Destination(Protocol):
     def reflect(self, table: TableName) -> TableSchema | None:
         """The destination table's schema, or None when it does not exist."""
 
-    def create_table(self, schema: TableSchema, *, primary_key: bool = True) -> None:
-        """Create ``schema.table`` (and its schema/database when missing) with the mapped column types."""
+    def create_table(self, schema: TableSchema, *, primary_key: bool = True, key_index: bool = False) -> None:
+        """Create ``schema.table`` (and its schema/database when missing) with the mapped column types.
+
+        ``primary_key`` False: without its primary key (a load adds it at the end, ``deferred_key``);
+        ``key_index``: instead of the key, an ordinary non-unique index on ``schema.primary_key`` (the table of
+        an append, which keeps every row of a key). Systems without indexes (files) ignore both.
+        """
 
     def add_columns(self, table: TableName, columns: Sequence[Column]) -> None: ...
 

@@ -4,6 +4,7 @@
 
     CopyjobError                      every error we raise; ``retriable`` says whether trying again may help
     ├── JobFileError                  the job file or a variable library is wrong (exit 2); names file, line, field
+    │   └── JobFileProblems           several of them, found in one pass: one line each
     ├── UsageError                    a command line that cannot be carried out (exit 2)
     ├── ConfigurationError            the job is valid YAML but does not fit the systems (exit 2): a missing
     │                                 table, an unknown key column, an unsupported update method
@@ -20,6 +21,8 @@ Exceptions from the libraries underneath are translated at the boundary with ``r
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 EXIT_OK = 0
 EXIT_TABLE_FAILED = 1
@@ -60,6 +63,33 @@ class JobFileError(CopyjobError):
         what = f"{field}: " if field else ""
         super().__init__(f"{where}{what}{message}")
 
+    @property
+    def problems(self) -> tuple[JobFileError, ...]:
+        """Each problem found, one ``file:line: field: problem`` line each (this error alone)."""
+        return (self,)
+
+    @staticmethod
+    def of(problems: Sequence[JobFileError]) -> JobFileError:
+        """One error for ``problems`` (at least one): itself when alone, else :class:`JobFileProblems`."""
+        flat = [p for problem in problems for p in problem.problems]
+        return flat[0] if len(flat) == 1 else JobFileProblems(flat)
+
+
+class JobFileProblems(JobFileError):
+    """Several problems found in one pass, ordered by file (as first met) then line; ``str`` is one line per
+    problem, and ``file``, ``line`` and ``field`` are the first one's."""
+
+    def __init__(self, problems: Sequence[JobFileError]) -> None:
+        files = list(dict.fromkeys(p.file for p in problems))
+        self._problems = tuple(sorted(problems, key=lambda p: (files.index(p.file), p.line or 0)))
+        first = self._problems[0]
+        self.file, self.line, self.field = first.file, first.line, first.field
+        CopyjobError.__init__(self, "\n".join(str(p) for p in self._problems))
+
+    @property
+    def problems(self) -> tuple[JobFileError, ...]:
+        return self._problems
+
 
 class UsageError(CopyjobError):
     exit_code = 2
@@ -86,7 +116,12 @@ class TableNotFound(ConnectorError):
 
 
 class DataError(ConnectorError):
-    pass
+    """``table``: the table whose value it is, when raised where several tables' values pass (a change capture
+    decoding a log they share): the CDC orchestrator then fails that table alone."""
+
+    def __init__(self, message: str, *, retriable: bool | None = None, table: object | None = None) -> None:
+        super().__init__(message, retriable=retriable)
+        self.table = table
 
 
 class BadFile(DataError):

@@ -3,7 +3,8 @@
 A connector reflects a source table into a :class:`TableSchema` (logical types, nullability, primary key) and
 renders a :class:`TableSchema` into its own DDL. Data between them travels as Arrow record batches whose
 schema is :meth:`TableSchema.arrow_schema`. The logical type is kept in each Arrow field's metadata
-(``copyjob.type``) so that uuid and json survive a trip through Arrow strings.
+(``copyjob.type``) so that uuid and json survive a trip through Arrow strings. Dates, times and timestamps
+that Python cannot hold (infinity, BC, 24:00) travel as Arrow values too: see :mod:`copyjob.core.temporal`.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class Column:
     nullable: bool = True
     native_type: str = ""
     """The type as the source system spells it (``numeric(12,2)``); used to decide binary pass-through."""
+    generated: str | None = None
+    """A PostgreSQL stored generated column's expression (``GENERATED ALWAYS AS (expr) STORED``, as pg_get_expr
+    prints it): a PostgreSQL destination creates the column generated and computes it; nothing writes it."""
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,33 @@
-"""Watermark values to and from JSON, keeping their type (the state store and state markers hold JSON)."""
+"""Values to and from JSON: watermarks keeping their type (the state store and state markers hold JSON), and
+the non-finite floats that JSON has no number for."""
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+import math
 from typing import Any
+
+NON_FINITE_TEXT: dict[str, float] = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""JSON has no NaN or infinity: they are written as these strings, as Jackson (Kafka Connect's and Debezium's
+JSON converter) writes them by default."""
+
+
+def json_float(value: float) -> float | str:
+    """A float as JSON carries it: itself when finite, else ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def float_from_json(value: Any) -> Any:
+    """Inverse of :func:`json_float` (other values pass unchanged)."""
+    if isinstance(value, str):
+        special = NON_FINITE_TEXT.get(value)
+        return float(value) if special is None else special
+    return value
 
 
 def encode_value(value: Any) -> tuple[Any, str | None]:

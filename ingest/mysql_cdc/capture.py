@@ -13,7 +13,7 @@ conversion, snapshot reads) and the binlog capturer of this package, whose other
 - ``capture(starts)``: the binlog reader, each table starting after its position;
 - ``at_or_before``, ``describe``: order and display of positions (:mod:`ingest.mysql_cdc.positions`);
 - ``consumed_past(committed)``: always empty: a binlog is read, never consumed, so no other reader takes changes;
-- ``close()``: nothing to close (every use opens and closes its own connection).
+- ``close()``: closes the connection tables are reflected on (every other use opens and closes its own).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from copyjob.core.capture import CaptureOptions, LogSource
 from copyjob.core.contracts import SnapshotResult, Source, StreamPositions
-from copyjob.core.errors import ConfigurationError
-from copyjob.core.schema import TableName
+from copyjob.core.errors import ConfigurationError, ConnectionFailed
+from copyjob.core.schema import TableName, TableSchema
 from copyjob.core.urls import ConnectionUrl
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class MysqlCdc(LogSource):
         self._server_id = options.server_id or default_server_id(name)
         self.where = url.redacted
         self._server: ServerInfo | None = None
+        self._reflector: MysqlSource | None = None
 
     # ------------------------------------------------------------ preparing
 
@@ -83,9 +84,22 @@ class MysqlCdc(LogSource):
     def server(self, value: ServerInfo) -> None:
         self._server = value
 
+    def check(self, plans: Sequence[TablePlan]) -> list[str]:
+        """Every unmet binlog setting and replication privilege (the tables need nothing: rows are logged whole)."""
+        from copyjob.ingest.mysql_cdc.checks import server_problems
+
+        with self._connection() as conn:
+            info, problems = server_problems(conn, self.where)
+        if not problems:
+            self._server = info
+        return problems
+
     def prepare(self, plans: Sequence[TablePlan]) -> None:
-        """Check the binlog settings and replication privileges (nothing is created on the server); warn about
-        tables a consistent snapshot cannot read consistently (not InnoDB)."""
+        """:meth:`check` (nothing is created on the server); warn about tables a consistent snapshot cannot read
+        consistently (not InnoDB)."""
+        problems = self.check(plans)
+        if problems:
+            raise ConfigurationError("; ".join(problems))
         log.info("%s: %s, binlog positions by %s", self.where, self.server.version,
                  "GTID" if self.server.gtid else "file and offset")
         tables = [p.source_schema.table for p in plans]
@@ -137,11 +151,11 @@ class MysqlCdc(LogSource):
         from copyjob.connectors.mysql import connection_settings, translate, value_converter
         from copyjob.ingest.mysql_cdc import CaptureTable, MysqlBinlogCapture
 
-        tables = [CaptureTable(table=t, schema=self._source.reflect(t), start=dict(p)) for t, p in starts.items()]
+        tables = [CaptureTable(table=t, schema=self._reflect(t), start=dict(p)) for t, p in starts.items()]
         delay = self._options.max_batch_delay_s
         return MysqlBinlogCapture(
             connection=connection_settings(self._url), server=self.server, tables=tables,
-            server_id=self._server_id, reflect=self._source.reflect, converter_for=value_converter,
+            server_id=self._server_id, reflect=self._reflect, converter_for=value_converter,
             batch_events=self._options.batch_events, heartbeat_s=min(1.0, max(0.05, delay)), where=self.where,
             translate=lambda exc: translate(exc, self._url, None), stop_at=stop_at)
 
@@ -172,7 +186,21 @@ class MysqlCdc(LogSource):
     # ------------------------------------------------------------ operations
 
     def close(self) -> None:
-        """Nothing held: every use opens and closes its own connection."""
+        if self._reflector is not None:
+            self._reflector.close()
+            self._reflector = None
+
+    def _reflect(self, table: TableName) -> TableSchema:
+        """The table's schema now, on a connection of the capture's own, opened again after it was lost (the
+        server restarted): the stream then goes on reading once the server is back."""
+        if self._reflector is None:
+            self._reflector = self._source.clone()
+        try:
+            return self._reflector.reflect(table)
+        except ConnectionFailed:
+            self._reflector.close()
+            self._reflector = None
+            raise
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:

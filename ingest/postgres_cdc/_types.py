@@ -4,7 +4,8 @@ Arrow type of the column's logical type takes (the same values a snapshot read p
 One converter per logical type, chosen once per column when its Relation message arrives; ``None`` means
 "decode the UTF-8 text" (strings, and the types a snapshot also reads as text: uuid, json, unconstrained
 numeric, arrays, enums, intervals…). The session runs with ``TimeZone=UTC``, ``DateStyle=ISO`` and
-``bytea_output=hex`` so the text forms are the ones parsed here.
+``bytea_output=hex`` so the text forms are the ones parsed here. Dates, times and timestamps Python cannot
+hold (infinity, BC, after 9999, 24:00) become the integers Arrow stores for them (see ``core.temporal``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import decimal
 from collections.abc import Callable
 from typing import Any
 
+from copyjob.core import temporal
 from copyjob.core.schema import LogicalType
 
 TextConverter = Callable[[bytes], Any]
@@ -36,16 +38,28 @@ def _decimal(raw: bytes) -> decimal.Decimal:
     return decimal.Decimal(raw.decode())
 
 
-def _date(raw: bytes) -> dt.date:
-    return dt.date.fromisoformat(raw.decode())
+def _date(raw: bytes) -> dt.date | int:
+    text = raw.decode()
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:  # infinity, BC, after 9999: Arrow's days since 1970 (Arrow takes ints for date32)
+        return temporal.parse_date(text)
 
 
-def _time(raw: bytes) -> dt.time:
-    return dt.time.fromisoformat(raw.decode())
+def _time(raw: bytes) -> dt.time | int:
+    text = raw.decode()
+    try:
+        return dt.time.fromisoformat(text)
+    except ValueError:  # 24:00:00: Arrow's microseconds since midnight
+        return temporal.parse_time(text)
 
 
-def _timestamp(raw: bytes) -> dt.datetime:
-    return dt.datetime.fromisoformat(raw.decode())
+def _timestamp(raw: bytes) -> dt.datetime | int:
+    text = raw.decode()
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:  # infinity, BC, after 9999: Arrow's microseconds since 1970
+        return temporal.parse_timestamp(text)
 
 
 def _bytea(raw: bytes) -> bytes:

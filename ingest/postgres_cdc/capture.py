@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from copyjob.core.capture import CaptureOptions, LogSource
 from copyjob.core.contracts import SnapshotResult, Source, StreamPositions
+from copyjob.core.errors import ConfigurationError
 from copyjob.core.schema import LogicalType, TableName
 from copyjob.core.urls import ConnectionUrl
 
@@ -83,18 +84,21 @@ class PostgresCdc(LogSource):
 
     # ------------------------------------------------------------ preparing
 
-    def prepare(self, plans: Sequence[TablePlan]) -> None:
-        """Check the server and the tables, then make the publication cover them (nothing is created when a
-        check fails)."""
-        self.setup.check_server()
+    def check(self, plans: Sequence[TablePlan]) -> list[str]:
+        """Every unmet need: settings, privileges, each table's replica identity, the slot, the publication."""
+        deletes_carry: dict[TableName, tuple[str, ...]] = {}
         for plan in plans:
             table = plan.source_schema.table
             source_key = tuple(plan.table.key or plan.source_schema.primary_key)
             self._keys[table] = source_key
-            self.setup.check_identity(table, source_key if plan.table.update_method == "merge" else ())
-        info = self.setup.slot_info()
-        if info is not None:
-            self.setup.check_slot(info)
+            deletes_carry[table] = source_key if plan.table.update_method == "merge" else ()
+        return self.setup.problems(deletes_carry, create_publication=self._options.publication_create)
+
+    def prepare(self, plans: Sequence[TablePlan]) -> None:
+        """:meth:`check`, then make the publication cover the tables (nothing is created when a check fails)."""
+        problems = self.check(plans)
+        if problems:
+            raise ConfigurationError("; ".join(problems))
         added = self.setup.ensure_publication([p.source_schema.table for p in plans],
                                               create=self._options.publication_create)
         if added:

@@ -30,7 +30,7 @@ from typing import Any
 from copyjob.ingest.postgres_cdc._types import TextConverter, text_converter
 
 from copyjob.core.changes import UNCHANGED_TOAST, ChangeEvent
-from copyjob.core.errors import ConnectorError
+from copyjob.core.errors import ConnectorError, DataError
 from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
 
 PG_EPOCH_MS = 946_684_800_000
@@ -287,8 +287,8 @@ def _row(buf: bytes, pos: int, relation: Relation) -> tuple[dict[str, Any], int]
     except (ValueError, TypeError, ArithmeticError) as exc:
         name = fields[len(row)][0]
         raw = buf[pos + 5:pos + 5 + min(60, _U32(buf, pos + 1)[0])]
-        raise ConnectorError(f"{relation.table}: cannot convert the value {raw!r} of column {name!r}: "
-                             f"{exc}") from exc
+        raise DataError(f"{relation.table}: cannot convert the value {raw!r} of column {name!r}: {exc}",
+                        table=relation.table) from exc
     return row, pos
 
 

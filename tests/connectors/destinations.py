@@ -21,7 +21,7 @@ import pytest
 from copyjob.connectors import open_destination, open_source
 
 from copyjob.core.contracts import Destination, Source
-from copyjob.core.schema import TableSchema
+from copyjob.core.schema import TableName, TableSchema
 from copyjob.core.urls import ConnectionUrl, parse_url
 
 
@@ -36,6 +36,8 @@ class DestinationCase:
     read_batches: Callable[[DestinationCase, TableSchema], list[pa.RecordBatch]]
     enforces_primary_key: bool = True
     """A row whose primary key is already in the table is refused (databases yes, folders of files no)."""
+    indexes: Callable[[DestinationCase, TableName], set[tuple[tuple[str, ...], bool]]] | None = None
+    """The table's indexes as (columns, unique), the primary key's among them; None: the system has none."""
     _sources: list[Source] = field(default_factory=list)
     cleanup: ExitStack = field(default_factory=ExitStack)
     """Closed first by ``close``."""
@@ -81,26 +83,81 @@ _read_parquet = _folder_reader(lambda dest, schema: str(dest.folder(schema.table
 _read_file_outputs = _folder_reader(lambda dest, schema: dest.root.full(dest.folder(schema.table)))
 
 
+IndexReader = Callable[[DestinationCase, TableName], set[tuple[tuple[str, ...], bool]]]
+
+
+def _sqlite_indexes(case: DestinationCase, table: TableName) -> set[tuple[tuple[str, ...], bool]]:
+    import sqlite3
+
+    assert case.url.path is not None
+    with sqlite3.connect(case.url.path) as con:
+        found = set()
+        for _, name, unique, *_ in con.execute("SELECT * FROM pragma_index_list(?)", (table.name,)).fetchall():
+            columns = [r[2] for r in con.execute("SELECT * FROM pragma_index_info(?)", (name,)).fetchall()]
+            found.add((tuple(columns), bool(unique)))
+        # a lone INTEGER PRIMARY KEY is the rowid, which pragma_index_list does not list
+        rowid = [r[1] for r in con.execute("SELECT * FROM pragma_table_info(?)", (table.name,)).fetchall()
+                 if r[5] == 1 and r[2].upper() == "INTEGER"]
+        pk_count = sum(1 for r in con.execute("SELECT * FROM pragma_table_info(?)", (table.name,)).fetchall()
+                       if r[5])
+        if rowid and pk_count == 1:
+            found.add(((rowid[0],), True))
+    return found
+
+
+def _duckdb_indexes(case: DestinationCase, table: TableName) -> set[tuple[tuple[str, ...], bool]]:
+    cur = case.source()._cur  # type: ignore[attr-defined]
+    found = {(tuple(c.strip() for c in expressions.strip("[]").split(",")), bool(unique))
+             for expressions, unique in cur.execute(
+                 "SELECT expressions, is_unique FROM duckdb_indexes() WHERE table_name = ?", [table.name]).fetchall()}
+    for (columns,) in cur.execute("SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? "
+                                  "AND constraint_type = 'PRIMARY KEY'", [table.name]).fetchall():
+        found.add((tuple(columns), True))
+    return found
+
+
+def _postgresql_indexes(case: DestinationCase, table: TableName) -> set[tuple[tuple[str, ...], bool]]:
+    import psycopg
+
+    sql = """SELECT array_agg(a.attname ORDER BY k.n), i.indisunique
+             FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             WHERE i.indrelid = to_regclass(%s) GROUP BY i.indexrelid, i.indisunique"""
+    with psycopg.connect(case.url.raw) as conn:
+        return {(tuple(columns), unique) for columns, unique in
+                conn.execute(sql, ('"' + table.name.replace('"', '""') + '"',)).fetchall()}
+
+
+def _mariadb_indexes(case: DestinationCase, table: TableName) -> set[tuple[tuple[str, ...], bool]]:
+    sql = ("SELECT GROUP_CONCAT(column_name ORDER BY seq_in_index SEPARATOR ','), MIN(non_unique) = 0 "
+           "FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = %s "
+           "GROUP BY index_name")
+    source: Any = case.source()
+    with (source._pinned or source._conn).cursor() as cur:
+        cur.execute(sql, (table.name,))
+        return {(tuple(str(columns).split(",")), bool(unique)) for columns, unique in cur.fetchall()}
+
+
 def _open(name: str, url: str, reader: Callable[[DestinationCase, TableSchema], list[pa.RecordBatch]],
-          enforces_primary_key: bool = True) -> DestinationCase:
+          enforces_primary_key: bool = True, indexes: IndexReader | None = None) -> DestinationCase:
     parsed = parse_url(url)
-    return DestinationCase(name, parsed, open_destination(parsed), reader, enforces_primary_key)
+    return DestinationCase(name, parsed, open_destination(parsed), reader, enforces_primary_key, indexes)
 
 
 def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
-    return _open("sqlite", f"sqlite:///{tmp_path / 'db.sqlite'}", _read_with_source)
+    return _open("sqlite", f"sqlite:///{tmp_path / 'db.sqlite'}", _read_with_source, indexes=_sqlite_indexes)
 
 
 def _duckdb(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
-    return _open("duckdb", f"duckdb:///{tmp_path / 'db.duckdb'}", _read_with_source)
+    return _open("duckdb", f"duckdb:///{tmp_path / 'db.duckdb'}", _read_with_source, indexes=_duckdb_indexes)
 
 
 def _postgresql(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
-    return _open("postgresql", request.getfixturevalue("pg_url"), _read_with_source)
+    return _open("postgresql", request.getfixturevalue("pg_url"), _read_with_source, indexes=_postgresql_indexes)
 
 
 def _mariadb(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
-    case = _open("mariadb", request.getfixturevalue("mariadb_url"), _read_with_source)
+    case = _open("mariadb", request.getfixturevalue("mariadb_url"), _read_with_source, indexes=_mariadb_indexes)
     # every read on one connection: a new pymysql connection costs ~25 ms (it builds an SSL context each time)
     case.cleanup.enter_context(case.source().pinned())  # type: ignore[attr-defined]
     return case
@@ -113,7 +170,7 @@ def _parquet(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
 
 
 def _files(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
-    return _open("files", f"file:///{tmp_path / 'out'}?format=parquet", _read_file_outputs, enforces_primary_key=False)
+    return _open("files", f"file://{tmp_path / 'out'}?format=parquet", _read_file_outputs, enforces_primary_key=False)
 
 
 FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], DestinationCase]] = {

@@ -454,6 +454,60 @@ def test_a_failing_commit_rolls_back_data_and_marker_together(target: Destinatio
     assert dest.read_marker("job", "keyed") == marker
 
 
+# ---------------------------------------------------------------- tables created for append
+
+
+def test_a_table_created_for_append_keeps_every_version_of_a_key(target: DestinationCase) -> None:
+    """Append keeps history: the table it creates has no primary key but an ordinary index on the key, and
+    the same rows appended twice are there twice."""
+    from copyjob.apply.target import prepare_target
+
+    dest = target.destination
+    schema = TableSchema(TableName("history"), (Column("a", T("int32"), False), Column("b", T("string"), False),
+                                                Column("v", T("string"))), primary_key=("a", "b"))
+    assert prepare_target(dest, schema, create=True, defer_key=True, append=True).created
+    reflected = dest.reflect(schema.table)
+    assert reflected is not None and reflected.primary_key == ()
+    if target.indexes is not None:
+        assert target.indexes(target, schema.table) == {(("a", "b"), False)}
+    rows = [{"a": 1, "b": "x", "v": "first"}, {"a": 2, "b": "y", "v": None}]
+    for _ in range(2):
+        load(dest, schema, rows)
+    assert sorted(target.rows(schema), key=lambda r: (r["a"], str(r["v"]))) == [rows[0], rows[0], rows[1], rows[1]]
+
+
+def test_a_table_created_for_merge_or_overwrite_keeps_its_primary_key(target: DestinationCase) -> None:
+    from copyjob.apply.target import prepare_target
+
+    dest = target.destination
+    schema = simple("kept")
+    prepare_target(dest, schema, create=True, defer_key=False)
+    reflected = dest.reflect(schema.table)
+    assert reflected is not None and reflected.primary_key == ("id",)
+    if target.indexes is not None:
+        assert target.indexes(target, schema.table) == {(("id",), True)}
+
+
+def test_a_duplicate_key_under_append_says_how_to_keep_going(target: DestinationCase) -> None:
+    """A table the user created with a primary key refuses a key appended again: the error names the table
+    and the key and points at merge, overwrite and truncate_before_full_load."""
+    require(target, "enforces_primary_key")
+    dest = target.destination
+    schema = simple("orders")
+    dest.create_table(schema)
+    load(dest, schema, [{"id": 7, "v": "a"}])
+    session = dest.begin_load(schema, "append", ())
+    with pytest.raises(DataError) as caught:
+        session.write(batch(schema, [{"id": 7, "v": "again"}]))
+        session.commit(None)
+    session.abort()
+    text = str(caught.value)
+    assert "orders" in text and "id" in text
+    for way_out in ("update_method: merge", "update_method: overwrite", "truncate_before_full_load: true"):
+        assert way_out in text
+    assert pairs(target, schema) == [(7, "a")]
+
+
 # ---------------------------------------------------------------- deferred primary key
 
 

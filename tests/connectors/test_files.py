@@ -25,7 +25,7 @@ from copyjob.jobfile import CsvOptions
 
 
 def source(root: Path) -> FileSource:
-    return FileSource(parse_url(f"file:///{root}"))
+    return FileSource(parse_url(f"file://{root}"))
 
 
 def fileset(fmt: str, pattern: str = "*", **csv: object) -> FileSet:
@@ -199,7 +199,7 @@ SCHEMA = TableSchema(TableName("sales"), (Column("id", LogicalType("int64")), Co
 
 
 def destination(root: Path, fmt: str = "parquet") -> FileDestination:
-    return FileDestination(parse_url(f"file:///{root}?format={fmt}"))
+    return FileDestination(parse_url(f"file://{root}?format={fmt}"))
 
 
 def batch(ids: list[int]) -> pa.RecordBatch:
@@ -282,3 +282,37 @@ def test_rows_not_from_a_file_and_schema_growth(tmp_path: Path) -> None:
         dest.begin_load(SCHEMA, "merge", ("id",))
     with pytest.raises(ConfigurationError, match="unknown file format"):
         destination(tmp_path, "xml")
+
+
+def test_json_lines_are_valid_json_with_nan_and_infinity_as_strings(tmp_path: Path) -> None:
+    import math
+
+    schema = TableSchema(TableName("floats"), (Column("id", LogicalType("int64")), Column("f", LogicalType("float64")),
+                                               Column("d", LogicalType("date"))))
+    dest = destination(tmp_path, "jsonl")
+    dest.create_table(schema)
+    s = dest.begin_load(schema, "append", ())
+    s.write(pa.RecordBatch.from_arrays([pa.array([1, 2, 3, 4]), pa.array([math.nan, math.inf, -math.inf, 1.5]),
+                                        pa.array([2**31 - 1, 0, None, -735_160], pa.date32())],
+                                       schema=schema.arrow_schema()))
+    s.commit(marker("r"))
+    (written,) = [p for p in (tmp_path / "floats").iterdir() if p.suffix == ".jsonl"]
+
+    def strict(token: str) -> None:
+        raise AssertionError(f"bare {token} is not JSON")
+
+    rows = [json.loads(line, parse_constant=strict) for line in written.read_text().splitlines()]
+    assert [r["f"] for r in rows] == ["NaN", "Infinity", "-Infinity", 1.5]
+    assert [r["d"] for r in rows] == ["infinity", "1970-01-01", None, "0044-03-15 BC"]
+
+
+def test_csv_writes_binary_as_postgresql_hex(tmp_path: Path) -> None:
+    schema = TableSchema(TableName("blobs"), (Column("id", LogicalType("int64")), Column("b", LogicalType("binary"))))
+    dest = destination(tmp_path, "csv")
+    dest.create_table(schema)
+    s = dest.begin_load(schema, "append", ())
+    s.write(pa.RecordBatch.from_arrays([pa.array([1, 2, 3]), pa.array([b"\x00\xff", b"", None])],
+                                       schema=schema.arrow_schema()))
+    s.commit(marker("r"))
+    (written,) = [p for p in (tmp_path / "blobs").iterdir() if p.suffix == ".csv"]
+    assert written.read_text().splitlines() == ['"id","b"', '1,"\\x00ff"', '2,"\\x"', "3,"]

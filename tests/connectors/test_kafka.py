@@ -195,3 +195,112 @@ def test_registry_wire_format(registry_url: str) -> None:
     decoded = Decoder(RegistryClient(registry_url)).decode(value, key)
     assert decoded.op == "d" and decoded.before == ROW and decoded.key == {"id": 7}
     assert decoded.schema_ref is not None and decoded.schema_ref.startswith("id:")
+
+
+# ---------------------------------------------------------------- admin calls through a broker restart
+
+
+class _RestartingAdmin:
+    """An AdminClient whose brokers are fenced (restarting) for the first ``fenced`` calls of each kind, as
+    KRaft answers topic creation and metadata while they register again."""
+
+    def __init__(self, fenced: int) -> None:
+        self.fenced = {"create": fenced, "list": fenced}
+        self.topics: set[str] = set()
+        self.calls = {"create": 0, "list": 0}
+
+    def _down(self, call: str) -> bool:
+        self.calls[call] += 1
+        if self.fenced[call] > 0:
+            self.fenced[call] -= 1
+            return True
+        return False
+
+    def list_topics(self, topic: str | None = None, timeout: float = 0) -> Any:
+        from confluent_kafka import KafkaError, KafkaException
+
+        if self._down("list"):
+            raise KafkaException(KafkaError(KafkaError.LEADER_NOT_AVAILABLE, "no leader while restarting"))
+        part = type("P", (), {"leader": 1})()
+        meta = {t: type("T", (), {"error": None, "partitions": {0: part}})() for t in self.topics}
+        return type("M", (), {"topics": meta})()
+
+    def create_topics(self, new: list[Any], operation_timeout: float = 0) -> dict[str, Any]:
+        from concurrent.futures import Future
+
+        from confluent_kafka import KafkaError, KafkaException
+
+        down = self._down("create")
+        out: dict[str, Future[None]] = {}
+        for topic in new:
+            future: Future[None] = Future()
+            if down:
+                future.set_exception(KafkaException(KafkaError(
+                    KafkaError.INVALID_REPLICATION_FACTOR,
+                    "Unable to replicate the partition 1 time(s): All brokers are currently fenced.")))
+            else:
+                self.topics.add(topic.topic)
+                future.set_result(None)
+            out[topic.topic] = future
+        return out
+
+
+def test_admin_calls_ride_out_fenced_brokers() -> None:
+    """A broker restarting while a run creates its topics: the calls are tried again, then succeed."""
+    from copyjob.connectors.kafka.client import Admin
+
+    admin = Admin("127.0.0.1:1", {})
+    fake = _RestartingAdmin(fenced=1)
+    admin._admin = fake
+    assert sorted(admin.ensure_topics({"a.orders": False, "a._schemas": True}, 1, 1)) == ["a._schemas", "a.orders"]
+    assert fake.calls["create"] == 2 and fake.calls["list"] >= 2
+    assert admin.partitions("a.orders") == [0]
+
+
+def test_admin_calls_give_up_after_a_bounded_number_of_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import copyjob.connectors.kafka.client as client
+    from copyjob.connectors.kafka.client import ADMIN_ATTEMPTS, Admin
+
+    from copyjob.core.errors import ConnectionFailed
+
+    monkeypatch.setattr(client, "retrying", _no_wait(client.retrying))
+    admin = Admin("127.0.0.1:1", {})
+    fake = _RestartingAdmin(fenced=1000)
+    fake.fenced["list"] = 0
+    admin._admin = fake
+    with pytest.raises(ConnectionFailed, match="All brokers are currently fenced"):
+        admin.ensure_topics({"b.orders": False}, 1, 1)
+    assert fake.calls["create"] == ADMIN_ATTEMPTS
+
+
+def test_terminal_admin_errors_are_not_retried() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+    from copyjob.connectors.kafka.client import translate
+
+    refused = translate(KafkaException(KafkaError(KafkaError.INVALID_REPLICATION_FACTOR,
+                                                  "Replication factor: 3 larger than available brokers: 1.")), "x")
+    assert not refused.retriable
+    assert translate(KafkaException(KafkaError(KafkaError.NOT_CONTROLLER, "moved")), "x").retriable
+
+
+def _no_wait(retrying: Any) -> Any:
+    def fast(*args: Any, **kwargs: Any) -> Any:
+        return retrying(*args, sleep=lambda _: None, **kwargs)
+
+    return fast
+
+
+def test_json_format_writes_nan_and_infinity_as_strings_and_reads_them_back() -> None:
+    import math
+
+    schema = TableSchema(TableName("floats", "public"), (Column("id", LogicalType("int64"), nullable=False),
+                                                         Column("f", LogicalType("float64"))), ("id",))
+    bus = MemoryTransport()
+    enc = Encoder("json", bus).for_table("shop.public.floats", schema, ("id",))
+    for value, text in ((math.inf, "Infinity"), (-math.inf, "-Infinity"), (math.nan, "NaN")):
+        row = {"id": 1, "f": value}
+        encoded = enc.encode_value(ChangeEvent("c", None, row, position={"lsn": 1}), INFO)
+        doc = json.loads(encoded, parse_constant=lambda token: pytest.fail(f"bare {token} is not JSON"))
+        assert doc["after"]["f"] == text
+        back = Decoder(bus).decode(encoded, None, enc.headers).after
+        assert back is not None and (math.isnan(back["f"]) if text == "NaN" else back["f"] == value)

@@ -193,3 +193,31 @@ def test_batch_decoding_refuses_truncated_or_padded_messages() -> None:
     assert decode_upserts(values, 10, COLUMNS) is not None
     assert decode_upserts([values[0][:-1], *values[1:]], 10, COLUMNS) is None
     assert decode_upserts([values[0] + b"\x00", *values[1:]], 10, COLUMNS) is None
+
+
+def test_wide_decimals_and_values_python_cannot_hold_decode_exactly() -> None:
+    """Every digit of a 60-digit decimal (Python's default decimal context keeps 28), and the dates and
+    timestamps Python has no value for (infinity, BC), on the batch path and message by message."""
+    from copyjob.connectors.kafka.batch_decode import decode_upserts
+
+    from copyjob.core import temporal
+
+    columns = (Column("id", LogicalType("int64"), nullable=False),
+               Column("wide", LogicalType("decimal", 60, 20)), Column("d", LogicalType("date")),
+               Column("ts", LogicalType("timestamptz")))
+    schema = TableSchema(TableName("odd", "public"), columns, primary_key=("id",))
+    wide = decimal.Decimal("1234567890123456789012345678901234567890.12345678901234567890")
+    batch = pa.RecordBatch.from_arrays([
+        pa.array([1, 2]), pa.array([wide, -wide], pa.decimal256(60, 20)),
+        pa.array([temporal.DATE_INFINITY, -735_160], pa.date32()),
+        pa.array([-temporal.TIMESTAMP_INFINITY, 0], pa.timestamp("us", tz="UTC"))], schema=schema.arrow_schema())
+    bus = MemoryTransport()
+    enc = Encoder("avro", bus).for_table("shop.public.odd", schema, ("id",))
+    _, values = enc.encode_batch(batch, "r", INFO, {"lsn": 1})
+    decoded = decode_upserts(values, 10, columns)
+    assert decoded is not None
+    assert decoded[0].column("wide").to_pylist() == [wide, -wide]
+    after = [Decoder(bus).decode(v).after for v in values]
+    assert [a["wide"] for a in after if a] == [wide, -wide]
+    rows = pa.RecordBatch.from_pylist([a for a in after if a], schema=schema.arrow_schema())
+    assert rows.column("d").equals(batch.column("d")) and rows.column("ts").equals(batch.column("ts"))

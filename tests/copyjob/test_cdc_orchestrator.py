@@ -163,7 +163,8 @@ def test_a_failing_table_holds_acknowledgements_and_catches_up_later(tmp_path: P
     LOG.extend([change(1, "u", 1, "A"), change(2, "c", 4, "d")])
     (failed,) = job("merge")
     assert failed.status == "failed" and failed.error
-    assert FakeCdc.captures[-1].acked == []  # nothing confirmed: the changes stay in the source's log
+    # nothing confirmed past the failed table's position: its changes stay in the source's log
+    assert all(int(p["n"]) <= 0 for p in FakeCdc.captures[-1].acked)
     con = duckdb.connect(str(tmp_path / "dst.duckdb"))
     con.execute("ALTER TABLE t DROP COLUMN must")
     con.close()

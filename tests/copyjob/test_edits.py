@@ -146,7 +146,7 @@ def test_a_new_file_pattern_loads_the_set_again(tmp_path: Path) -> None:
 
     def files_job(pattern: str) -> Path:
         return write_job(tmp_path / "job.yaml", {
-            "job": "files", "source": {"url": "file:///in"}, "destination": {"url": "sqlite:///dst.db"},
+            "job": "files", "source": {"url": "./in"}, "destination": {"url": "sqlite:///dst.db"},
             "copy": {"mode": "incremental", "update_method": "append"},
             "tables": [{"name": "things", "pattern": pattern, "format": "csv"}]})
 

@@ -115,7 +115,7 @@ def test_file_set_two_environments(tmp_path: Path) -> None:
         return write
 
     land(0)()
-    job = deploy(tmp_path, {"job": "files_env", "source": {"url": "file:///in"},
+    job = deploy(tmp_path, {"job": "files_env", "source": {"url": "file:in"},
                             "copy": {"mode": "incremental", "update_method": "append"},
                             "tables": [{"name": "orders", "pattern": "*.csv"}]}, ("dev", "prod"))
 

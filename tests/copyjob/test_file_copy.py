@@ -58,7 +58,7 @@ def parquet_file(folder: Path, name: str, ids: range, mtime_ns: int | None = Non
         os.utime(folder / name, ns=(mtime_ns, mtime_ns))
 
 
-def job(tmp_path: Path, destination: str | dict[str, Any], tables: list[dict[str, Any]], source: str = "file:///in",
+def job(tmp_path: Path, destination: str | dict[str, Any], tables: list[dict[str, Any]], source: str = "./in",
         **copy: Any) -> Path:
     dest = destination if isinstance(destination, dict) else {"url": destination}
     return write_job(tmp_path / "job.yaml", {"job": "files", "source": {"url": source}, "destination": dest,
@@ -160,7 +160,7 @@ def test_a_column_that_appears_in_a_later_file_is_added(tmp_path: Path) -> None:
         (1, "a", None), (2, "b", "Oslo")]
 
 
-@pytest.mark.parametrize("dest", ["sqlite:///out.db", "file:///out"])
+@pytest.mark.parametrize("dest", ["sqlite:///out.db", "file:out"])
 def test_full_overwrite_empties_the_table_in_the_first_commit_only(tmp_path: Path, dest: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import copyjob.file_copy
@@ -191,7 +191,7 @@ def test_csv_into_a_parquet_folder_replaces_the_output_of_a_rewritten_file(tmp_p
     src = tmp_path / "in"
     put(src, "2026/a.csv", csv_rows(range(1, 4)), T0)
     put(src, "2026/b.csv", csv_rows(range(4, 6)), T0 + S)
-    j = job(tmp_path, "file:///out", [{"name": "sales", "pattern": "**/*.csv"}], mode="incremental")
+    j = job(tmp_path, "file:out", [{"name": "sales", "pattern": "**/*.csv"}], mode="incremental")
     run_ok(j)
     put(src, "2026/a.csv", csv_rows(range(1, 3)), T0 + 5 * S)
     run_ok(j)
@@ -205,7 +205,7 @@ def test_csv_into_a_parquet_folder_replaces_the_output_of_a_rewritten_file(tmp_p
 
 def test_jsonl_into_a_csv_folder(tmp_path: Path) -> None:
     put(tmp_path / "in", "e.jsonl", jsonl_rows(range(1, 4)), T0)
-    j = job(tmp_path, {"url": "file:///out", "format": "csv"}, [{"name": "events", "pattern": "*.jsonl"}])
+    j = job(tmp_path, {"url": "file:out", "format": "csv"}, [{"name": "events", "pattern": "*.jsonl"}])
     run_ok(j)
     table = pcsv.read_csv(tmp_path / "out" / "events" / "e.csv")
     assert table.column("id").to_pylist() == [1, 2, 3] and table.column("tags").to_pylist()[0] == "[1]"
@@ -366,7 +366,7 @@ def test_s3_source_and_destination(tmp_path: Path, s3_endpoint: str) -> None:
     assert sqlite_rows(tmp_path / "out.db", "SELECT count(*), count(DISTINCT id) FROM sales") == [(7, 7)]
     # to S3, with the credentials from the environment this time
     to_s3 = write_job(tmp_path / "to_s3.yaml", {
-        "job": "to-s3", "source": {"url": "file:///in"}, "destination": {"url": "s3://lake/out"},
+        "job": "to-s3", "source": {"url": "./in"}, "destination": {"url": "s3://lake/out"},
         "tables": [{"name": "sales", "pattern": "*.csv"}]})
     put(tmp_path / "in", "x.csv", csv_rows(range(1, 3)), T0)
     env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "us-east-1",
@@ -376,6 +376,38 @@ def test_s3_source_and_destination(tmp_path: Path, s3_endpoint: str) -> None:
     with fs.open_input_file("lake/out/sales/x.parquet") as f:
         assert pq.read_table(f).column("id").to_pylist() == [1, 2]
     assert fs.get_file_info("lake/out/_copyjob_state/to-s3/sales.json").type == pafs.FileType.File
+
+
+def test_s3_patterns_stay_inside_the_prefix(tmp_path: Path, s3_endpoint: str) -> None:
+    import pyarrow.fs as pafs
+    from copyjob.connectors.files.filesystem import list_files, open_root
+
+    from copyjob.core.errors import ConfigurationError
+    from copyjob.filesets import endpoint_url
+
+    fs = pafs.S3FileSystem(endpoint_override=s3_endpoint.removeprefix("http://"), scheme="http", access_key="k",
+                           secret_key="s", region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir("lake")
+    for name in ("secret.csv", "in/a.csv"):
+        with fs.open_output_stream(f"lake/{name}") as f:
+            f.write(csv_rows(range(1, 3)).encode())
+    options = {"endpoint_url": s3_endpoint, "access_key": "k", "secret_key": "s", "region": "us-east-1"}
+    for pattern in ("../secret.csv", "in/../../lake/secret.csv", "/lake/secret.csv"):
+        j = write_job(tmp_path / "job.yaml", {
+            "job": "s3", "source": {"url": "s3://lake/in", "options": options},
+            "destination": {"url": "sqlite:///out.db"}, "tables": [{"name": "sales", "pattern": pattern}]})
+        out = copyjob("run", j)
+        line = next(i for i, text in enumerate(j.read_text().splitlines(), 1) if "pattern:" in text)
+        assert out.code == 2 and f"{j}:{line}: tables[0].pattern: {pattern!r}" in out.output, out.output
+        assert "the source's S3 prefix" in out.output
+        assert not (tmp_path / "out.db").exists()
+    loaded = load_job(write_job(tmp_path / "ok.yaml", {
+        "job": "s3", "source": {"url": "s3://lake/in", "options": options},
+        "destination": {"url": "sqlite:///out.db"}, "tables": [{"name": "sales", "pattern": "*.csv"}]}))
+    root = open_root(endpoint_url(loaded.job.source, loaded.base_dir))
+    assert [f.path for f in list_files(root, "*.csv")] == ["a.csv"]
+    with pytest.raises(ConfigurationError, match="leaves s3://lake/in"):
+        list_files(root, "../secret.csv")
 
 
 # ---------------------------------------------------------------- the job file
@@ -391,11 +423,11 @@ def load_error(tmp_path: Path, source: str, tables: list[dict[str, Any]], **copy
 def test_job_file_checks_name_the_line(tmp_path: Path) -> None:
     err = load_error(tmp_path, "sqlite:///src.db", [{"name": "t", "pattern": "*.csv"}])
     assert err.field == "tables[0].pattern" and err.line == 9
-    err = load_error(tmp_path, "file:///in", [{"name": "t"}])
+    err = load_error(tmp_path, "./in", [{"name": "t"}])
     assert err.field == "tables[0].pattern" and "required for a file source" in str(err)
-    err = load_error(tmp_path, "file:///in", [{"name": "t", "pattern": "*.txt"}])
+    err = load_error(tmp_path, "./in", [{"name": "t", "pattern": "*.txt"}])
     assert err.field == "tables[0].format" and err.line == 9 and "cannot tell the format" in str(err)
-    err = load_error(tmp_path, "file:///in", [{"name": "t", "pattern": "*.csv", "incremental_column": "x"}])
+    err = load_error(tmp_path, "./in", [{"name": "t", "pattern": "*.csv", "incremental_column": "x"}])
     assert err.field == "tables[0].incremental_column"
     loaded = load_job(job(tmp_path, "sqlite:///o.db", [{"name": "t", "pattern": "*.csv"}], mode="incremental"))
     assert loaded.tables[0].mode == "incremental"
@@ -409,5 +441,5 @@ def test_merge_needs_a_key_and_keys_must_be_columns(tmp_path: Path) -> None:
     with pytest.raises(JobFileError, match="key column 'nope' is not a column"):
         run_ok(job(tmp_path, "sqlite:///out.db", [{"name": "t", "pattern": "*.csv", "key": ["nope"]}]))
     with pytest.raises(JobFileError, match="does not support merge"):
-        run_ok(job(tmp_path, "file:///out", [{"name": "t", "pattern": "*.csv", "key": ["id"]}],
+        run_ok(job(tmp_path, "file:out", [{"name": "t", "pattern": "*.csv", "key": ["id"]}],
                    update_method="merge"))

@@ -68,7 +68,7 @@ def test_folder_incremental_merge_through_kafka(tmp_path: Path, kafka_broker: Ka
     files = {"a.csv": {1: "a1", 2: "a2", 3: "a3"}, "b.csv": {4: "b4", 5: "b5"}}
     put(src, "a.csv", csv_text(files["a.csv"]), T0)
     put(src, "b.csv", csv_text(files["b.csv"]), T0 + S)
-    j, _ = kafka_job(tmp_path, kafka_broker, "file:///in", "sqlite:///out.db",
+    j, _ = kafka_job(tmp_path, kafka_broker, "./in", "sqlite:///out.db",
                      [{"name": "sales", "pattern": "*.csv", "key": ["id"], "source_file_column": True}],
                      mode="incremental", update_method="merge")
     assert copyjob("validate", j).code == 0
@@ -118,7 +118,7 @@ def test_folder_append_capture_then_apply_nothing_doubled(tmp_path: Path, kafka_
     lines = [json.dumps({"id": i, "tags": [i]}) + "\n" for i in range(1, 8)]
     put(src, "2026/01.jsonl", "".join(lines[:3]), T0)
     put(src, "2026/02.jsonl", "".join(lines[3:5]), T0 + S)
-    j, _ = kafka_job(tmp_path, kafka_broker, "file:///in", "sqlite:///out.db",
+    j, _ = kafka_job(tmp_path, kafka_broker, "./in", "sqlite:///out.db",
                      [{"name": "events", "pattern": "**/*.jsonl"}], mode="incremental", update_method="append")
     captured = copyjob("capture", j)
     assert captured.code == 0, captured.output
@@ -139,7 +139,7 @@ def test_folder_append_capture_then_apply_nothing_doubled(tmp_path: Path, kafka_
 def test_folder_stream_picks_up_new_files(tmp_path: Path, kafka_broker: KafkaBroker) -> None:
     src, out = tmp_path / "in", tmp_path / "out.db"
     put(src, "a.csv", csv_text({1: "a1", 2: "a2"}), T0)
-    j, _ = kafka_job(tmp_path, kafka_broker, "file:///in", "sqlite:///out.db",
+    j, _ = kafka_job(tmp_path, kafka_broker, "./in", "sqlite:///out.db",
                      [{"name": "sales", "pattern": "*.csv", "key": ["id"]}], mode="incremental",
                      update_method="merge")
     proc = spawn("stream", j)
@@ -248,7 +248,7 @@ def test_s3_destination_with_options_through_kafka(tmp_path: Path, kafka_broker:
 
     fs = s3(s3_endpoint, monkeypatch)
     put(tmp_path / "in", "x.csv", csv_text({1: "x1", 2: "x2"}), T0)
-    j, _ = kafka_job(tmp_path, kafka_broker, "file:///in", f"s3://{BUCKET}/out",
+    j, _ = kafka_job(tmp_path, kafka_broker, "./in", f"s3://{BUCKET}/out",
                      [{"name": "sales", "pattern": "*.csv"}], update_method="append")
     with_options(j, "destination", s3_endpoint)
     out = copyjob("run", j)

@@ -21,7 +21,7 @@ from tests.helpers import copyjob, write_job
 
 URLS = {
     "postgresql": "postgresql://app@db.example/shop", "mysql": "mariadb://app@db.example/shop",
-    "sqlite": "sqlite:///shop.db", "duckdb": "duckdb:///wh.duckdb", "files": "file:///landing",
+    "sqlite": "sqlite:///shop.db", "duckdb": "duckdb:///wh.duckdb", "files": "./landing",
     "parquet": "parquet:///lake",
 }
 KAFKA = "kafka: {bootstrap_servers: 'localhost:9092'}\n"
@@ -57,7 +57,7 @@ UNSUPPORTED = [
         id="cdc-from-sqlite"),
     pytest.param("""\
         job: j
-        source: {url: 'file:///landing'}
+        source: {url: './landing'}
         destination: {url: 'postgresql://app@db/wh'}
         copy:
           mode: cdc
@@ -79,7 +79,7 @@ UNSUPPORTED = [
     pytest.param("""\
         job: j
         source: {url: 'postgresql://app@db/shop'}
-        destination: {url: 'file:///lake', format: csv}
+        destination: {url: 'file:lake', format: csv}
         copy: {mode: full,
                update_method: merge}
         tables:
@@ -150,19 +150,20 @@ def test_run_refuses_before_anything_is_opened_or_written(tmp_path: Path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]  # no state, no destination, no source
 
 
-def test_every_problem_is_counted_and_the_first_reported(tmp_path: Path) -> None:
+def test_every_problem_is_reported(tmp_path: Path) -> None:
     path = write(tmp_path, """\
         job: j
         source: {url: 'sqlite:///shop.db'}
-        destination: {url: 'file:///lake'}
+        destination: {url: './lake'}
         tables:
           - {name: a, mode: cdc}
           - {name: b, update_method: merge, key: [id]}
           - {name: c, mode: cdc}
         """)
-    with pytest.raises(JobFileError, match=r"tables\[0\]\.mode: .* \(and 2 more problems\)$") as info:
+    with pytest.raises(JobFileError) as info:
         load_job(path)
-    assert info.value.line == 5
+    assert [(p.line, p.field) for p in info.value.problems] == \
+        [(5, "tables[0].mode"), (6, "tables[1].update_method"), (7, "tables[2].mode")]
 
 
 def test_a_transport_that_cannot_carry_the_source_blames_the_transport_line(tmp_path: Path) -> None:
@@ -174,7 +175,7 @@ def test_a_transport_that_cannot_carry_the_source_blames_the_transport_line(tmp_
             rows.append(Row(row.mode, sources, row.destination, (transport,), row.update_method))
     path = write(tmp_path, """\
         job: j
-        source: {url: 'file:///landing'}
+        source: {url: 'file:landing'}
         destination: {url: 'duckdb:///wh.duckdb'}
         transport: kafka
         """ + KAFKA + """\
@@ -256,7 +257,7 @@ def test_kinds_cover_the_connector_registry_and_its_roles() -> None:
 
     assert set(matrix.KIND_OF_SCHEME) == set(REGISTRY)
     for scheme in REGISTRY:
-        url = parse_url(f"{scheme}://host/db")
+        url = parse_url(f"{scheme}://localhost/db")
         kind = kind_of(url.raw)
         assert can_be(url, "source") == any(kind in r.source for r in SUPPORTED), scheme
         assert can_be(url, "destination") == any(kind in r.destination for r in SUPPORTED), scheme

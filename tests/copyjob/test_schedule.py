@@ -147,3 +147,34 @@ def test_serve_catches_up_a_missed_schedule_once_then_follows_it(tmp_path: Path)
         ("schedule: 0 6 * * * (UTC)", "ok"),
     ]
     assert sqlite_rows(tmp_path / "dst.db", "SELECT id, v FROM t ORDER BY id") == [(1, "a"), (2, "b")]
+
+
+def test_a_rule_with_no_fire_time_left_neither_crashes_serve_nor_status(tmp_path: Path) -> None:
+    """The loader refuses a cron that never fires; should one reach the loop anyway (croniter searches a bounded
+    span of years), serve drops it with a warning and status says "never", instead of a traceback."""
+    from copyjob.serve import ServedJob
+    from copyjob.summary import schedule_rows
+
+    never = Schedule.model_construct(cron="0 0 31 2 *", every=None, timezone="UTC")
+    rule = ScheduleRule.of(never)
+    start = datetime(2026, 5, 10, 12, 0, tzinfo=UTC)
+    assert rule.next_after(start) is None
+    assert not is_missed(rule, start - timedelta(days=30), start)
+    assert recorded_fire(rule, start, start + timedelta(hours=1)) == start
+
+    sqlite_script(tmp_path / "src.db", "CREATE TABLE t (id INTEGER PRIMARY KEY);")
+    path = write_job(tmp_path / "job.yaml", {
+        "job": "never", "source": {"url": "sqlite:///src.db"}, "destination": {"url": "sqlite:///dst.db"},
+        "tables": [{"name": "t"}], "schedules": [{"every": "1d"}]})
+    loaded = load_job(path)
+    every = ScheduleRule.of(loaded.job.schedules[0])
+    clock = FakeClock(start, until=start + timedelta(days=2))
+    server = Server([ServedJob(loaded, lambda: open_state_store(default_state_url(path)), [rule, every], [])],
+                    clock=clock, tick_s=7 * 86400)
+    clock.server = server
+    server.serve()
+    with open_state_store(default_state_url(path)) as store:
+        assert [r.trigger for r in store.history(loaded.scope, limit=10)] == ["schedule: every 1d"]
+        job = loaded.job.model_copy(update={"schedules": [never]})
+        assert [(r["next_run"], r["missed"]) for r in schedule_rows(store, job, loaded.scope, start)] == \
+            [("never", False)]

@@ -245,3 +245,20 @@ def test_serve_refuses_bad_input_before_serving(tmp_path: Path) -> None:
                     "destination": {"url": "sqlite:///dst.db"}, "tables": [{"name": "orders"}]})
     idle = copyjob("serve", tmp_path, timeout=30)
     assert idle.code == 2 and "nothing to serve" in idle.output
+
+
+def test_a_bomb_or_an_oversized_file_beside_a_job_is_reported_and_skipped(tmp_path: Path,
+                                                                         serve: Callable[..., Served]) -> None:
+    from copyjob.yamlfile import MAX_BYTES
+
+    make_job(tmp_path, {"orders": 10}, schedules=[{"every": "1s"}])
+    levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    (tmp_path / "bomb.yaml").write_text("job: bomb\n" + "\n".join(levels) + "\n")
+    (tmp_path / "huge.yml").write_text("job: huge\n# " + "x" * MAX_BYTES + "\n")
+    served = serve(tmp_path)
+    wait_until(lambda: any(r["status"] == "ok" for r in runs(tmp_path)), 60, "a run of the good job")
+    log = served.text()
+    assert f"skipping {tmp_path / 'bomb.yaml'}: {tmp_path / 'bomb.yaml'}:" in log and "alias bomb" in log, log
+    assert f"skipping {tmp_path / 'huge.yml'}: {tmp_path / 'huge.yml'}: larger than 8 MiB" in log, log
+    assert served.stop() == 0

@@ -98,6 +98,44 @@ def test_falls_back_to_polling_when_events_cannot_start(tmp_path: Path, monkeypa
     assert wait_for_batch(watcher) == ["late.csv"]
 
 
+@pytest.mark.parametrize("poll", [False, True], ids=["events", "polling"])
+def test_links_leading_outside_the_folder_are_no_arrivals(tmp_path: Path, poll: bool,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    outside = tmp_path / "outside"
+    (outside / "d").mkdir(parents=True)
+    (outside / "s.csv").write_text("secret\n")
+    (outside / "d" / "x.csv").write_text("secret\n")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "data").mkdir()
+    (tmp_path / "in" / "data" / "c.csv").write_text("1\n")
+    started = []
+    try:
+        for follow in (False, True):
+            folder = tmp_path / "in"
+            watcher = FileWatcher(folder, "*.csv", recursive=True, debounce_s=0.2, poll=poll, poll_interval_s=0.1,
+                                  follow_symlinks_outside=follow)
+            watcher.start()
+            started.append(watcher)
+            suffix = "2" if follow else ""
+            with caplog.at_level("WARNING"):
+                (folder / f"link{suffix}.csv").symlink_to(outside / "s.csv")
+                (folder / f"linkdir{suffix}").symlink_to(outside / "d")
+                (folder / f"inside{suffix}.csv").symlink_to(folder / "data" / "c.csv")
+                (folder / f"plain{suffix}.csv").write_text("1\n")
+                batch = wait_for_batch(watcher)
+                time.sleep(0.5)
+                batch += sorted(p.name for p in watcher.take())
+            if follow:
+                assert "link2.csv" in batch and "inside2.csv" in batch and "plain2.csv" in batch
+            else:
+                assert batch == ["inside.csv", "plain.csv"]
+                assert "link.csv: skipped: a symbolic link to" in caplog.text
+            watcher.stop()
+    finally:
+        for watcher in started:
+            watcher.stop()
+
+
 def test_missing_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         FileWatcher(tmp_path / "nope").start()

@@ -79,6 +79,17 @@ def test_values_are_converted_by_type(slot: Slot) -> None:
     assert event.ts_ms > 1_600_000_000_000
 
 
+def test_values_python_cannot_hold_become_arrow_integers(slot: Slot) -> None:
+    """infinity, BC and 24:00 (which the snapshot reads exactly) are not refused by the stream either."""
+    from copyjob.core import temporal
+
+    slot.sql("SET timezone = 'UTC'", "CREATE TABLE t (id int PRIMARY KEY, d date, tm time, ts timestamp, "
+             "tz timestamptz)",
+             "INSERT INTO t VALUES (1, 'infinity', '24:00:00', '-infinity', '0044-03-15 12:30:00.5 BC')")
+    ((_, event),) = slot.events()
+    assert event.after == {"id": 1, "d": temporal.DATE_INFINITY, "tm": temporal.TIME_24,
+                           "ts": -temporal.TIMESTAMP_INFINITY, "tz": -63_517_778_999_500_000}
+
 def test_one_transaction_many_events_one_lsn(slot: Slot) -> None:
     slot.sql("CREATE TABLE t (id int PRIMARY KEY, v text)", "CREATE TABLE u (id int PRIMARY KEY)",
              "BEGIN", "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 5) g", "INSERT INTO u VALUES (1)",

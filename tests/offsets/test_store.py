@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -327,3 +328,75 @@ def test_run_notes_in_a_store_made_before_them(store_url: str) -> None:
             TableRunRecord(table="b", mode="incremental", status="ok")])
         store.finish_run(run)
         assert store.history("j")[0].tables == run.tables
+
+
+# ---------------------------------------------------------------- privacy
+
+_MODES = """
+import json, os, stat, sys
+from pathlib import Path
+os.umask(int(sys.argv[2], 8))
+from copyjob.offsets import open_state_store
+from copyjob.core.contracts import TableState
+db = Path(sys.argv[1])
+store = open_state_store(str(db))
+store.save("job", TableState(table="t", watermark=1))
+names = [db.parent.parent, db.parent, db, *(Path(f"{db}{s}") for s in ("-wal", "-shm"))]
+print(json.dumps({p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in names if p.exists()}))
+store.close()
+"""
+
+
+@pytest.mark.parametrize("umask", ["022", "027", "077"])
+def test_state_store_and_the_folders_it_creates_are_private(tmp_path: Path, umask: str) -> None:
+    db = tmp_path / "made" / ".copyjob" / "state.db"
+    done = subprocess.run([sys.executable, "-c", _MODES, str(db), umask], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[2], check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"made": "0o700", ".copyjob": "0o700", "state.db": "0o600",
+                                       "state.db-wal": "0o600", "state.db-shm": "0o600"}
+
+
+def test_existing_folders_and_files_keep_their_modes(tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o755)
+    db = folder / "state.db"
+    done = subprocess.run([sys.executable, "-c", _MODES, str(db), "022"], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[2], check=False)
+    assert done.returncode == 0, done.stderr
+    modes = json.loads(done.stdout)
+    assert modes["shared"] == "0o755"
+    assert modes["state.db"] == "0o600"
+    existing = tmp_path / "mine.db"
+    existing.touch(mode=0o640)
+    existing.chmod(0o640)
+    open_state_store(str(existing)).close()
+    assert oct(existing.stat().st_mode & 0o777) == "0o640"
+
+
+def test_postgres_store_password_with_unencoded_at(postgres_server: Any, pg_url: str) -> None:
+    password = "S3cr3tPW@at@S3cr3tPW!dst"
+    database = pg_url.rsplit("/", 1)[1]
+    role = f"st_{database}"
+    postgres_server.psql(database, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'; "
+                                   f"GRANT ALL ON SCHEMA public TO {role}")
+    url = f"postgresql://{role}:{password}@127.0.0.1:{postgres_server.port}/{database}"
+    with open_state_store(url) as opened:
+        opened.save("job", TableState(table="t", watermark=1))
+        assert password not in opened.url and "S3cr3tPW" not in repr(opened)
+        assert opened.load("job", "t").watermark == 1
+
+
+def test_store_never_keeps_a_password_in_error_texts(store: SqlStateStore) -> None:
+    leaky = "cannot connect to postgresql://loader:S3cr3tPW@at@S3cr3tPW!dst@db.internal/shop: refused"
+    store.save("job", TableState(table="t", last_status="failed", last_error=leaky))
+    store.finish_run(RunRecord(run_id="r1", job="job", started_at=T0, finished_at=T0, status="failed",
+                               trigger="manual", tables=[TableRunRecord(table="t", mode="full", status="failed",
+                                                                        error=leaky, note=leaky)]))
+    with store.engine.connect() as conn:
+        stored = [repr(row) for table in ("table_state", "run_tables", "run_notes")
+                  for row in conn.execute(text(f"SELECT * FROM {table}"))]
+    assert stored and not any("S3cr3tPW" in row for row in stored), stored
+    assert store.load("job", "t").last_error == \
+        "cannot connect to postgresql://loader:***@db.internal/shop: refused"

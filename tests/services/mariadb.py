@@ -75,6 +75,18 @@ class MariadbServer:
         self.execute(f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4")
         return self.url(name)
 
+    def start_again(self) -> None:
+        """Start the stopped server again on the same port and data folder (an outage ends); returns once the
+        ``copyjob`` user can log in over TCP."""
+        mariadbd, _ = _binaries()
+        datadir = self.base_dir / "data"
+        with self.error_log.open("ab") as log:
+            self.process = subprocess.Popen(_server_args(mariadbd, self.base_dir, datadir, self.socket_path,
+                                                         self.port),
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_for_socket(self)
+        _wait_for_tcp(self)
+
     def stop(self) -> None:
         """Clean shutdown (SIGTERM makes mariadbd flush and exit); kill when it does not exit in time."""
         if self.process.poll() is not None:

@@ -55,6 +55,8 @@ class PostgresServer:
     socket_dir: Path
     process: subprocess.Popen[bytes] = field(repr=False)
     log_path: Path
+    settings: dict[str, str] = field(default_factory=dict)
+    """What the server was started with (:meth:`start_again` starts it with the same)."""
 
     def url(self, database: str = "postgres", user: str = SUPERUSER, password: str = PASSWORD) -> str:
         return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.port}/" \
@@ -74,6 +76,16 @@ class PostgresServer:
         quoted = '"' + name.replace('"', '""') + '"'
         self.psql("postgres", f"CREATE DATABASE {quoted}")
         return self.url(name)
+
+    def halt(self, timeout: float = 30.0) -> None:
+        """Fast shutdown that keeps the cluster (an outage): :meth:`start_again` brings it back."""
+        stop_process(self.process, timeout, signal.SIGINT)
+
+    def start_again(self) -> None:
+        """Start the halted cluster again on the same port and data folder; returns once it accepts
+        connections."""
+        self.process = _launch(self.home / "data", self.port, self.socket_dir, self.log_path, self.settings)
+        _wait_ready(self.process, self.port, self.log_path)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT: roll back sessions, then exit); SIGKILL if it does not finish in time."""
@@ -98,7 +110,8 @@ def start_postgres(base_dir: Path, settings: dict[str, str] | None = None) -> Po
     last_error: RuntimeError | None = None
     for _ in range(3):  # a free port can be taken between picking and binding: try another
         port = free_port()
-        process = _launch(data_dir, port, socket_dir, log_path, {**SETTINGS, **(settings or {})})
+        chosen = {**SETTINGS, **(settings or {})}
+        process = _launch(data_dir, port, socket_dir, log_path, chosen)
         try:
             _wait_ready(process, port, log_path)
         except RuntimeError as exc:
@@ -108,7 +121,7 @@ def start_postgres(base_dir: Path, settings: dict[str, str] | None = None) -> Po
                 continue
             raise
         server = PostgresServer(base_dir=base_dir, port=port, home=home, socket_dir=socket_dir,
-                                process=process, log_path=log_path)
+                                process=process, log_path=log_path, settings=chosen)
         atexit.register(server.stop, 10.0)  # no orphaned server when the caller forgets or crashes
         return server
     assert last_error is not None
