@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "(benchmarks/cdc_bench.py: changes/s, latency)")
     p.add_argument("--debezium", action="store_true", help="run only the Debezium comparison "
                    "(benchmarks/debezium_bench.py: changes/s into Kafka, copyjob vs Debezium)")
+    p.add_argument("--verify", action="store_true", help="run only the copyjob verify benchmark "
+                   "(benchmarks/verify_bench.py: verify vs a full copy, find and repair changed rows, reladiff)")
+    p.add_argument("--verify-rows", type=int, default=10_000_000, help="rows for --verify")
     args = p.parse_args(argv)
     if min(args.rows, args.big_rows, args.incremental_tables, args.incremental_rows, args.repeat) < 1:
         p.error("row, table and repeat counts must be positive")
@@ -181,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import debezium_bench
 
         return debezium_bench.main([])
+    if args.verify:  # copyjob verify: PostgreSQL → PostgreSQL and → DuckDB, against a full copy and the anchors
+        from benchmarks import verify_bench
+
+        return verify_bench.main(["--rows", str(args.verify_rows)])
     started = time.perf_counter()
     meta: dict[str, Any] = {"started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
                             "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}

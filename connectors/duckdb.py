@@ -39,6 +39,8 @@ from copyjob.connectors._sql import STATE_TABLE, qualified, quote_double, render
 
 from copyjob.core.contracts import (
     DestinationCapabilities,
+    IndexInfo,
+    RowDigests,
     RowFilter,
     SourceCapabilities,
     StateMarker,
@@ -234,6 +236,42 @@ class DuckdbSource:
                                  "WHERE table_schema NOT IN ('information_schema', 'pg_catalog')").fetchall()
         return [TableName(str(name), None if schema == "main" else str(schema)) for schema, name in rows]
 
+    def estimate_rows(self, table: TableName) -> int | None:
+        """DuckDB's own estimate of the table's size (exact for tables it wrote itself)."""
+        row = self._catalog(table, "SELECT estimated_size FROM duckdb_tables()")
+        return None if row[0][0] is None else int(row[0][0])
+
+    def indexes(self, table: TableName) -> list[IndexInfo]:
+        """Primary key and UNIQUE constraints (ART indexes made with CREATE INDEX are on expressions too and
+        not described column by column: left out)."""
+        rows = self._catalog(table, "SELECT constraint_type, constraint_name, constraint_column_names "
+                                    "FROM duckdb_constraints()", require=False)
+        return sorted((IndexInfo(str(name), tuple(columns), True, kind == "PRIMARY KEY")
+                       for kind, name, columns in rows if kind in ("PRIMARY KEY", "UNIQUE")),
+                      key=lambda i: not i.primary)
+
+    def increasing_columns(self, table: TableName) -> tuple[str, ...]:
+        rows = self._catalog(table, "SELECT column_name FROM duckdb_columns()", require=False,
+                             where="AND column_default LIKE 'nextval(%' AND data_type IN "
+                                   "('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT')")
+        return tuple(str(name) for (name,) in rows)
+
+    def _catalog(self, table: TableName, select: str, *, require: bool = True,
+                 where: str = "") -> list[tuple[Any, ...]]:
+        """Rows of a catalog function about one table; TableNotFound when the table is not there."""
+        if not require:
+            self.reflect(table)  # raises TableNotFound: an empty answer must not hide a missing table
+        t = _table(table)
+        try:
+            rows = self._cur.execute(f"{select} WHERE database_name = current_database() AND lower(schema_name) "
+                                     f"= lower(?) AND lower(table_name) = lower(?) {where}",
+                                     [t.schema, t.name]).fetchall()
+        except duckdb.Error as exc:
+            raise _translate(exc, str(table)) from exc
+        if require and not rows:
+            raise TableNotFound(f"table {table} not found in DuckDB database {self._path}")
+        return rows
+
     def read(self, schema: TableSchema, filters: Sequence[RowFilter] = (),
              batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
         exprs = ", ".join(f"CAST({quote_double(c.name)} AS {_read_type(c.type)}) AS {quote_double(c.name)}"
@@ -273,6 +311,12 @@ class DuckdbSource:
 
     def clone(self) -> DuckdbSource:
         return DuckdbSource(self._url)
+
+    def digests(self) -> RowDigests:
+        """Row counts and hashes computed in the database (``copyjob verify``)."""
+        from copyjob.connectors._digest_sql import duckdb_digests
+
+        return duckdb_digests(self._cur)
 
     def close(self) -> None:
         if not self._closed:
@@ -360,6 +404,12 @@ class DuckdbDestination:
             f'SELECT "run_id", "state" FROM {DEFAULT_SCHEMA}.{quote_double(STATE_TABLE)} '
             'WHERE "job" = ? AND "table" = ?', [job, table]).fetchall()
         return StateMarker(job=job, table=table, run_id=rows[0][0], state=json.loads(rows[0][1])) if rows else None
+
+    def digests(self) -> RowDigests:
+        """Row counts and hashes computed in the database (``copyjob verify``)."""
+        from copyjob.connectors._digest_sql import duckdb_digests
+
+        return duckdb_digests(self._cur)
 
     def close(self) -> None:
         if not self._closed:

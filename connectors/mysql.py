@@ -35,7 +35,9 @@ from pymysql.converters import conversions, convert_date, convert_datetime
 from copyjob.core import temporal
 from copyjob.core.contracts import (
     DestinationCapabilities,
+    IndexInfo,
     LoadSession,
+    RowDigests,
     RowFilter,
     SourceCapabilities,
     StateMarker,
@@ -350,6 +352,40 @@ class MysqlSource:
                         "('mysql', 'information_schema', 'performance_schema', 'sys')")
             return [TableName(str(name), str(schema)) for schema, name in cur.fetchall()]
 
+    def estimate_rows(self, table: TableName) -> int | None:
+        """information_schema.TABLES.TABLE_ROWS: InnoDB's estimate (exact for MyISAM)."""
+        rows = self._catalog(table, "SELECT TABLE_ROWS FROM information_schema.TABLES "
+                                    f"WHERE TABLE_SCHEMA = {_PARAM} AND TABLE_NAME = {_PARAM}")
+        return None if rows[0][0] is None else int(rows[0][0])
+
+    def indexes(self, table: TableName) -> list[IndexInfo]:
+        rows = self._catalog(table, "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME FROM information_schema.STATISTICS "
+                                    f"WHERE TABLE_SCHEMA = {_PARAM} AND TABLE_NAME = {_PARAM} "
+                                    "ORDER BY INDEX_NAME, SEQ_IN_INDEX")
+        grouped: dict[str, tuple[bool, list[str | None]]] = {}
+        for name, non_unique, column in rows:
+            grouped.setdefault(_text(name), (not int(non_unique), []))[1].append(
+                None if column is None else _text(column))
+        found = [IndexInfo(name, tuple(c for c in cols if c), unique, name == "PRIMARY")
+                 for name, (unique, cols) in grouped.items() if None not in cols]  # None: a functional part
+        return sorted(found, key=lambda i: not i.primary)
+
+    def increasing_columns(self, table: TableName) -> tuple[str, ...]:
+        rows = self._catalog(table, "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+                                    f"WHERE TABLE_SCHEMA = {_PARAM} AND TABLE_NAME = {_PARAM} "
+                                    "AND EXTRA LIKE '%auto_increment%' ORDER BY ORDINAL_POSITION")
+        return tuple(_text(r[0]) for r in rows)
+
+    def _catalog(self, table: TableName, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of a catalog query bound to (database, table); TableNotFound when the table is not there."""
+        table = self._resolve(table)
+        where = (table.schema, table.name)
+        with translated_errors(self._url, table):
+            if not _query(self._conn, "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                          f"{_PARAM} AND TABLE_NAME = {_PARAM}", where):
+                raise TableNotFound(f"table {table} does not exist at {self._url.redacted}")
+            return _query(self._conn, sql, where)
+
     def read(self, schema: TableSchema, filters: Sequence[RowFilter] = (),
              batch_rows: int = 50_000) -> Generator[pa.RecordBatch, None, None]:
         table = self._resolve(schema.table)
@@ -390,6 +426,12 @@ class MysqlSource:
 
     def clone(self) -> MysqlSource:
         return MysqlSource(self._url)
+
+    def digests(self) -> RowDigests:
+        """Row counts and hashes computed in the database (``copyjob verify``)."""
+        from copyjob.connectors._digest_sql import mysql_digests
+
+        return mysql_digests(lambda sql, params: _query(self._conn, sql, params), _PARAM)
 
     def close(self) -> None:
         _close_quietly(self._conn)
@@ -615,6 +657,12 @@ class MysqlDestination:
         if not rows:
             return None
         return StateMarker(job=job, table=table, run_id=_text(rows[0][0]), state=json.loads(rows[0][1]))
+
+    def digests(self) -> RowDigests:
+        """Row counts and hashes computed in the database (``copyjob verify``)."""
+        from copyjob.connectors._digest_sql import mysql_digests
+
+        return mysql_digests(lambda sql, params: _query(self._conn, sql, params), _PARAM)
 
     def close(self) -> None:
         _close_quietly(self._conn)

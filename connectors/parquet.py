@@ -46,7 +46,7 @@ from copyjob.connectors._keys import (
 )
 from copyjob.connectors._load_checks import check_load_key
 
-from copyjob.core.contracts import DestinationCapabilities, StateMarker, UpdateMethod
+from copyjob.core.contracts import DestinationCapabilities, RowDigests, StateMarker, UpdateMethod
 from copyjob.core.errors import ConfigurationError, ConnectionFailed, DataError, TableNotFound
 from copyjob.core.private import create_private_file, make_private_folder
 from copyjob.core.schema import Column, TableName, TableSchema, logical_from_arrow, parse_logical
@@ -209,6 +209,12 @@ class ParquetDestination:
             return None
         doc = json.loads(path.read_text(encoding="utf-8"))
         return StateMarker(job=job, table=table, run_id=doc["run_id"], state=doc["state"])
+
+    def digests(self) -> RowDigests:
+        """Row counts and hashes of the table folders, computed by DuckDB over their files (``copyjob verify``)."""
+        from copyjob.connectors._digest_parquet import ParquetDigests
+
+        return ParquetDigests(lambda table: data_files(self.folder(table)), self.reflect)
 
     def close(self) -> None:
         pass

@@ -39,6 +39,8 @@ from copyjob.connectors._sql import STATE_TABLE, quote_double, render_filters
 from copyjob.core import temporal
 from copyjob.core.contracts import (
     DestinationCapabilities,
+    IndexInfo,
+    RowDigests,
     RowFilter,
     SourceCapabilities,
     StateMarker,
@@ -329,6 +331,10 @@ def _translate(exc: sqlite3.Error, what: str) -> ConnectorError:
     return ConnectorError(f"SQLite: {what}: {text}")
 
 
+FETCH_ROWS = 1_000
+"""Rows fetched from SQLite per call while reading (a batch is built from several)."""
+
+
 def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves; connections may move between worker threads
     return sqlite3.connect(target, uri=uri, isolation_level=None, timeout=BUSY_TIMEOUT_S,
@@ -364,6 +370,31 @@ class SqliteSource:
                                  "AND name NOT LIKE 'sqlite%'").fetchall()
         return [TableName(str(name)) for (name,) in rows]
 
+    def estimate_rows(self, table: TableName) -> int | None:
+        """An exact count: SQLite keeps no statistics, and its files are small enough to count."""
+        return self.count(table)
+
+    def indexes(self, table: TableName) -> list[IndexInfo]:
+        schema = self.reflect(table)
+        found = [IndexInfo("PRIMARY KEY", schema.primary_key, True, True)] if schema.primary_key else []
+        for _, name, unique, origin, partial in self._con.execute(
+                "SELECT seq, name, \"unique\", origin, partial FROM pragma_index_list(?) ORDER BY seq",
+                (table.name,)).fetchall():
+            columns = [c for (c,) in self._con.execute(
+                "SELECT name FROM pragma_index_info(?) ORDER BY seqno", (name,)).fetchall()]
+            if origin != "pk" and not partial and None not in columns:  # None: an expression
+                found.append(IndexInfo(str(name), tuple(columns), bool(unique)))
+        return found
+
+    def increasing_columns(self, table: TableName) -> tuple[str, ...]:
+        """An ``INTEGER PRIMARY KEY`` is the rowid: SQLite assigns one more than the largest."""
+        schema = self.reflect(table)
+        if len(schema.primary_key) == 1:
+            column = schema.column(schema.primary_key[0])
+            if column is not None and column.native_type.strip().upper() == "INTEGER":
+                return schema.primary_key
+        return ()
+
     def read(self, schema: TableSchema, filters: Sequence[RowFilter] = (),
              batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
         columns = ", ".join(quote_double(c.name) for c in schema.columns)
@@ -375,7 +406,15 @@ class SqliteSource:
                 for c, conv in zip(schema.columns, converters, strict=True)]
         cur = self._execute(f"SELECT {columns} FROM {_table_sql(schema.table)}{where}", params, schema.table)
         try:
-            while rows := cur.fetchmany(batch_rows):
+            rows: list[Any] = []
+            # fetched in small steps: Python runs signal handlers only between them, so Ctrl-C stops a slow
+            # read (a view, a big scan) at once instead of after a whole batch
+            while chunk := cur.fetchmany(min(FETCH_ROWS, batch_rows - len(rows))):
+                rows.extend(chunk)
+                if len(rows) >= batch_rows:
+                    yield self._batch(rows, schema, fast, converters)
+                    rows = []
+            if rows:
                 yield self._batch(rows, schema, fast, converters)
         finally:
             cur.close()
@@ -395,6 +434,12 @@ class SqliteSource:
 
     def clone(self) -> SqliteSource:
         return SqliteSource(self._url)
+
+    def digests(self) -> RowDigests:
+        """Row counts and hashes computed in the database (``copyjob verify``)."""
+        from copyjob.connectors._digest_sql import sqlite_digests
+
+        return sqlite_digests(self._con)
 
     def close(self) -> None:
         self._con.close()
@@ -499,6 +544,12 @@ class SqliteDestination:
             f'SELECT "run_id", "state" FROM {quote_double(STATE_TABLE)} WHERE "job" = ? AND "table" = ?',
             (job, table)).fetchone()
         return StateMarker(job=job, table=table, run_id=row[0], state=json.loads(row[1])) if row else None
+
+    def digests(self) -> RowDigests:
+        """Row counts and hashes computed in the database (``copyjob verify``)."""
+        from copyjob.connectors._digest_sql import sqlite_digests
+
+        return sqlite_digests(self._con)
 
     def close(self) -> None:
         self._con.close()

@@ -56,7 +56,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack, nullcontext
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +154,10 @@ class CdcRun:
         """The positions of tables that failed to apply a change: acknowledgements stop at the earliest."""
         self.max_outage_s = job_run.loaded.job.copy_settings.max_outage_s(streaming=until_stopped)
         self.fresh_at = 0.0
+        self.applied: Counter[str] = Counter()
+        self.applied_by_table: dict[str, Counter[str]] = {}
+        """Changes applied this run per table, by kind: the run's summary and history."""
+        """Changes applied since the stream's line was last told, by kind (``c``, ``u``, ``d``)."""
         """Epoch seconds up to which the destination is known to hold every change (for lag in seconds)."""
         self._saved_at = 0.0
         self.describe: Callable[[Position], str] = hooks.describe
@@ -179,7 +185,11 @@ class CdcRun:
         for t in self.tables.values():
             t.state.extra.pop("waiting", None)
         self._save(force=True)
-        return [t.record(self.describe, time.monotonic() - started) for t in self.tables.values()]
+        records = [t.record(self.describe, time.monotonic() - started) for t in self.tables.values()]
+        for record in records:
+            ops = self.applied_by_table.get(record.table, Counter())
+            record.changes = {"inserts": ops["c"], "updates": ops["u"], "deletes": ops["d"]}
+        return records
 
     def _fail_gaps(self) -> None:
         """Tables whose changes another process consumed from the stream (a shared slot) fail with a one-line
@@ -246,6 +256,9 @@ class CdcRun:
             self.background = _Background(self, late)
             self.acks_held = True
         capture = self._open_capture()
+        meter = ExitStack()  # stream: a live line on a terminal, a line every 10 s otherwise
+        report = meter.enter_context(self.job_run.progress.changes(", ".join(p.label for p in self.plans))
+                                     if self.until_stopped else nullcontext(None))
         try:
             while not self.job_run.stop.is_set():
                 if self.background is not None and self.background.done():
@@ -264,6 +277,9 @@ class CdcRun:
                 if batches:
                     self._apply_chunk(capture, batches)
                 self.fresh_at = max(self.fresh_at, capture.caught_up_at or 0.0)
+                if report is not None:
+                    report(self.applied, round(max(time.time() - self.fresh_at, 0.0), 1) if self.fresh_at else None)
+                    self.applied = Counter()
                 if end is not None and self.background is None and capture.caught_up(end):
                     self.fresh_at = max(self.fresh_at, end_taken_at)
                     break
@@ -272,6 +288,7 @@ class CdcRun:
                 self._save_copy()
         finally:
             capture.close()
+            meter.close()
         if self.background is not None:  # stopped while it ran: it sees the stop between batches
             while not self.background.done():
                 time.sleep(0.1)
@@ -351,6 +368,10 @@ class CdcRun:
             # changes dropped until now come again from there
             if t is not None and t.status == "ok" and t.committed is not None and t not in snapshotting:
                 self._apply_with_retries(t, batch)
+                if t.status == "ok":  # a resume's repeats, skipped by the sink, are counted too
+                    ops = Counter(e.op for e in batch.events)
+                    self.applied.update(ops)
+                    self.applied_by_table.setdefault(t.plan.state_key, Counter()).update(ops)
             if batch.events and batch.events[-1].ts_ms:
                 self.fresh_at = max(self.fresh_at, batch.events[-1].ts_ms / 1000)
             if last is None or not self.hooks.at_or_before(batch.position, last):

@@ -7,9 +7,9 @@ errors back to the file's line numbers.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 if TYPE_CHECKING:
     from copyjob.core.capture import CaptureOptions
@@ -43,6 +43,35 @@ def parse_duration(text: str | float) -> float:
     if not m:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 2h)")
     return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def duration_from_env(name: str, default_s: float) -> float:
+    """A positive duration from the environment variable ``name`` (e.g. ``0.2s``), else ``default_s``; a bad
+    value is a UsageError naming the variable."""
+    import os
+
+    from copyjob.core.errors import UsageError
+
+    text = os.environ.get(name)
+    try:
+        seconds = parse_duration(text) if text else default_s
+    except ValueError as exc:
+        raise UsageError(f"{name}: {exc}") from None
+    if seconds <= 0:
+        raise UsageError(f"{name} must be positive")
+    return seconds
+
+
+def _number_as_text(value: Any) -> Any:
+    """A bare number in a duration field is seconds (``every: 60``): kept as its text, like ``"60"``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    return value
+
+
+Duration = Annotated[str, BeforeValidator(_number_as_text),
+                     WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "number", "minimum": 0}]})]
+"""A duration: text with a unit (``30s``, ``15m``, ``2h``, ``250ms``, ``1d``) or a bare number of seconds."""
 
 
 def url_problem(url: str) -> str | None:
@@ -89,11 +118,18 @@ def cron_problem(expr: str) -> str | None:
 
 
 class Endpoint(_Strict):
+    """A system to read from or write to: a database, a folder or an S3 prefix, named by its URL."""
+
     url: str = Field(description="Connection URL: sqlite:///…, postgresql://…, mysql://…, duckdb:///…, "
-                     "file:///dir, s3://bucket/prefix, parquet:///dir")
+                     "file:///dir, s3://bucket/prefix, parquet:///dir",
+                     examples=["postgresql://app:${PG_PASSWORD}@${PG_HOST}:5432/shop", "duckdb:///warehouse.duckdb",
+                               "mysql://copyjob:${MYSQL_PASSWORD}@db:3306/shop", "./inbox", "s3://lake/raw"])
     format: FileFormat | None = Field(default=None, description="file destinations: format of new files")
     options: dict[str, str] = Field(default_factory=dict, description="s3: endpoint_url, access_key, "
-                                    "secret_key, region, …")
+                                    "secret_key, region, …",
+                                    examples=[{"endpoint_url": "${S3_ENDPOINT}", "region": "eu-west-1",
+                                               "access_key": "${AWS_ACCESS_KEY_ID}",
+                                               "secret_key": "${AWS_SECRET_ACCESS_KEY}"}])
     follow_symlinks_outside: bool = Field(default=False, description="a local file source: read symbolic "
                                           "links that lead outside its folder (skipped with a warning otherwise)")
 
@@ -107,17 +143,27 @@ class Endpoint(_Strict):
 
 
 class CsvOptions(_Strict):
-    delimiter: str = ","
-    header: bool = True
-    encoding: str = "utf-8"
-    quote_char: str = '"'
-    null_values: list[str] = Field(default_factory=lambda: [""])
+    """How CSV files of a file set are read."""
+
+    delimiter: str = Field(default=",", description="field separator", examples=[",", ";", "\t"])
+    header: bool = Field(default=True, description="the first line names the columns")
+    encoding: str = Field(default="utf-8", description="text encoding of the files", examples=["utf-8", "latin-1"])
+    quote_char: str = Field(default='"', description="character that quotes a field holding the delimiter")
+    null_values: list[str] = Field(default_factory=lambda: [""], description="texts read as NULL (default: the "
+                                   "empty field)", examples=[["", "NULL", "\\N"]])
 
 
 class Schedule(_Strict):
-    cron: str | None = None
-    every: str | None = None
-    timezone: str | None = Field(default=None, description="IANA name; default: the machine's local time")
+    """When `copyjob serve` runs the job: exactly one of cron or every."""
+
+    cron: str | None = Field(default=None, description="cron expression: minute hour day-of-month month "
+                             "day-of-week (a sixth field, seconds, is accepted) or @hourly, @daily, @weekly, "
+                             "@monthly, @yearly", examples=["0 6 * * *", "*/15 * * * *", "@daily"])
+    every: Duration | None = Field(default=None, description="interval from the previous fire: a duration with unit "
+                              "ms, s, m, h or d (a number without unit, quoted, is seconds)",
+                              examples=["15m", "1h", "30s"])
+    timezone: str | None = Field(default=None, description="IANA name; default: the machine's local time",
+                                 examples=["Europe/Berlin", "UTC"])
 
     @field_validator("cron")
     @classmethod
@@ -144,10 +190,14 @@ class Schedule(_Strict):
 
 
 class FileArrival(_Strict):
-    path: str
-    pattern: str = "*"
-    debounce: str = "2s"
-    recursive: bool = False
+    """Run the job when files arrive in a folder."""
+
+    path: str = Field(description="folder to watch, relative to the job file", examples=["./inbox"])
+    pattern: str = Field(default="*", description="glob of the file names that count as arrivals",
+                         examples=["*.csv"])
+    debounce: Duration = Field(default="2s", description="wait this long after the last arrival, then run once for "
+                          "the batch (duration: ms, s, m, h, d)", examples=["2s", "1m"])
+    recursive: bool = Field(default=False, description="watch subfolders too")
 
     @field_validator("debounce")
     @classmethod
@@ -167,19 +217,46 @@ class FileArrival(_Strict):
 
 
 class Trigger(_Strict):
-    file_arrival: FileArrival
+    """An event that makes `copyjob serve` run the job."""
+
+    file_arrival: FileArrival = Field(description="run when matching files arrive in a folder")
+
+
+class CheckSettings(_Strict):
+    """What ``copyjob check`` alerts on besides failures and CDC lag."""
+
+    max_age: Duration | None = Field(default=None, description="fail the check when the last successful run is "
+                                "older than this (e.g. 26h); per table, or job-wide")
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age(cls, v: str | None) -> str | None:
+        if v is not None and parse_duration(v) <= 0:
+            raise ValueError("must be a positive duration")
+        return v
+
+    @property
+    def max_age_s(self) -> float | None:
+        return None if self.max_age is None else parse_duration(self.max_age)
 
 
 class CopySettings(_Strict):
-    mode: Mode = "full"
-    update_method: Method = "append"
-    truncate_before_full_load: bool = False
-    create_tables: bool = True
-    batch_rows: int = Field(default=50_000, ge=100, le=5_000_000)
-    parallel: int = Field(default=2, ge=1, le=32, description="readers per table for full loads")
-    max_outage: str | None = Field(default=None, description="how long a stream waits for its source or "
+    """Job-wide defaults for every table (mode, update method, truncation may be set per table too)."""
+
+    mode: Mode = Field(default="full", description="full: copy everything each run; incremental: rows whose "
+                       "incremental_column grew (files: new or changed files); cdc: change data capture from the "
+                       "database log")
+    update_method: Method = Field(default="append", description="append: insert rows; overwrite: replace the "
+                                  "table's contents; merge: upsert by key (and apply deletes in cdc)")
+    truncate_before_full_load: bool = Field(default=False, description="empty the destination table before each "
+                                            "full copy")
+    create_tables: bool = Field(default=True, description="create missing destination tables")
+    batch_rows: int = Field(default=50_000, ge=100, le=5_000_000, description="rows per Arrow batch")
+    parallel: int = Field(default=2, ge=1, le=32, description="readers per table for full loads (integer "
+                          "primary keys)")
+    max_outage: Duration | None = Field(default=None, description="how long a stream waits for its source or "
                                    "destination to come back before it fails (e.g. 10m, or never); default: "
-                                   "never for stream, 5m for run")
+                                   "never for stream, 5m for run", examples=["10m", "1h", "never"])
 
     @field_validator("max_outage")
     @classmethod
@@ -198,19 +275,33 @@ class CopySettings(_Strict):
 
 
 class TableSpec(_Strict):
-    name: str
-    target: str | None = None
-    incremental_column: str | None = None
-    key: list[str] | None = None
-    columns: dict[str, str] = Field(default_factory=dict)
-    mode: Mode | None = None
-    update_method: Method | None = None
-    truncate_before_full_load: bool | None = None
+    """One table to copy (a database source) or one set of files (a file source)."""
+
+    name: str = Field(description="source table (schema.table), or the name of a file set",
+                      examples=["public.orders", "shop.customers", "sales"])
+    target: str | None = Field(default=None, description="destination table (default: the same name)",
+                               examples=["orders", "raw.orders"])
+    incremental_column: str | None = Field(default=None, description="the column whose growth marks new rows "
+                                           "(required for mode incremental from a database)",
+                                           examples=["updated_at", "id"])
+    key: list[str] | None = Field(default=None, description="merge key columns (default: the source primary "
+                                  "key)", examples=[["id"], ["order_id", "line_no"]])
+    columns: dict[str, str] = Field(default_factory=dict, description="rename map: source column → "
+                                    "destination column", examples=[{"customer_id": "cust_id"}])
+    mode: Mode | None = Field(default=None, description="this table's mode (default: copy.mode)")
+    update_method: Method | None = Field(default=None, description="this table's update method (default: "
+                                         "copy.update_method)")
+    truncate_before_full_load: bool | None = Field(default=None, description="default: "
+                                                   "copy.truncate_before_full_load")
     # file sources: a set of files, labelled by ``name``
-    pattern: str | None = Field(default=None, description="glob of files (recursive with **)")
-    format: FileFormat | None = None
-    csv: CsvOptions | None = None
+    pattern: str | None = Field(default=None, description="glob of files (recursive with **)",
+                                examples=["*.csv", "**/*.parquet", "2026/*.jsonl"])
+    format: FileFormat | None = Field(default=None, description="format of the files (default: from the "
+                                      "pattern's extension)")
+    csv: CsvOptions | None = Field(default=None, description="how CSV files are read")
     source_file_column: bool = Field(default=False, description="add a _source_file column")
+    check: CheckSettings | None = Field(default=None, description="alert thresholds of this table "
+                                        "(they override the job's check:)")
 
     @field_validator("name", "target")
     @classmethod
@@ -235,16 +326,23 @@ Transport = Literal["direct", "kafka"]
 
 
 class KafkaSettings(_Strict):
-    bootstrap_servers: str
+    """The broker and topics of `transport: kafka`."""
+
+    bootstrap_servers: str = Field(description="Kafka brokers, host:port[,host:port…]",
+                                   examples=["${KAFKA}", "kafka:9092", "localhost:9094"])
     topic_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$",
                                      description="topics are <prefix>.<schema>.<table> (default copyjob, and "
                                                  "copyjob.<env> with --env)")
-    format: Literal["avro", "json"] = "avro"
-    schema_registry_url: str = ""
+    format: Literal["avro", "json"] = Field(default="avro", description="encoding of the messages")
+    schema_registry_url: str = Field(default="", description="optional Confluent-compatible schema registry",
+                                     examples=["http://registry:8081"])
     config: dict[str, str | int | float | bool] = Field(default_factory=dict,
-                                                        description="passed through to librdkafka")
+                                                        description="passed through to librdkafka",
+                                                        examples=[{"security.protocol": "SASL_SSL",
+                                                                   "sasl.mechanism": "PLAIN"}])
     partitions: int = Field(default=3, ge=1, le=1000, description="partitions of topics the job creates")
-    replication_factor: int = Field(default=1, ge=1, le=10)
+    replication_factor: int = Field(default=1, ge=1, le=10, description="replication factor of topics the job "
+                                    "creates")
     max_message_bytes: int = Field(default=16 * 2**20, ge=2**10, le=64 * 2**20,
                                    description="largest message (one row or change, key and value) the job "
                                                "sends: topics it creates, the producer and the consumers are "
@@ -254,8 +352,12 @@ class KafkaSettings(_Strict):
 
 
 class Publication(_Strict):
-    name: str | None = None
-    create: bool = True
+    """The PostgreSQL publication a cdc job reads."""
+
+    name: str | None = Field(default=None, description="publication name (default: copyjob_<job>)",
+                             examples=["copyjob_orders"])
+    create: bool = Field(default=True, description="create (and keep up to date) the publication; false: use an "
+                         "existing one that a DBA manages")
 
     @field_validator("name")
     @classmethod
@@ -270,13 +372,16 @@ class CdcSettings(_Strict):
     """Log-based change capture options (PostgreSQL slot/publication, MySQL server id)."""
 
     slot: str | None = Field(default=None, description="PostgreSQL replication slot (default: copyjob_<job>)")
-    publication: Publication = Field(default_factory=Publication)
-    heartbeat: str = "10s"
+    publication: Publication = Field(default_factory=Publication, description="PostgreSQL publication")
+    heartbeat: Duration = Field(default="10s", description="how often the capture confirms its position while idle "
+                           "(duration: ms, s, m, h, d)", examples=["10s"])
     server_id: int | None = Field(default=None, ge=1, description="MySQL/MariaDB replica server id")
     max_lag_bytes: int | None = Field(default=None, ge=0, description="status warns and check fails above")
-    max_lag_seconds: float | None = Field(default=None, ge=0)
-    batch_events: int = Field(default=10_000, ge=1)
-    max_batch_delay: str = "200ms"
+    max_lag_seconds: float | None = Field(default=None, ge=0, description="status warns and check fails when "
+                                          "the capture is this many seconds behind")
+    batch_events: int = Field(default=10_000, ge=1, description="changes per applied batch, at most")
+    max_batch_delay: Duration = Field(default="200ms", description="longest wait to fill a batch (duration: ms, s, m, "
+                                 "h, d)", examples=["200ms", "1s"])
 
     @field_validator("heartbeat", "max_batch_delay")
     @classmethod
@@ -302,17 +407,26 @@ class CdcSettings(_Strict):
 
 
 class Job(_Strict):
-    job: str
-    source: Endpoint
-    destination: Endpoint
-    copy_settings: CopySettings = Field(default_factory=CopySettings, alias="copy")
-    tables: list[TableSpec] = Field(min_length=1)
-    state: str | None = Field(default=None, description="state store URL (SQLite path or PostgreSQL URL)")
-    schedules: list[Schedule] = Field(default_factory=list)
-    triggers: list[Trigger] = Field(default_factory=list)
-    transport: Transport = "direct"
-    kafka: KafkaSettings | None = None
-    cdc: CdcSettings = Field(default_factory=CdcSettings)
+    """A copyjob job file: what to copy from a source to a destination, how, and when."""
+
+    job: str = Field(description="the job's name: it names its state, lock and default slot, topic and group "
+                     "names; letters, digits, . _ -", examples=["shop-to-warehouse"])
+    source: Endpoint = Field(description="where the data comes from")
+    destination: Endpoint = Field(description="where the data goes")
+    copy_settings: CopySettings = Field(default_factory=CopySettings, alias="copy",
+                                        description="defaults for every table: mode, update method, batch size")
+    tables: list[TableSpec] = Field(min_length=1, description="the tables (or file sets) to copy")
+    state: str | None = Field(default=None, description="state store URL (SQLite path or PostgreSQL URL)",
+                              examples=[".copyjob/state.db", "postgresql://copyjob@${PG_HOST}/copyjob_state"])
+    schedules: list[Schedule] = Field(default_factory=list, description="when `copyjob serve` runs the job")
+    triggers: list[Trigger] = Field(default_factory=list, description="events that make `copyjob serve` run "
+                                    "the job")
+    transport: Transport = Field(default="direct", description="direct: one process, no broker; kafka: capture "
+                                 "and apply apart, through Kafka (needs the kafka: section)")
+    kafka: KafkaSettings | None = Field(default=None, description="broker and topics for transport: kafka")
+    cdc: CdcSettings = Field(default_factory=CdcSettings, description="change data capture options for mode cdc")
+    check: CheckSettings = Field(default_factory=CheckSettings, description="what `copyjob check` alerts on "
+                                 "besides failures and CDC lag")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -373,3 +487,43 @@ def resolve_tables(job: Job) -> list[ResolvedTable]:
         )
         for i, t in enumerate(job.tables)
     ]
+
+
+SCHEMA_ID = "urn:copyjob:jobfile"
+"""The ``$id`` of the job file's JSON Schema (docs/jobfile.schema.json; ``copyjob schema`` prints it)."""
+VARIABLE = {"type": "string", "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}",
+            "description": "a ${VARIABLE}, resolved when the job is loaded"}
+"""A value that is a variable reference: where a number, boolean, choice or pattern is expected, the loader
+resolves the variable first and checks the text it gives, so an editor must accept it."""
+
+
+def job_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a job file, with a description for every key."""
+    from pydantic.json_schema import GenerateJsonSchema
+
+    class JobFileSchema(GenerateJsonSchema):
+        """Pydantic's schema, where a non-text value (number, boolean, one of a list, text of a pattern) may
+        also be a ``${VARIABLE}``: variables are resolved before validation."""
+
+        def _or_variable(self, schema: dict[str, Any]) -> dict[str, Any]:
+            return {"anyOf": [schema, dict(VARIABLE)]}
+
+        def int_schema(self, schema: Any) -> dict[str, Any]:
+            return self._or_variable(super().int_schema(schema))
+
+        def float_schema(self, schema: Any) -> dict[str, Any]:
+            return self._or_variable(super().float_schema(schema))
+
+        def bool_schema(self, schema: Any) -> dict[str, Any]:
+            return self._or_variable(super().bool_schema(schema))
+
+        def literal_schema(self, schema: Any) -> dict[str, Any]:
+            return self._or_variable(super().literal_schema(schema))
+
+        def str_schema(self, schema: Any) -> dict[str, Any]:
+            out = super().str_schema(schema)
+            return self._or_variable(out) if "pattern" in out else out
+
+    body = Job.model_json_schema(by_alias=True, schema_generator=JobFileSchema)
+    body["title"] = "copyjob job file"
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **body}

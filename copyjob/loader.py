@@ -61,6 +61,19 @@ class LoadedJob:
         """The targets of the job's cdc tables (they share one change stream and run together)."""
         return [t.spec.target_name for t in self.tables if t.mode == "cdc"]
 
+    def state_store(self, state: str | None = None) -> StateStore:
+        """The store named by ``state`` (``--state``), else by the job file's ``state:``, else the default
+        beside the job file; a relative path is relative to the job file. Rows this job wrote before states
+        were scoped by destination are adopted by this scope."""
+        from copyjob.offsets import default_state_url, open_state_store
+
+        url = state or self.job.state
+        if url and "://" not in url and not Path(url).is_absolute():
+            url = str(self.base_dir / url)
+        store = open_state_store(url or default_state_url(self.path))
+        store.adopt_unscoped(self.job.job, self.scope)
+        return store
+
     def ledger(self, store: StateStore) -> Ledger:
         """The positions of this job's tables in its destination, kept in ``store`` under the job's scope."""
         from copyjob.offsets.ledger import Ledger
@@ -141,7 +154,14 @@ def load_job(path: Path, *, variables: Path | None = None, env: str | None = Non
         if not isinstance(doc, Mapping):
             raise JobFileError("expected a mapping with job:, source:, destination:, tables:", file=str(path),
                                line=1)
-        library = load_library(path, variables, env)
+        return load_document(doc, lines, path=path, library=load_library(path, variables, env), env=env)
+
+
+def load_document(doc: Mapping[str, Any], lines: dict[PathKey, int], *, path: Path, library: VariableLibrary,
+                  env: str | None = None) -> LoadedJob:
+    """Resolve and validate a job already read (:func:`load_job`; :func:`copyjob.api.load_job` from a dict,
+    with no lines). ``path`` names it in errors and places its relative paths and default state."""
+    with paused_gc():
         unresolved: list[JobFileError] = []
         plain = _plain(doc, (), library, str(path), lines, unresolved)
         try:

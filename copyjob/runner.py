@@ -12,9 +12,11 @@ A failing table is rolled back, its state left as it was, and the other tables g
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -38,6 +40,7 @@ from copyjob.filesets import endpoint_url
 from copyjob.ingest import IncrementPlan, plan_full, plan_incremental
 from copyjob.jobfile import ResolvedTable
 from copyjob.loader import LoadedJob
+from copyjob.logs import bind_log_context, log_context
 from copyjob.offsets.ledger import DEFINITION_KEY, Ledger, Standing, moved_target
 from copyjob.preflight import check_tables
 from copyjob.progress import Progress
@@ -50,6 +53,50 @@ if TYPE_CHECKING:
     from copyjob.core.contracts import FileSetSource
 
 log = logging.getLogger("copyjob")
+
+
+class _BoundaryCount:
+    """Rows of an incremental merge whose incremental column equals the previous watermark: read again."""
+
+    def __init__(self, column: str, watermark: Any) -> None:
+        self.column = column
+        self.watermark = watermark
+        self.rows: int | None = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if self.rows is None or self.column not in batch.schema.names:
+            self.rows = None
+            return
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        values = batch.column(self.column)
+        try:
+            same = pc.equal(values, pa.scalar(self.watermark, type=values.type))
+        except (pa.ArrowException, TypeError, ValueError):  # a type arrow cannot compare: not counted
+            self.rows = None
+            return
+        self.rows += int(pc.sum(same).as_py() or 0)
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM ends the run as Ctrl-C does (KeyboardInterrupt), so that history records it ``interrupted``
+    instead of the process vanishing mid-run. Only in the main thread and only when nobody else handles
+    SIGTERM (``serve`` and ``stream`` stop gracefully on their own)."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def raise_interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @dataclass
@@ -92,13 +139,15 @@ class JobRun:
         returns the run record (tables may have failed)."""
         from copyjob import engine
 
-        return engine.run(self, table_names)
+        with interrupt_on_sigterm(), log_context(job=self.loaded.job.job):
+            return engine.run(self, table_names)
 
     def stream(self, table_names: list[str] | None = None, poll_interval_s: float = 0.5) -> RunRecord:
         """Copy until :attr:`stop` is set, through the job's transport (copyjob.engine)."""
         from copyjob import engine
 
-        return engine.stream(self, table_names, poll_interval_s)
+        with interrupt_on_sigterm(), log_context(job=self.loaded.job.job):
+            return engine.stream(self, table_names, poll_interval_s)
 
     def run_direct(self, table_names: list[str] | None = None) -> RunRecord:
         """``transport: direct``: one process reads and writes, table by table, then the cdc tables together."""
@@ -108,6 +157,7 @@ class JobRun:
         tables = select_tables(self.loaded, table_names)
         run = RunRecord(run_id=new_run_id(), job=self.loaded.scope, started_at=datetime.now(UTC),
                         trigger=self.trigger)
+        bind_log_context(run_id=run.run_id)
         base = self.loaded.base_dir
         destination_url = endpoint_url(job.destination, base)
         try:
@@ -134,7 +184,8 @@ class JobRun:
                             run.tables.append(TableRunRecord(table=plan.state_key, mode=plan.table.mode,
                                                              status="skipped", error="stopped before it started"))
                             continue
-                        run.tables.append(self._copy_with_retries(plan, source, destination, run.run_id))
+                        with log_context(table=plan.state_key):
+                            run.tables.append(self._copy_with_retries(plan, source, destination, run.run_id))
                     cdc_plans = [p for p in plans if p.table.mode == "cdc"]
                     if cdc_plans:
                         from copyjob.apply.destination_sink import DestinationSink
@@ -149,6 +200,9 @@ class JobRun:
                         finally:
                             if sink.destination is not destination:  # reconnected after an outage
                                 sink.close()
+                except (KeyboardInterrupt, SystemExit):
+                    self._record_interrupted(run)
+                    raise
                 finally:
                     destination.close()
         finally:
@@ -159,6 +213,15 @@ class JobRun:
             run.status = "stopped"
         self.store.finish_run(run)
         return run
+
+    def _record_interrupted(self, run: RunRecord) -> None:
+        """A signal ended the run mid-way: history says ``interrupted``, not ``running`` forever."""
+        run.status = "interrupted"
+        run.finished_at = datetime.now(UTC)
+        try:
+            self.store.finish_run(run)
+        except Exception as exc:  # the next run marks it interrupted anyway (StateStore.interrupt_orphans)
+            log.warning("run %s: could not record it interrupted: %s", run.run_id, redact(str(exc)))
 
     def skip(self, run: RunRecord, tables: list[ResolvedTable]) -> RunRecord:
         """Another run of this job holds the lock: record a skipped run that says so."""
@@ -234,11 +297,17 @@ class JobRun:
                                       DEFINITION_KEY: dict(t.definition)})
 
         rows_read = 0
+        # a merge reads the rows at the previous watermark again (rows may have joined it since): say how many
+        boundary = _BoundaryCount(column, increment.watermark_before) \
+            if column and not full and t.update_method == "merge" and increment.watermark_before is not None \
+            else None
 
         def counted(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             nonlocal rows_read
             for b in batches:
                 rows_read += b.num_rows
+                if boundary is not None:
+                    boundary.add(b)
                 yield b
 
         def durable() -> int:
@@ -256,7 +325,7 @@ class JobRun:
             table=plan.state_key, mode=mode_used, status="ok", rows_read=rows_read, rows_written=written,
             duration_s=time.monotonic() - started, watermark_before=increment.watermark_before,
             watermark_after=increment.watermark_after, null_watermark_rows=increment.null_rows,
-            note=self._edit_note(standing, t.definition))
+            note=self._edit_note(standing, t.definition), reread_rows=boundary.rows if boundary else None)
 
     def _write(self, plan: TablePlan, source: Source, destination: Destination, increment: IncrementPlan,
                existing: Any, truncate: bool, deferred_key: tuple[str, ...],
@@ -264,7 +333,9 @@ class JobRun:
                counted: Callable[[Iterable[pa.RecordBatch]], Iterator[pa.RecordBatch]]) -> int:
         t = plan.table
         settings = self.loaded.job.copy_settings
-        with self.progress.table(plan.label) as advance:
+        # on a terminal only: SQLite and DuckDB count to estimate, a cost worth paying only for a person watching
+        total = self._estimate(source, plan) if increment.full and self.progress.live else None
+        with self.progress.table(plan.label, total) as advance:
             if self._passes_through(plan, source, destination, existing):
                 streams = [read_binary(source, plan.source_schema, filters) for filters in increment.reads]
                 return write_binary(destination, plan.target_schema, streams, method=t.update_method,
@@ -277,6 +348,15 @@ class JobRun:
             return write_batches(destination, plan.target_schema, loads, method=t.update_method, key=plan.key,
                                  truncate=truncate, deferred_key=deferred_key, marker=marker,
                                  progress=advance).rows_written
+
+    @staticmethod
+    def _estimate(source: Source, plan: TablePlan) -> int | None:
+        """The source's row estimate for a full copy's progress bar; a failure to estimate fails nothing."""
+        try:
+            return source.estimate_rows(plan.source_schema.table)
+        except Exception as exc:  # statistics are a nicety: never the reason a copy fails
+            log.debug("%s: no row estimate: %s", plan.label, exc)
+            return None
 
     @staticmethod
     def _passes_through(plan: TablePlan, source: Source, destination: Destination, existing: Any) -> bool:

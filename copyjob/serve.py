@@ -10,6 +10,7 @@ One loop thread decides, worker threads copy. Each turn of :meth:`Server.serve`'
    skipped and recorded by :class:`~copyjob.runner.JobRun` itself, which serve starts with ``lock_wait_s=0``;
 3. collects debounced file arrivals; they start a run labelled ``trigger: file_arrival <files>``, or, while
    the job is busy, wait for its run to end (a skip would leave those files for the next event);
+   a "run now" from the monitor (``--http``, :mod:`copyjob.monitor`) waits the same way;
 4. sleeps until the next fire time, a file event, a finished run or the tick (``COPYJOB_SERVE_TICK``).
 
 Stopping (SIGTERM/SIGINT): stop accepting runs, set every running :class:`JobRun`'s ``stop`` (it finishes the
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -38,8 +39,9 @@ from copyjob.core.contracts import RunRecord, StateStore, TableRunRecord
 from copyjob.core.errors import EXIT_INTERRUPTED, CopyjobError, JobFileError, UsageError
 from copyjob.core.urls import redact
 from copyjob.ingest.file_watcher import FileWatcher
-from copyjob.jobfile import parse_duration
+from copyjob.jobfile import duration_from_env, parse_duration
 from copyjob.loader import LoadedJob
+from copyjob.logs import log_context
 from copyjob.progress import Progress
 from copyjob.schedule import (
     Clock,
@@ -55,6 +57,7 @@ from copyjob.yamlfile import read_yaml
 log = logging.getLogger("copyjob.serve")
 
 TRIGGER_MAX = 64
+RUN_NOW_LABEL = "manual: monitor"
 """Width of the ``trigger`` column of the run history: longer labels are shortened to fit."""
 TICK_ENV = "COPYJOB_SERVE_TICK"
 DEFAULT_TICK_S = 1.0
@@ -105,7 +108,13 @@ class ServedJob:
     running: Future[Any] | None = None
     running_label: str = ""
     pending_files: list[str] = field(default_factory=list)
+    run_requested: bool = False
+    """The monitor's "run now": the next turn starts a run once the job is idle."""
     store: StateStore | None = None
+    reload: Callable[[], LoadedJob] | None = None
+    """Reads the job file again (with serve's --env and --variables); None: edits are not picked up."""
+    signature: tuple[int, int] | None = None
+    """The job file's (mtime_ns, size) when :attr:`loaded` was read: a run starts by checking it."""
 
     @property
     def name(self) -> str:
@@ -117,7 +126,8 @@ class ServedJob:
 
 
 def served_job(loaded: LoadedJob, open_store: Callable[[], StateStore], *, poll: bool = False,
-               poll_interval_s: float = DEFAULT_TICK_S) -> ServedJob:
+               poll_interval_s: float = DEFAULT_TICK_S,
+               reload: Callable[[], LoadedJob] | None = None) -> ServedJob:
     """Schedules and watchers of a loaded job; trigger folders are relative to the job file and must exist."""
     rules = [ScheduleRule.of(s) for s in loaded.job.schedules]
     watchers = []
@@ -130,19 +140,81 @@ def served_job(loaded: LoadedJob, open_store: Callable[[], StateStore], *, poll:
                                     debounce_s=parse_duration(arrival.debounce), poll=poll,
                                     poll_interval_s=poll_interval_s,
                                     follow_symlinks_outside=loaded.job.source.follow_symlinks_outside))
-    return ServedJob(loaded, open_store, rules, watchers)
+    if reload is None:
+        from copyjob.loader import load_job
+
+        reload = partial(load_job, loaded.path, env=loaded.env)
+    return ServedJob(loaded, open_store, rules, watchers, reload=reload, signature=_signature(loaded.path))
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
+def served_jobs(files: list[Path], load: Callable[[Path], LoadedJob], serve: Callable[[LoadedJob, Path], ServedJob],
+                state: str | None) -> list[ServedJob]:
+    """The jobs of ``files``. A file that does not load is a failed run in its job's history and an ERROR line,
+    and the other jobs are served; only when none loads does serve stop, with the errors (exit 2)."""
+    jobs: list[ServedJob] = []
+    errors: list[JobFileError] = []
+    for path in files:
+        try:
+            jobs.append(serve(load(path), path))
+        except JobFileError as exc:
+            errors.append(exc)
+            error = redact("job file: " + "; ".join(str(p) for p in exc.problems))
+            recorded = record_unloadable(path, error, state)
+            log.error("job=%s status=failed rows=0 error=%s%s", recorded or path, error,
+                      "" if recorded else " (not recorded: its name or destination cannot be read)",
+                      extra={"event": "job_file_error", "error": error, "rows": 0})
+    if not jobs and errors:
+        raise JobFileError.of(errors)
+    return jobs
+
+
+def record_unloadable(path: Path, error: str, state: str | None, trigger: str = "serve start") -> str | None:
+    """Record a failed run for a job file that does not load, under the job and destination it names as
+    written (no variables to resolve there). Returns the job's name, or None when that cannot be told."""
+    from copyjob.core.contracts import RunRecord, TableRunRecord
+    from copyjob.core.scope import state_scope
+    from copyjob.core.urls import identity, parse_url
+    from copyjob.offsets import default_state_url, open_state_store
+    from copyjob.runs import new_run_id
+
+    try:
+        doc, _ = read_yaml(path)
+        name, url = doc["job"], doc["destination"]["url"]
+        if not (isinstance(name, str) and isinstance(url, str)) or "${" in url:
+            return None
+        scope = state_scope(name, identity(parse_url(url, path.parent)))
+        names = [t.get("target") or t.get("name") for t in doc.get("tables") or [] if isinstance(t, dict)]
+        where = state or doc.get("state") or default_state_url(path)
+        if not isinstance(where, str) or "${" in where:
+            return None
+        if "://" not in where and not Path(where).is_absolute():
+            where = str(path.parent / where)
+        now = datetime.now(UTC)
+        run = RunRecord(run_id=new_run_id(), job=scope, started_at=now, finished_at=now, status="failed",
+                        trigger=trigger, tables=[TableRunRecord(table=str(n), mode="-", status="failed", error=error)
+                                                 for n in names if isinstance(n, str)])
+        store = open_state_store(where)
+        try:
+            store.finish_run(run)
+        finally:
+            store.close()
+    except (CopyjobError, KeyError, TypeError, AttributeError) as exc:
+        log.debug("%s: cannot record its failure: %s", path, exc)
+        return None
+    return name
 
 
 def tick_from_env() -> float:
     """The loop's longest sleep: ``COPYJOB_SERVE_TICK`` (a duration such as ``0.2s``), default 1 s."""
-    text = os.environ.get(TICK_ENV)
-    try:
-        tick = parse_duration(text) if text else DEFAULT_TICK_S
-    except ValueError as exc:
-        raise UsageError(f"{TICK_ENV}: {exc}") from None
-    if tick <= 0:
-        raise UsageError(f"{TICK_ENV} must be positive")
-    return tick
+    return duration_from_env(TICK_ENV, DEFAULT_TICK_S)
 
 
 # ---------------------------------------------------------------- labels
@@ -207,6 +279,7 @@ class Server:
         self._stopping = threading.Event()
         """Shared with every JobRun as its ``stop``: set, the loop ends and runs skip their remaining tables."""
         self._wake = threading.Event()
+        self._listeners: list[Callable[[], None]] = []
 
     # ---- lifetime
 
@@ -243,6 +316,7 @@ class Server:
         now = self.clock.now()
         for job in self.jobs:
             job.store = job.open_store()
+            self._guarded(partial(_sweep_orphans, job.store, job.loaded.scope))
             for rule in job.rules:
                 last = load_last_fire(job.store, job.loaded.scope, rule)
                 if is_missed(rule, last, now):  # due at once: the first turn runs it, labelled "missed"
@@ -291,6 +365,9 @@ class Server:
             label = files_label(list(dict.fromkeys(job.pending_files)))
             job.pending_files.clear()
             self._submit(job, label)
+        if job.run_requested and not job.busy:
+            job.run_requested = False
+            self._submit(job, RUN_NOW_LABEL)
 
     @staticmethod
     def _plan(job: ServedJob, rule: ScheduleRule, after: datetime) -> None:
@@ -329,27 +406,110 @@ class Server:
             return
         job.running_label = label
         job.running = self._pool.submit(self._run, job, label)
-        job.running.add_done_callback(lambda _: self._wake.set())
+        job.running.add_done_callback(lambda _: self._ended())
+        self._notify()
+
+    def _ended(self) -> None:
+        self._wake.set()
+        self._notify()
+
+    # ---- for the monitor (copyjob.monitor)
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """``listener`` is called (from any thread; it must be quick) when a run is started or has ended."""
+        self._listeners.append(listener)
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def request_run(self, name: str) -> bool:
+        """Start a run of job ``name`` labelled ``manual: monitor`` on the loop's next turn (thread-safe).
+        False when the job is running or a run is already asked for: runs of one job never overlap."""
+        job = next(j for j in self.jobs if j.name == name)
+        if job.busy or job.run_requested or self._stopping.is_set():
+            return False
+        job.run_requested = True
+        self._wake.set()
+        return True
 
     def _run(self, job: ServedJob, label: str) -> None:
+        with log_context(job=job.name):
+            self._run_logged(job, label)
+
+    def _run_logged(self, job: ServedJob, label: str) -> None:
         from copyjob.runner import JobRun
 
         started = time.monotonic()
-        log.info("job=%s trigger=%r status=started", job.name, label)
+        log.info("job=%s trigger=%r status=started", job.name, label, extra={"event": "run_started"})
+        if not self._job_file_current(job, label):
+            return
         job_run = JobRun(job.loaded, job.open_store, Progress(stream=_Discard(), live=False), trigger=label,
                          lock_wait_s=0.0, stop=self._stopping)
         try:
             record = job_run.run()
-        except CopyjobError as exc:
-            log.error("job=%s trigger=%r status=error error=%s", job.name, label, redact(str(exc)))
+        except CopyjobError as exc:  # the job does not fit its systems (e.g. a table is gone): nothing written
+            lines = [str(p) for p in exc.problems] if isinstance(exc, JobFileError) else [str(exc)]
+            error = redact("; ".join(lines))
+            self._guarded(lambda: self._record_failed(job, label, error))
+            log.error("job=%s trigger=%r status=failed rows=0 error=%s", job.name, label, error,
+                      extra={"event": "run_error", "error": error, "rows": 0})
             return
         except Exception as exc:  # a bug must not take the service down with it
-            log.exception("job=%s trigger=%r status=error error=%s", job.name, label, redact(repr(exc)))
+            error = redact(repr(exc))
+            log.exception("job=%s trigger=%r status=error error=%s", job.name, label, error,
+                          extra={"event": "run_error", "error": error})
             return
         finally:
             job_run.close()
-        log.info("job=%s trigger=%r status=%s rows=%d duration=%.2fs", job.name, label, record.status,
-                 sum(t.rows_written for t in record.tables), time.monotonic() - started)
+        rows = sum(t.rows_written for t in record.tables)
+        errors = "; ".join(f"{t.table}: {t.error}" for t in record.tables if t.status == "failed")
+        message = "job=%s trigger=%r status=%s rows=%d duration=%.2fs"
+        values: tuple[Any, ...] = (job.name, label, record.status, rows, time.monotonic() - started)
+        fields: dict[str, Any] = {"event": "run_finished", "rows": rows, "run_id": record.run_id}
+        if record.status in ("failed", "interrupted"):
+            fields["error"] = redact(errors) or record.status
+            log.error(message + " error=%s", *values, fields["error"], extra=fields)
+        else:
+            log.info(message, *values, extra=fields)
+
+    def _job_file_current(self, job: ServedJob, label: str) -> bool:
+        """Read the job file again when it changed since it was loaded. An edit that left it invalid is a failed
+        run in history (each fire until it is fixed), logged at ERROR; the other jobs go on. True: run it."""
+        signature = _signature(job.loaded.path)
+        if job.reload is None or signature == job.signature:
+            return True
+        try:
+            loaded = job.reload()
+        except CopyjobError as exc:
+            lines = [str(p) for p in exc.problems] if isinstance(exc, JobFileError) else [str(exc)]
+            error = redact("job file: " + "; ".join(lines))
+            self._guarded(lambda: self._record_failed(job, label, error))
+            log.error("job=%s trigger=%r status=failed rows=0 error=%s", job.name, label, error,
+                      extra={"event": "job_file_error", "error": error, "rows": 0})
+            return False
+        if loaded.job.schedules != job.loaded.job.schedules or loaded.job.triggers != job.loaded.job.triggers:
+            log.warning("job=%s: schedules and triggers changed in %s: they apply when serve restarts",
+                        job.name, job.loaded.path)
+        log.info("job=%s: %s changed: runs use the edited job", job.name, job.loaded.path,
+                 extra={"event": "job_file_reloaded"})
+        job.loaded, job.signature = loaded, signature
+        return True
+
+    def _record_failed(self, job: ServedJob, label: str, error: str) -> None:
+        """A run that could not start (its job file is invalid), recorded with every table failed by ``error``."""
+        from copyjob.runs import new_run_id
+
+        now = self.clock.now()
+        run = RunRecord(run_id=new_run_id(), job=job.loaded.scope, started_at=now, finished_at=now, status="failed",
+                        trigger=label, tables=[TableRunRecord(table=t.spec.target_name, mode=t.mode,
+                                                              status="failed", error=error)
+                                               for t in job.loaded.tables])
+        store = job.open_store()
+        try:
+            store.finish_run(run)
+        finally:
+            store.close()
 
     def _record_skip(self, job: ServedJob, label: str, now: datetime) -> None:
         """The job's previous run is still going: record this fire as a skipped run, as JobRun does when it
@@ -366,6 +526,14 @@ class Server:
                                                for t in job.loaded.tables])
         store.finish_run(run)
         log.info("job=%s trigger=%r status=skipped rows=0 (%s)", job.name, label, why)
+
+
+def _sweep_orphans(store: StateStore, scope: str) -> None:
+    """Taking the job's run lock for a moment marks its runs left ``running`` by a dead process ``interrupted``
+    (the store does it on every lock taken); a lock held by a live run is left alone."""
+    lock = store.acquire_lock(scope, "serve start", wait_s=0.0)
+    if lock is not None:
+        lock.release()
 
 
 def _describe(job: ServedJob) -> str:

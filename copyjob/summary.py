@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +13,7 @@ from rich.table import Table
 from copyjob.core.contracts import RunRecord, StateStore, TableRunRecord, TableState
 from copyjob.core.scope import split_scope
 from copyjob.core.values import display_value, encode_value
-from copyjob.jobfile import Job
+from copyjob.jobfile import Job, ResolvedTable
 from copyjob.offsets.ledger import DEFINITION_KEY, Definition, definition_change, moved_target
 
 
@@ -21,7 +21,29 @@ def _rate(rows: int, seconds: float) -> str:
     return f"{rows / seconds:,.0f}" if seconds > 0 and rows else "-"
 
 
-def print_run(console: Console, run: RunRecord) -> None:
+def source_names(tables: Iterable[ResolvedTable]) -> dict[str, str]:
+    """Target name → source name of a job's tables: what :func:`table_label` needs."""
+    return {t.spec.target_name: t.spec.name for t in tables}
+
+
+def stored_source_names(states: Mapping[str, TableState]) -> dict[str, str]:
+    """Target name → source name as the state store remembers them (the definition of the last commit): for
+    status and history read from the state alone."""
+    names = {}
+    for label, state in states.items():
+        definition = state.extra.get(DEFINITION_KEY)
+        if isinstance(definition, Mapping) and isinstance(definition.get("source"), str):
+            names[label] = definition["source"]
+    return names
+
+
+def table_label(target: str, sources: Mapping[str, str] | None) -> str:
+    """How every summary names a table: ``source → target`` when they differ, else the one name."""
+    source = (sources or {}).get(target)
+    return f"{source} → {target}" if source and source != target else target
+
+
+def print_run(console: Console, run: RunRecord, sources: Mapping[str, str] | None = None) -> None:
     job, destination = split_scope(run.job)
     into = f" into {destination}" if destination else ""
     table = Table(title=f"copyjob run {job}{into} ({run.run_id})", title_justify="left")
@@ -32,26 +54,38 @@ def print_run(console: Console, run: RunRecord) -> None:
     for t in run.tables:
         status = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped[/]"}.get(t.status, f"[red]{t.status}[/]")
         watermark = f"{display_value(t.watermark_before)} → {display_value(t.watermark_after)}"
-        table.add_row(t.table, t.mode, f"{t.rows_read:,}", f"{t.rows_written:,}", f"{t.duration_s:.2f}s",
-                      _rate(t.rows_written, t.duration_s), watermark, status)
+        table.add_row(table_label(t.table, sources), t.mode, f"{t.rows_read:,}", f"{t.rows_written:,}",
+                      f"{t.duration_s:.2f}s", _rate(t.rows_written, t.duration_s), watermark, status)
     console.print(table)
     for t in run.tables:
+        name = table_label(t.table, sources)
         if t.note:
-            console.print(f"[yellow]note[/]: {t.table}: started over ({t.note})", soft_wrap=True,
+            console.print(f"[yellow]note[/]: {name}: started over ({t.note})", soft_wrap=True,
                           highlight=False)
+        if t.changes:
+            console.print(f"changes: {name}: {changes_text(t.changes)}", highlight=False)
+        if t.reread_rows:
+            console.print(f"note: {name}: {t.reread_rows:,} of the {t.rows_read:,} rows read are at the last "
+                          f"watermark ({display_value(t.watermark_before)}): read again, as rows may join it "
+                          "after a run, and merged by key", highlight=False)
         if t.null_watermark_rows:
-            console.print(f"[yellow]note[/]: {t.table}: {t.null_watermark_rows:,} rows have a NULL incremental "
+            console.print(f"[yellow]note[/]: {name}: {t.null_watermark_rows:,} rows have a NULL incremental "
                           "column and were not copied by this incremental run (a full copy or a reset "
                           "takes them)")
         if t.error:
             word = "[yellow]skipped[/]" if t.status == "skipped" else "[red]failed[/]"
-            console.print(f"{word}: {t.table}: {t.error}", soft_wrap=True)
+            console.print(f"{word}: {name}: {t.error}", soft_wrap=True)
     failed = sum(1 for t in run.tables if t.status != "ok")
     total = sum(t.rows_written for t in run.tables)
     verdict = "[green]succeeded[/]" if not failed else f"[red]{failed} of {len(run.tables)} tables failed[/]"
     if run.status == "skipped":
         verdict = "[yellow]skipped[/] (another run of this job was in progress)"
     console.print(f"{len(run.tables)} tables, {total:,} rows written: {verdict}")
+
+
+def changes_text(changes: Mapping[str, int]) -> str:
+    """``30 inserts, 5 updates, 2 deletes`` (a CDC table's changes applied in a run)."""
+    return ", ".join(f"{changes.get(kind, 0):,} {kind}" for kind in ("inserts", "updates", "deletes"))
 
 
 def _json_value(value: Any) -> Any:
@@ -63,7 +97,8 @@ def table_run_json(t: TableRunRecord) -> dict[str, Any]:
             "rows_written": t.rows_written, "duration_s": round(t.duration_s, 3),
             "watermark_before": _json_value(t.watermark_before),
             "watermark_after": _json_value(t.watermark_after),
-            "null_watermark_rows": t.null_watermark_rows, "error": t.error, "note": t.note}
+            "null_watermark_rows": t.null_watermark_rows, "error": t.error, "note": t.note,
+            "changes": t.changes, "reread_rows": t.reread_rows}
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
@@ -134,20 +169,23 @@ def trigger_rows(job: Job) -> list[dict[str, Any]]:
 
 
 def print_status(console: Console, job: str, rows: list[dict[str, Any]],
-                 schedules: Sequence[dict[str, Any]] = (), triggers: Sequence[dict[str, Any]] = ()) -> None:
-    table = Table(title=f"copyjob status {job}", title_justify="left")
+                 schedules: Sequence[dict[str, Any]] = (), triggers: Sequence[dict[str, Any]] = (),
+                 sources: Mapping[str, str] | None = None, destination: str | None = None) -> None:
+    into = f" into {destination}" if destination else ""
+    table = Table(title=f"copyjob status {job}{into}", title_justify="left")
     for col in ("table", "mode", "last run", "last outcome", "watermark", "next run"):
         table.add_column(col)
     for r in rows:
         outcome = r["last_outcome"] or "never run"
         if outcome == "failed":
             outcome = "[red]failed[/]"
-        table.add_row(r["table"], r["mode"], r["last_run"] or "-", outcome, str(r["watermark"] or "-"),
-                      r["next_run"])
+        table.add_row(table_label(r["table"], sources), r["mode"], r["last_run"] or "-", outcome,
+                      str(r["watermark"] or "-"), r["next_run"])
     console.print(table)
     for r in rows:
         if r["last_outcome"] == "failed" and r["last_error"]:
-            console.print(f"[red]last error[/]: {r['table']}: {r['last_error']}", soft_wrap=True)
+            console.print(f"[red]last error[/]: {table_label(r['table'], sources)}: {r['last_error']}",
+                          soft_wrap=True)
     for sc in schedules:
         what = f"cron {sc['cron']}" if "cron" in sc else f"every {sc['every']}"
         when = (f"[yellow]missed[/] {sc['next_run']} (runs once when serve starts)" if sc["missed"]
@@ -159,18 +197,23 @@ def print_status(console: Console, job: str, rows: list[dict[str, Any]],
                       f"{', recursive' if fa['recursive'] else ''})", highlight=False, soft_wrap=True)
 
 
-def print_history(console: Console, runs: list[RunRecord]) -> None:
-    table = Table(title="copyjob history", title_justify="left")
-    for col in ("run", "started", "trigger", "status", "table", "mode", "rows read", "rows written",
-                "duration", "error"):
-        table.add_column(col)
+def print_history(console: Console, runs: list[RunRecord], sources: Mapping[str, str] | None = None,
+                  title: str = "copyjob history") -> None:
+    """One row per table of each run: rows, duration, rows/s and the watermark it moved (before → after)."""
+    table = Table(title=title, title_justify="left")
+    for col, justify in (("run", "left"), ("started", "left"), ("trigger", "left"), ("status", "left"),
+                         ("table", "left"), ("mode", "left"), ("rows read", "right"), ("rows written", "right"),
+                         ("duration", "right"), ("rows/s", "right"), ("watermark", "left"), ("error", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for run in runs:
         first = True
         for t in run.tables or [TableRunRecord(table="-", mode="-", status=run.status)]:
+            watermark = "-" if t.watermark_before is None and t.watermark_after is None else \
+                f"{display_value(t.watermark_before)} → {display_value(t.watermark_after)}"
             table.add_row(run.run_id if first else "", run.started_at.isoformat(timespec="seconds")
                           if first else "", run.trigger if first else "", run.status if first else "",
-                          t.table, t.mode, f"{t.rows_read:,}", f"{t.rows_written:,}", f"{t.duration_s:.2f}s",
-                          t.error or "")
+                          table_label(t.table, sources), t.mode, f"{t.rows_read:,}", f"{t.rows_written:,}",
+                          f"{t.duration_s:.2f}s", _rate(t.rows_written, t.duration_s), watermark, t.error or "")
             first = False
     console.print(table)
 

@@ -39,6 +39,8 @@ class VariableLibrary:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     origins: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     """Where each value is written: its value set and line in :attr:`source`."""
+    other_sets: dict[str, list[str]] = field(default_factory=dict)
+    """Names defined only in value sets not chosen (``dev``, ``prod``): which ones, for the unresolved message."""
 
     def lookup(self, name: str) -> str | None:
         """The value of ``name``: from the library (its own references resolved), else the environment."""
@@ -84,6 +86,9 @@ class VariableLibrary:
         if used_by is not None:
             at = self.origins.get(used_by, ("", None))[1]
             where = f" in the value of {used_by} ({self.source}:{at}){where}"
+        sets = self.other_sets.get(name)
+        if sets:
+            where += f"; it is defined for {', '.join(f'--env {s}' for s in sets)}"
         return JobFileError(f"unresolved variable ${{{name}}}{where}", file=file, line=line, field=field_name)
 
 
@@ -139,7 +144,13 @@ def load_library(job_file: Path, variables_file: Path | None, env: str | None) -
     problems += _cycles(values, origins, str(path))
     if problems:
         raise JobFileError.of(problems)
-    return VariableLibrary(values=values, source=str(path), origins=origins)
+    other_sets: dict[str, list[str]] = {}
+    for set_name, entries in doc.items():
+        if set_name not in ("default", env) and isinstance(entries, Mapping):
+            for k in entries:
+                if str(k) not in values:
+                    other_sets.setdefault(str(k), []).append(str(set_name))
+    return VariableLibrary(values=values, source=str(path), origins=origins, other_sets=other_sets)
 
 
 def _cycles(values: Mapping[str, str], origins: Mapping[str, tuple[str, int | None]],

@@ -27,6 +27,7 @@ from copyjob.offsets.schema import (
     job_meta,
     meta,
     metadata,
+    run_counts,
     run_notes,
     run_tables,
     runs,
@@ -353,6 +354,7 @@ class SqlStateStore:
             self._db.upsert(conn, runs, _run_row(run))
             conn.execute(delete(run_tables).where(run_tables.c.run_id == run.run_id))
             conn.execute(delete(run_notes).where(run_notes.c.run_id == run.run_id))
+            conn.execute(delete(run_counts).where(run_counts.c.run_id == run.run_id))
             if run.tables:
                 conn.execute(insert(run_tables), [
                     _run_table_row(run.run_id, position, record) for position, record in enumerate(run.tables)
@@ -361,6 +363,10 @@ class SqlStateStore:
                      for position, record in enumerate(run.tables) if record.note]
             if notes:
                 conn.execute(insert(run_notes), notes)
+            counts = [{"run_id": run.run_id, "position": position, "counts": json.dumps(_counts(record))}
+                      for position, record in enumerate(run.tables) if _counts(record)]
+            if counts:
+                conn.execute(insert(run_counts), counts)
 
     def history(self, job: str, limit: int = 20) -> list[RunRecord]:
         """The job's runs, newest first, each with its table records in the order they were reported."""
@@ -376,10 +382,14 @@ class SqlStateStore:
                                       .order_by(run_tables.c.run_id, run_tables.c.position)).mappings().all()
             notes = {(row.run_id, row.position): row.note for row in conn.execute(
                 select(run_notes).where(run_notes.c.run_id.in_(ids)))}
+            counts = {(row.run_id, row.position): json.loads(row.counts) for row in conn.execute(
+                select(run_counts).where(run_counts.c.run_id.in_(ids)))}
         records = {row["run_id"]: _run_record(row) for row in run_rows}
         for row in table_rows:
             record = _table_run_record(row)
             record.note = notes.get((row["run_id"], row["position"]))
+            extra = counts.get((row["run_id"], row["position"]), {})
+            record.changes, record.reread_rows = extra.get("changes"), extra.get("reread_rows")
             records[row["run_id"]].tables.append(record)
         return list(records.values())
 
@@ -428,6 +438,7 @@ class SqlStateStore:
                 conn.execute(select(func.pg_advisory_xact_lock(_DDL_LOCK_KEY)))
             job_meta.create(conn, checkfirst=True)
             run_notes.create(conn, checkfirst=True)
+            run_counts.create(conn, checkfirst=True)
         self._job_meta_ready = True
 
     # ---- run lock
@@ -445,7 +456,25 @@ class SqlStateStore:
         self._held = [held for held in self._held if held.held]
         if lock is not None:
             self._held.append(lock)
+            self.interrupt_orphans(job)
         return lock
+
+    def interrupt_orphans(self, job: str) -> list[str]:
+        """Mark the job's ``running`` runs ``interrupted``: call it holding the job's run lock, which every run
+        holds while it runs, so a run still ``running`` then is one whose process died (SIGKILL, a crash, a
+        power cut). Returns their run ids."""
+        from datetime import UTC, datetime
+
+        with self._db.writing(f"mark the orphaned runs of job {job!r} interrupted") as conn:
+            ids = list(conn.execute(select(runs.c.run_id).where(
+                runs.c.job == job, runs.c.status == "running")).scalars())
+            if ids:
+                conn.execute(sql_update(runs).where(runs.c.run_id.in_(ids), runs.c.status == "running")
+                             .values(status="interrupted", finished_at=datetime.now(UTC)))
+        for run_id in ids:
+            log.warning("job %s: run %s was still marked running with no process behind it: interrupted",
+                        job, run_id)
+        return ids
 
     def lock_info(self, job: str) -> run_lock.LockInfo | None:
         """Who holds the job's run lock, or None."""
@@ -494,6 +523,16 @@ def _state_row(job: str, state: TableState) -> dict[str, Any]:
         "last_status": state.last_status, "last_error": _redacted(state.last_error),
         "needs_full": bool(state.needs_full), "extra": extra,
     }
+
+
+def _counts(record: TableRunRecord) -> dict[str, Any]:
+    """The figures of ``record`` kept in ``run_counts`` (none: no row)."""
+    counts: dict[str, Any] = {}
+    if record.changes is not None:
+        counts["changes"] = record.changes
+    if record.reread_rows is not None:
+        counts["reread_rows"] = record.reread_rows
+    return counts
 
 
 def _redacted(text: str | None) -> str | None:

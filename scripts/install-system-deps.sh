@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need from Debian's packages when it is missing: PostgreSQL 15 and MariaDB.
+# Installs what the tests need from Debian's packages when it is missing: PostgreSQL 15, MariaDB, Java and
+# Maven for the Kafka broker, Chromium and its driver for the monitor page's browser test.
 # The tests start their own instances on free ports; the system services are not used.
 set -euo pipefail
 need=()
@@ -8,6 +9,8 @@ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(maria
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)  # the Kafka test broker
 command -v mvn >/dev/null 2>&1 || need+=(maven)                       # fetches Kafka's jars
+command -v chromium >/dev/null 2>&1 || need+=(chromium)                # the monitor page's browser test
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run as root or: sudo apt-get install ${need[*]})" >&2

@@ -50,6 +50,7 @@ def prefetch(producers: list[Callable[[], Iterable[T]]], max_buffered: int) -> I
     for t in threads:
         t.start()
     remaining = len(threads)
+    interrupted = False
     try:
         while remaining:
             item = buffer.get()
@@ -59,7 +60,11 @@ def prefetch(producers: list[Callable[[], Iterable[T]]], max_buffered: int) -> I
                 raise item.exc
             else:
                 yield item  # type: ignore[misc]
+    except (KeyboardInterrupt, SystemExit):
+        interrupted = True  # Ctrl-C stops at once: a reader may sit in a long database call, and is a daemon
+        raise
     finally:
         stop.set()
-        for t in threads:
-            t.join(timeout=5)
+        if not interrupted:
+            for t in threads:
+                t.join(timeout=5)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
@@ -32,3 +34,20 @@ def test_nothing_generic_is_importable_at_the_top(tmp_path: Path) -> None:
             f"copyjob.connectors; print([n for n in {STAGES!r} if u.find_spec(n)])")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_wheel_carries_the_monitor_page(tmp_path: Path) -> None:
+    """An installed copyjob serves its monitor page: the files in copyjob/monitor/static are package data."""
+    source = tmp_path / "src"  # a copy: building in the work tree would leave build/ in it
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for top in ("copyjob", *STAGES):
+        shutil.copytree(ROOT / top, source / top, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
+                    str(source)], check=True, capture_output=True, timeout=600)
+    [wheel] = (tmp_path / "dist").glob("copyjob-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    static = {f"copyjob/monitor/static/{f.name}" for f in (ROOT / "copyjob" / "monitor" / "static").iterdir()}
+    assert {"copyjob/monitor/static/index.html", "copyjob/monitor/static/monitor.js"} <= static
+    assert static <= names, static - names

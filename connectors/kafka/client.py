@@ -38,7 +38,8 @@ _TRANSIENT_CODES = {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT", "_MSG_TIMED
                     "NOT_LEADER_OR_FOLLOWER", "LEADER_NOT_AVAILABLE", "NOT_COORDINATOR",
                     "COORDINATOR_NOT_AVAILABLE", "COORDINATOR_LOAD_IN_PROGRESS", "_RESOLVE",
                     "NETWORK_EXCEPTION", "_WAIT_COORD", "UNKNOWN_TOPIC_OR_PART", "NOT_CONTROLLER",
-                    "BROKER_NOT_AVAILABLE", "THROTTLING_QUOTA_EXCEEDED"}
+                    "BROKER_NOT_AVAILABLE", "THROTTLING_QUOTA_EXCEEDED",
+                    "_UNKNOWN_PARTITION"}  # librdkafka's metadata of a known topic while its broker restarts
 _FENCED = ("fenced", "not enough brokers", "unable to replicate")
 """A topic creation refused while the brokers restart (KRaft: ``INVALID_REPLICATION_FACTOR`` with "All brokers
 are currently fenced"): the same request succeeds once they have registered again."""

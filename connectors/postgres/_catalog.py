@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from copyjob.connectors._sql import qualified, quote_double
 
+from copyjob.core.contracts import IndexInfo
 from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
 
 if TYPE_CHECKING:
@@ -67,6 +68,40 @@ WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indimmediate AND i.indis
   AND i.indpred IS NULL AND i.indexprs IS NULL
 GROUP BY i.indexrelid
 """
+
+
+# reltuples is -1 until the table is first vacuumed or analyzed (PostgreSQL 14+)
+_ESTIMATE = "SELECT c.reltuples::bigint FROM pg_catalog.pg_class c WHERE c.oid = %s::regclass"
+_INDEXES = """
+SELECT ic.relname, i.indisunique, i.indisprimary,
+       array(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)
+FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+WHERE i.indrelid = %s::regclass AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+ORDER BY i.indisprimary DESC, ic.relname
+"""
+_INCREASING = """
+SELECT a.attname FROM pg_catalog.pg_attribute a
+LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
+  AND (a.attidentity IN ('a', 'd') OR pg_catalog.pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%%')
+ORDER BY a.attnum
+"""
+
+
+def estimate_rows(conn: psycopg.Connection[Any], table: TableName) -> int | None:
+    row = conn.execute(_ESTIMATE, (qualified(with_schema(table), quote_double),)).fetchone()
+    return None if row is None or row[0] < 0 else int(row[0])
+
+
+def indexes(conn: psycopg.Connection[Any], table: TableName) -> list[IndexInfo]:
+    rows = conn.execute(_INDEXES, (qualified(with_schema(table), quote_double),)).fetchall()
+    return [IndexInfo(name, tuple(columns), unique, primary) for name, unique, primary, columns in rows]
+
+
+def increasing_columns(conn: psycopg.Connection[Any], table: TableName) -> tuple[str, ...]:
+    return tuple(r[0] for r in conn.execute(_INCREASING, (qualified(with_schema(table), quote_double),)))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from copyjob.connectors.postgres._connect import connect, translate
 from copyjob.connectors.postgres._direct import DirectInserts
 from copyjob.connectors.postgres._load import PostgresLoadSession
 
-from copyjob.core.contracts import DestinationCapabilities, StateMarker, UpdateMethod
+from copyjob.core.contracts import DestinationCapabilities, RowDigests, StateMarker, UpdateMethod
 from copyjob.core.errors import ConfigurationError, TableNotFound
 from copyjob.core.schema import Column, TableName, TableSchema
 from copyjob.core.urls import ConnectionUrl
@@ -114,6 +114,12 @@ class PostgresDestination:
                 self._spare = conn
                 return
         conn.close()
+
+    def digests(self) -> RowDigests:
+        """Row counts and hashes computed in the database (``copyjob verify``)."""
+        from copyjob.connectors._digest_sql import postgres_digests
+
+        return postgres_digests(self._conn)
 
     def close(self) -> None:
         if self._spare is not None:

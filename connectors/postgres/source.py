@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from copyjob.connectors._sql import qualified, quote_double, render_filters
@@ -12,13 +12,15 @@ from copyjob.connectors.postgres._connect import connect, translate
 from copyjob.connectors.postgres._copy_out import copy_out_chunks
 from psycopg import sql
 
-from copyjob.core.contracts import RowFilter, SourceCapabilities
+from copyjob.core.contracts import IndexInfo, RowDigests, RowFilter, SourceCapabilities
 from copyjob.core.errors import TableNotFound
 from copyjob.core.schema import TableName, TableSchema
 from copyjob.core.urls import ConnectionUrl
 
 if TYPE_CHECKING:  # Arrow is imported when rows are decoded: the binary pass-through never needs it
     import pyarrow as pa
+
+T = TypeVar("T")
 
 
 class PostgresSource:
@@ -64,6 +66,24 @@ class PostgresSource:
         except psycopg.Error as exc:
             raise translate(exc, self._url) from exc
         return [TableName(name, schema) for schema, name in rows]
+
+    def estimate_rows(self, table: TableName) -> int | None:
+        return self._catalog(table, _catalog.estimate_rows)
+
+    def indexes(self, table: TableName) -> list[IndexInfo]:
+        return self._catalog(table, _catalog.indexes)
+
+    def increasing_columns(self, table: TableName) -> tuple[str, ...]:
+        return self._catalog(table, _catalog.increasing_columns)
+
+    def _catalog(self, table: TableName, query: Callable[[psycopg.Connection[Any], TableName], T]) -> T:
+        try:
+            return query(self._conn, table)
+        except psycopg.errors.UndefinedTable as exc:
+            raise TableNotFound(f"table {_catalog.with_schema(table)} does not exist on {self._url.redacted}") \
+                from exc
+        except psycopg.Error as exc:
+            raise translate(exc, self._url, table) from exc
 
     # ------------------------------------------------------------ rows
 
@@ -145,6 +165,12 @@ class PostgresSource:
 
     def clone(self) -> PostgresSource:
         return PostgresSource(self._url, self._snapshot)
+
+    def digests(self) -> RowDigests:
+        """Row counts and hashes computed in the database (``copyjob verify``)."""
+        from copyjob.connectors._digest_sql import postgres_digests
+
+        return postgres_digests(self._conn)
 
     def close(self) -> None:
         self._conn.close()

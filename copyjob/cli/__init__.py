@@ -15,18 +15,61 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
-from copyjob.cli import cdc, jobs, kafka
+from copyjob.cli import cdc, init, jobs, kafka, monitor, schema, verify
+from copyjob.cli.common import examples, show_flags_as_flags
 from copyjob.core.private import private_umask
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Move tables between databases: full and incremental copies from one YAML job file.")
+HELP = """Copy tables and files between systems from one YAML job file.
+
+A job names a source, a destination and tables. Each table is copied **full**, **incremental** (rows
+past a watermark column, appended or merged by key) or by **cdc** (a snapshot, then the change stream of
+PostgreSQL logical replication or the MySQL/MariaDB binlog). Sources and destinations: PostgreSQL,
+MySQL/MariaDB, SQLite, DuckDB, folders and S3 (CSV, Parquet, JSON lines). Data moves directly, or through
+Kafka (**transport: kafka**: capture and apply as separate processes).
+
+State (watermarks, change positions, run history) is kept in .copyjob/state.db beside the job file, or in
+the store named by --state."""
+
+show_flags_as_flags()
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="markdown", help=HELP,
+                  epilog=examples("copyjob demo", "copyjob validate job.yaml --connect", "copyjob run job.yaml",
+                                  "copyjob status job.yaml", "copyjob serve jobs/"))
+
+
+def _version(value: bool) -> None:
+    if value:
+        from copyjob import __version__
+
+        print(f"copyjob {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print copyjob's version and exit.")] = False,
+             log_format: Annotated[str | None, typer.Option(
+        "--log-format", metavar="text|json", help="Log lines as text (default) or one JSON object per line "
+        "(also COPYJOB_LOG_FORMAT).", show_default=False)] = None) -> None:
+    from copyjob import logs
+    from copyjob.core.errors import UsageError
+
+    try:
+        logs.configure(logs.chosen_format(log_format))
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
+
+
 jobs.register(app)
 cdc.register(app)
 kafka.register(app)
+schema.register(app)
+init.register(app)
+monitor.register(app)
+verify.register(app)
 
 
 def main() -> None:

@@ -23,13 +23,14 @@ from copyjob.cli.common import (
     VarsOpt,
     WaitOpt,
     err,
+    examples,
     guard,
     load_job_file,
     out,
     state_store,
     stop_on_signals,
 )
-from copyjob.core.errors import EXIT_BAD_INPUT, EXIT_SKIPPED, EXIT_TABLE_FAILED, CopyjobError
+from copyjob.core.errors import EXIT_BAD_INPUT, EXIT_SKIPPED, EXIT_TABLE_FAILED, CopyjobError, UsageError
 from copyjob.core.urls import redact
 
 if TYPE_CHECKING:  # the job model (pydantic) is imported by commands, not by ``copyjob --help``
@@ -38,8 +39,10 @@ if TYPE_CHECKING:  # the job model (pydantic) is imported by commands, not by ``
 
 
 def register(app: typer.Typer) -> None:
-    for command in (check, drop, stream):
-        app.command()(command)
+    app.command()(check)
+    app.command(epilog=examples("copyjob drop job.yaml", "copyjob drop job.yaml --env prod --yes"))(drop)
+    app.command(epilog=examples("copyjob stream job.yaml", "copyjob stream job.yaml --env prod --table orders"))(
+        stream)
 
 
 def _postgres(loaded: LoadedJob) -> Any:
@@ -108,26 +111,41 @@ def print_cdc_status(info: dict[str, Any] | None) -> None:
         out.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
 
 
-def check(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None) -> None:
-    """For monitoring: exit 1 when the job's change capture lags above cdc.max_lag_bytes/max_lag_seconds or
-    its replication slot is lost, 0 otherwise."""
+def check(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, state: StateOpt = None,
+          as_json: Annotated[bool, typer.Option("--json", help="Print the problems as a JSON list (empty when "
+                                                "healthy).")] = False,
+          max_age: Annotated[str | None, typer.Option("--max-age", help="Fail when a table's last successful "
+                                                      "run is older than this (e.g. 26h); overrides the job "
+                                                      "file's check.max_age.")] = None) -> None:
+    """For monitoring: exit 1 with one line per problem when a table's last run failed, the last success is
+    older than check.max_age, or the change capture lags above cdc.max_lag_bytes/max_lag_seconds or lost its
+    slot; 0 when healthy."""
 
     def body() -> int:
+        import json
+
+        from copyjob.health import job_problems
+        from copyjob.jobfile import CheckSettings
+
         loaded = load_job_file(job_file, env, variables)
+        try:
+            override = None if max_age is None else CheckSettings(max_age=max_age)
+        except ValueError as exc:
+            raise UsageError(f"--max-age {max_age}: {exc}") from None
         store = state_store(loaded, state)
         try:
             states = [store.load(loaded.scope, name) for name in loaded.cdc_tables]
+            problems = job_problems(loaded, store, cdc_status(loaded, states), max_age=override)
         finally:
             store.close()
-        info = cdc_status(loaded, states)
-        if info is None:
-            out.print(f"ok: {job_file}: no replication slot to check")
-            return 0
-        if info["error"]:
-            err.print(f"[red]error[/]: {info['error']}", soft_wrap=True, highlight=False)
-            return EXIT_TABLE_FAILED
-        print_cdc_status(info)
-        return EXIT_TABLE_FAILED if info["warnings"] else 0
+        if as_json:
+            print(json.dumps([p.as_json() for p in problems], default=str))
+        elif problems:
+            for problem in problems:
+                out.print(problem.line(), soft_wrap=True, highlight=False, markup=False)
+        else:
+            out.print(f"ok: {job_file}", highlight=False)
+        return EXIT_TABLE_FAILED if problems else 0
 
     raise typer.Exit(guard(body))
 
@@ -181,7 +199,7 @@ def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variab
 
     def body() -> int:
         from copyjob.runner import JobRun
-        from copyjob.summary import print_run
+        from copyjob.summary import print_run, source_names
 
         loaded = load_job_file(job_file, env, variables)
         job_run = JobRun(loaded, lambda: state_store(loaded, state), trigger="stream", lock_wait_s=wait)
@@ -191,7 +209,7 @@ def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variab
                 record = job_run.stream(table or None, poll_interval_s=poll_interval)
         finally:
             job_run.close()
-        print_run(out, record)
+        print_run(out, record, source_names(loaded.tables))
         return {"ok": 0, "stopped": 0, "skipped": EXIT_SKIPPED}.get(record.status, EXIT_TABLE_FAILED)
 
     raise typer.Exit(guard(body))

@@ -42,6 +42,24 @@ WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for anot
                                         "before skipping.")]
 
 
+def examples(*lines: str) -> str:
+    """A command's help epilog: example command lines (markdown: the help joins the lines of a paragraph)."""
+    return "**Examples**\n\n" + "\n\n".join(f"`{line}`" for line in lines)
+
+
+def show_flags_as_flags() -> None:
+    """typer (0.2x) prints ``<bool>`` beside options that take no value (``--connect``, ``--help``); a flag is
+    complete by its name, so print no type for it."""
+    from typer.core import TyperOption
+
+    typed = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag and self.metavar is None else typed(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
 def guard(action: Callable[[], T]) -> T:
     """Run a command body, turning copyjob errors into one line on stderr and their exit code."""
     try:
@@ -68,27 +86,23 @@ def load_job_file(job_file: Path, env: str | None, variables: Path | None) -> Lo
 
 
 def state_store(loaded: LoadedJob, state: str | None) -> StateStore:
-    """The store named by --state, else by the job file's ``state:``, else the default beside the job file;
-    a relative path is relative to the job file."""
-    from copyjob.offsets import default_state_url, open_state_store
-
-    url = state or loaded.job.state
-    if url and "://" not in url and not Path(url).is_absolute():
-        url = str(loaded.base_dir / url)
-    store = open_state_store(url or default_state_url(loaded.path))
-    store.adopt_unscoped(loaded.job.job, loaded.scope)
-    return store
+    """The store named by --state, else by the job file's ``state:``, else the default beside the job file."""
+    return loaded.state_store(state)
 
 
 def existing_state_store(loaded: LoadedJob, state: str | None) -> StateStore | None:
     """The store :func:`state_store` names, only when it exists already (SQLite: its file), opened without
     adopting anything: for commands that write nothing."""
+    return existing_store_at(loaded.path, state or loaded.job.state)
+
+
+def existing_store_at(job_file: Path, url: str | None) -> StateStore | None:
+    """The store at ``url`` (relative to the job file; default beside it) when it exists already."""
     from copyjob.offsets import default_state_url, open_state_store
 
-    url = state or loaded.job.state
     if url and "://" not in url and not Path(url).is_absolute():
-        url = str(loaded.base_dir / url)
-    url = url or default_state_url(loaded.path)
+        url = str(job_file.parent / url)
+    url = url or default_state_url(job_file)
     if "://" not in url or url.startswith("sqlite:"):
         path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
         if not Path(path).exists():

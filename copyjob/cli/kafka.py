@@ -22,6 +22,7 @@ from copyjob.cli.common import (
     TablesOpt,
     VarsOpt,
     WaitOpt,
+    examples,
     guard,
     load_job_file,
     out,
@@ -32,10 +33,11 @@ from copyjob.core.errors import EXIT_SKIPPED, EXIT_TABLE_FAILED, UsageError
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(capture)
-    app.command("apply")(apply_command)
-    app.command()(tail)
-    app.command()(replay)
+    app.command(epilog=examples("copyjob capture job.yaml", "copyjob capture job.yaml --table orders"))(capture)
+    app.command("apply", epilog=examples("copyjob apply job.yaml", "copyjob apply job.yaml --until-caught-up"))(
+        apply_command)
+    app.command(epilog=examples("copyjob tail job.yaml --table orders --from-beginning"))(tail)
+    app.command(epilog=examples("copyjob replay job.yaml --table orders"))(replay)
 
 
 def _kafka_job(job_file: Path, env: str | None, variables: Path | None) -> Any:
@@ -56,7 +58,7 @@ def capture(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, varia
     def body() -> int:
         from copyjob.kafka_pipeline import run_kafka
         from copyjob.runner import JobRun
-        from copyjob.summary import print_run
+        from copyjob.summary import print_run, source_names
 
         loaded = _kafka_job(job_file, env, variables)
         job_run = JobRun(loaded, lambda: state_store(loaded, state), lock_wait_s=wait, trigger="capture")
@@ -66,7 +68,7 @@ def capture(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, varia
                 record = run_kafka(job_run, table or None, apply=False)
         finally:
             job_run.close()
-        print_run(out, record)
+        print_run(out, record, source_names(loaded.tables))
         return _exit_code(record.status)
 
     raise typer.Exit(guard(body))

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from copyjob.core.changes import ChangeBatch
-from copyjob.core.schema import Column, TableName, TableSchema
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -59,6 +59,17 @@ class SourceCapabilities:
     """A set of files rather than tables: the source is a :class:`FileSetSource`."""
 
 
+@dataclass(frozen=True)
+class IndexInfo:
+    """An index (or unique/primary key constraint) of a source table on plain columns, in index order.
+    Expression and partial indexes are left out: they cannot serve as a key or a watermark."""
+
+    name: str
+    columns: tuple[str, ...]
+    unique: bool
+    primary: bool = False
+
+
 class Source(Protocol):
     capabilities: SourceCapabilities
 
@@ -68,6 +79,18 @@ class Source(Protocol):
     def table_names(self) -> list[TableName]:
         """The tables and views a job may name (for "did you mean" when it names one that does not exist);
         empty for sources of files."""
+
+    def estimate_rows(self, table: TableName) -> int | None:
+        """About how many rows the table has, from the catalog's statistics where the system keeps them (a
+        count for embedded files); None when it has no estimate yet (never analyzed). Cheap: ``init`` asks it
+        for every table."""
+
+    def indexes(self, table: TableName) -> list[IndexInfo]:
+        """The table's indexes on plain columns, the primary key's among them (``primary``)."""
+
+    def increasing_columns(self, table: TableName) -> tuple[str, ...]:
+        """Integer columns whose values the system assigns in increasing order (identity, serial,
+        AUTO_INCREMENT, SQLite's INTEGER PRIMARY KEY): candidates for an incremental column."""
 
     def read(self, schema: TableSchema, filters: Sequence[RowFilter] = (),
              batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
@@ -191,6 +214,77 @@ class Destination(Protocol):
         """The last marker committed with data for (job, table), or None."""
 
     def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- verification
+
+
+@dataclass(frozen=True)
+class DigestColumn:
+    """One column as ``copyjob verify`` hashes it on one side (canonical text: ``connectors/_canonical.py``)."""
+
+    name: str
+    """The column's name on this side."""
+    want: LogicalType
+    """The source column's type: it decides the canonical text on both sides."""
+    have: Column
+    """The column as this side reflects it (what is stored)."""
+    in_sql: bool = True
+    """Canonicalised and hashed inside the database; False: fetched and hashed in Python (both sides alike)."""
+
+
+@dataclass(frozen=True)
+class KeySpan:
+    """Rows whose ``column`` is ``>= lower`` and ``< upper`` (None: unbounded), and match ``filters``."""
+
+    column: str
+    lower: Any = None
+    upper: Any = None
+    filters: tuple[RowFilter, ...] = ()
+
+
+class RowDigests(Protocol):
+    """Row counts and order-free hashes of a table's rows computed inside the database (``copyjob verify``).
+
+    A digest is the sum modulo 2**64 of each row's hash over its canonical text; columns with ``in_sql``
+    False are hashed in Python from their fetched values and added to the same sum."""
+
+    def can_canonicalise(self, column: DigestColumn) -> bool:
+        """Whether this system spells the column's canonical text in SQL."""
+
+    def native_hash(self, columns: Sequence[DigestColumn]) -> str | None:
+        """The system (and version) whose fast hash of a row's own values :meth:`with_native_hash` uses for
+        ``columns``; None when it has none for them. Two sides with the same answer and the same native column
+        types may both use it."""
+
+    def with_native_hash(self) -> RowDigests:
+        """The same, with digests over the fast native row hash (rows are still compared by canonical text)."""
+
+    def key_bounds(self, table: TableName, span: KeySpan) -> tuple[Any, Any, int]:
+        """``(MIN, MAX, COUNT(*))`` of the span's key column over the span."""
+
+    def digest(self, table: TableName, columns: Sequence[DigestColumn], span: KeySpan) -> tuple[int, int]:
+        """``(rows, digest)`` of the span."""
+
+    def bucket_digests(self, table: TableName, columns: Sequence[DigestColumn], span: KeySpan,
+                       width: int) -> dict[int, tuple[int, int]]:
+        """Per bucket ``(key - span.lower) // width`` of an integer key: ``(rows, digest)``; empty buckets absent."""
+
+    def split_points(self, table: TableName, span: KeySpan, parts: int) -> list[Any]:
+        """Up to ``parts - 1`` increasing key values that cut the span into parts of about equal rows."""
+
+    def rows(self, table: TableName, columns: Sequence[DigestColumn], key: Sequence[str],
+             span: KeySpan) -> Iterator[tuple[tuple[Any, ...], tuple[str | None, ...]]]:
+        """Each row of the span: its key values as stored, and the canonical text of each of ``columns``."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsDigests(Protocol):
+    """A source or destination that computes :class:`RowDigests` (the SQL databases; not files or Parquet)."""
+
+    def digests(self) -> RowDigests: ...
 
 
 # ---------------------------------------------------------------- change capture
@@ -350,6 +444,11 @@ class TableRunRecord:
     note: str | None = None
     """Why the table started over this run when the job file's edit said so (e.g. "incremental column
     changed: ts → seq")."""
+    changes: dict[str, int] | None = None
+    """CDC: the changes applied by kind (``inserts``, ``updates``, ``deletes``); None for other modes."""
+    reread_rows: int | None = None
+    """An incremental merge: how many of ``rows_read`` are at the previous watermark's value, read again (rows
+    copied last run among them, merged again by key); None when not counted."""
 
 
 @dataclass

@@ -67,6 +67,23 @@ def make_topics(broker: KafkaBroker, names: list[str], partitions: int = 3) -> N
         future.result(timeout=30)
 
 
+def published(broker: KafkaBroker, topic: str) -> int:
+    """Messages on ``topic`` so far (0 while it does not exist)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "copyjob-test-probe"})
+    try:
+        topics = consumer.list_topics(topic, timeout=10).topics
+        if topic not in topics or topics[topic].error is not None:
+            return 0
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                   for p in topics[topic].partitions)
+    except KafkaException:
+        return 0
+    finally:
+        consumer.close()
+
+
 def group_members(broker: KafkaBroker, group: str) -> int:
     """Members of a consumer group that hold partitions."""
     from confluent_kafka.admin import AdminClient
@@ -285,11 +302,11 @@ def test_two_consumers_share_partitions_and_a_killed_one_loses_nothing(
 def test_broker_restart_during_a_run(tmp_path: Path, kafka_broker: KafkaBroker, postgres_server: PostgresServer,
                                      pg_url: str, pg_url2: str) -> None:
     pg_source(postgres_server, pg_url, 100_000)
-    j, _ = kafka_job(tmp_path, kafka_broker, pg_url, pg_url2, [{"name": "public.orders", "target": "orders"}],
-                     update_method="merge")
+    j, prefix = kafka_job(tmp_path, kafka_broker, pg_url, pg_url2, [{"name": "public.orders", "target": "orders"}],
+                          update_method="merge")
     run = spawn("run", j)
-    wait_for(lambda: kafka_broker.log_path.exists(), what="run start")
-    time.sleep(2.0)
+    wait_for(lambda: run.poll() is not None or published(kafka_broker, f"{prefix}.public.orders") > 0,
+             timeout=180, what="the first events")
     kafka_broker.restart(down_s=2.0)
     out, errors = run.communicate(timeout=240)
     assert run.returncode == 0, out + errors

@@ -133,3 +133,22 @@ def test_incremental_with_overwrite_is_refused(tmp_path: Path) -> None:
           - {name: t, incremental_column: u}
         """))
     assert e.field == "copy.update_method" and e.line == 4
+
+
+def test_a_bare_number_in_a_duration_is_seconds(tmp_path: Path) -> None:
+    (tmp_path / "inbox").mkdir()
+    path = write(tmp_path, """\
+        job: d
+        source: {url: "sqlite:///a.db"}
+        destination: {url: "sqlite:///b.db"}
+        schedules: [{every: 60}]
+        triggers: [{file_arrival: {path: ./inbox, debounce: 1.5}}]
+        copy: {max_outage: 300}
+        tables: [{name: t}]
+        """)
+    job = load_job(path).job
+    assert job.schedules[0].every == "60"
+    assert job.triggers[0].file_arrival.debounce == "1.5"
+    assert job.copy_settings.max_outage_s(streaming=True) == 300.0
+    zero = write(tmp_path, path.read_text().replace("every: 60", "every: 0"), "zero.yaml")
+    assert "every" in str(error_of(zero))

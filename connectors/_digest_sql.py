@@ -1,0 +1,394 @@
+"""Row counts and digests computed inside a SQL database for ``copyjob verify`` (:class:`RowDigests`).
+
+One implementation, :class:`SqlDigests`, over a small :class:`Dialect` per system: how it quotes, binds,
+divides integers, spells each kind's canonical text (``connectors/_canonical.py`` defines the text) and sums
+the rows' hashes. A column a dialect cannot spell in SQL (``canonical`` returns None) is fetched with the
+key and hashed in Python; the caller makes that choice for both sides alike (``DigestColumn.in_sql``).
+Identifiers are always quoted; values are always bound as parameters.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from copyjob.connectors._canonical import MODULUS, NULL_MARK, SEPARATOR, canonical_text, row_text, text_hash
+from copyjob.connectors._sql import qualified, render_filters
+
+from copyjob.core.contracts import DigestColumn, KeySpan
+from copyjob.core.schema import TableName
+
+Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+"""Runs one statement with bound parameters and returns its rows."""
+Stream = Callable[[str, Sequence[Any]], Iterator[tuple[Any, ...]]]
+"""Runs one statement and yields its rows without holding them all."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    quote: Callable[[str], str]
+    placeholder: str
+    int_div: str
+    """The integer division operator (``/``, ``DIV``, ``//``)."""
+    canonical: Callable[[str, DigestColumn], str | None]
+    """SQL text of the column's canonical text, from the quoted column; None: hashed in Python."""
+    row_hash_sum: Callable[[str], str]
+    """An aggregate summing the row hashes of a text expression (any integer result; taken modulo 2**64)."""
+    separator: str
+    null_mark: str
+    concat: Callable[[list[str]], str]
+    int_param: str = "{}"
+    """A bound integer in arithmetic (PostgreSQL: cast to bigint, else it computes in numeric)."""
+    native_row_hash: Callable[[list[str]], str] | None = None
+    """Both sides the same system with the same column types: a fast hash of the row's own values."""
+    native_types: tuple[str, ...] = ()
+    """The native types (prefixes) that hash: a table with another type uses the canonical text."""
+
+
+def _bool_sql(col: str, c: DigestColumn, true: str = "'t'", false: str = "'f'") -> str:
+    test = col if c.have.type.kind == "bool" else f"{col} <> 0"
+    return f"CASE WHEN {test} THEN {true} WHEN NOT ({test}) THEN {false} END"
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+def _pg_canonical(col: str, c: DigestColumn) -> str | None:
+    k = c.want
+    if k.kind in ("int16", "int32", "int64", "string"):
+        return f"CAST({col} AS text)"
+    if k.kind == "bool":
+        return _bool_sql(col, c)
+    if k.kind == "decimal" and k.precision is not None and c.have.type.kind in ("decimal", "int16", "int32", "int64"):
+        return f"CAST(round(CAST({col} AS numeric), {int(k.scale or 0)}) AS text)"
+    if k.kind == "date" and c.have.type.kind == "date":
+        return f"to_char({col}, 'YYYY-MM-DD')"
+    if k.kind == "time" and c.have.type.kind == "time":
+        return f"to_char(CAST({col} AS interval), 'HH24:MI:SS.US')"
+    if k.kind in ("timestamp", "timestamptz") and c.have.type.kind in ("timestamp", "timestamptz"):
+        return f"to_char({col}, 'YYYY-MM-DD HH24:MI:SS.US')"  # sessions run in UTC (postgres/_connect.py)
+    if k.kind == "binary" and c.have.type.kind == "binary":
+        return f"encode({col}, 'hex')"
+    if k.kind == "uuid":
+        return f"lower(CAST({col} AS text))"
+    return None
+
+
+def _pg_quote(name: str) -> str:
+    # psycopg reads % as a placeholder wherever parameters are bound
+    return '"' + name.replace('"', '""').replace("%", "%%") + '"'
+
+
+POSTGRES = Dialect(
+    name="postgresql", quote=_pg_quote, placeholder="%s", int_div="/", canonical=_pg_canonical,
+    row_hash_sum=lambda t: f"sum(CAST(CAST(CAST('x' || substr(md5({t}), 1, 16) AS bit(64)) AS bigint) AS numeric))",
+    separator="chr(31)", null_mark="chr(30)", concat=lambda parts: " || ".join(parts),
+    int_param="CAST({} AS bigint)",
+    native_types=("smallint", "integer", "bigint", "numeric", "real", "double precision", "text", "character",
+                  "boolean", "date", "time", "timestamp", "uuid", "bytea", "jsonb", "interval", "inet"),
+    native_row_hash=lambda cols: f"sum(CAST(hash_record_extended(ROW({', '.join(cols)}), 0) AS numeric))",
+)
+
+
+# ---------------------------------------------------------------- MySQL / MariaDB
+
+def _mysql_canonical(col: str, c: DigestColumn) -> str | None:
+    k, have = c.want, c.have.type.kind
+    if k.kind in ("int16", "int32", "int64"):
+        return f"CAST({col} AS CHAR)"
+    if k.kind == "string":
+        return f"CONVERT({col} USING utf8mb4)"
+    if k.kind == "bool":
+        return _bool_sql(col, c)
+    if k.kind == "decimal" and k.precision is not None and (k.scale or 0) <= 30 and have != "float64" \
+            and have != "float32":
+        return f"CAST(CAST({col} AS DECIMAL(65, {int(k.scale or 0)})) AS CHAR)"
+    if k.kind == "date" and have == "date":
+        return f"DATE_FORMAT({col}, '%Y-%m-%d')"
+    if k.kind == "time" and have == "time":
+        return f"TIME_FORMAT({col}, '%H:%i:%s.%f')"
+    if k.kind in ("timestamp", "timestamptz") and have in ("timestamp", "timestamptz"):
+        return f"DATE_FORMAT({col}, '%Y-%m-%d %H:%i:%s.%f')"  # sessions run at +00:00 (mysql.py)
+    if k.kind == "binary" and have == "binary":
+        return f"LOWER(HEX({col}))"
+    if k.kind == "uuid":
+        return f"LOWER(CONVERT({col} USING utf8mb4))"
+    return None
+
+
+def mysql_dialect(placeholder: str) -> Dialect:
+    from copyjob.connectors._sql import quote_backtick
+
+    return Dialect(
+        name="mysql", quote=quote_backtick, placeholder=placeholder, int_div="DIV", canonical=_mysql_canonical,
+        row_hash_sum=lambda t: f"SUM(CAST(CONV(SUBSTRING(MD5({t}), 1, 16), 16, 10) AS UNSIGNED))",
+        separator="CHAR(31 USING utf8mb4)", null_mark="CHAR(30 USING utf8mb4)",
+        concat=lambda parts: "CONCAT(" + ", ".join(parts) + ")",
+    )
+
+
+# ---------------------------------------------------------------- DuckDB
+
+def _duckdb_canonical(col: str, c: DigestColumn) -> str | None:
+    k, have = c.want, c.have.type.kind
+    if k.kind in ("int16", "int32", "int64", "string"):
+        return f"CAST({col} AS VARCHAR)"
+    if k.kind == "bool":
+        return _bool_sql(col, c)
+    if k.kind == "decimal" and k.precision is not None and k.precision <= 38 and have in (
+            "decimal", "int16", "int32", "int64"):
+        return f"CAST(CAST({col} AS DECIMAL(38, {int(k.scale or 0)})) AS VARCHAR)"
+    if k.kind == "date" and have == "date":
+        return f"strftime({col}, '%Y-%m-%d')"
+    if k.kind == "time" and have == "time":
+        return f"strftime(DATE '2000-01-01' + {col}, '%H:%M:%S.%f')"
+    if k.kind in ("timestamp", "timestamptz") and have in ("timestamp", "timestamptz"):
+        return f"strftime(CAST({col} AS TIMESTAMP), '%Y-%m-%d %H:%M:%S.%f')"  # sessions run in UTC (duckdb.py)
+    if k.kind == "binary" and have == "binary":
+        return f"lower(hex({col}))"
+    if k.kind == "uuid":
+        return f"lower(CAST({col} AS VARCHAR))"
+    return None
+
+
+def _duckdb_quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+DUCKDB = Dialect(
+    name="duckdb", quote=_duckdb_quote, placeholder="?", int_div="//", canonical=_duckdb_canonical,
+    row_hash_sum=lambda t: f"sum(CAST('0x' || substr(md5({t}), 1, 16) AS UBIGINT))",
+    separator="chr(31)", null_mark="chr(30)", concat=lambda parts: " || ".join(parts),
+)
+
+
+# ---------------------------------------------------------------- SQLite: the Python definition, in-process
+
+def _sqlite_canonical(col: str, c: DigestColumn) -> str:
+    spec = str(c.want).replace("'", "''")
+    return f"copyjob_canon('{spec}', {col})"
+
+
+def sqlite_dialect() -> Dialect:
+    return Dialect(
+        name="sqlite", quote=_duckdb_quote, placeholder="?", int_div="/", canonical=_sqlite_canonical,
+        row_hash_sum=lambda t: f"copyjob_digest({t})", separator="char(31)", null_mark="char(30)",
+        concat=lambda parts: " || ".join(parts),
+    )
+
+
+class _DigestSum:
+    """SQLite aggregate: the sum of the row hashes modulo 2**64, as text (SQLite integers are 64-bit signed)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def step(self, text: str | None) -> None:
+        if text is not None:
+            self.total = (self.total + text_hash(text)) % MODULUS
+
+    def finalize(self) -> str:
+        return str(self.total)
+
+
+def register_sqlite_functions(con: Any) -> None:
+    """The user functions the SQLite dialect calls (``con``: a sqlite3 connection)."""
+    from copyjob.connectors._canonical import canonical_by_spec
+
+    con.create_function("copyjob_canon", 2, canonical_by_spec, deterministic=True)
+    con.create_aggregate("copyjob_digest", 1, _DigestSum)
+
+
+# ---------------------------------------------------------------- the engine
+
+
+class SqlDigests:
+    """:class:`copyjob.core.contracts.RowDigests` over one connection of a SQL system."""
+
+    def __init__(self, dialect: Dialect, query: Query, stream: Stream | None = None,
+                 bind: Callable[[Any], Any] | None = None, native: bool = False, version: str = "") -> None:
+        self._d = dialect
+        self._query = query
+        self._stream = stream or (lambda sql, params: iter(query(sql, params)))
+        self._bind = bind or _bind_value
+        self._native = native
+        self._version = version
+
+    def can_canonicalise(self, column: DigestColumn) -> bool:
+        return self._d.canonical("x", column) is not None
+
+    def native_hash(self, columns: Sequence[DigestColumn]) -> str | None:
+        if self._d.native_row_hash is None or not all(
+                c.have.native_type.startswith(self._d.native_types) for c in columns):
+            return None
+        return f"{self._d.name} {self._version}"
+
+    def with_native_hash(self) -> SqlDigests:
+        return SqlDigests(self._d, self._query, self._stream, self._bind, native=True, version=self._version)
+
+    def close(self) -> None:
+        pass  # the connection belongs to the connector
+
+    # ------------------------------------------------------------ queries
+
+    def key_bounds(self, table: TableName, span: KeySpan) -> tuple[Any, Any, int]:
+        key = self._d.quote(span.column)
+        where, params = self._where(span)
+        row = self._query(f"SELECT MIN({key}), MAX({key}), COUNT(*) FROM {self._table(table)}{where}", params)[0]
+        return row[0], row[1], int(row[2] or 0)
+
+    def digest(self, table: TableName, columns: Sequence[DigestColumn], span: KeySpan) -> tuple[int, int]:
+        where, params = self._where(span)
+        row = self._query(f"SELECT COUNT(*), {self._sum(columns)} FROM {self._table(table)}{where}", params)[0]
+        count, digest = int(row[0] or 0), int(row[1] or 0)
+        python = [c for c in columns if not c.in_sql and not self._native]
+        if python:
+            for _, texts in self._python_rows(table, python, (), span):
+                digest += text_hash(row_text(texts))
+        return count, digest % MODULUS
+
+    def bucket_digests(self, table: TableName, columns: Sequence[DigestColumn], span: KeySpan,
+                       width: int) -> dict[int, tuple[int, int]]:
+        key = self._d.quote(span.column)
+        where, params = self._where(span)
+        p = self._d.placeholder
+        n = self._d.int_param.format(p)
+        bucket = f"(({key} - {n}) {self._d.int_div} {n})"
+        sql = (f"SELECT {bucket} AS b, COUNT(*), {self._sum(columns)} FROM {self._table(table)}{where} "
+               "GROUP BY 1")
+        found: dict[int, list[int]] = {}
+        for b, count, digest in self._query(sql, [span.lower, width, *params]):
+            found[int(b)] = [int(count), int(digest or 0)]
+        python = [c for c in columns if not c.in_sql and not self._native]
+        if python:
+            for keys, texts in self._python_rows(table, python, (span.column,), span):
+                entry = found.setdefault((int(keys[0]) - span.lower) // width, [0, 0])
+                entry[1] += text_hash(row_text(texts))
+        return {b: (count, digest % MODULUS) for b, (count, digest) in found.items()}
+
+    def split_points(self, table: TableName, span: KeySpan, parts: int) -> list[Any]:
+        _, _, count = self.key_bounds(table, span)
+        if count < 2 or parts < 2:
+            return []
+        key = self._d.quote(span.column)
+        where, params = self._where(span)
+        step = -(-count // parts)
+        n, div = self._d.int_param.format(self._d.placeholder), self._d.int_div
+        # every step-th key in key order, in one pass over the key index
+        sql = (f"SELECT k FROM (SELECT {key} AS k, ROW_NUMBER() OVER (ORDER BY {key}) AS rn "
+               f"FROM {self._table(table)}{where}) AS numbered WHERE rn - (rn {div} {n}) * {n} = 0 ORDER BY k")
+        points: list[Any] = []
+        for (value,) in self._query(sql, [*params, step, step]):
+            if value is not None and (not points or value != points[-1]):
+                points.append(value)
+        return points[:parts - 1]
+
+    def rows(self, table: TableName, columns: Sequence[DigestColumn], key: Sequence[str],
+             span: KeySpan) -> Iterator[tuple[tuple[Any, ...], tuple[str | None, ...]]]:
+        exprs = [self._column_sql(c) if c.in_sql else self._d.quote(c.name) for c in columns]
+        where, params = self._where(span)
+        keys = [self._d.quote(k) for k in key]
+        sql = f"SELECT {', '.join(keys + exprs)} FROM {self._table(table)}{where}"
+        n = len(keys)
+        for row in self._stream(sql, params):
+            texts = tuple(v if c.in_sql else canonical_text(c.want, v)
+                          for c, v in zip(columns, row[n:], strict=True))
+            yield tuple(row[:n]), texts
+
+    # ------------------------------------------------------------ pieces
+
+    def _python_rows(self, table: TableName, columns: Sequence[DigestColumn], key: Sequence[str],
+                     span: KeySpan) -> Iterator[tuple[tuple[Any, ...], tuple[str | None, ...]]]:
+        return self.rows(table, columns, key, span)
+
+    def _table(self, table: TableName) -> str:
+        return qualified(table, self._d.quote)
+
+    def _column_sql(self, c: DigestColumn) -> str:
+        expr = self._d.canonical(self._d.quote(c.name), c)
+        if expr is None:
+            raise AssertionError(f"column {c.name} has no canonical SQL in {self._d.name}")
+        return expr
+
+    def _sum(self, columns: Sequence[DigestColumn]) -> str:
+        if self._native and self._d.native_row_hash is not None:
+            return self._d.native_row_hash([self._d.quote(c.name) for c in columns])
+        parts: list[str] = []
+        for c in (c for c in columns if c.in_sql):
+            if parts:
+                parts.append(self._d.separator)
+            parts.append(f"COALESCE({self._column_sql(c)}, {self._d.null_mark})")
+        if not parts:
+            return "0"
+        return self._d.row_hash_sum(self._d.concat(parts) if len(parts) > 1 else parts[0])
+
+    def _where(self, span: KeySpan) -> tuple[str, list[Any]]:
+        text, params = render_filters(span.filters, self._d.quote, self._d.placeholder)
+        clauses = [text.removeprefix(" WHERE ")] if text else []
+        key = self._d.quote(span.column)
+        if span.lower is not None:
+            clauses.append(f"{key} >= {self._d.placeholder}")
+            params.append(span.lower)
+        if span.upper is not None:
+            clauses.append(f"{key} < {self._d.placeholder}")
+            params.append(span.upper)
+        if not clauses:
+            return "", []
+        return " WHERE " + " AND ".join(clauses), [self._bind(v) for v in params]
+
+
+def _bind_value(v: Any) -> Any:
+    return str(v) if isinstance(v, uuid.UUID) else v
+
+
+__all__ = ["DUCKDB", "NULL_MARK", "POSTGRES", "SEPARATOR", "Dialect", "SqlDigests", "mysql_dialect",
+           "register_sqlite_functions", "sqlite_dialect"]
+
+
+# ---------------------------------------------------------------- one per connector (their ``digests()`` hooks)
+
+def postgres_digests(conn: Any) -> SqlDigests:
+    """Over a psycopg connection."""
+
+    def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return list(conn.execute(sql, params).fetchall())
+
+    def stream(sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        with conn.cursor() as cur:
+            yield from cur.stream(sql, params)
+
+    version = str(conn.info.server_version // 10000)  # the row's text is the same within a major version
+    return SqlDigests(POSTGRES, query, stream, version=version)
+
+
+def mysql_digests(query: Query, placeholder: str) -> SqlDigests:
+    """Over connectors/mysql.py's ``_query`` on a connection, which binds ``placeholder``."""
+    return SqlDigests(mysql_dialect(placeholder), query)
+
+
+def duckdb_digests(cursor: Any) -> SqlDigests:
+    """Over a DuckDB cursor (each call on a cursor of its own: a streamed result blocks its connection)."""
+
+    def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        cur = cursor.cursor()
+        try:
+            return list(cur.execute(sql, list(params)).fetchall())
+        finally:
+            cur.close()
+
+    return SqlDigests(DUCKDB, query)
+
+
+def sqlite_digests(con: Any) -> SqlDigests:
+    """Over a sqlite3 connection: the canonical text and the digest run in-process as user functions."""
+    register_sqlite_functions(con)
+
+    def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return list(con.execute(sql, list(params)).fetchall())
+
+    def stream(sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        yield from con.execute(sql, list(params))
+
+    return SqlDigests(sqlite_dialect(), query, stream)

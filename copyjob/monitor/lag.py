@@ -1,0 +1,107 @@
+"""The CDC lag of jobs with cdc tables, sampled into memory for the page's chart and the lag gauges.
+
+One thread asks each such job's source for its replication slot's lag (:func:`copyjob.cli.cdc.cdc_status`,
+the figures ``copyjob status`` shows) every ``interval_s``, and keeps the last ``keep`` samples per job. A
+source that cannot be reached gives a sample with an ``error`` and no figures; it never stops the sampling.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from copyjob.core.errors import CopyjobError
+from copyjob.core.redaction import redact
+from copyjob.monitor.feed import Watched
+
+log = logging.getLogger("copyjob.monitor")
+
+DEFAULT_INTERVAL_S = 15.0
+INTERVAL_ENV = "COPYJOB_MONITOR_LAG_INTERVAL"
+KEEP = 480
+"""Samples kept per job: two hours at the default interval."""
+
+
+def interval_from_env() -> float:
+    """``COPYJOB_MONITOR_LAG_INTERVAL`` (a duration such as ``5s``), default 15 s."""
+    from copyjob.jobfile import duration_from_env
+
+    return duration_from_env(INTERVAL_ENV, DEFAULT_INTERVAL_S)
+
+
+class LagSampler:
+    def __init__(self, jobs: Sequence[Watched], *, interval_s: float = DEFAULT_INTERVAL_S, keep: int = KEEP,
+                 on_sample: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.jobs = [j for j in jobs if j.loaded.cdc_tables]
+        self.interval_s = interval_s
+        self._on_sample = on_sample
+        self._samples: dict[str, deque[dict[str, Any]]] = {j.name: deque(maxlen=keep) for j in self.jobs}
+        self._latest: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.jobs:
+            self._thread = threading.Thread(target=self._loop, name="copyjob-monitor-lag", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def samples(self, job: str) -> list[dict[str, Any]] | None:
+        """The job's samples, oldest first; None for a job without cdc tables."""
+        with self._lock:
+            found = self._samples.get(job)
+            return None if found is None else list(found)
+
+    def latest(self, job: str) -> dict[str, Any] | None:
+        """The slot, its lag and warnings as of the last sample (None before the first, or without cdc)."""
+        with self._lock:
+            return self._latest.get(job)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for job in self.jobs:
+                if self._stop.is_set():
+                    return
+                self.sample(job)
+            self._stop.wait(self.interval_s)
+
+    def sample(self, job: Watched) -> dict[str, Any]:
+        info = _lag_of(job)
+        point = {"at": time.time(), "lag_bytes": info.get("lag_bytes"), "lag_seconds": info.get("lag_seconds"),
+                 "error": info.get("error")}
+        with self._lock:
+            self._samples[job.name].append(point)
+            self._latest[job.name] = info
+        if self._on_sample is not None:
+            self._on_sample(job.name, info)
+        return point
+
+
+def _lag_of(job: Watched) -> dict[str, Any]:
+    from copyjob.cli.cdc import cdc_status
+
+    try:
+        store = job.open_store()
+        try:
+            states = [store.load(job.loaded.scope, name) for name in job.loaded.cdc_tables]
+        finally:
+            store.close()
+        info = cdc_status(job.loaded, states)
+    except CopyjobError as exc:
+        return {"error": redact(str(exc))}
+    except Exception as exc:  # a bug in one sample must not end the sampling
+        log.exception("job=%s: cannot sample the cdc lag", job.name)
+        return {"error": redact(repr(exc))}
+    if info is None:  # a source without a slot (MySQL binlog): nothing to sample
+        return {"error": None, "lag_bytes": None, "lag_seconds": None, "slot": None}
+    return {k: info.get(k) for k in ("slot", "exists", "active", "lag_bytes", "lag_seconds", "wal_status",
+                                      "max_lag_bytes", "max_lag_seconds", "warnings", "error")}
