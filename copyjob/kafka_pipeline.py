@@ -95,13 +95,14 @@ def end_offsets(transport: Transport, tables: list[ApplyTable]) -> dict[tuple[st
 
 def merge_records(captured: list[TableRunRecord], tables: list[ApplyTable]) -> list[TableRunRecord]:
     """One record per table: rows read = events published, rows written = changes applied by this process;
-    failed when events went to the dead-letter topic."""
+    failed when events went to the dead-letter topic, and how many did (``dead_letters``)."""
     stats = {t.name: t for t in tables}
     out = []
     for rec in captured:
         t = stats.get(rec.table)
         if t is not None:
             rec.rows_written = t.stats.written
+            rec.dead_letters = t.stats.dlq
             if t.stats.dlq and rec.status == "ok":
                 rec.status = "failed"
                 rec.error = (f"{t.stats.dlq} events could not be applied and went to {t.dlq} "

@@ -127,8 +127,8 @@ run_notes = Table(
 
 run_counts = Table(
     # more figures of a table's run, JSON: a CDC table's changes by kind ({"changes": {"inserts": n, "updates":
-    # n, "deletes": n}}), a merge's rows re-read at the watermark ({"reread_rows": n}). Added without a schema
-    # version bump, like run_notes.
+    # n, "deletes": n}}), a merge's rows re-read at the watermark ({"reread_rows": n}), a kafka apply's events
+    # dead-lettered ({"dead_letters": n}). Added without a schema version bump, like run_notes.
     "run_counts", metadata,
     Column("run_id", String(128), primary_key=True),
     Column("position", Integer, primary_key=True),

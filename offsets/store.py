@@ -390,6 +390,7 @@ class SqlStateStore:
             record.note = notes.get((row["run_id"], row["position"]))
             extra = counts.get((row["run_id"], row["position"]), {})
             record.changes, record.reread_rows = extra.get("changes"), extra.get("reread_rows")
+            record.dead_letters = extra.get("dead_letters")
             records[row["run_id"]].tables.append(record)
         return list(records.values())
 
@@ -532,6 +533,8 @@ def _counts(record: TableRunRecord) -> dict[str, Any]:
         counts["changes"] = record.changes
     if record.reread_rows is not None:
         counts["reread_rows"] = record.reread_rows
+    if record.dead_letters is not None:
+        counts["dead_letters"] = record.dead_letters
     return counts
 
 

@@ -182,14 +182,41 @@ def end_offsets(consumer: Consumer, topic: str, partitions: Sequence[int]) -> di
 
 
 def _end_offsets(consumer: Consumer, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+    return {p: high for p, (_, high) in _watermarks(consumer, topic, partitions).items()}
+
+
+def _watermarks(consumer: Consumer, topic: str, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
     ck = kafka_module()
     out = {}
     for p in partitions:
         try:
-            _, high = consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10, cached=False)
+            low, high = consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10, cached=False)
         except ck.KafkaException as exc:
             raise translate(exc, f"reading the end offsets of {topic}") from exc
-        out[p] = int(high)
+        out[p] = (int(low), int(high))
+    return out
+
+
+def group_lag(consumer: Consumer, topic: str, partitions: Sequence[int]) -> dict[int, tuple[int | None, int]]:
+    """Per partition, the offset committed by ``consumer``'s group (None: none yet) and the messages it has not
+    consumed: the high watermark less the committed offset, or less the log start without one (the apply starts
+    from the earliest). Read-only: the consumer never subscribes, so the group is not joined."""
+    return retrying(lambda: _group_lag(consumer, topic, partitions), f"kafka: reading the group offsets of {topic}",
+                    attempts=ADMIN_ATTEMPTS)
+
+
+def _group_lag(consumer: Consumer, topic: str, partitions: Sequence[int]) -> dict[int, tuple[int | None, int]]:
+    ck = kafka_module()
+    marks = _watermarks(consumer, topic, partitions)
+    try:
+        found = consumer.committed([ck.TopicPartition(topic, p) for p in partitions], timeout=10)
+    except ck.KafkaException as exc:
+        raise translate(exc, f"reading the group offsets of {topic}") from exc
+    committed = {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in found}
+    out: dict[int, tuple[int | None, int]] = {}
+    for p, (low, high) in marks.items():
+        at = committed.get(p)
+        out[p] = (at, max(0, high - (low if at is None else max(at, low))))
     return out
 
 

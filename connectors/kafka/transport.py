@@ -9,7 +9,15 @@ from itertools import repeat
 from operator import is_not, itemgetter
 from typing import Any
 
-from copyjob.connectors.kafka.client import Admin, Producer, end_offsets, kafka_module, open_consumer, translate
+from copyjob.connectors.kafka.client import (
+    Admin,
+    Producer,
+    end_offsets,
+    group_lag,
+    kafka_module,
+    open_consumer,
+    translate,
+)
 from copyjob.connectors.kafka.schemas import RegistryClient, Schemas, SchemaTopic, schema_topic
 from copyjob.connectors.kafka.sizes import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -47,6 +55,16 @@ class KafkaTransport:
         consumer = open_consumer(self._servers, self._config, group_id="copyjob-offsets")
         try:
             return end_offsets(consumer, topic, self.admin.partitions(topic))
+        finally:
+            consumer.close()
+
+    def consumer_lag(self, group_id: str, topics: Sequence[str]) -> dict[tuple[str, int], tuple[int | None, int]]:
+        """Per (topic, partition) of the topics that exist, ``group_id``'s committed offset (None: none) and
+        the messages it has not consumed yet (:func:`client.group_lag`); read-only, the group is not joined."""
+        consumer = open_consumer(self._servers, self._config, group_id=group_id)
+        try:
+            return {(topic, p): lag for topic in topics
+                    for p, lag in group_lag(consumer, topic, self.admin.partitions(topic)).items()}
         finally:
             consumer.close()
 

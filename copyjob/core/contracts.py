@@ -449,6 +449,8 @@ class TableRunRecord:
     reread_rows: int | None = None
     """An incremental merge: how many of ``rows_read`` are at the previous watermark's value, read again (rows
     copied last run among them, merged again by key); None when not counted."""
+    dead_letters: int | None = None
+    """Kafka apply: the table's events sent to its dead-letter topic by this run; None when nothing applied."""
 
 
 @dataclass

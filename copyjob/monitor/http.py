@@ -63,7 +63,8 @@ class Monitor:
         self.mode = mode
         self.access = Access.of(options.address, options.token, force_token=options.force_token)
         self.metrics = Metrics()
-        self.lag = LagSampler(jobs, interval_s=options.lag_interval_s, on_sample=self.metrics.lag)
+        self.lag = LagSampler(jobs, interval_s=options.lag_interval_s, on_sample=self.metrics.lag,
+                              on_consumer_lag=self.metrics.consumer_lag)
         self.feed = Feed(jobs, refresh_s=options.refresh_s, metrics=self.metrics)
         self.static = _static_files()
         self._httpd: ThreadingHTTPServer | None = None
@@ -105,7 +106,8 @@ class Monitor:
 
     def jobs_view(self) -> dict[str, Any]:
         snapshot = self.feed.snapshot
-        jobs = [{**job, "cdc": self.lag.latest(job["job"])} for job in snapshot.jobs]  # the latest sample
+        jobs = [{**job, "cdc": self.lag.latest(job["job"]), "kafka_consumer_lag": self.lag.consumer_lag(job["job"])}
+                for job in snapshot.jobs]  # the latest samples
         return {"read_at": snapshot.read_at.isoformat() if snapshot.read_at else None, "jobs": jobs}
 
     def runs_view(self, job: str, limit: int) -> list[dict[str, Any]]:
@@ -119,12 +121,13 @@ class Monitor:
         return run
 
     def lag_view(self, job: str) -> dict[str, Any]:
-        self._job(job)
+        watched = self._job(job)
         samples = self.lag.samples(job)
-        if samples is None:
-            raise Refused(f"job {job} has no cdc tables", 404)
+        consumer = self.lag.consumer_lag(job)
+        if samples is None and watched.loaded.job.transport != "kafka":
+            raise Refused(f"job {job} has no cdc tables and no kafka transport", 404)
         return {"job": job, "interval_s": self.lag.interval_s, "latest": scrub(self.lag.latest(job)),
-                "samples": scrub(samples)}
+                "samples": scrub(samples or []), "kafka_consumer_lag": scrub(consumer)}
 
     def run_now(self, job: str) -> dict[str, Any]:
         self.runs.run_now(self._job(job))

@@ -1,8 +1,11 @@
-"""The CDC lag of jobs with cdc tables, sampled into memory for the page's chart and the lag gauges.
+"""The CDC lag of jobs with cdc tables, and the apply consumer lag of jobs with ``transport: kafka``, sampled
+into memory for the page's chart, the API and the lag gauges.
 
 One thread asks each such job's source for its replication slot's lag (:func:`copyjob.cli.cdc.cdc_status`,
-the figures ``copyjob status`` shows) every ``interval_s``, and keeps the last ``keep`` samples per job. A
-source that cannot be reached gives a sample with an ``error`` and no figures; it never stops the sampling.
+the figures ``copyjob status`` shows) every ``interval_s``, and keeps the last ``keep`` samples per job. For a
+kafka job it also reads, per partition of the job's table topics, the offset the apply group committed and
+the high watermark (the latest reading only). A source or broker that cannot be reached gives a sample with an
+``error`` and no figures; it never stops the sampling.
 """
 
 from __future__ import annotations
@@ -35,12 +38,16 @@ def interval_from_env() -> float:
 
 class LagSampler:
     def __init__(self, jobs: Sequence[Watched], *, interval_s: float = DEFAULT_INTERVAL_S, keep: int = KEEP,
-                 on_sample: Callable[[str, dict[str, Any]], None] | None = None) -> None:
-        self.jobs = [j for j in jobs if j.loaded.cdc_tables]
+                 on_sample: Callable[[str, dict[str, Any]], None] | None = None,
+                 on_consumer_lag: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.jobs = [j for j in jobs if j.loaded.cdc_tables or j.loaded.job.transport == "kafka"]
         self.interval_s = interval_s
         self._on_sample = on_sample
-        self._samples: dict[str, deque[dict[str, Any]]] = {j.name: deque(maxlen=keep) for j in self.jobs}
+        self._on_consumer_lag = on_consumer_lag
+        self._samples: dict[str, deque[dict[str, Any]]] = {j.name: deque(maxlen=keep) for j in self.jobs
+                                                           if j.loaded.cdc_tables}
         self._latest: dict[str, dict[str, Any]] = {}
+        self._consumer: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -66,6 +73,12 @@ class LagSampler:
         with self._lock:
             return self._latest.get(job)
 
+    def consumer_lag(self, job: str) -> dict[str, Any] | None:
+        """A kafka job's apply consumer lag per partition as of the last sample (None before it, or without
+        kafka): ``{"at", "group", "partitions": [{"topic", "partition", "committed", "lag"}], "error"}``."""
+        with self._lock:
+            return self._consumer.get(job)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             for job in self.jobs:
@@ -74,7 +87,17 @@ class LagSampler:
                 self.sample(job)
             self._stop.wait(self.interval_s)
 
-    def sample(self, job: Watched) -> dict[str, Any]:
+    def sample(self, job: Watched) -> None:
+        if job.name in self._samples:
+            self._sample_cdc(job)
+        if job.loaded.job.transport == "kafka":
+            consumer = _consumer_lag_of(job)
+            with self._lock:
+                self._consumer[job.name] = consumer
+            if self._on_consumer_lag is not None:
+                self._on_consumer_lag(job.name, consumer)
+
+    def _sample_cdc(self, job: Watched) -> None:
         info = _lag_of(job)
         point = {"at": time.time(), "lag_bytes": info.get("lag_bytes"), "lag_seconds": info.get("lag_seconds"),
                  "error": info.get("error")}
@@ -83,7 +106,6 @@ class LagSampler:
             self._latest[job.name] = info
         if self._on_sample is not None:
             self._on_sample(job.name, info)
-        return point
 
 
 def _lag_of(job: Watched) -> dict[str, Any]:
@@ -105,3 +127,25 @@ def _lag_of(job: Watched) -> dict[str, Any]:
         return {"error": None, "lag_bytes": None, "lag_seconds": None, "slot": None}
     return {k: info.get(k) for k in ("slot", "exists", "active", "lag_bytes", "lag_seconds", "wal_status",
                                       "max_lag_bytes", "max_lag_seconds", "warnings", "error")}
+
+
+def _consumer_lag_of(job: Watched) -> dict[str, Any]:
+    from copyjob.connectors.kafka.transport import KafkaTransport
+    from copyjob.kafka_pipeline import apply_tables, group_id, settings_of
+
+    at, group = time.time(), group_id(job.loaded)
+    try:
+        topics = sorted({t.topic for t in apply_tables(job.loaded, list(job.loaded.tables))})
+        transport = KafkaTransport(settings_of(job.loaded))
+        try:
+            found = transport.consumer_lag(group, topics)
+        finally:
+            transport.close()
+    except CopyjobError as exc:
+        return {"at": at, "group": group, "partitions": [], "error": redact(str(exc))}
+    except Exception as exc:  # a bug in one sample must not end the sampling
+        log.exception("job=%s: cannot sample the kafka consumer lag", job.name)
+        return {"at": at, "group": group, "partitions": [], "error": redact(repr(exc))}
+    return {"at": at, "group": group, "error": None,
+            "partitions": [{"topic": topic, "partition": partition, "committed": committed, "lag": lag}
+                           for (topic, partition), (committed, lag) in sorted(found.items())]}

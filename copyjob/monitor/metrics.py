@@ -17,6 +17,9 @@ name                                                       type        labels   
 ``copyjob_cdc_lag_bytes`` / ``copyjob_cdc_lag_seconds``    gauge       job              the slot's lag
 ``copyjob_quarantined_files``                              gauge       job, table       files waiting for a fix
 ``copyjob_failed_tables_total``                            counter     job, table       table copies that failed
+``copyjob_dead_letters_total``                             counter     job, table       events dead-lettered
+``copyjob_kafka_consumer_lag_messages``                    gauge       job, topic,      apply group's unconsumed
+                                                                       partition        messages
 =========================================================  ==========  ===============  =========================
 """
 
@@ -44,6 +47,8 @@ class Metrics:
                                     ["job", "table"], registry=registry)
         self.failed_tables = Counter("copyjob_failed_tables_total", "Table copies that failed.", ["job", "table"],
                                      registry=registry)
+        self.dead_letters = Counter("copyjob_dead_letters_total", "Events a kafka apply sent to the table's "
+                                    "dead-letter topic.", ["job", "table"], registry=registry)
         self.run_duration = Histogram("copyjob_run_duration_seconds", "Duration of runs.", ["job"],
                                       buckets=DURATION_BUCKETS, registry=registry)
         self.table_duration = Histogram("copyjob_table_duration_seconds", "Duration of one table's copy in a run.",
@@ -57,6 +62,11 @@ class Metrics:
                                ["job"], registry=registry)
         self.lag_seconds = Gauge("copyjob_cdc_lag_seconds", "How long ago the destination was last current.",
                                  ["job"], registry=registry)
+        self.consumer_lag_messages = Gauge(
+            "copyjob_kafka_consumer_lag_messages", "Messages of a partition the job's apply consumer group has "
+            "not consumed: the high watermark less the group's committed offset.", ["job", "topic", "partition"],
+            registry=registry)
+        self._consumer_labels: dict[str, set[tuple[str, str]]] = {}
         self.quarantined = Gauge("copyjob_quarantined_files", "Files of a file set that could not be read and "
                                  "wait until they change.", ["job", "table"], registry=registry)
 
@@ -75,6 +85,8 @@ class Metrics:
             self.table_duration.labels(job, t.table).observe(t.duration_s)
             if t.status == "failed":
                 self.failed_tables.labels(job, t.table).inc()
+            if t.dead_letters is not None:
+                self.dead_letters.labels(job, t.table).inc(t.dead_letters)
 
     def successes(self, job: str, runs: list[RunRecord]) -> None:
         """Set the last-success gauges from the runs in the history (newest first)."""
@@ -100,6 +112,16 @@ class Metrics:
                 gauge.remove(job)
             else:
                 gauge.labels(job).set(float(value))
+
+    def consumer_lag(self, job: str, info: dict[str, Any]) -> None:
+        """Set the per-partition gauges from a sample; partitions no longer read (or all, when the broker did
+        not answer) lose their sample rather than keep a stale one."""
+        now = {(p["topic"], str(p["partition"])): float(p["lag"]) for p in info["partitions"]}
+        for topic, partition in self._consumer_labels.get(job, set()) - now.keys():
+            self.consumer_lag_messages.remove(job, topic, partition)
+        for (topic, partition), lag in now.items():
+            self.consumer_lag_messages.labels(job, topic, partition).set(lag)
+        self._consumer_labels[job] = set(now)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,12 +2,15 @@
 load it while ``serve`` runs a job with a file-arrival trigger, see the run appear after a file lands, open it,
 press "run now", see the second run, reset a table through the confirmation; and the CDC lag chart of a job
 whose slot falls behind. A JavaScript error in the
-console fails the test. Screenshots of the views are saved to docs/monitor-*.png (the README shows them).
+console fails the test. Screenshots of the views go to a temporary folder; ``COPYJOB_SCREENSHOTS=docs`` saves
+them as docs/monitor-*.png, the README's pictures (the tests never write into the repository otherwise).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,14 +24,15 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.copyjob.test_monitor import WAIT_S, Process, file_job
-from tests.helpers import ROOT, copyjob, write_job
+from tests.helpers import copyjob, write_job
 from tests.pg_cdc import drop_slots, execute
 
 pytestmark = pytest.mark.timeout(240)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-DOCS = ROOT / "docs"
+DOCS = Path(os.environ.get("COPYJOB_SCREENSHOTS") or tempfile.mkdtemp(prefix="copyjob-screenshots-"))
+"""Where the screenshots go: ``COPYJOB_SCREENSHOTS=docs`` refreshes the README's."""
 
 
 @pytest.fixture

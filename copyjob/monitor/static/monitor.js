@@ -109,6 +109,10 @@ function renderJobs() {
     const cdc = job.cdc;
     const lag = !cdc ? "–" : cdc.error ? el("span", { class: "problem" }, cdc.error)
       : `${bytes(cdc.lag_bytes)}, ${seconds(cdc.lag_seconds)}`;
+    const consumer = job.kafka_consumer_lag;
+    const behind = !consumer ? null : consumer.error ? el("div", { class: "problem" }, consumer.error)
+      : el("div", { class: "muted" },
+        `apply: ${count(consumer.partitions.reduce((n, p) => n + p.lag, 0))} messages behind`);
     const run = el("button", { class: "run-now", type: "button", "data-job": job.job }, "run now");
     run.disabled = Boolean(job.running);
     run.addEventListener("click", () => runNow(job.job, run));
@@ -116,7 +120,7 @@ function renderJobs() {
     if (job.error) name.append(el("div", { class: "problem" }, job.error));
     return el("tr", { class: "job", "data-job": job.job }, name, el("td", {}, job.modes.join(", ")),
       el("td", {}, job.transport), el("td", {}, plans.join("; ") || "–"), el("td", {}, next.join("; ") || "–"),
-      el("td", {}, lastCell), el("td", {}, lag), el("td", {}, run));
+      el("td", {}, lastCell), el("td", {}, lag, behind), el("td", {}, run));
   }));
 }
 
@@ -174,8 +178,9 @@ async function renderDetail() {
   $("detail-error").hidden = !run.error;
   $("detail-error").textContent = run.error || "";
   $("detail-tables").querySelector("tbody").replaceChildren(...run.tables.map((t) => {
-    const changes = ["inserts", "updates", "deletes"].filter((k) => t[k] !== undefined && t[k] !== null)
-      .map((k) => `${count(t[k])} ${k}`).join(", ");
+    const kinds = t.changes || {};
+    const changes = ["inserts", "updates", "deletes"].filter((k) => kinds[k] !== undefined && kinds[k] !== null)
+      .map((k) => `${count(kinds[k])} ${k}`).join(", ");
     const reset = el("button", { class: "reset", type: "button", "data-table": t.table }, "reset");
     reset.addEventListener("click", () => resetTable(run.job, t.table));
     return el("tr", { class: "table-run", "data-table": t.table, "data-status": t.status },
@@ -184,6 +189,7 @@ async function renderDetail() {
       el("td", {}, seconds(t.duration_s)), el("td", { class: "num" }, count(t.rows_per_s)),
       el("td", {}, `${value(t.watermark_before)} → ${value(t.watermark_after)}`),
       el("td", {}, changes || "–"), el("td", {}, count(quarantined[t.table])),
+      el("td", { class: "num" }, count(t.dead_letters)),
       el("td", { class: "problem" }, [t.error, t.note].filter(Boolean).join("\n")), el("td", {}, reset));
   }));
 }
