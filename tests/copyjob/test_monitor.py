@@ -58,6 +58,9 @@ class Process:
         assert self.proc.poll() is None, self.text()
         assert isinstance(found, re.Match)
         self.url = found.group(1)
+        if str(args[0]) == "serve":  # the monitor listens before serve watches: a file landing between is missed
+            wait_until(lambda: "serving job=" in self.text() or self.proc.poll() is not None, "serve to watch",
+                       timeout=60)
 
     def text(self) -> str:
         return self.log.read_text()
@@ -100,19 +103,6 @@ class Process:
         assert status == 200
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for family in text_string_to_metric_families(body.decode()) for s in family.samples}
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    started: list[Process] = []
-
-    def begin(*args: str | Path, env: dict[str, str] | None = None) -> Process:
-        started.append(Process(tmp_path, *args, env=env))
-        return started[-1]
-
-    yield begin
-    for p in started:
-        p.kill()
 
 
 def file_job(tmp_path: Path, rows: int = 300) -> Path:

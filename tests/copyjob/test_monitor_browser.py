@@ -36,19 +36,6 @@ DOCS = Path(os.environ.get("COPYJOB_SCREENSHOTS") or tempfile.mkdtemp(prefix="co
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    started: list[Process] = []
-
-    def begin(*args: str | Path, env: dict[str, str] | None = None) -> Process:
-        started.append(Process(tmp_path, *args, env=env))
-        return started[-1]
-
-    yield begin
-    for p in started:
-        p.kill()
-
-
-@pytest.fixture
 def browser() -> Iterator[WebDriver]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM

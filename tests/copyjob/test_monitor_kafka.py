@@ -11,13 +11,11 @@ import pytest
 import yaml
 
 from tests.copyjob.test_kafka_pipeline import db_of, kafka_job, pg_source
-from tests.copyjob.test_monitor import Process, sample, start, wait_until
+from tests.copyjob.test_monitor import Process, sample, wait_until
 from tests.helpers import copyjob, sqlite_script, write_job
 from tests.pg_cdc import drop_slots, execute
 from tests.services.kafka import KafkaBroker
 from tests.services.postgres import PostgresServer
-
-__all__ = ["start"]  # the fixture, shared with test_monitor
 
 pytestmark = pytest.mark.timeout(300)
 
