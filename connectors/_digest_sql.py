@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from copyjob.connectors._canonical import MODULUS, NULL_MARK, SEPARATOR, canonical_text, row_text, text_hash
-from copyjob.connectors._sql import qualified, render_filters
+from copyjob.connectors._sql import qualified, quote_double, render_filters
 
 from copyjob.core.contracts import DigestColumn, KeySpan
 from copyjob.core.schema import TableName
@@ -78,7 +78,7 @@ def _pg_canonical(col: str, c: DigestColumn) -> str | None:
 
 def _pg_quote(name: str) -> str:
     # psycopg reads % as a placeholder wherever parameters are bound
-    return '"' + name.replace('"', '""').replace("%", "%%") + '"'
+    return quote_double(name).replace("%", "%%")
 
 
 POSTGRES = Dialect(
@@ -153,12 +153,8 @@ def _duckdb_canonical(col: str, c: DigestColumn) -> str | None:
     return None
 
 
-def _duckdb_quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 DUCKDB = Dialect(
-    name="duckdb", quote=_duckdb_quote, placeholder="?", int_div="//", canonical=_duckdb_canonical,
+    name="duckdb", quote=quote_double, placeholder="?", int_div="//", canonical=_duckdb_canonical,
     row_hash_sum=lambda t: f"sum(CAST('0x' || substr(md5({t}), 1, 16) AS UBIGINT))",
     separator="chr(31)", null_mark="chr(30)", concat=lambda parts: " || ".join(parts),
 )
@@ -173,7 +169,7 @@ def _sqlite_canonical(col: str, c: DigestColumn) -> str:
 
 def sqlite_dialect() -> Dialect:
     return Dialect(
-        name="sqlite", quote=_duckdb_quote, placeholder="?", int_div="/", canonical=_sqlite_canonical,
+        name="sqlite", quote=quote_double, placeholder="?", int_div="/", canonical=_sqlite_canonical,
         row_hash_sum=lambda t: f"copyjob_digest({t})", separator="char(31)", null_mark="char(30)",
         concat=lambda parts: " || ".join(parts),
     )
