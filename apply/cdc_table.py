@@ -44,8 +44,12 @@ class CdcTable:
     """It had a position before (reset, or the stream was lost): under merge its snapshot replaces the table."""
     before: Position | None = None
     source_columns: tuple[str, ...] = ()
+    """The source columns the destination table was last prepared for; () until the first snapshot or batch of
+    this run prepares it (the run's reflection may already hold columns added while copyjob was stopped)."""
     redefined: str | None = None
     """Why the job file's edit makes it start over (offsets.ledger): its snapshot replaces the table."""
+    note: str | None = None
+    """Why an edit of the job file makes it start over, for the run's summary (``redefined``, or a new target)."""
     rows_read: int = 0
     rows_written: int = 0
     error: str | None = None
@@ -83,7 +87,7 @@ class CdcTable:
                               rows_written=self.rows_written, duration_s=duration_s,
                               watermark_before=describe(self.before) if self.before else None,
                               watermark_after=describe(self.committed) if self.committed else None,
-                              error=self.error, note=self.redefined)
+                              error=self.error, note=self.note or self.redefined)
 
 
 class CdcSink(Protocol):

@@ -126,11 +126,13 @@ class ApplyResult:
 
 
 def apply_changes(destination: Destination, target: TableSchema, batch: ChangeBatch, *, method: UpdateMethod,
-                  key: Sequence[str], rename: dict[str, str], marker: Callable[[], StateMarker | None]) -> ApplyResult:
+                  key: Sequence[str], rename: dict[str, str], marker: Callable[[], StateMarker | None],
+                  truncate: bool = False) -> ApplyResult:
     """Write one change batch in one destination transaction, with its marker.
 
     Steps:
-    1. open the load (a truncate in the batch under merge empties the table inside the transaction);
+    1. open the load (``truncate``, or a truncate in the batch under merge, empties the table inside the
+       transaction);
     2. merge: delete the keys whose last change is a delete, upsert the rest (rows whose TOASTed values did
        not change are updated column-wise so those values are kept); append: write every change as a row;
     3. commit data and marker together; on error roll back everything.
@@ -138,11 +140,11 @@ def apply_changes(destination: Destination, target: TableSchema, batch: ChangeBa
     if method == "append":
         schema = TableSchema(target.table, (*target.columns, *APPEND_COLUMNS), ())
         rows = list(append_rows(batch.events))
-        session = destination.begin_load(schema, "append", ())
+        session = destination.begin_load(schema, "append", (), truncate=truncate)
         return _finish(session, marker, lambda: ApplyResult(appended=session.write(
             rows_to_batch(rows, schema, rename)) if rows else 0))
     folded = fold(batch.events, [_source_name(k, rename) for k in key])
-    session = destination.begin_load(target, "merge", key, truncate=folded.truncate)
+    session = destination.begin_load(target, "merge", key, truncate=folded.truncate or truncate)
 
     def body() -> ApplyResult:
         deleted = 0

@@ -1,7 +1,9 @@
 """Dead letters of the apply side of ``transport: kafka``: an event that cannot be applied goes, unchanged, to
 its table's dead-letter topic ``<prefix>.<table>.dlq`` with the error and where it came from in headers
 (``copyjob.error``, ``copyjob.topic``, ``copyjob.partition``, ``copyjob.offset``). :meth:`DeadLetters.send`
-returns once the broker acknowledged it, so the consumer may then commit its marker past the event."""
+returns once the broker acknowledged it, so the consumer may then commit its marker past the event (in the
+destination, even while the table does not exist: ``Destination.write_marker``), and a restart does not send it
+again."""
 
 from __future__ import annotations
 

@@ -25,7 +25,6 @@ from copyjob.apply.cdc_table import (
     Order,
     Position,
     ProgressCallback,
-    logged_columns,
     split_key_changes,
 )
 from copyjob.apply.changes import APPEND_COLUMNS, apply_changes
@@ -136,8 +135,8 @@ def reconcile(ledger: Ledger, destination: Destination, plan: TablePlan) -> CdcT
     found = standing.found
     had = bool(state.extra.get("cdc_position")) or (found is not None and found.state.get("mode") == "cdc")
     return CdcTable(plan=plan, state=state, committed=committed, resnapshot=committed is None and had,
-                    before=committed, source_columns=logged_columns(plan.source_schema),
-                    redefined=standing.full_reason if standing.redefined else None)
+                    before=committed, source_columns=(),  # unknown: the first batch prepares the table
+                    redefined=standing.full_reason if standing.redefined else None, note=standing.edit)
 
 
 # ---------------------------------------------------------------- snapshot
@@ -151,7 +150,7 @@ def write_snapshot(t: CdcTable, destination: Destination, source: Source, positi
     is upserted, or replaced when ``t.resnapshot``; under append rows get op ``r``."""
     wanted = _with_change_columns(t.target()) if t.append else t.target()
     prepared = prepare_target(destination, _indexed(wanted, t.plan.key) if t.append else wanted, create=create,
-                              defer_key=True, append=t.append)
+                              defer_key=True, append=t.append, replace=t.redefined is not None)
     check_computed(prepared)
     deferred = wanted.primary_key if prepared.created else ()
     truncate = not prepared.created and ((t.resnapshot and not t.append) or t.plan.table.truncate_before_full_load

@@ -18,7 +18,7 @@ The apply commit, per table partition (steps in this order):
    made idempotent by merge, where the destination has no transactions);
 2. an event that cannot be applied is isolated by halving the segment until it stands alone, sent with its
    error to ``<prefix>.<table>.dlq`` (flushed; ``apply.dead_letters``), and skipped by committing the marker
-   past it;
+   past it (while the destination table does not exist, the marker alone: a restart does not send it again);
 3. commit the Kafka group offsets, for monitoring only. On assignment a partition starts at the offset of its
    marker, so a member killed between 1 and 3 (or during 1) neither loses nor repeats a change.
 """
@@ -29,10 +29,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import groupby, repeat
 from operator import is_not, itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from copyjob.apply.changes import APPEND_COLUMNS, apply_changes
 from copyjob.apply.dead_letters import DeadLetters
@@ -40,7 +41,8 @@ from copyjob.apply.target import prepare_target
 from copyjob.apply.write_behind import WriteBehind
 from copyjob.connectors.kafka.arrow_bytes import arange
 from copyjob.connectors.kafka.batch_decode import decode_upserts
-from copyjob.connectors.kafka.codec import Decoder, unchanged_columns
+from copyjob.connectors.kafka.codec import EPOCH_HEADER, DecodedMessage, Decoder, unchanged_columns
+from copyjob.offsets.ledger import EPOCH_KEY
 
 from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 from copyjob.core.contracts import Destination, StateMarker
@@ -57,8 +59,15 @@ log = logging.getLogger("copyjob.kafka")
 _TOPIC_PARTITION = itemgetter(0, 1)  # fields of Record, read without a Python call per record
 _HEADERS = itemgetter(5)
 _VALUE = itemgetter(4)
-POLL_RECORDS = 100_000
+WITHOUT_TABLE = "without_table"
+"""Set in a partition's marker committed while the destination table did not exist."""
+POLL_RECORDS = 50_000
+"""Records of one write at most (three such are held at once: polled, queued, being written)."""
 POLL_TIMEOUT_S = 0.2
+LATENCY_POLL_S = 0.02
+"""How long a poll waits while the writer is idle: what arrived by then is written at once..."""
+GATHER_FROM = 500
+"""... unless it is this many records or more (25,000 a second): then more are gathered for one write."""
 
 
 @dataclass
@@ -75,6 +84,16 @@ class TableStats:
         return self.upserted + self.deleted + self.appended
 
 
+class MessageDecoder(Protocol):
+    """Decodes a topic that another tool wrote (Debezium's Connect JSON: connectors.kafka.debezium_decode)."""
+
+    def decode(self, value: bytes | None, key: bytes | None = None,
+               headers: Sequence[tuple[str, bytes | None]] | None = None) -> DecodedMessage: ...
+
+    def attach(self, reflect: Callable[[], TableSchema | None]) -> None:
+        """Where to find the destination table's schema (for messages that carry none)."""
+
+
 @dataclass
 class ApplyTable:
     """One job table as the apply side sees it: where its events come from and how they are written."""
@@ -83,6 +102,13 @@ class ApplyTable:
     topic: str
     dlq: str
     stats: TableStats = field(default_factory=TableStats)
+    decoder: MessageDecoder | None = None
+    """The topic's own decoder when another tool wrote it (None: copyjob's avro/json); it reads the key too."""
+    start_latest: bool = False
+    """A partition without a marker starts at its end (only changes from now on), not at its beginning."""
+    epoch: str = ""
+    """The epoch the destination table holds (offsets.ledger; its partitions' markers keep it): the first
+    event of a newer one empties the table, events of an older one are skipped."""
     targets: dict[TableSchema, tuple[TableSchema, tuple[str, ...]]] = field(default_factory=dict)
 
     @property
@@ -157,6 +183,12 @@ class Applier:
         self._finished: dict[tuple[str, int], int] = {}
         """Offsets the writer has committed into the destination since the last group-offset commit."""
         self._finished_lock = threading.Lock()
+        self._submitted = self._written = 0
+        self._gathered: list[Record] = []
+        """Polls handed to the writer (counted by this thread) and written (by the writer): busy while they differ."""
+        for t in tables:
+            if t.decoder is not None:
+                t.decoder.attach(partial(self.reflect, t.name))
         self.subscription: Subscription = transport.subscribe(list(self.by_topic), group_id, self.start_at,
                                                               on_revoke=self._settle)
 
@@ -166,16 +198,39 @@ class Applier:
         if self.from_beginning:
             return None
         table = self.by_topic[topic]
-        if self._writer.call(lambda: self.destination.reflect(TableName.parse(table.name))) is None:
-            log.info("%s: no destination table: applying partition %d of %s from its beginning",
-                     table.name, partition, topic)
-            return None
+        if self.reflect(table.name) is None and not self._passed_without_table(table, partition):
+            log.info("%s: no destination table: applying partition %d of %s from its %s", table.name, partition,
+                     topic, "end" if table.start_latest else "beginning")
+            return self._initial(table, partition)
         name = table.marker_name(partition)
         marker = self._writer.call(lambda: self.destination.read_marker(self.job, name))
         offset = marker.state.get("offset") if marker is not None else None
         if offset is not None:
             self.applied[(topic, partition)] = int(offset)
-        return int(offset) if offset is not None else None
+        if marker is not None:
+            table.epoch = max(table.epoch, str(marker.state.get(EPOCH_KEY) or ""))
+        return int(offset) if offset is not None else self._initial(table, partition)
+
+    def _passed_without_table(self, table: ApplyTable, partition: int) -> bool:
+        """The partition's marker was committed while the destination table did not exist: every record before
+        it went to the dead-letter topic or changed nothing, so it holds (no data it could disagree with), and
+        those records are not sent to the dead-letter topic again."""
+        name = table.marker_name(partition)
+        marker = self._writer.call(lambda: self.destination.read_marker(self.job, name))
+        return marker is not None and bool(marker.state.get(WITHOUT_TABLE))
+
+    def _initial(self, table: ApplyTable, partition: int) -> int | None:
+        """Where a partition without a marker starts: its beginning (None), or its end (``start_latest``: what
+        came before counts as reached, so a bounded run ends)."""
+        if not table.start_latest:
+            return None
+        end = self.transport.end_offsets(table.topic).get(partition, 0)
+        self.applied[(table.topic, partition)] = max(self.applied.get((table.topic, partition), 0), end)
+        return end
+
+    def reflect(self, name: str) -> TableSchema | None:
+        """The destination table's schema (None: no such table), read on the writer thread."""
+        return self._writer.call(lambda: self.destination.reflect(TableName.parse(name)))
 
     def stored_offset(self, topic: str, partition: int) -> int:
         """Where the destination stands for a partition, whichever member applied it."""
@@ -194,6 +249,8 @@ class Applier:
     def _settle(self) -> None:
         """Before partitions are revoked: every polled record is written (or has failed), so the next owner
         starts from the offsets the destination then holds."""
+        gathered, self._gathered = self._gathered, []
+        self._submit(gathered)
         self._writer.call(lambda: None)
 
     # ------------------------------------------------------------ the loop
@@ -202,15 +259,38 @@ class Applier:
         """Poll once, decode what came and hand it to the writer thread (which applies it while the next poll
         runs); returns the number of records handled. Raises the failure of an earlier write."""
         self._writer.raise_failure()
-        records = self.subscription.poll(max_records, timeout_s)
+        records = self._poll(max_records, timeout_s)
         self._commit_group_offsets()
+        return self._submit(records)
+
+    def _submit(self, records: list[Record]) -> int:
+        """Decode ``records`` and hand them to the writer thread."""
         if self.limits:
             records = self._within_limits(records)
         if not records:
             return 0
         segments = list(self._segments(records))
+        self._submitted += 1
         self._writer.submit(lambda: self._apply_all(segments))
         return len(records)
+
+    def _poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        """Records as soon as the writer can take them: while it writes, more are gathered into one larger
+        write (up to ``max_records`` or ``timeout_s``); while it waits, what came within ``LATENCY_POLL_S``
+        goes at once when it is a trickle (a stream's changes are not held back to fill a batch), and is
+        gathered on when it is a flood (``GATHER_FROM``: a backlog is written in large transactions).
+        Partitions revoked meanwhile get what was gathered written first (:meth:`_settle`)."""
+        deadline = time.monotonic() + timeout_s
+        self._gathered = self.subscription.poll(max_records, min(timeout_s, LATENCY_POLL_S))
+        while len(self._gathered) < max_records and (self._written < self._submitted
+                                                     or len(self._gathered) >= GATHER_FROM):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            more = self.subscription.poll(max_records - len(self._gathered), min(left, LATENCY_POLL_S))
+            self._gathered.extend(more)  # read after the poll: a revoke in it may have handed the list over
+        records, self._gathered = self._gathered, []
+        return records
 
     def flush(self) -> None:
         """Wait until everything polled so far is applied; raise a write's failure."""
@@ -219,12 +299,15 @@ class Applier:
 
     def _apply_all(self, segments: list[Segment]) -> None:
         """On the writer thread: apply the segments in order, noting each partition's next offset."""
-        for segment in segments:
-            self._apply(segment)
-            key = (segment.first.topic, segment.first.partition)
-            self.applied[key] = segment.next_offset
-            with self._finished_lock:
-                self._finished[key] = segment.next_offset
+        try:
+            for segment in segments:
+                self._apply(segment)
+                key = (segment.first.topic, segment.first.partition)
+                self.applied[key] = segment.next_offset
+                with self._finished_lock:
+                    self._finished[key] = segment.next_offset
+        finally:
+            self._written += 1
 
     def _commit_group_offsets(self) -> None:
         """3. of the apply commit: Kafka group offsets of what is in the destination, for monitoring."""
@@ -267,16 +350,18 @@ class Applier:
             by_partition.setdefault(tp, []).extend(run)
         for (topic, _), recs in by_partition.items():
             table = self.by_topic[topic]
-            fast = self._upserts(table, recs)
-            if fast is not None:
-                yield fast
-            else:
-                yield from self._event_segments(table, recs)
+            # runs of one epoch (offsets.ledger): records without headers have none
+            for part in [recs] if not any(map(_HEADERS, recs)) else [list(r) for _, r in groupby(recs, epoch_of)]:
+                fast = self._upserts(table, part)
+                if fast is not None:
+                    yield fast
+                else:
+                    yield from self._event_segments(table, part)
 
     def _upserts(self, table: ApplyTable, records: list[Record]) -> Segment | None:
         """The records as one column-wise segment when they are upserts of one Avro schema into a merge table."""
         first = records[0].value
-        if table.table.update_method != "merge" or first is None:
+        if table.table.update_method != "merge" or first is None or table.decoder is not None:
             return None
         if any(map(_HEADERS, records)) and any(r.headers and unchanged_columns(r.headers) for r in records):
             return None  # rows with values left out are updated column by column
@@ -323,7 +408,8 @@ class Applier:
                 yield r, None, None
                 continue
             try:
-                msg = self.decoder.decode(r.value, None, r.headers)
+                msg = table.decoder.decode(r.value, r.key, r.headers) if table.decoder is not None \
+                    else self.decoder.decode(r.value, None, r.headers)
                 if msg.schema is None:
                     raise ConfigurationError("the message names no schema that copyjob can find")
                 event = msg.to_event()
@@ -378,20 +464,26 @@ class Applier:
         partition = segment.items[0][0].partition
         offset = segment.next_offset
         events = [e for _, e in segment.items if e is not None]
+        own = self._epoch(table, segment)
+        skip = own is None or segment.schema is None or not events  # superseded, dead letters, tombstones
+        epoch = table.epoch if skip or own is None else own
+        restart = epoch > table.epoch
 
         def marker() -> StateMarker:
             return StateMarker(job=self.job, table=table.marker_name(partition), run_id=self.run_id,
-                               state={"offset": offset, "topic": table.topic, "partition": partition})
+                               state={"offset": offset, "topic": table.topic, "partition": partition,
+                                      EPOCH_KEY: epoch})
 
-        if segment.schema is None:
+        if skip or segment.schema is None:
             self._marker_only(table, marker())
             return
         target, key = table.target(segment.schema)
         method = table.table.update_method
-        self._prepare(target, method)
+        self._prepare(target, method, replace=restart)
         batch = ChangeBatch(table=segment.schema.table, schema=segment.schema, events=events)
         result = apply_changes(self.destination, target, batch, method="append" if method == "append" else "merge",
-                               key=key, rename=table.table.columns, marker=marker)
+                               key=key, rename=table.table.columns, marker=marker, truncate=restart)
+        table.epoch = epoch
         table.stats.events += len(events)
         table.stats.upserted += result.upserted
         table.stats.deleted += result.deleted
@@ -403,38 +495,67 @@ class Applier:
         assert segment.rows is not None and segment.schema is not None
         table = segment.table
         partition = segment.first.partition
+        epoch = self._epoch(table, segment)
+        if epoch is None:  # superseded: every record of it skipped
+            self._marker_only(table, StateMarker(job=self.job, table=table.marker_name(partition), run_id=self.run_id,
+                                                 state={"offset": segment.next_offset, "topic": table.topic,
+                                                        "partition": partition, EPOCH_KEY: table.epoch}))
+            return
+        restart = epoch > table.epoch
         target, key = table.target(segment.schema)
-        self._prepare(target, "merge")
+        self._prepare(target, "merge", replace=restart)
         rename = table.table.columns
         source_names = {v: k for k, v in rename.items()}
         rows = last_per_key(segment.rows, [source_names.get(k, k) for k in key])
         batch = in_target_schema(rows, target, source_names)
         marker = StateMarker(job=self.job, table=table.marker_name(partition), run_id=self.run_id,
-                             state={"offset": segment.next_offset, "topic": table.topic, "partition": partition})
-        session = self.destination.begin_load(target, "merge", key)
+                             state={"offset": segment.next_offset, "topic": table.topic, "partition": partition,
+                                    EPOCH_KEY: epoch})
+        session = self.destination.begin_load(target, "merge", key, truncate=restart)
         try:
             written = session.write(batch)
             session.commit(marker)
         except BaseException:
             session.abort()
             raise
+        table.epoch = epoch
         table.stats.events += segment.size
         table.stats.upserted += written
 
-    def _prepare(self, target: TableSchema, method: str) -> None:
-        if target in self._prepared:
+    def _prepare(self, target: TableSchema, method: str, *, replace: bool = False) -> None:
+        """``replace``: the table starts over (a new epoch): created again when its shape no longer fits."""
+        if target in self._prepared and not replace:
             return
         # an append table keeps every change of a key: an ordinary index on the key, no primary key
         wanted = target if method != "append" else TableSchema(target.table, (*target.columns, *APPEND_COLUMNS),
                                                                target.primary_key)
         prepare_target(self.destination, wanted, create=self.create_tables, defer_key=False,
-                       append=method == "append")
+                       append=method == "append", replace=replace)
         self._prepared.add(target)
 
+    def _epoch(self, table: ApplyTable, segment: Segment) -> str | None:
+        """The epoch of ``segment`` (offsets.ledger), None when the table moved past it (its records were
+        superseded: skipped). Newer than the table's: the capture side published the table again after an edit
+        of the job file, and its write empties the table first, unless another member already did."""
+        epoch = epoch_of(segment.first)
+        if epoch > table.epoch:
+            stored = [self.destination.read_marker(self.job, table.marker_name(p))
+                      for p in self.transport.end_offsets(table.topic)]
+            table.epoch = max([table.epoch, *(str(m.state.get(EPOCH_KEY) or "") for m in stored if m is not None)])
+            if epoch > table.epoch:
+                log.warning("%s: the capture side started the table over (epoch %s): emptying it", table.name,
+                            epoch)
+        return None if epoch < table.epoch else epoch
+
     def _marker_only(self, table: ApplyTable, marker: StateMarker) -> None:
-        """Advance past records that change nothing (tombstones, dead letters) in a transaction of its own."""
+        """Advance past records that change nothing (tombstones, dead letters) in a transaction of its own; without
+        a destination table (it cannot be created, or no record so far named a schema) the marker alone where the
+        destination can (``markers_alone``), marked so (:meth:`_passed_without_table`): a restart does not
+        dead-letter the same records again."""
         existing = self.destination.reflect(TableName.parse(table.name))
         if existing is None:
+            if self.destination.capabilities.markers_alone:
+                self.destination.write_marker(replace(marker, state={**marker.state, WITHOUT_TABLE: True}))
             return
         session = self.destination.begin_load(existing, "append", ())
         try:
@@ -450,6 +571,14 @@ class Applier:
         table.stats.last_error = error
         log.warning("%s: event at %s[%d]@%d sent to %s: %s", table.name, record.topic, record.partition,
                     record.offset, self.dead_letters.topic(table.name), error[:300])
+
+
+def epoch_of(record: Record) -> str:
+    """The record's epoch (offsets.ledger): "" unless its table started over after an edit of the job file."""
+    for name, value in record.headers or ():
+        if name == EPOCH_HEADER and value:
+            return bytes(value).decode()
+    return ""
 
 
 def last_per_key(rows: pa.RecordBatch, key: Sequence[str]) -> pa.RecordBatch:

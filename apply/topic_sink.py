@@ -18,14 +18,17 @@ flushes, and then the table's position is the snapshot's point.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from copyjob.apply.cdc_table import CdcTable, Order, Position, ProgressCallback, logged_columns, split_key_changes
 from copyjob.connectors.kafka import source_info, topic_of
-from copyjob.connectors.kafka.codec import UNCHANGED_HEADER, Encoder, SourceInfo
+from copyjob.connectors.kafka.change_encode import encode_changes
+from copyjob.connectors.kafka.codec import UNCHANGED_HEADER, Encoder, SourceInfo, TableEncoder, now_ms
+from copyjob.connectors.kafka.debezium import with_catalog
 from copyjob.connectors.kafka.sizes import MessageTooLarge, too_large
-from copyjob.offsets.ledger import Ledger
+from copyjob.offsets.ledger import EPOCH_KEY, Ledger
 from copyjob.snapshot import read_table
 
 from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
@@ -35,6 +38,9 @@ from copyjob.core.plan import TablePlan
 from copyjob.core.schema import TableName
 from copyjob.core.transport import Publisher, Transport
 from copyjob.core.urls import ConnectionUrl
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class KafkaSink:
@@ -62,7 +68,10 @@ class KafkaSink:
         topic = topic_of(self.prefix, info)
         key = tuple(plan.table.key or plan.source_schema.primary_key)
         if topic not in self._topics:
-            self.transport.ensure_topics({topic: bool(key)})
+            wanted = {topic: bool(key)}
+            if self.encoder.transactions is not None:
+                wanted[self.encoder.transaction_topic] = False
+            self.transport.ensure_topics(wanted)
             self._topics.add(topic)
         return topic, info, key
 
@@ -71,10 +80,10 @@ class KafkaSink:
         state, redefined = ledger.load_defined(plan.state_key, plan.table.definition)
         saved = state.extra.get("cdc_position")
         committed: Position | None = saved if saved and not state.needs_full else None
-        self._topic(plan)
+        self.encoder.epochs[self._topic(plan)[0]] = state.extra.get(EPOCH_KEY, "")
         return CdcTable(plan=plan, state=state, committed=committed, resnapshot=committed is None and bool(saved),
                         before=committed, source_columns=logged_columns(plan.source_schema),
-                        redefined=redefined)
+                        redefined=redefined, note=redefined)
 
     def write_snapshot(self, t: CdcTable, source: Source, position: Position | None, *, run_id: str,
                        parallel: int, progress: ProgressCallback, stop: Callable[[], bool]) -> int:
@@ -82,10 +91,10 @@ class KafkaSink:
         topic, info, key = self._topic(t.plan)
         encoder = self.encoder.for_table(topic, t.plan.source_schema, key)
         published = 0
-        for batch in read_table(source, t.plan.source_schema, (), self.batch_rows, parallel):
+        for batch, last in _with_last(read_table(source, t.plan.source_schema, (), self.batch_rows, parallel)):
             if stop():
                 raise InterruptedError(f"{t.plan.label}: snapshot stopped")
-            keys, values = encoder.encode_batch(batch, "r", info, dict(position or {}))
+            keys, values = encoder.encode_batch(batch, "r", info, dict(position or {}), last=last)
             try:
                 self.publisher.publish_many(topic, keys, values, encoder.headers)
             except MessageTooLarge as exc:
@@ -103,7 +112,9 @@ class KafkaSink:
         """1. of the capture commit: publish the changes after the table's position (and after what this
         chunk already published)."""
         done = self._published.get(t, t.committed)
-        events = [e for e in batch.events if done is None or not at_or_before(e.position, done)]
+        events = batch.events  # in source order: when the first is past the position, all are
+        if done is not None and events and at_or_before(events[0].position, done):
+            events = [e for e in events if not at_or_before(e.position, done)]
         t.rows_read += len(events)
         if events:
             if not self.one_partition and any(e.op == "t" for e in events):
@@ -113,8 +124,11 @@ class KafkaSink:
                     "1 for new topics)")
             topic, info, key = self._topic(t.plan)
             events = split_key_changes(events, key)
+            # the log's schema lacks NOT NULL and declared types (PostgreSQL's relation messages): the catalog's,
+            # so the changes' schema is the snapshot's (one schema version, NOT NULL kept for the apply side)
+            schema = with_catalog(batch.schema, t.plan.source_schema)
             t.rows_written += publish_batch(self.encoder, self.publisher, topic,
-                                            ChangeBatch(batch.table, batch.schema, events, batch.position), info, key)
+                                            ChangeBatch(batch.table, schema, events, batch.position), info, key)
         if done is None or not at_or_before(batch.position, done):
             self._published[t] = batch.position
 
@@ -123,6 +137,10 @@ class KafkaSink:
         published, self._published = self._published, {}  # a failed flush forgets them: they never count
         if not published:
             return
+        transactions = self.encoder.transactions
+        if transactions is not None:  # the END of the chunk's last transaction (connectors.kafka.debezium)
+            for key, value in transactions.close():
+                self.publisher.publish(self.encoder.transaction_topic, key, value)
         self.publisher.flush()
         for t, position in published.items():
             t.committed = position
@@ -153,16 +171,60 @@ def publish_batch(encoder: Encoder, publisher: Publisher, topic: str, batch: Cha
     caller flushes and then acknowledges ``batch.position`` to the capture. An update that left values out
     (unchanged TOASTed values) names them in the header ``copyjob.unchanged`` (connectors.kafka.codec)."""
     enc = encoder.for_table(topic, batch.schema, key)
+    encoded = encode_changes(enc, batch.events, info, now_ms())  # the whole batch at once, or None
+    if encoded is not None:
+        _publish_encoded(enc, publisher, topic, batch.events, *encoded)
+        return len(batch.events)
+    transactions, collection = encoder.transactions, f"{info.schema}.{info.table}"
     for event in batch.events:
+        block = None
+        if transactions is not None:  # Debezium's BEGIN/END records and the event's transaction block
+            records, block = transactions.event(collection, event.position, event.ts_ms)
+            for tx_key, tx_value in records:
+                publisher.publish(encoder.transaction_topic, tx_key, tx_value)
         if event.op == "t":
             # keyed (every key column null): compacted topics refuse keyless messages
-            publisher.publish(topic, enc.encode_key({}), enc.encode_value(event, info),
+            publisher.publish(topic, enc.encode_key({}, truncate=True), enc.encode_value(event, info, block),
                               [*enc.headers, TRUNCATE_HEADER])
             continue
         row_key = enc.encode_key(event.row)
         extra = _unchanged_header(event) if event.op == "u" else []
-        publisher.publish(topic, row_key, enc.encode_value(event, info), [*enc.headers, *extra] if extra
+        publisher.publish(topic, row_key, enc.encode_value(event, info, block), [*enc.headers, *extra] if extra
                           else enc.headers)
         if event.op == "d" and row_key is not None:
             publisher.publish(topic, row_key, None, enc.headers)
     return len(batch.events)
+
+
+def _publish_encoded(enc: TableEncoder, publisher: Publisher, topic: str, events: Sequence[ChangeEvent],
+                     keys: list[bytes | None], values: list[bytes]) -> None:
+    """:func:`publish_batch` of messages encoded beforehand: runs of messages with the table's headers go out in
+    one call; a truncate and an update with unchanged values, which carry headers of their own, one by one."""
+    run_keys: list[bytes | None] = []
+    run_values: list[bytes | None] = []
+    for event, row_key, value in zip(events, keys, values, strict=True):
+        extra = [TRUNCATE_HEADER] if event.op == "t" else (_unchanged_header(event) if event.op == "u" else [])
+        if extra:
+            if run_values:
+                publisher.publish_many(topic, run_keys, run_values, enc.headers)
+                run_keys, run_values = [], []
+            publisher.publish(topic, row_key, value, [*enc.headers, *extra])
+            continue
+        run_keys.append(row_key)
+        run_values.append(value)
+        if event.op == "d" and row_key is not None:
+            run_keys.append(row_key)
+            run_values.append(None)  # the tombstone
+    if run_values:
+        publisher.publish_many(topic, run_keys, run_values, enc.headers)
+
+
+def _with_last(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    """Each batch and whether it is the last (one batch read ahead)."""
+    previous = None
+    for batch in batches:
+        if previous is not None:
+            yield previous, False
+        previous = batch
+    if previous is not None:
+        yield previous, True

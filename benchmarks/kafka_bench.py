@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="copyjob-kafka-bench-"))
     pg = broker = None
     report: dict[str, Any] = {"rows": args.rows, "updates": args.updates, "rate": args.rate,
-                              "cpus": os.cpu_count()}
+                              "cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     try:
         pg = start_postgres(tmp / "pg", settings={"max_wal_size": "8GB"})
         broker = start_kafka(tmp / "kafka", heap="1g")
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             pg.stop()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+    report["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=2))
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -58,7 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tmp-dir", type=Path, default=None, help="where to make the temporary folder")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, job files)")
     p.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json", help="the JSON report")
-    p.add_argument("--kafka", action="store_true", help="run only the Kafka benchmarks (benchmarks/kafka_bench.py)")
+    p.add_argument("--kafka", action="store_true", help="run only the Kafka benchmarks (benchmarks/kafka_bench.py, "
+                   "then benchmarks/kafka_cdc_bench.py)")
     p.add_argument("--cdc", action="store_true", help="run only the PostgreSQL CDC benchmarks "
                    "(benchmarks/cdc_bench.py: changes/s, latency)")
     p.add_argument("--debezium", action="store_true", help="run only the Debezium comparison "
@@ -66,6 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--verify", action="store_true", help="run only the copyjob verify benchmark "
                    "(benchmarks/verify_bench.py: verify vs a full copy, find and repair changed rows, reladiff)")
     p.add_argument("--verify-rows", type=int, default=10_000_000, help="rows for --verify")
+    p.add_argument("--lakehouse", action="store_true", help="run only the lakehouse benchmark "
+                   "(benchmarks/lakehouse_bench.py: PostgreSQL → Delta Lake, full copy and CDC merges, vs dlt)")
+    p.add_argument("--changes", type=int, default=100_000, help="CDC changes for --lakehouse")
+    p.add_argument("--dlt-python", default=sys.executable, help="--lakehouse: a Python with "
+                   "dlt[deltalake] and sqlalchemy (default: this one)")
     args = p.parse_args(argv)
     if min(args.rows, args.big_rows, args.incremental_tables, args.incremental_rows, args.repeat) < 1:
         p.error("row, table and repeat counts must be positive")
@@ -172,10 +178,10 @@ def run_all(args: argparse.Namespace, bench: scenarios.Bench, install_errors: di
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.kafka:  # PostgreSQL → Kafka → PostgreSQL: snapshot events/s, stream latency
-        from benchmarks import kafka_bench
+    if args.kafka:  # PostgreSQL → Kafka → PostgreSQL: snapshot events/s, stream latency; then change capture
+        from benchmarks import kafka_bench, kafka_cdc_bench
 
-        return kafka_bench.main(["--rows", str(args.rows)])
+        return kafka_bench.main(["--rows", str(args.rows)]) or kafka_cdc_bench.main(["--rows", str(args.rows)])
     if args.cdc:  # PostgreSQL → PostgreSQL change capture, direct: changes/s, latency
         from benchmarks import cdc_bench
 
@@ -184,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import debezium_bench
 
         return debezium_bench.main([])
+    if args.lakehouse:  # PostgreSQL → Delta Lake: full copy and CDC merges, against dlt's Delta tables
+        from benchmarks import lakehouse_bench
+
+        return lakehouse_bench.main(["--rows", str(args.rows), "--changes", str(args.changes),
+                                     "--dlt-python", args.dlt_python])
     if args.verify:  # copyjob verify: PostgreSQL → PostgreSQL and → DuckDB, against a full copy and the anchors
         from benchmarks import verify_bench
 

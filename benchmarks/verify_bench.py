@@ -13,6 +13,10 @@ For each destination, in one run:
    own virtual environments; ``--anchor-python`` points at them): ``reladiff`` and ``data-diff``, which do the
    same hash-and-bisect across databases.
 
+Wall times on a shared machine depend on what else runs; each measurement also records the CPU seconds it cost
+(the copyjob process plus the PostgreSQL backends, reaped into the postmaster's children times) and the load
+average, so ``cpu_speedup_vs_copy`` compares the work done whatever the load.
+
 Prints a markdown table and writes ``benchmarks/results/verify.json``.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -81,10 +86,33 @@ def change_destination(kind: str, url: str, rows: int, changes: int) -> None:
         con.close()
 
 
+class ServerCpu:
+    """CPU seconds the PostgreSQL server has used so far: the postmaster and the backends it reaped."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self._process = psutil.Process(pid)
+
+    def __call__(self) -> float:
+        t = self._process.cpu_times()
+        return float(t.user + t.system + t.children_user + t.children_system)
+
+
+SERVER_CPU: ServerCpu | None = None
+CPU: dict[str, float] = {}
+"""Per measurement name: CPU seconds of copyjob plus the PostgreSQL server."""
+
+
 def measured(name: str, command: list[str], logs: Path, timeout: float) -> Measurement:
     say(f"{name}: {' '.join(command[:4])} …")
+    before = SERVER_CPU() if SERVER_CPU else 0.0
     m = run_measured(command, log_dir=logs, name=name, cwd=ROOT, timeout_s=timeout)
-    say(f"{name}: {m.seconds:.1f}s, peak {m.peak_rss_mb:.0f} MB, exit {m.returncode}")
+    time.sleep(0.5)  # the backends of the command's connections are reaped
+    server = (SERVER_CPU() - before) if SERVER_CPU else 0.0
+    CPU[name] = m.cpu_seconds + server
+    say(f"{name}: {m.seconds:.1f}s, cpu {m.cpu_seconds:.1f}s + server {server:.1f}s, peak {m.peak_rss_mb:.0f} MB, "
+        f"exit {m.returncode}, load {os.getloadavg()[0]:.1f}")
     return m
 
 
@@ -129,6 +157,10 @@ def one_destination(kind: str, source: str, destination: str, work: Path, args: 
         "verify_equal_s": round(equal.seconds, 2), "verify_equal_peak_mb": round(equal.peak_rss_mb),
         "verify_equal_exit": equal.returncode,
         "speedup_vs_copy": round(copy.seconds / equal.seconds, 2) if equal.seconds else None,
+        "copy_cpu_s": round(CPU[f"copy-{kind}"], 2), "verify_equal_cpu_s": round(CPU[f"verify-equal-{kind}"], 2),
+        "cpu_speedup_vs_copy": round(CPU[f"copy-{kind}"] / CPU[f"verify-equal-{kind}"], 2)
+        if CPU[f"verify-equal-{kind}"] else None,
+        "load_average": round(os.getloadavg()[0], 1),
         "find_s": round(find.seconds, 2), "find_peak_mb": round(find.peak_rss_mb), "find": found(find),
         "repair_s": round(repair.seconds, 2), "repair": found(repair),
         "after_repair": found(after), "after_repair_exit": after.returncode,
@@ -144,8 +176,8 @@ def one_destination(kind: str, source: str, destination: str, work: Path, args: 
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-    lines = ["| destination | rows | copy | verify (equal) | × faster | peak MB | find 100 | repair | "
-             "reladiff | data-diff |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| destination | rows | copy | verify (equal) | × faster | CPU copy / verify | × less CPU | peak MB | "
+             "find 100 | repair | reladiff | data-diff | load |", "|" + "---|" * 13]
     for r in results:
         anchors = r.get("anchors", {})
 
@@ -154,8 +186,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
             return f"{x['seconds']}s ({x['diff_lines']} lines)" if "seconds" in x and "error" not in x else \
                 "n/a" if not x else "failed"
         lines.append(f"| {r['destination']} | {r['rows']:,} | {r['copy_s']}s | {r['verify_equal_s']}s | "
-                     f"{r['speedup_vs_copy']} | {r['verify_equal_peak_mb']} | {r['find_s']}s | {r['repair_s']}s | "
-                     f"{a('reladiff')} | {a('data-diff')} |")
+                     f"{r['speedup_vs_copy']} | {r['copy_cpu_s']}s / {r['verify_equal_cpu_s']}s | "
+                     f"{r['cpu_speedup_vs_copy']} | {r['verify_equal_peak_mb']} | {r['find_s']}s | {r['repair_s']}s | "
+                     f"{a('reladiff')} | {a('data-diff')} | {r['load_average']} |")
     return "\n".join(lines)
 
 
@@ -166,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         server = start_postgres(tmp / "pg", settings=SETTINGS)
+        global SERVER_CPU
+        SERVER_CPU = ServerCpu(server.process.pid)
         source = server.create_database("src")
         say(f"filling {args.rows:,} rows")
         started = time.perf_counter()

@@ -26,10 +26,23 @@ REGISTRY: dict[str, tuple[str, str | None, str | None]] = {
     "parquet": ("copyjob.connectors.parquet", None, "ParquetDestination"),
     "file": ("copyjob.connectors.files", "FileSource", "FileDestination"),
     "s3": ("copyjob.connectors.files", "FileSource", "FileDestination"),
+    "kafka": ("copyjob.connectors.kafka.topic_source", "KafkaTopicSource", None),
 }
+TABLE_FORMATS: dict[str, tuple[str, str]] = {
+    "delta": ("copyjob.connectors.delta", "DeltaDestination"),
+    "iceberg": ("copyjob.connectors.iceberg", "IcebergDestination"),
+}
+"""Lakehouse table formats: a file:// or s3:// destination whose ``format`` (in the URL's query, see
+copyjob.filesets.endpoint_url) names one of these writes tables of that format instead of files."""
 
 
 def _load(url: ConnectionUrl, role: str) -> type:
+    table_format = TABLE_FORMATS.get(url.query.get("format", "")) if url.scheme in ("file", "s3") else None
+    if table_format is not None:
+        if role != "destination":
+            raise ConfigurationError(f"{url.query['format']} tables can only be a destination")
+        found: type = getattr(importlib.import_module(table_format[0]), table_format[1])
+        return found
     entry = REGISTRY.get(url.scheme)
     if entry is None:
         known = ", ".join(sorted(REGISTRY))

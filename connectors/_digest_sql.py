@@ -48,6 +48,12 @@ class Dialect:
     """The native types (prefixes) that hash: a table with another type uses the canonical text."""
 
 
+def _same_scale(c: DigestColumn) -> bool:
+    """A constrained decimal stored with the scale the canonical text wants: its own text is that text."""
+    have = c.have.type
+    return have.kind == "decimal" and have.precision is not None and (have.scale or 0) == (c.want.scale or 0)
+
+
 def _bool_sql(col: str, c: DigestColumn, true: str = "'t'", false: str = "'f'") -> str:
     test = col if c.have.type.kind == "bool" else f"{col} <> 0"
     return f"CASE WHEN {test} THEN {true} WHEN NOT ({test}) THEN {false} END"
@@ -61,6 +67,8 @@ def _pg_canonical(col: str, c: DigestColumn) -> str | None:
         return f"CAST({col} AS text)"
     if k.kind == "bool":
         return _bool_sql(col, c)
+    if k.kind == "decimal" and k.precision is not None and _same_scale(c):
+        return f"CAST({col} AS text)"  # a numeric of that scale prints exactly its decimals
     if k.kind == "decimal" and k.precision is not None and c.have.type.kind in ("decimal", "int16", "int32", "int64"):
         return f"CAST(round(CAST({col} AS numeric), {int(k.scale or 0)}) AS text)"
     if k.kind == "date" and c.have.type.kind == "date":
@@ -83,12 +91,14 @@ def _pg_quote(name: str) -> str:
 
 POSTGRES = Dialect(
     name="postgresql", quote=_pg_quote, placeholder="%s", int_div="/", canonical=_pg_canonical,
-    row_hash_sum=lambda t: f"sum(CAST(CAST(CAST('x' || substr(md5({t}), 1, 16) AS bit(64)) AS bigint) AS numeric))",
+    # summed as signed bigints (sum(bigint) adds in 128 bits, no numeric per row): the same sum modulo 2**64 as
+    # of the unsigned values
+    row_hash_sum=lambda t: f"sum(CAST(CAST('x' || substr(md5({t}), 1, 16) AS bit(64)) AS bigint))",
     separator="chr(31)", null_mark="chr(30)", concat=lambda parts: " || ".join(parts),
     int_param="CAST({} AS bigint)",
     native_types=("smallint", "integer", "bigint", "numeric", "real", "double precision", "text", "character",
                   "boolean", "date", "time", "timestamp", "uuid", "bytea", "jsonb", "interval", "inet"),
-    native_row_hash=lambda cols: f"sum(CAST(hash_record_extended(ROW({', '.join(cols)}), 0) AS numeric))",
+    native_row_hash=lambda cols: f"sum(hash_record_extended(ROW({', '.join(cols)}), 0))",
 )
 
 
@@ -137,9 +147,13 @@ def _duckdb_canonical(col: str, c: DigestColumn) -> str | None:
         return f"CAST({col} AS VARCHAR)"
     if k.kind == "bool":
         return _bool_sql(col, c)
+    if k.kind == "decimal" and k.precision is not None and _same_scale(c):
+        return f"CAST({col} AS VARCHAR)"
     if k.kind == "decimal" and k.precision is not None and k.precision <= 38 and have in (
             "decimal", "int16", "int32", "int64"):
-        return f"CAST(CAST({col} AS DECIMAL(38, {int(k.scale or 0)})) AS VARCHAR)"
+        # DECIMAL(18, s) is a 64-bit integer inside DuckDB: several times cheaper than 128 bits when it fits
+        width = 18 if k.precision <= 18 and (c.have.type.precision or 38) <= 18 else 38
+        return f"CAST(CAST({col} AS DECIMAL({width}, {int(k.scale or 0)})) AS VARCHAR)"
     if k.kind == "date" and have == "date":
         return f"strftime({col}, '%Y-%m-%d')"
     if k.kind == "time" and have == "time":
@@ -156,7 +170,8 @@ def _duckdb_canonical(col: str, c: DigestColumn) -> str | None:
 DUCKDB = Dialect(
     name="duckdb", quote=quote_double, placeholder="?", int_div="//", canonical=_duckdb_canonical,
     row_hash_sum=lambda t: f"sum(CAST('0x' || substr(md5({t}), 1, 16) AS UBIGINT))",
-    separator="chr(31)", null_mark="chr(30)", concat=lambda parts: " || ".join(parts),
+    # one concat() call builds the row's text in one allocation: a fifth cheaper than a chain of ||
+    separator="chr(31)", null_mark="chr(30)", concat=lambda parts: "concat(" + ", ".join(parts) + ")",
 )
 
 
@@ -364,8 +379,19 @@ def mysql_digests(query: Query, placeholder: str) -> SqlDigests:
     return SqlDigests(mysql_dialect(placeholder), query)
 
 
+DUCKDB_MEMORY_LIMIT = "160MB"
+"""verify only scans: a small buffer pool keeps its memory bounded (DuckDB caches the blocks it reads up to its
+limit, 80% of the machine's memory by default)."""
+
+
 def duckdb_digests(cursor: Any) -> SqlDigests:
-    """Over a DuckDB cursor (each call on a cursor of its own: a streamed result blocks its connection)."""
+    """Over a DuckDB cursor (each call on a cursor of its own: a streamed result blocks its connection). Sets
+    the database's memory limit to :data:`DUCKDB_MEMORY_LIMIT` (verify's process only: each opens its own)."""
+    setting = cursor.cursor()
+    try:
+        setting.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    finally:
+        setting.close()
 
     def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         cur = cursor.cursor()

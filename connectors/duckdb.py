@@ -95,6 +95,14 @@ class _SharedDatabase:
                 cls._open[key] = (root, users - 1)
 
 
+def _upsert_marker(cur: duckdb.DuckDBPyConnection, marker: StateMarker) -> None:
+    cur.execute(
+        f'INSERT INTO {DEFAULT_SCHEMA}.{quote_double(STATE_TABLE)} ("job", "table", "run_id", "state", '
+        '"committed_at") VALUES (?, ?, ?, ?, ?) ON CONFLICT ("job", "table") DO UPDATE SET '
+        '"run_id" = excluded."run_id", "state" = excluded."state", "committed_at" = excluded."committed_at"',
+        [marker.job, marker.table, marker.run_id, json.dumps(marker.state), dt.datetime.now(dt.UTC)])
+
+
 def _cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     cur = con.cursor()
     cur.execute("SET TimeZone = 'UTC'")
@@ -360,7 +368,7 @@ def create_table_sql(schema: TableSchema, primary_key: Sequence[str]) -> str:
 
 
 class DuckdbDestination:
-    capabilities = DestinationCapabilities(transactional=True, supports_merge=True)
+    capabilities = DestinationCapabilities(transactional=True, supports_merge=True, markers_alone=True)
 
     def __init__(self, url: ConnectionUrl) -> None:
         self._path = _database_path(url, create=True)
@@ -386,6 +394,9 @@ class DuckdbDestination:
             self._run(f"ALTER TABLE {qualified(_table(table), quote_double)} ADD COLUMN {quote_double(c.name)} "
                       f"{duckdb_type(c.type)}", table)
 
+    def drop_table(self, table: TableName) -> None:
+        self._run(f"DROP TABLE IF EXISTS {qualified(_table(table), quote_double)}", table)
+
     def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
                    truncate: bool = False, deferred_key: Sequence[str] = ()) -> DuckdbLoadSession:
         check_load_key(schema, method, key)
@@ -404,6 +415,16 @@ class DuckdbDestination:
             f'SELECT "run_id", "state" FROM {DEFAULT_SCHEMA}.{quote_double(STATE_TABLE)} '
             'WHERE "job" = ? AND "table" = ?', [job, table]).fetchall()
         return StateMarker(job=job, table=table, run_id=rows[0][0], state=json.loads(rows[0][1])) if rows else None
+
+    def write_marker(self, marker: StateMarker) -> None:
+        self._run(_STATE_DDL, TableName(STATE_TABLE))
+        cur = _cursor(self._cur)
+        try:
+            _upsert_marker(cur, marker)  # no transaction open: the statement commits alone
+        except duckdb.Error as exc:
+            raise _translate(exc, STATE_TABLE) from exc
+        finally:
+            cur.close()
 
     def digests(self) -> RowDigests:
         """Row counts and hashes computed in the database (``copyjob verify``)."""
@@ -596,11 +617,7 @@ class DuckdbLoadSession:
         self._cur.execute(f"DROP TABLE {stage}")
 
     def _write_marker(self, marker: StateMarker) -> None:
-        self._cur.execute(
-            f'INSERT INTO {DEFAULT_SCHEMA}.{quote_double(STATE_TABLE)} ("job", "table", "run_id", "state", '
-            '"committed_at") VALUES (?, ?, ?, ?, ?) ON CONFLICT ("job", "table") DO UPDATE SET '
-            '"run_id" = excluded."run_id", "state" = excluded."state", "committed_at" = excluded."committed_at"',
-            [marker.job, marker.table, marker.run_id, json.dumps(marker.state), dt.datetime.now(dt.UTC)])
+        _upsert_marker(self._cur, marker)
 
     def _close(self) -> None:
         if self._open:

@@ -602,7 +602,7 @@ def _row_literals(batch: pa.RecordBatch, columns: Sequence[Column]) -> pa.Array:
 
 class MysqlDestination:
     capabilities = DestinationCapabilities(transactional=True, supports_merge=True, postgres_binary=False,
-                                           preferred_batch_rows=20_000)
+                                           preferred_batch_rows=20_000, markers_alone=True)
 
     def __init__(self, url: ConnectionUrl) -> None:
         self._url = url
@@ -638,6 +638,11 @@ class MysqlDestination:
         with translated_errors(self._url, table), self._conn.cursor() as cur:
             cur.execute(f"ALTER TABLE {_table_sql(table)} {adds}")
 
+    def drop_table(self, table: TableName) -> None:
+        table = _resolve(self._url, table)
+        with translated_errors(self._url, table), self._conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {_table_sql(table)}")
+
     def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
                    truncate: bool = False, deferred_key: Sequence[str] = ()) -> LoadSession:
         schema = TableSchema(table=_resolve(self._url, schema.table), columns=schema.columns,
@@ -657,6 +662,15 @@ class MysqlDestination:
         if not rows:
             return None
         return StateMarker(job=job, table=table, run_id=_text(rows[0][0]), state=json.loads(rows[0][1]))
+
+    def write_marker(self, marker: StateMarker) -> None:
+        state_table = _state_table(self._url)
+        state = json.dumps(marker.state, sort_keys=True)
+        # the destination's connection autocommits: each statement is its own transaction
+        with translated_errors(self._url, state_table), self._conn.cursor() as cur:
+            cur.execute(_STATE_DDL.format(table=_table_sql(state_table)))
+            cur.execute(_bind(self._conn, _STATE_UPSERT.format(table=_table_sql(state_table)),
+                              (marker.job, marker.table, marker.run_id, state)))
 
     def digests(self) -> RowDigests:
         """Row counts and hashes computed in the database (``copyjob verify``)."""

@@ -28,15 +28,15 @@ import json
 import os
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
 from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from copyjob.connectors._key_ops import KeyOp, apply_ops, hits
 from copyjob.connectors._keys import (
     check_delete_batch,
     last_per_key,
@@ -154,7 +154,7 @@ class _RollingWriter:
 
 
 class ParquetDestination:
-    capabilities = DestinationCapabilities(transactional=False, supports_merge=True)
+    capabilities = DestinationCapabilities(transactional=False, supports_merge=True, markers_alone=True)
 
     def __init__(self, url: ConnectionUrl) -> None:
         if url.path is None or str(url.path) == ":memory:":
@@ -196,6 +196,11 @@ class ParquetDestination:
         current = self._require(table)
         added = tuple(replace(c, nullable=True) for c in columns if current.column(c.name) is None)
         self.save_schema(replace(current, columns=current.columns + added))
+
+    def drop_table(self, table: TableName) -> None:
+        folder = self.folder(table)
+        for path in (*data_files(folder), folder / SCHEMA_FILE):
+            path.unlink(missing_ok=True)
 
     def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
                    truncate: bool = False, deferred_key: Sequence[str] = ()) -> ParquetLoadSession:
@@ -259,7 +264,7 @@ class ParquetLoadSession:
         self._pending: list[Path] = []  # temporary files not yet published
         self._done = False
         self._written = 0  # rows written by this load so far (the position of the next one)
-        self._ops: list[_KeyOp] = []  # delete_keys/update_columns calls, applied at commit in call order
+        self._ops: list[KeyOp] = []  # delete_keys/update_columns calls, applied at commit in call order
 
     def write(self, batch: pa.RecordBatch) -> int:
         batch = _conform(batch, self._arrow_schema, table=self._schema.table)
@@ -283,7 +288,7 @@ class ParquetLoadSession:
         rows = self._op_rows(pa.Table.from_batches([keys]), key, key)
         if rows.num_rows == 0:
             return 0
-        op = _KeyOp("delete", key, rows, (), self._written)
+        op = KeyOp("delete", key, rows, (), self._written)
         found = self._matches_now(op)
         self._ops.append(op)
         return found
@@ -302,7 +307,7 @@ class ParquetLoadSession:
             if not f.nullable and table[name].null_count:
                 raise DataError(f"Parquet table {self._schema.table}: column {name!r} is NOT NULL but the rows to "
                                 "update hold NULLs")
-        op = _KeyOp("update", key, table, tuple(others), self._written)
+        op = KeyOp("update", key, table, tuple(others), self._written)
         found = self._matches_now(op)
         self._ops.append(op)
         return found
@@ -328,7 +333,7 @@ class ParquetLoadSession:
             raise DataError(f"Parquet table {self._schema.table}: {exc}") from exc
         return last_per_key(without_null_keys(pa.Table.from_arrays(columns, schema=schema), key), key)
 
-    def _matches_now(self, op: _KeyOp) -> int:
+    def _matches_now(self, op: KeyOp) -> int:
         """How many rows of the table as it stands now have a key of ``op``: the published rows (unless this
         load replaces them) and, except for merge (whose rows are staged), the rows written so far; the deletes
         remembered before are taken into account (updates never change keys)."""
@@ -339,15 +344,15 @@ class ParquetLoadSession:
         if old:
             table_schema = self._table_schema.arrow_schema()
             for batch in ds.dataset(old, schema=table_schema, format="parquet").to_batches(columns=columns):
-                kept, _ = _apply_ops(pa.Table.from_batches([batch]), deletes, None)
-                found += _hits(kept, op)
+                kept, _ = apply_ops(pa.Table.from_batches([batch]), deletes, None)
+                found += hits(kept, op)
         if self._method != "merge":
             position = 0
             for path in self._writer.close():  # closed so it can be read; the next write opens a new file
                 for batch in pq.ParquetFile(path).iter_batches(columns=columns):
                     at = pa.array(range(position, position + batch.num_rows), pa.int64())
-                    kept, _ = _apply_ops(pa.Table.from_batches([batch]), deletes, at)
-                    found += _hits(kept, op)
+                    kept, _ = apply_ops(pa.Table.from_batches([batch]), deletes, at)
+                    found += hits(kept, op)
                     position += batch.num_rows
         return found
 
@@ -403,7 +408,7 @@ class ParquetLoadSession:
         table_schema = self._table_schema.arrow_schema()
         loaded = ds.dataset(staged, schema=self._arrow_schema, format="parquet").to_table()
         if self._ops:  # each touches the rows loaded before it only
-            loaded, _ = _apply_ops(loaded, self._ops, pa.array(range(loaded.num_rows), pa.int64()))
+            loaded, _ = apply_ops(loaded, self._ops, pa.array(range(loaded.num_rows), pa.int64()))
         loaded = _last_per_key(loaded, self._key)
         keys = loaded.select(list(self._key))
         writer = self._new_writer(table_schema, f"{self._load_id}-merged")
@@ -439,7 +444,7 @@ class ParquetLoadSession:
                 for batch in pq.ParquetFile(path).iter_batches():
                     at = pa.array(range(position, position + batch.num_rows), pa.int64())
                     position += batch.num_rows
-                    changed, _ = _apply_ops(pa.Table.from_batches([batch]), self._ops, at)
+                    changed, _ = apply_ops(pa.Table.from_batches([batch]), self._ops, at)
                     for b in changed.to_batches():
                         writer.write(_conform(b, table_schema, fill_missing=True))
         except BaseException:
@@ -455,76 +460,12 @@ class ParquetLoadSession:
         return _RollingWriter(self._folder, schema, load_id, self._dest.rows_per_file, self._dest.compression)
 
 
-@dataclass(frozen=True)
-class _KeyOp:
-    """A remembered ``delete_keys`` or ``update_columns`` call."""
-
-    kind: Literal["delete", "update"]
-    key: tuple[str, ...]
-    rows: pa.Table
-    """The key columns (one row per key, no NULLs) and, for an update, the columns it sets."""
-    columns: tuple[str, ...]
-    """The columns an update sets."""
-    before: int
-    """Rows the load had written when the call came: the call touches only those of the load's rows."""
-
-
-def _match_index(table: pa.Table, keys: pa.Table, key: Sequence[str]) -> pa.Array:
-    """For each row of ``table``, the index of the row of ``keys`` (unique, without NULLs) with its key, or
-    NULL."""
-    if len(key) == 1:
-        k = key[0]
-        found = pc.index_in(table[k], value_set=keys[k].combine_chunks().cast(table.schema.field(k).type))
-        return found.combine_chunks() if isinstance(found, pa.ChunkedArray) else found
-    row, match = "__copyjob_row", "__copyjob_match"
-    left = pa.Table.from_arrays([*(table[k] for k in key), pa.array(range(table.num_rows), pa.int64())],
-                                names=[*key, row])
-    right = pa.Table.from_arrays([*(keys[k].cast(table.schema.field(k).type) for k in key),
-                                  pa.array(range(keys.num_rows), pa.int64())], names=[*key, match])
-    joined = left.join(right, list(key), join_type="left outer", use_threads=False).sort_by(row)
-    return joined[match].combine_chunks()
-
-
-def _apply_ops(table: pa.Table, ops: Sequence[_KeyOp],
-               positions: pa.Array | None) -> tuple[pa.Table, pa.Array | None]:
-    """``table`` with the deletes and updates applied in call order; with ``positions`` (rows of this load,
-    numbered in load order) each op touches only the rows loaded before it. Returns the rows and positions
-    that remain."""
-    for op in ops:
-        if table.num_rows == 0:
-            break
-        index = _match_index(table, op.rows, op.key)
-        hit = pc.is_valid(index)
-        if positions is not None:
-            hit = pc.and_(hit, pc.less(positions, op.before))
-        if op.kind == "delete":
-            keep = pc.invert(hit)
-            table = table.filter(keep)
-            positions = positions.filter(keep) if positions is not None else None
-            continue
-        for name in op.columns:
-            i = table.schema.get_field_index(name)
-            if i < 0:
-                continue
-            f = table.schema.field(i)
-            new = op.rows[name].combine_chunks().cast(f.type).take(index)
-            table = table.set_column(i, f, pc.if_else(hit, new, table[name].combine_chunks()))
-    return table, positions
-
-
-def _with_ops(batch: pa.RecordBatch, ops: Sequence[_KeyOp]) -> list[pa.RecordBatch]:
+def _with_ops(batch: pa.RecordBatch, ops: Sequence[KeyOp]) -> list[pa.RecordBatch]:
     """A batch of published rows with the remembered deletes and updates applied."""
     if not ops:
         return [batch]
-    changed, _ = _apply_ops(pa.Table.from_batches([batch]), ops, None)
+    changed, _ = apply_ops(pa.Table.from_batches([batch]), ops, None)
     return changed.combine_chunks().to_batches()
-
-
-def _hits(table: pa.Table, op: _KeyOp) -> int:
-    """How many rows of ``table`` have a key of ``op``."""
-    if table.num_rows == 0:
-        return 0
-    return int(pc.sum(pc.is_valid(_match_index(table, op.rows, op.key))).as_py() or 0)
 
 
 def _file_prefix(run_id: str) -> str:

@@ -500,7 +500,7 @@ _STATE_DDL = (
 
 
 class SqliteDestination:
-    capabilities = DestinationCapabilities(transactional=True, supports_merge=True)
+    capabilities = DestinationCapabilities(transactional=True, supports_merge=True, markers_alone=True)
 
     def __init__(self, url: ConnectionUrl) -> None:
         self._path = url.path or Path(":memory:")
@@ -526,6 +526,9 @@ class SqliteDestination:
             self._run(f"ALTER TABLE {_table_sql(table)} ADD COLUMN {quote_double(c.name)} "
                       f"{declared_from_logical(c.type)}", table)
 
+    def drop_table(self, table: TableName) -> None:
+        self._run(f"DROP TABLE IF EXISTS {_table_sql(table)}", table)
+
     def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
                    truncate: bool = False, deferred_key: Sequence[str] = ()) -> SqliteLoadSession:
         check_load_key(schema, method, key)
@@ -544,6 +547,13 @@ class SqliteDestination:
             f'SELECT "run_id", "state" FROM {quote_double(STATE_TABLE)} WHERE "job" = ? AND "table" = ?',
             (job, table)).fetchone()
         return StateMarker(job=job, table=table, run_id=row[0], state=json.loads(row[1])) if row else None
+
+    def write_marker(self, marker: StateMarker) -> None:
+        self._run(_STATE_DDL, TableName(STATE_TABLE))
+        try:
+            _upsert_marker(self._con, marker)  # autocommit: the statement is its own transaction
+        except sqlite3.Error as exc:
+            raise _translate(exc, STATE_TABLE) from exc
 
     def digests(self) -> RowDigests:
         """Row counts and hashes computed in the database (``copyjob verify``)."""
@@ -724,17 +734,20 @@ class SqliteLoadSession:
         self._con.execute(f"ALTER TABLE {rebuilt} RENAME TO {self._table}")
 
     def _write_marker(self, marker: StateMarker) -> None:
-        self._con.execute(
-            f'INSERT INTO {quote_double(STATE_TABLE)} ("job", "table", "run_id", "state", "committed_at") '
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (\"job\", \"table\") DO UPDATE SET "
-            '"run_id" = excluded."run_id", "state" = excluded."state", "committed_at" = excluded."committed_at"',
-            (marker.job, marker.table, marker.run_id, json.dumps(marker.state),
-             _iso(dt.datetime.now(_UTC))))
+        _upsert_marker(self._con, marker)
 
     def _close(self) -> None:
         if self._open:
             self._open = False
             self._con.close()
+
+
+def _upsert_marker(con: sqlite3.Connection, marker: StateMarker) -> None:
+    con.execute(
+        f'INSERT INTO {quote_double(STATE_TABLE)} ("job", "table", "run_id", "state", "committed_at") '
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (\"job\", \"table\") DO UPDATE SET "
+        '"run_id" = excluded."run_id", "state" = excluded."state", "committed_at" = excluded."committed_at"',
+        (marker.job, marker.table, marker.run_id, json.dumps(marker.state), _iso(dt.datetime.now(_UTC))))
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

@@ -11,6 +11,8 @@ direct     :meth:`copyjob.runner.JobRun.run_direct`     table copies: watermark 
 kafka      :func:`copyjob.kafka_pipeline.run_kafka`,    capture side: poller / file pass / log
            :func:`copyjob.kafka_stream.stream_kafka`    capture → topic sink; apply side: topic
                                                         capture → destination sink
+(a kafka:// :func:`copyjob.topic_pipeline.run_topics`,  topics another tool or job wrote → topic
+source)    :func:`copyjob.topic_pipeline.stream_topics` capture → destination sink
 =========  ===========================================  ==========================================
 
 Every commit on every path goes through :class:`copyjob.core.checkpoint.Checkpoint` (data and marker, then
@@ -66,11 +68,28 @@ class KafkaPipeline:
         return stream_kafka(job_run, tables, poll_interval_s=poll_interval_s)
 
 
+class TopicsPipeline:
+    """A ``kafka://`` source: its topics are applied into the destination in this process."""
+
+    def run(self, job_run: RunContext, tables: list[str] | None) -> RunRecord:
+        from copyjob.topic_pipeline import run_topics
+
+        return run_topics(job_run, tables)
+
+    def stream(self, job_run: RunContext, tables: list[str] | None, poll_interval_s: float) -> RunRecord:
+        from copyjob.topic_pipeline import stream_topics
+
+        return stream_topics(job_run, tables)
+
+
 PIPELINES: dict[str, Pipeline] = {"direct": DirectPipeline(), "kafka": KafkaPipeline()}
+TOPICS = TopicsPipeline()
 
 
 def pipeline(loaded: LoadedJob) -> Pipeline:
-    return PIPELINES[loaded.job.transport]
+    from copyjob.topic_source import is_topic_source
+
+    return TOPICS if is_topic_source(loaded.job) else PIPELINES[loaded.job.transport]
 
 
 def run(job_run: RunContext, tables: list[str] | None = None) -> RunRecord:

@@ -31,6 +31,8 @@ class _Strict(BaseModel):
 
 
 FileFormat = Literal["csv", "jsonl", "parquet"]
+TableFormat = Literal["delta", "iceberg"]
+"""Lakehouse table formats a file:// or s3:// destination can hold (``destination.format``)."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -124,9 +126,12 @@ class Endpoint(_Strict):
                      "file:///dir, s3://bucket/prefix, parquet:///dir",
                      examples=["postgresql://app:${PG_PASSWORD}@${PG_HOST}:5432/shop", "duckdb:///warehouse.duckdb",
                                "mysql://copyjob:${MYSQL_PASSWORD}@db:3306/shop", "./inbox", "s3://lake/raw"])
-    format: FileFormat | None = Field(default=None, description="file destinations: format of new files")
+    format: FileFormat | TableFormat | None = Field(
+        default=None, description="file destinations: format of new files (csv, jsonl, parquet), or a lakehouse "
+        "table format (delta: Delta Lake tables; iceberg: Apache Iceberg tables, catalog in options)")
     options: dict[str, str] = Field(default_factory=dict, description="s3: endpoint_url, access_key, "
-                                    "secret_key, region, …",
+                                    "secret_key, region, …; a kafka:// source: format, group_id, start, "
+                                    "topic_prefix, schema_registry_url (see KafkaSourceOptions)",
                                     examples=[{"endpoint_url": "${S3_ENDPOINT}", "region": "eu-west-1",
                                                "access_key": "${AWS_ACCESS_KEY_ID}",
                                                "secret_key": "${AWS_SECRET_ACCESS_KEY}"}])
@@ -140,6 +145,25 @@ class Endpoint(_Strict):
         if problem:
             raise ValueError(problem)
         return v
+
+
+class KafkaSourceOptions(_Strict):
+    """``source.options`` of a ``kafka://host:port`` source, whose ``tables:`` entries name topics of change
+    events (checked by the loader at each key's line)."""
+
+    format: Literal["debezium", "avro", "json"] = Field(
+        default="debezium", description="how the topics are written: debezium = Kafka Connect JSON as Debezium's "
+        "connectors (or copyjob's format: debezium) write it, with or without schemas; avro or json = copyjob's "
+        "own formats (their schemas in <topic_prefix>._schemas or the registry)")
+    group_id: str | None = Field(default=None, description="consumer group (default copyjob.<job>); the "
+                                 "destination's markers, not the group, say where each partition stands")
+    start: Literal["earliest", "latest"] = Field(default="earliest", description="where a partition the "
+                                                 "destination holds nothing of starts: its oldest event, or only "
+                                                 "events published from now on")
+    topic_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$", description="avro/json: the "
+                                     "publishing job's topic prefix (its schema topic); also names the dead-letter "
+                                     "topics <prefix>.<table>.dlq (default copyjob)")
+    schema_registry_url: str = Field(default="", description="avro: the publishing job's schema registry")
 
 
 class CsvOptions(_Strict):
@@ -302,6 +326,9 @@ class TableSpec(_Strict):
     source_file_column: bool = Field(default=False, description="add a _source_file column")
     check: CheckSettings | None = Field(default=None, description="alert thresholds of this table "
                                         "(they override the job's check:)")
+    partition_by: list[str] | None = Field(default=None, description="lakehouse destinations (format: delta, "
+                                           "iceberg): the destination columns the table is partitioned by when "
+                                           "copyjob creates it", examples=[["day"], ["country", "day"]])
 
     @field_validator("name", "target")
     @classmethod
@@ -310,7 +337,7 @@ class TableSpec(_Strict):
             raise ValueError("must not be empty")
         return v
 
-    @field_validator("key")
+    @field_validator("key", "partition_by")
     @classmethod
     def _key_not_empty(cls, v: list[str] | None) -> list[str] | None:
         if v is not None and not v:
@@ -325,6 +352,19 @@ class TableSpec(_Strict):
 Transport = Literal["direct", "kafka"]
 
 
+class DebeziumSettings(_Strict):
+    """`kafka.format: debezium`: Kafka Connect JSON as Debezium's connectors write it."""
+
+    schemas: bool = Field(default=True, description="the {schema, payload} envelope for keys and values (Connect's "
+                          "JsonConverter with schemas.enable=true); false: payload only")
+    decimal_handling: Literal["precise", "string", "double"] = Field(
+        default="precise", description="Debezium's decimal.handling.mode: precise = Connect Decimal (base64 of "
+                                       "the unscaled value, scale as a schema parameter), string, or double")
+    transaction_metadata: bool = Field(default=False, description="Debezium's provide.transaction.metadata: "
+                                       "BEGIN/END records on <prefix>.transaction and a transaction block in "
+                                       "each change event")
+
+
 class KafkaSettings(_Strict):
     """The broker and topics of `transport: kafka`."""
 
@@ -333,7 +373,12 @@ class KafkaSettings(_Strict):
     topic_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$",
                                      description="topics are <prefix>.<schema>.<table> (default copyjob, and "
                                                  "copyjob.<env> with --env)")
-    format: Literal["avro", "json"] = Field(default="avro", description="encoding of the messages")
+    format: Literal["avro", "json", "debezium"] = Field(default="avro", description="encoding of the messages "
+                                                        "(debezium: Kafka Connect JSON as Debezium writes it)")
+    debezium: DebeziumSettings = Field(default_factory=DebeziumSettings, description="options of format: debezium")
+    partitioner: str | None = Field(default=None, description="librdkafka's partitioner (murmur2_random: as "
+                                    "Java's default partitioner, so Java consumers co-partition)",
+                                    examples=["murmur2_random"])
     schema_registry_url: str = Field(default="", description="optional Confluent-compatible schema registry",
                                      examples=["http://registry:8081"])
     config: dict[str, str | int | float | bool] = Field(default_factory=dict,

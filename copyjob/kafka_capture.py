@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from copyjob.connectors.kafka import source_info, topic_of
-from copyjob.connectors.kafka.codec import Encoder, SourceInfo
+from copyjob.connectors.kafka.codec import SourceInfo, job_encoder
 from copyjob.connectors.kafka.sizes import MessageTooLarge, too_large
 from copyjob.core.checkpoint import Checkpoint
 from copyjob.core.contracts import FileInfo, FileReader, FileSetSource, Source, StateStore, TableRunRecord, TableState
@@ -39,7 +39,7 @@ from copyjob.core.values import encode_value
 from copyjob.ingest import plan_full, plan_incremental
 from copyjob.ingest.file_pass import GROUP_BYTES, GROUP_FILES, SMALL_FILE_BYTES, FileSetPass
 from copyjob.loader import LoadedJob
-from copyjob.offsets.ledger import Ledger
+from copyjob.offsets.ledger import EPOCH_KEY, Ledger
 from copyjob.snapshot import read_table
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class Capturer:
         settings = self.loaded.job.kafka
         assert settings is not None
         self.prefix = self.loaded.topic_prefix
-        self.encoder = Encoder(settings.format, self.transport.registrar)
+        self.encoder = job_encoder(settings, self.transport.registrar, self.prefix, self.source_url.scheme)
         self.publisher: Publisher = self.transport.publisher()
 
     @property
@@ -99,6 +99,7 @@ class Capturer:
         self.transport.ensure_topics({topic: bool(source_key)})
         # 1. full or incremental
         state, redefined = self.ledger.load_defined(plan.state_key, t.definition)
+        self.encoder.epochs[topic] = state.extra.get(EPOCH_KEY, "")
         full = t.mode == "full" or state.needs_full or state.extra.get("committed_run_id") is None
         column = t.incremental_column
         increment = (plan_full(self.source, plan.source_schema.table, column) if full or column is None
@@ -169,6 +170,7 @@ class FileSetCapture:
         self.key = tuple(plan.table.key or ())
         # 1. the pass
         self.state, self.redefined = capturer.ledger.load_defined(plan.state_key, plan.table.definition)
+        capturer.encoder.epochs[self.topic] = self.state.extra.get(EPOCH_KEY, "")
         self.pass_ = FileSetPass(plan, self.source, self.state, _columns(self.state),
                                  capturer.loaded.job.copy_settings.batch_rows)
         self.op = "r" if self.pass_.mode_used == "full" else "u"

@@ -5,10 +5,10 @@
 2. take the job's run lock;
 3. capture each table: publish, wait for the broker's acknowledgement, then save its position
    (copyjob.kafka_capture; the cdc tables together, up to what was committed when the run began:
-   copyjob.cdc with copyjob.apply.topic_sink's sink);
-4. note the end offset of every partition of the tables' topics;
-5. apply (copyjob.apply.kafka_apply) until the destination holds every partition up to those offsets, whichever
-   group member applied them; then record the run.
+   copyjob.cdc with copyjob.apply.topic_sink's sink), in a thread of its own while 5. already runs;
+4. once the capture is done, note the end offset of every partition of the tables' topics;
+5. apply (copyjob.apply.kafka_apply) what arrives, until the destination holds every partition up to those
+   offsets, whichever group member applied them; then record the run.
 
 ``copyjob capture`` does 1–3, ``copyjob apply`` only the consumer side, ``copyjob stream`` both until stopped.
 """
@@ -35,6 +35,7 @@ from copyjob.filesets import endpoint_url
 from copyjob.jobfile import KafkaSettings, ResolvedTable
 from copyjob.kafka_capture import Capturer, check_kafka_tables
 from copyjob.loader import LoadedJob
+from copyjob.topic_source import is_topic_source, source_settings, topic_tables
 
 if TYPE_CHECKING:
     from copyjob.runs import RunContext
@@ -43,8 +44,11 @@ log = logging.getLogger("copyjob.kafka")
 
 
 def settings_of(loaded: LoadedJob) -> KafkaSettings:
+    if is_topic_source(loaded.job):
+        return source_settings(loaded)
     assert loaded.job.kafka is not None, "the loader requires kafka: with transport kafka"
-    return loaded.job.kafka
+    # the prefix as the job uses it (copyjob or copyjob.<env> when unset): the schema topic is named after it
+    return loaded.job.kafka.model_copy(update={"topic_prefix": loaded.topic_prefix})
 
 
 def open_transport(loaded: LoadedJob) -> Transport:
@@ -61,6 +65,8 @@ def apply_tables(loaded: LoadedJob, tables: list[ResolvedTable]) -> list[ApplyTa
     """The apply side's view of the tables; it needs the source's URL only to name topics, never a connection."""
     from copyjob.connectors.kafka import dlq_topic
 
+    if is_topic_source(loaded.job):
+        return topic_tables(loaded, tables)
     prefix = loaded.topic_prefix
     url = parse_url(loaded.job.source.url, loaded.base_dir)
     return [ApplyTable(table=t.as_table_job(), topic=topic_of(prefix, source_info(url, TableName.parse(t.spec.name))),
@@ -145,14 +151,13 @@ def run_kafka(job_run: RunContext, table_names: list[str] | None,
                 return job_run.fail_all(run, tables, f"kafka: {exc}")
             try:
                 job_run.store.start_run(run)
-                # 3. capture
-                capturer = Capturer(loaded, source, source_url, job_run.store, sides.transport, run.run_id)
-                captured = [_capture_one(capturer, plan, job_run) for plan in plans if plan.table.mode != "cdc"]
-                captured += capture_cdc(job_run, [p for p in plans if p.table.mode == "cdc"], source, source_url,
-                                        sides.transport, run.run_id, until_stopped=False)
-                run.tables = captured
-                if apply and not job_run.stop.is_set():
-                    _apply_caught_up(loaded, tables, sides, destination_url, open_destination, run, job_run)
+                capture = _Capture(job_run, plans, source, source_url, sides.transport, run.run_id)
+                if apply:  # 3. and 5. side by side, then 4. and the rest of 5.
+                    _capture_and_apply(loaded, tables, sides, capture, destination_url, open_destination, run,
+                                       job_run)
+                else:  # 3.
+                    capture.run()
+                    run.tables = capture.records
             finally:
                 sides.close()
     finally:
@@ -170,11 +175,12 @@ def capture_cdc(job_run: RunContext, plans: list[Any], source: Any, source_url: 
         return []
     from copyjob.apply.topic_sink import KafkaSink
     from copyjob.cdc import run_cdc
-    from copyjob.connectors.kafka.codec import Encoder
+    from copyjob.connectors.kafka.codec import job_encoder
 
     loaded = job_run.loaded
     settings = settings_of(loaded)
-    sink = KafkaSink(source_url, transport, Encoder(settings.format, transport.registrar), prefix=loaded.topic_prefix,
+    encoder = job_encoder(settings, transport.registrar, loaded.topic_prefix, source_url.scheme)
+    sink = KafkaSink(source_url, transport, encoder, prefix=loaded.topic_prefix,
                      batch_rows=loaded.job.copy_settings.batch_rows, one_partition=settings.partitions == 1)
     return run_cdc(job_run, plans, source, sink, run_id, until_stopped=until_stopped)
 
@@ -188,31 +194,86 @@ def _capture_one(capturer: Capturer, plan: Any, job_run: RunContext) -> TableRun
         return TableRunRecord(table=plan.state_key, mode=plan.table.mode, status="failed", error=error)
 
 
-def _apply_caught_up(loaded: LoadedJob, tables: list[ResolvedTable], sides: Sides, destination_url: ConnectionUrl,
-                     open_destination: Callable[[ConnectionUrl], Any], run: RunRecord, job_run: RunContext) -> None:
-    """4./5.: apply until every partition reached the end offsets noted after the capture (of the tables
-    whose capture went well, or published before it failed: a file set's good files when others were bad)."""
-    wanted = apply_tables(loaded, [t for t in tables if any(
-        r.table == t.spec.target_name and (r.status == "ok" or r.rows_read) for r in run.tables)])
-    if not wanted:
-        return
-    started = time.monotonic()
-    ends = end_offsets(sides.transport, wanted)
+class _Capture:
+    """3.: every table through its capture commit, the cdc tables together (they share one change stream)."""
+
+    def __init__(self, job_run: RunContext, plans: list[Any], source: Any, source_url: ConnectionUrl,
+                 transport: Transport, run_id: str) -> None:
+        self.job_run, self.plans, self.source, self.source_url = job_run, plans, source, source_url
+        self.transport, self.run_id = transport, run_id
+        self.records: list[TableRunRecord] = []
+        self.done = threading.Event()
+
+    def topics(self) -> dict[str, bool]:
+        """Every table's topic (compacted when keyed), as the capture creates it."""
+        prefix = self.job_run.loaded.topic_prefix
+        return {topic_of(prefix, source_info(self.source_url, TableName.parse(p.table.name))):
+                bool(p.table.key or p.source_schema.primary_key) for p in self.plans}
+
+    def run(self) -> None:
+        try:
+            capturer = Capturer(self.job_run.loaded, self.source, self.source_url, self.job_run.store,
+                                self.transport, self.run_id)
+            records = [_capture_one(capturer, plan, self.job_run) for plan in self.plans
+                       if plan.table.mode != "cdc"]
+            records += capture_cdc(self.job_run, [p for p in self.plans if p.table.mode == "cdc"], self.source,
+                                   self.source_url, self.transport, self.run_id, until_stopped=False)
+            self.records = records
+        except Exception as exc:  # one the tables' own handling did not catch: every table failed
+            error = error_text(exc)
+            log.error("capture failed: %s", error)
+            self.records = [TableRunRecord(table=p.state_key, mode=p.table.mode, status="failed", error=error)
+                            for p in self.plans]
+        finally:
+            self.done.set()
+
+
+def _capture_and_apply(loaded: LoadedJob, tables: list[ResolvedTable], sides: Sides, capture: _Capture,
+                       destination_url: ConnectionUrl, open_destination: Callable[[ConnectionUrl], Any],
+                       run: RunRecord, job_run: RunContext) -> None:
+    """3. in a thread while this one applies what arrives (5.), so that neither side waits for the other;
+    once the capture is done, 4. the end offsets of the tables whose capture went well (or published before it
+    failed: a file set's good files when others were bad), and 5. until the destination holds them.
+
+    The commit orders stay those of each side: a captured change's position is saved after the broker's
+    acknowledgement, an applied one's offset is committed with the data; the apply side only ever reads what
+    the broker acknowledged (read_committed), so a crash anywhere loses and doubles nothing."""
+    sides.transport.ensure_topics(capture.topics())  # the consumer subscribes to topics that exist
+    thread = threading.Thread(target=capture.run, name="capture", daemon=True)
+    thread.start()
+    error: str | None = None
+    applied: list[ApplyTable] = []
+    caught_up_at = started = time.monotonic()
     try:
         sides.destination = open_destination(destination_url)
-        sides.applier = new_applier(loaded, wanted, sides.transport, sides.destination, run.run_id)
+        applied = apply_tables(loaded, tables)
+        sides.applier = new_applier(loaded, applied, sides.transport, sides.destination, run.run_id)
         applier = sides.applier
-        run_until(applier, lambda: applier.caught_up(ends), job_run.stop.is_set)
+        run_until(applier, capture.done.is_set, job_run.stop.is_set, idle_timeout_s=float("inf"))
+        thread.join()
+        caught_up_at = time.monotonic()
+        wanted = _captured(applied, capture.records)
+        if wanted and not job_run.stop.is_set():
+            ends = end_offsets(sides.transport, wanted)
+            run_until(applier, lambda: applier.caught_up(ends), job_run.stop.is_set)
     except Exception as exc:
         error = error_text(exc)
         log.error("apply failed: %s", error)
-        for rec in run.tables:
-            if rec.status == "ok":
-                rec.status, rec.error = "failed", f"apply: {error}"
-    elapsed = time.monotonic() - started
+    thread.join()  # the capture finishes its tables whatever became of the apply
+    run.tables = capture.records
+    elapsed = time.monotonic() - (caught_up_at if error is None else started)
     for rec in run.tables:
         rec.duration_s += elapsed
-    run.tables = merge_records(run.tables, wanted)
+        if error is not None and rec.status == "ok":
+            rec.status, rec.error = "failed", f"apply: {error}"
+    if error is None:
+        run.tables = merge_records(run.tables, _captured(applied, run.tables))
+
+
+def _captured(tables: list[ApplyTable], records: list[TableRunRecord]) -> list[ApplyTable]:
+    """The tables whose capture went well or published something."""
+    good = {r.table for r in records if r.status == "ok" or r.rows_read}
+    return [t for t in tables if t.name in good]
 
 
 def apply_kafka(loaded: LoadedJob, table_names: list[str] | None, stop: threading.Event, *,
@@ -239,3 +300,4 @@ def apply_kafka(loaded: LoadedJob, table_names: list[str] | None, stop: threadin
 
 def summary_of(tables: list[ApplyTable]) -> dict[str, TableStats]:
     return {t.name: t.stats for t in tables}
+

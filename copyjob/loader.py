@@ -7,8 +7,9 @@ together (:meth:`JobFileError.of <copyjob.core.errors.JobFileError.of>`).
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -16,12 +17,14 @@ from typing import TYPE_CHECKING, Any, get_args
 from pydantic import BaseModel, ValidationError
 
 from copyjob.core.collector import paused_gc
+from copyjob.core.contracts import PARTITION_BY_OPTION
 from copyjob.core.errors import JobFileError
 from copyjob.core.paths import pattern_problem
 from copyjob.core.scope import state_scope
 from copyjob.core.urls import identity, scheme_of
 from copyjob.filesets import endpoint_url, format_from_pattern, is_file_url, legacy_relative_problem
-from copyjob.jobfile import Job, ResolvedTable, resolve_tables
+from copyjob.jobfile import Job, KafkaSourceOptions, ResolvedTable, resolve_tables
+from copyjob.matrix import TABLE_FORMAT_KINDS
 from copyjob.matrix import check as check_support
 from copyjob.variables import VariableLibrary, load_library
 from copyjob.yamlfile import PathKey, read_yaml
@@ -78,7 +81,7 @@ class LoadedJob:
         """The positions of this job's tables in its destination, kept in ``store`` under the job's scope."""
         from copyjob.offsets.ledger import Ledger
 
-        return Ledger(store, self.scope, self.job.job)
+        return Ledger(store, self.scope, self.job.job, targets=[t.spec.target_name for t in self.tables])
 
     @property
     def stream_name(self) -> str:
@@ -174,7 +177,19 @@ def load_document(doc: Mapping[str, Any], lines: dict[PathKey, int], *, path: Pa
         problems = _check_semantics(loaded)
         if problems:
             raise JobFileError.of(problems)
-    return loaded
+    return _with_partitions(loaded)
+
+
+def _with_partitions(loaded: LoadedJob) -> LoadedJob:
+    """The tables' ``partition_by:`` handed to the lakehouse destination in its URL (every place that opens
+    the destination builds the URL from ``job.destination``)."""
+    wanted = {t.spec.target_name: t.spec.partition_by for t in loaded.tables if t.spec.partition_by}
+    if not wanted:
+        return loaded
+    destination = loaded.job.destination
+    options = {**destination.options, PARTITION_BY_OPTION: json.dumps(wanted)}
+    job = loaded.job.model_copy(update={"destination": destination.model_copy(update={"options": options})})
+    return replace(loaded, job=job)
 
 
 def _field_problems(exc: ValidationError, path: Path, lines: dict[PathKey, int], doc: Any,
@@ -289,9 +304,13 @@ def _check_semantics(loaded: LoadedJob) -> list[JobFileError]:
     found.check(_check_stream_names, loaded)
     if loaded.job.transport == "kafka":
         found.check(_check_topics, loaded)
+    if scheme_of(loaded.job.source.url) == "kafka":  # copyjob.topic_source
+        for problem in _topic_source_problems(loaded):
+            found.add(problem)
     for t in loaded.tables:
         base: PathKey = ("tables", t.index)
         found.check(_check_file_fields, loaded, t, file_source)
+        found.check(_check_partition_by, loaded, t)
         if t.spec.target_name in seen:
             found.add(loaded.error(f"two tables write to the same target {t.spec.target_name!r}",
                                    (*base, "target") if t.spec.target else (*base, "name")))
@@ -304,6 +323,24 @@ def _check_semantics(loaded: LoadedJob) -> list[JobFileError]:
             if len(set(targets)) != len(targets):
                 found.add(loaded.error("two columns renamed to the same name", (*base, "columns")))
     return found.found
+
+
+def _topic_source_problems(loaded: LoadedJob) -> list[JobFileError]:
+    """A ``kafka://`` source: its options (copyjob.jobfile.KafkaSourceOptions) at their lines, and a target for
+    every entry (an entry names a topic, which is no table name)."""
+    problems = []
+    try:
+        KafkaSourceOptions.model_validate(loaded.job.source.options)
+    except ValidationError as exc:
+        for err in exc.errors():
+            key: PathKey = ("source", "options", *(p for p in err["loc"] if isinstance(p, str | int)))
+            message = _FRIENDLY.get(err["type"], err["msg"]).removeprefix("Value error, ")
+            problems.append(loaded.error(message, key))
+    for t in loaded.tables:
+        if not t.spec.target:
+            problems.append(loaded.error(f"required for a kafka:// source: the destination table that topic "
+                                         f"{t.spec.name!r} is applied into", ("tables", t.index, "target")))
+    return problems
 
 
 def _check_stream_names(loaded: LoadedJob) -> None:
@@ -365,7 +402,14 @@ def _check_endpoint_formats(loaded: LoadedJob) -> None:
     if loaded.job.source.format is not None:
         raise loaded.error("a file source gives the format per table entry (tables[].format)", ("source", "format"))
     if loaded.job.destination.format is not None and not is_file_url(loaded.job.destination.url):
-        raise loaded.error("only for file destinations (file://, s3://)", ("destination", "format"))
+        raise loaded.error("only for file destinations (file://, s3://): a folder of files or of lakehouse tables",
+                           ("destination", "format"))
+
+
+def _check_partition_by(loaded: LoadedJob, t: ResolvedTable) -> None:
+    if t.spec.partition_by and loaded.job.destination.format not in TABLE_FORMAT_KINDS:
+        raise loaded.error("only for lakehouse destinations (format: delta or iceberg), whose tables have "
+                           "partitions", ("tables", t.index, "partition_by"))
 
 
 def _check_file_fields(loaded: LoadedJob, t: ResolvedTable, file_source: bool) -> None:

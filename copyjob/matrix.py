@@ -5,7 +5,8 @@ destinations, transports and update methods works; a combination no row covers i
 rows say comes from the code, not from wishes:
 
 - ``cdc`` needs a source with a change log reader (:data:`copyjob.ingest.LOG_SOURCES`: PostgreSQL, MySQL/MariaDB);
-  a file/s3 source copies incrementally by modification time instead;
+  a file/s3 source copies incrementally by modification time instead; a ``kafka://`` source's topics are change
+  events already (copyjob.topic_source), applied as ``cdc`` by the apply side in this process (``direct``);
 - ``overwrite`` replaces the table in the load's one transaction, so it needs mode ``full`` (an incremental
   or change load is not the whole table) and transport ``direct`` (:func:`copyjob.kafka_capture.
   check_kafka_tables`: a stream of events cannot replace a table);
@@ -40,17 +41,21 @@ Key = tuple[str | int, ...]
 
 KIND_OF_SCHEME: dict[str, str] = {
     "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite", "duckdb": "duckdb",
-    "file": "files", "s3": "files", "parquet": "parquet",
+    "file": "files", "s3": "files", "parquet": "parquet", "kafka": "kafka",
 }
 """URL scheme (after :data:`copyjob.core.urls.SCHEME_ALIASES`) → the kind of system the matrix speaks of."""
+TABLE_FORMAT_KINDS = ("delta", "iceberg")
+"""Lakehouse table formats: a file/s3 destination with ``format: delta|iceberg`` is of that kind."""
 _LABEL = {"postgresql": "postgresql", "mysql": "mysql/mariadb", "sqlite": "sqlite", "duckdb": "duckdb",
-          "files": "file/s3", "parquet": "parquet"}
+          "files": "file/s3", "parquet": "parquet", "kafka": "kafka", "delta": "delta", "iceberg": "iceberg"}
 
 DATABASES = ("postgresql", "mysql", "sqlite", "duckdb")
 ANY_SOURCE = (*DATABASES, "files")
 LOG_SOURCES = ("postgresql", "mysql")
 """Sources whose change log copyjob reads (copyjob.ingest.LOG_SOURCES)."""
-KEYED = (*DATABASES, "parquet")
+TOPICS = ("kafka",)
+"""A broker whose topics of change events are applied (copyjob.topic_source): mode cdc, since they are changes."""
+KEYED = (*DATABASES, "parquet", *TABLE_FORMAT_KINDS)
 """Destinations that merge and delete by key."""
 FILES = ("files",)
 DIRECT, KAFKA, BOTH = ("direct",), ("kafka",), ("direct", "kafka")
@@ -86,6 +91,9 @@ SUPPORTED: tuple[Row, ...] = (
         "PostgreSQL's WAL, the MySQL/MariaDB binlog; merge applies deletes and truncates, append adds every "
         "change as a row (_op, _position, _commit_ts)"),
     Row(("cdc",),          LOG_SOURCES, FILES,       BOTH,      ("append",), "every change as a row"),
+    Row(("cdc",),          TOPICS,      KEYED,       DIRECT,    ("append", "merge"),
+        "topics of change events (Debezium's Kafka Connect JSON, copyjob's avro/json): each table entry names a "
+        "topic and its target; offsets committed in the destination with the data"),
 )
 """The support matrix (see the module docstring). Rendered by :func:`render_markdown`."""
 
@@ -132,6 +140,9 @@ def check(job: Job, rows: Sequence[Row] = SUPPORTED) -> list[Problem]:
     for axis in ("source", "destination"):
         url: str = getattr(job, axis).url
         kind = kind_of(url)
+        table_format = getattr(job, axis).format
+        if kind == "files" and table_format in TABLE_FORMAT_KINDS:
+            kind = table_format
         if kind is None:
             problems.append(Problem((axis, "url"), _unknown_url(url)))
         kinds[axis] = kind or ""
@@ -159,6 +170,8 @@ def render_markdown(rows: Sequence[Row] = SUPPORTED) -> str:
     schemes: dict[str, list[str]] = {}
     for scheme, kind in KIND_OF_SCHEME.items():
         schemes.setdefault(kind, []).append(f"`{scheme}://`")
+    for table_format in TABLE_FORMAT_KINDS:
+        schemes[table_format] = [f"`file://`, `s3://` with `format: {table_format}`"]
     legend = "; ".join(f"{_LABEL[k]}: {', '.join(s)}" for k, s in schemes.items())
     return "\n".join(lines) + f"\n\nKinds by URL scheme: {legend}. Anything not in a row is refused when the " \
         "job file is loaded.\n"

@@ -15,7 +15,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +41,7 @@ from copyjob.ingest import IncrementPlan, plan_full, plan_incremental
 from copyjob.jobfile import ResolvedTable
 from copyjob.loader import LoadedJob
 from copyjob.logs import bind_log_context, log_context
-from copyjob.offsets.ledger import DEFINITION_KEY, Ledger, Standing, moved_target
+from copyjob.offsets.ledger import DEFINITION_KEY, Ledger
 from copyjob.preflight import check_tables
 from copyjob.progress import Progress
 from copyjob.runs import new_run_id, select_tables
@@ -286,7 +286,7 @@ class JobRun:
         # 3. destination table
         append = t.update_method == "append"  # keeps every row: a table created for it has no primary key
         prepared = prepare_target(destination, plan.target_schema, create=self.loaded.job.copy_settings
-                                  .create_tables, defer_key=True, append=append)
+                                  .create_tables, defer_key=True, append=append, replace=standing.redefined)
         deferred_key = plan.target_schema.primary_key if prepared.created and not append else ()
         # 4. read + write + marker in one transaction
         encoded, wm_type = encode_value(increment.watermark_after)
@@ -325,7 +325,7 @@ class JobRun:
             table=plan.state_key, mode=mode_used, status="ok", rows_read=rows_read, rows_written=written,
             duration_s=time.monotonic() - started, watermark_before=increment.watermark_before,
             watermark_after=increment.watermark_after, null_watermark_rows=increment.null_rows,
-            note=self._edit_note(standing, t.definition), reread_rows=boundary.rows if boundary else None)
+            note=standing.edit, reread_rows=boundary.rows if boundary else None)
 
     def _write(self, plan: TablePlan, source: Source, destination: Destination, increment: IncrementPlan,
                existing: Any, truncate: bool, deferred_key: tuple[str, ...],
@@ -383,13 +383,5 @@ class JobRun:
                                          definition=plan.table.definition)
         record = copy_file_set(ctx, plan, cast("FileSetSource", source), destination, standing.state,
                                replace_all=standing.redefined)
-        record.note = self._edit_note(standing, plan.table.definition)
+        record.note = standing.edit
         return record
-
-    def _edit_note(self, standing: Standing, definition: Mapping[str, Any]) -> str | None:
-        """Why the table started over when an edit of the job file made it (for the run's summary)."""
-        if standing.redefined:
-            return standing.full_reason
-        if standing.full_reason != "first run":
-            return None
-        return moved_target(self.ledger.load_all(), definition, {t.spec.target_name for t in self.loaded.tables})

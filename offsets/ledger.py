@@ -14,7 +14,10 @@ log position):
   and its destination's identity, :mod:`copyjob.core.scope`), so two environments never share a row.
 
 Positions that live only in the state store (the capture side of ``transport: kafka``, whose destination is a
-topic) are read with :meth:`Ledger.load`; they are scoped the same way.
+topic) are read with :meth:`Ledger.load_defined`; they are scoped the same way. There the destination is
+downstream of a topic, so a table that starts over because of an edit gets a new **epoch** (:data:`EPOCH_KEY`,
+saved with its state): its events carry it from then on, and the apply side empties the destination table at
+the first event of a newer epoch and skips events of an older one (``copyjob.apply.kafka_apply``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ STREAM_KEY = "stream_position"
 """The job's change-stream position the ledger saved last (before the capture acknowledged it)."""
 DEFINITION_KEY = "definition"
 """Where a marker's state, and the state store's copy (``TableState.extra``), keep the table's definition."""
+
+EPOCH_KEY = "epoch"
+"""Where a state (``TableState.extra``) and the apply side's markers keep the table's epoch: "" at first, a new,
+larger one each time an edit starts the table over with its positions in the state store."""
 
 Definition = Mapping[str, Any]
 """A table's definition: JSON values by field name (see ``copyjob.core.plan.TableJob.definition``)."""
@@ -90,7 +97,11 @@ class Standing:
     """Why the table starts over (a full copy or a snapshot), or None when it continues from ``marker``."""
     redefined: bool = False
     """It starts over because the job file changed its definition: what the destination holds was built
-    under another one, so the copy replaces it."""
+    under another one, so the copy replaces it (emptied, or created again when its shape no longer fits:
+    ``copyjob.apply.target.prepare_target``)."""
+    edit: str | None = None
+    """Why an edit of the job file makes it start over, for the run's summary: its definition changed, or the
+    table moved to a new target (then nothing is replaced: the new target is another table)."""
 
     @property
     def continues(self) -> bool:
@@ -100,11 +111,14 @@ class Standing:
 class Ledger:
     """The positions of one job's tables in one destination (one scope of the state store)."""
 
-    def __init__(self, store: StateStore, scope: str, job: str) -> None:
+    def __init__(self, store: StateStore, scope: str, job: str, targets: Collection[str] = ()) -> None:
         self.store = store
         self.scope = scope
         self.job = job
         """The job's name, as the destination's markers know it."""
+        self.targets = frozenset(targets)
+        """The job's tables, by target: a first run of a table whose source the job copied before to a target
+        it no longer has is a moved target (:func:`moved_target`)."""
 
     # ------------------------------------------------------------ reading
 
@@ -133,15 +147,23 @@ class Ledger:
         if reason is None and destination.reflect(target) is None:
             reason = "the destination table is missing"
         if reason is not None:
-            if marker is not None or state.extra.get("committed_run_id"):
-                log.warning("%s: %s: copying it in full", table, reason)
+            edit = reason if redefined else self._moved(table, reason, definition)
+            if marker is not None or state.extra.get("committed_run_id") or edit:
+                log.warning("%s: %s: copying it in full", table, edit or reason)
             state.needs_full = True  # in memory: the consumers of the state plan a full copy from it
-            return Standing(state=state, marker=None, found=marker, full_reason=reason, redefined=redefined)
+            return Standing(state=state, marker=None, found=marker, full_reason=edit or reason,
+                            redefined=redefined, edit=edit)
         assert marker is not None
         if marker.run_id != state.extra.get("committed_run_id"):
             log.info("%s: taking the position committed with the data by run %s", table, marker.run_id)
         self._adopt(state, marker)
         return Standing(state=state, marker=marker, found=marker)
+
+    def _moved(self, table: str, reason: str, definition: Definition | None) -> str | None:
+        """The target change when ``table`` starts for the first time because the job file moved it."""
+        if reason != "first run" or definition is None:
+            return None
+        return moved_target(self.load_all(), definition, self.targets | {table})
 
     @staticmethod
     def _why_not(state: TableState, marker: StateMarker | None, mode: str | None) -> str | None:
@@ -159,16 +181,19 @@ class Ledger:
 
     def load_defined(self, table: str, definition: Definition) -> tuple[TableState, str | None]:
         """A table whose position lives only in the state store (the capture side of ``transport: kafka``):
-        its state, and why it starts over when the job file changed its definition since its last commit
-        (then ``needs_full`` is set in memory). The state carries the current definition, saved with the
-        next commit."""
+        its state, and why it starts over when the job file changed its definition since its last commit, or
+        moved it to a new target (then ``needs_full`` is set in memory and the table gets a new epoch). The
+        state carries the current definition and epoch, saved with the next commit."""
         state = self.load(table)
-        reason = None
         if state.extra.get("committed_run_id"):
             reason = definition_change(state.extra.get(DEFINITION_KEY), definition)
+        else:
+            reason = self._moved(table, "first run", definition)
         if reason is not None:
             log.warning("%s: %s: copying it in full", table, reason)
             state.needs_full = True
+            # unique per attempt: a capture that fails before its commit starts the next one over again
+            state.extra[EPOCH_KEY] = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
         state.extra[DEFINITION_KEY] = dict(definition)
         return state, reason
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.services.kafka import KafkaBroker, start_kafka
+from tests.services.kafka_connect import KafkaConnect, start_connect
 from tests.services.mariadb import MariadbServer, start_mariadb
 from tests.services.postgres import PostgresServer, start_postgres
 
@@ -43,6 +44,15 @@ def kafka_broker(services_dir: Path) -> Iterator[KafkaBroker]:
     broker = start_kafka(services_dir / "kafka")
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_connect(kafka_broker: KafkaBroker, services_dir: Path) -> Iterator[KafkaConnect]:
+    """A Kafka Connect standalone worker with Debezium's PostgreSQL connector and JDBC sink, for the session.
+    Tests add connectors under unique names and delete them when done."""
+    connect = start_connect(kafka_broker, services_dir / "kafka-connect")
+    yield connect
+    connect.stop()
 
 
 def _fresh_name(prefix: str) -> str:

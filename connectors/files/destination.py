@@ -71,7 +71,7 @@ FORMATS = ("parquet", "csv", "jsonl")
 
 
 class FileDestination:
-    capabilities = DestinationCapabilities(transactional=False, supports_merge=False, files=True)
+    capabilities = DestinationCapabilities(transactional=False, supports_merge=False, files=True, markers_alone=True)
 
     def __init__(self, url: ConnectionUrl) -> None:
         self.format = url.query.get("format", "parquet")
@@ -98,6 +98,14 @@ class FileDestination:
         current = self.table_schema(table)
         added = tuple(replace(c, nullable=True) for c in columns if current.column(c.name) is None)
         self.save_schema(replace(current, columns=current.columns + added))
+
+    def drop_table(self, table: TableName) -> None:
+        folder = self.folder(table)
+        hidden = (".", "_")
+        data = [rel for rel in guarded(lambda: files_under(self.root, folder), self.root.display)
+                if not any(part.startswith(hidden) for part in rel[len(folder) + 1:].split("/"))]
+        for rel in (*data, f"{folder}/{SCHEMA_FILE}"):
+            guarded(partial(delete, self.root, rel), self.root.display)
 
     def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
                    truncate: bool = False, deferred_key: Sequence[str] = ()) -> FileLoadSession:

@@ -17,8 +17,11 @@ type), ``copyjob.column`` (the column name when it is not a valid Avro name) and
 column, ``copyjob.generated`` (its expression; the apply side creates it generated), and the envelope carries
 ``copyjob.table`` and ``copyjob.primary_key``, so a consumer can rebuild the table schema from the message alone.
 
-Single-object encoding (Avro specification): ``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of the
-schema's Parsing Canonical Form, then the Avro binary datum.
+Single-object encoding (Avro specification): ``C3 01`` + an 8-byte little-endian CRC-64-AVRO fingerprint, then
+the Avro binary datum. The fingerprint is taken over the whole schema text (:func:`fingerprint`), not over its
+Parsing Canonical Form: that form drops the ``copyjob.*`` attributes, so two versions that differ only there (a
+column that became NOT NULL, a new primary key) would share one key in the compacted schema topic and readers
+would lose the difference. Topics written before keep their canonical-form keys and stay readable.
 """
 
 from __future__ import annotations
@@ -64,8 +67,21 @@ def canonical_form(schema: Mapping[str, Any] | str) -> str:
     return str(to_parsing_canonical_form(parse_schema(parsed, _write_hint=False)))
 
 
+def full_text(schema: Mapping[str, Any] | str) -> str:
+    """The schema's JSON with its keys sorted and no spaces: every attribute kept, formatting ignored."""
+    parsed = json.loads(schema) if isinstance(schema, str) else schema
+    return json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def fingerprint(schema: Mapping[str, Any] | str) -> int:
-    """CRC-64-AVRO of the schema's Parsing Canonical Form."""
+    """CRC-64-AVRO of the whole schema (:func:`full_text`): what names a schema in the schema topic and in a
+    single-object message."""
+    return crc64_avro(full_text(schema).encode())
+
+
+def canonical_fingerprint(schema: Mapping[str, Any] | str) -> int:
+    """CRC-64-AVRO of the schema's Parsing Canonical Form: the Avro specification's fingerprint, which copyjob
+    used before (the keys of older schema topics)."""
     return crc64_avro(canonical_form(schema).encode())
 
 

@@ -7,12 +7,15 @@
 - ``json``: the Debezium JSON envelope (payload only, UTF-8); the key is a JSON object of the key columns. The
   header ``copyjob.core.schema`` names the fingerprint of the Avro schema of the same version in the schema topic,
   so decoders can restore exact types (decimals, timestamps).
+- ``debezium``: Kafka Connect JSON exactly as Debezium's connectors write it, schemas inline
+  (:mod:`connectors.kafka.debezium`); nothing is registered.
 
 A message whose value is null is a tombstone: it follows every delete so compacted topics forget the key.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import time
@@ -21,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from copyjob.connectors.kafka import avro
+from copyjob.connectors.kafka.debezium import DebeziumOptions, DebeziumTable
+from copyjob.connectors.kafka.debezium_transactions import Transactions, transaction_topic
 from copyjob.connectors.kafka.values import json_row_parser, to_json_value
 
 from copyjob.core.changes import UNCHANGED_TOAST, ChangeEvent
@@ -30,7 +35,7 @@ from copyjob.core.schema import TableSchema
 if TYPE_CHECKING:
     import pyarrow as pa
 
-Format = Literal["avro", "json"]
+Format = Literal["avro", "json", "debezium"]
 SCHEMA_HEADER = "copyjob.core.schema"
 UNCHANGED_HEADER = "copyjob.unchanged"
 """A JSON list of the columns whose value an update left unchanged and the source did not log (PostgreSQL's
@@ -102,8 +107,12 @@ class TableEncoder:
     _value_parsed: Any = None
     _key_parsed: Any = None
     _field_names: dict[str, str] = field(default_factory=dict)
+    _debezium: DebeziumTable | None = None
 
-    def encode_key(self, row: Mapping[str, Any] | None) -> bytes | None:
+    def encode_key(self, row: Mapping[str, Any] | None, *, truncate: bool = False) -> bytes | None:
+        """``truncate``: the key of a truncate event (every column null; only ``debezium`` marks it)."""
+        if self._debezium is not None:
+            return self._debezium.encode_key(row, truncate=truncate)
         if not self.key or row is None:
             return None
         values = {k: row.get(k) for k in self.key}
@@ -111,7 +120,11 @@ class TableEncoder:
             return json.dumps({k: to_json_value(v) for k, v in values.items()}, default=str).encode()
         return self.key_prefix + self._datum(self._key_parsed, self._avro_row(values))
 
-    def encode_value(self, event: ChangeEvent, source: SourceInfo) -> bytes:
+    def encode_value(self, event: ChangeEvent, source: SourceInfo,
+                     transaction: Mapping[str, Any] | None = None) -> bytes:
+        """``transaction``: the event's ``transaction`` block (``debezium`` with transaction metadata)."""
+        if self._debezium is not None:
+            return self._debezium.encode_value(event, source, transaction=transaction)
         ts = now_ms()
         block = source.block(event.snapshot or event.op == "r", event.position, event.ts_ms or ts)
         before, after = _clean(event.before), _clean(event.after)
@@ -130,9 +143,12 @@ class TableEncoder:
         return zip(keys, values, strict=True)
 
     def encode_batch(self, batch: pa.RecordBatch, op: str, source: SourceInfo,
-                     position: Mapping[str, Any]) -> tuple[list[bytes | None], list[bytes]]:
+                     position: Mapping[str, Any], *, last: bool = False) -> tuple[list[bytes | None], list[bytes]]:
         """Keys and values of every row of ``batch`` as events ``op``: Avro column-wise for the whole batch
-        (:mod:`connectors.kafka.batch_encode`), else (JSON, a column that path cannot do) row by row."""
+        (:mod:`connectors.kafka.batch_encode`), else (JSON, a column that path cannot do) row by row.
+        ``last``: the batch ends a table's snapshot (``debezium`` marks its last row ``snapshot: last``)."""
+        if self._debezium is not None:
+            return self._debezium.encode_batch(batch, op, source, position, last=last)
         ts = now_ms()
         if self.format == "avro" and batch.num_rows:
             fast = self._encode_vectorised(batch, op, source, position, ts)
@@ -188,19 +204,48 @@ def _json_row(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if row is None else {k: to_json_value(v) for k, v in row.items()}
 
 
+EPOCH_HEADER = "copyjob.epoch"
+"""On every event of a table that started over after an edit of the job file: its epoch (offsets.ledger)."""
+
+
 class Encoder:
     """Builds (and caches) a :class:`TableEncoder` per topic and schema version, registering each schema once."""
 
-    def __init__(self, format: Format, registrar: Registrar) -> None:
+    def __init__(self, format: Format, registrar: Registrar, debezium: DebeziumOptions | None = None) -> None:
+        """``debezium``: the options of ``format: debezium`` (defaults when None)."""
         self.format = format
         self._registrar = registrar
+        self.debezium = debezium or DebeziumOptions()
+        self.transactions: Transactions | None = None
+        """Debezium's transaction metadata, when asked for: BEGIN/END records on :attr:`transaction_topic`."""
+        if format == "debezium" and self.debezium.transaction_metadata:
+            self.transactions = Transactions(self.debezium.schemas)
+        self.transaction_topic = transaction_topic(self.debezium.name)
         self._cache: dict[tuple[str, TableSchema, tuple[str, ...]], TableEncoder] = {}
+        self.epochs: dict[str, str] = {}
+        """Per topic, the table's epoch when it has one: its events carry it in :data:`EPOCH_HEADER`."""
 
     def for_table(self, topic: str, schema: TableSchema, key: Sequence[str]) -> TableEncoder:
+        epoch = self.epochs.get(topic)
+        if not epoch:
+            return self._for_table(topic, schema, key)
+        cache_key = (f"{topic}\0{epoch}", schema, tuple(key))
+        found = self._cache.get(cache_key)
+        if found is None:
+            found = self._cache[cache_key] = copy.copy(self._for_table(topic, schema, key))
+            found.headers = [*found.headers, (EPOCH_HEADER, epoch.encode())]
+        return found
+
+    def _for_table(self, topic: str, schema: TableSchema, key: Sequence[str]) -> TableEncoder:
         cache_key = (topic, schema, tuple(key))
         found = self._cache.get(cache_key)
         if found is not None:
             return found
+        if self.format == "debezium":
+            enc = TableEncoder(topic=topic, schema=schema, key=tuple(key), format=self.format)
+            enc._debezium = DebeziumTable(topic, schema, tuple(key), self.debezium)
+            self._cache[cache_key] = enc
+            return enc
         value_schema = avro.envelope_schema(topic, schema)
         value_json = json.dumps(value_schema, sort_keys=True)
         enc = TableEncoder(topic=topic, schema=schema, key=tuple(key), format=self.format)
@@ -219,6 +264,13 @@ class Encoder:
                 enc._key_parsed = avro.parsed(key_json)
         self._cache[cache_key] = enc
         return enc
+
+
+def job_encoder(settings: Any, registrar: Registrar, prefix: str, connector: str) -> Encoder:
+    """The encoder of a job's ``kafka:`` section (copyjob.jobfile.KafkaSettings); ``prefix``: its topics'
+    (Debezium's logical name), ``connector``: the source URL's scheme."""
+    return Encoder(settings.format, registrar, DebeziumOptions.of(settings.debezium, prefix, connector)
+                   if settings.format == "debezium" else None)
 
 
 # ---------------------------------------------------------------- decoding
@@ -253,9 +305,24 @@ class DecodedMessage:
                            snapshot=self.source.get("snapshot") == "true")
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-safe dict: key, op, before, after, source, ts_ms."""
-        return {"key": _json_row(self.key), "op": self.op, "before": _json_row(self.before),
-                "after": _json_row(self.after), "source": self.source, "ts_ms": self.ts_ms}
+        """A JSON-safe dict: key, op, before, after, source, ts_ms (nested values stay JSON objects and lists)."""
+        return {"key": _json_tree(self.key), "op": self.op, "before": _json_tree(self.before),
+                "after": _json_tree(self.after), "source": _json_tree(self.source), "ts_ms": self.ts_ms}
+
+
+def is_connect_envelope(doc: Any) -> bool:
+    """``{"schema": {...}, "payload": ...}``: a key or value as Kafka Connect's JsonConverter writes it with
+    ``schemas.enable``."""
+    return isinstance(doc, dict) and set(doc) == {"schema", "payload"} and isinstance(doc["schema"], dict)
+
+
+def _json_tree(value: Any) -> Any:
+    """``value`` as JSON: mappings and sequences stay objects and arrays (not their Python repr)."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_tree(v) for v in value]
+    return to_json_value(value)
 
 
 class Decoder:
@@ -301,6 +368,8 @@ class Decoder:
             loaded = json.loads(key)
         except ValueError:
             return {"_raw": key.hex()}
+        if is_connect_envelope(loaded):  # Kafka Connect's JsonConverter with schemas enabled
+            loaded = loaded["payload"]
         return loaded if isinstance(loaded, dict) else {"_key": loaded}
 
     def _decode_json(self, value: bytes, key: dict[str, Any] | None,

@@ -1,9 +1,12 @@
 """Where writers' schemas live: the compacted schema topic ``<prefix>._schemas`` or a Confluent-compatible
 schema registry.
 
-- :class:`SchemaTopic`: each schema is a message keyed by its CRC-64-AVRO fingerprint (16 hex digits) whose value
-  is the schema's JSON. Registering produces it (once per process) and waits for the broker's acknowledgement, so
-  the schema is durable before any message written with it. Looking a fingerprint up reads the whole topic.
+- :class:`SchemaTopic`: each schema is a message keyed by its fingerprint (16 hex digits, CRC-64-AVRO of the whole
+  schema text: :func:`connectors.kafka.avro.fingerprint`) whose value is the schema's JSON. Registering produces
+  it (once per process) and waits for the broker's acknowledgement, so the schema is durable before any message
+  written with it. Looking a fingerprint up reads the whole topic; topics written by copyjob before the
+  fingerprint covered the whole text are keyed by the canonical-form fingerprints their messages carry, so their
+  messages are found the same way.
 - :class:`RegistryClient`: ``POST /subjects/<subject>/versions`` and ``GET /schemas/ids/<id>`` over urllib.
 """
 
@@ -23,6 +26,10 @@ from copyjob.connectors.kafka.client import Producer, kafka_module, open_consume
 from copyjob.connectors.kafka.codec import CONFLUENT_MAGIC
 
 from copyjob.core.errors import ConnectionFailed, ConnectorError
+
+LEGACY_SCHEMA_TOPIC = "None._schemas"
+"""Where jobs without ``kafka.topic_prefix`` registered their schemas before 2026-12-06 (the prefix was left unset
+there); still read when a fingerprint is not found in the schema topic, so older messages decode."""
 
 
 def schema_topic(prefix: str) -> str:
@@ -57,26 +64,31 @@ class SchemaTopic:
     def by_fingerprint(self, fp: int) -> str | None:
         if fp not in self._known:
             self._known.update(self.read_all())
+        if fp not in self._known and self.topic != LEGACY_SCHEMA_TOPIC:
+            # jobs without kafka.topic_prefix wrote their schemas to "None._schemas" before 2026-12-06
+            self._known.update({k: v for k, v in self.read_all(topic=LEGACY_SCHEMA_TOPIC).items()
+                                if k not in self._known})
         return self._known.get(fp)
 
     def by_id(self, schema_id: int) -> str | None:
         return None
 
-    def read_all(self, timeout_s: float = 10.0) -> dict[int, str]:
-        """Every schema in the topic (fingerprint → schema JSON)."""
+    def read_all(self, timeout_s: float = 10.0, topic: str | None = None) -> dict[int, str]:
+        """Every schema in the topic (or in ``topic``): fingerprint → schema JSON."""
         ck = kafka_module()
+        topic = topic or self.topic
         consumer = open_consumer(self._servers, self._config, group_id=f"copyjob-schemas-{time.time_ns()}")
         found: dict[int, str] = {}
         try:
-            meta = consumer.list_topics(self.topic, timeout=timeout_s).topics.get(self.topic)
+            meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
             if meta is None or meta.error is not None:
                 return found
             parts = []
             for p in meta.partitions:
-                low, high = consumer.get_watermark_offsets(ck.TopicPartition(self.topic, p), timeout=timeout_s)
+                low, high = consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=timeout_s)
                 if high > low:
                     parts.append((p, high))
-            consumer.assign([ck.TopicPartition(self.topic, p, ck.OFFSET_BEGINNING) for p, _ in parts])
+            consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p, _ in parts])
             pending = {p: high for p, high in parts}
             deadline = time.monotonic() + timeout_s
             while pending and time.monotonic() < deadline:
@@ -89,7 +101,7 @@ class SchemaTopic:
                     if offset + 1 >= pending.get(msg.partition() or 0, 0):
                         pending.pop(msg.partition() or 0, None)
         except ck.KafkaException as exc:
-            raise translate(exc, f"reading {self.topic}") from exc
+            raise translate(exc, f"reading {topic}") from exc
         finally:
             consumer.close()
         return found

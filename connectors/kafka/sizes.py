@@ -3,8 +3,8 @@ applied everywhere a size limit stands in the way, so that a row of a few megaby
 its defaults (whose limit is 1 MB):
 
 - topics the job creates get ``max.message.bytes`` (a per-topic setting that overrides the broker's);
-- the producer's ``message.max.bytes``; the consumers' ``max.partition.fetch.bytes``, ``fetch.max.bytes`` and
-  ``receive.message.max.bytes``;
+- the producer's ``message.max.bytes``; the consumers' ``receive.message.max.bytes`` (their fetch sizes stay
+  small: a larger message comes alone in its fetch);
 - a message still larger is refused before it is sent (:class:`MessageTooLarge`), naming the setting.
 
 Topics that existed before keep their own ``max.message.bytes``.
@@ -20,8 +20,10 @@ from copyjob.core.errors import DataError
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 2**20
 FRAMING_BYTES = 64 * 1024
 """Room for the record batch's framing and headers around the largest key and value."""
-_FETCH_PARTITION_BYTES = 8 * 2**20  # fetch big: with librdkafka's 1 MiB a consumer of small messages waits
-_FETCH_BYTES = 64 * 2**20
+_FETCH_PARTITION_BYTES = 2**20
+_FETCH_BYTES = 4 * 2**20
+"""A fetch's bytes (compressed): fetching more only buys memory (every fetched message waits in librdkafka's
+queue); a larger message still comes whole, alone in its fetch (KIP-74), within ``receive.message.max.bytes``."""
 
 
 class MessageTooLarge(DataError):
@@ -41,10 +43,9 @@ def producer_config(max_message_bytes: int) -> dict[str, int]:
 
 
 def consumer_config(max_message_bytes: int) -> dict[str, int]:
-    partition = max(_FETCH_PARTITION_BYTES, max_message_bytes + FRAMING_BYTES)
-    fetch = max(_FETCH_BYTES, partition)
-    return {"max.partition.fetch.bytes": partition, "fetch.max.bytes": fetch,
-            "receive.message.max.bytes": fetch + FRAMING_BYTES}
+    largest = max(_FETCH_BYTES, max_message_bytes + FRAMING_BYTES)
+    return {"max.partition.fetch.bytes": _FETCH_PARTITION_BYTES, "fetch.max.bytes": _FETCH_BYTES,
+            "receive.message.max.bytes": largest + FRAMING_BYTES}
 
 
 def check_sizes(topic: str, keys: Sequence[bytes | None], values: Sequence[bytes | None], limit: int) -> None:

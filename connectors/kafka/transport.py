@@ -13,6 +13,7 @@ from copyjob.connectors.kafka.client import (
     Admin,
     Producer,
     end_offsets,
+    fresh_end_offsets,
     group_lag,
     kafka_module,
     open_consumer,
@@ -42,7 +43,8 @@ class KafkaTransport:
         registry = RegistryClient(settings.schema_registry_url) if settings.schema_registry_url else None
         self.schemas = Schemas(topic, registry)
         # JSON messages name their schema by fingerprint: it goes to the schema topic even with a registry
-        self.registrar = Schemas(topic, None) if settings.format == "json" else self.schemas
+        # (debezium messages carry their schema inline: nothing is registered for them)
+        self.registrar = Schemas(topic, None) if settings.format in ("json", "debezium") else self.schemas
 
     def ensure_topics(self, topics: Mapping[str, bool]) -> None:
         wanted = {schema_topic(self.settings.topic_prefix): True, **topics}
@@ -52,11 +54,7 @@ class KafkaTransport:
             log.info("created topic %s", name)
 
     def end_offsets(self, topic: str) -> dict[int, int]:
-        consumer = open_consumer(self._servers, self._config, group_id="copyjob-offsets")
-        try:
-            return end_offsets(consumer, topic, self.admin.partitions(topic))
-        finally:
-            consumer.close()
+        return fresh_end_offsets(self._servers, self._config, topic, lambda: self.admin.partitions(topic))
 
     def consumer_lag(self, group_id: str, topics: Sequence[str]) -> dict[tuple[str, int], tuple[int | None, int]]:
         """Per (topic, partition) of the topics that exist, ``group_id``'s committed offset (None: none) and
@@ -84,7 +82,8 @@ class KafkaTransport:
 
     def publisher(self) -> KafkaPublisher:
         if self._producer is None:
-            self._producer = Producer(self._servers, self._config, self._max_message_bytes)
+            self._producer = Producer(self._servers, self._config, self._max_message_bytes,
+                                      getattr(self.settings, "partitioner", None))
             self._topic._producer = self._producer
         return KafkaPublisher(self._producer)
 

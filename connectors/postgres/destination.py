@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +14,7 @@ from copyjob.connectors._sql import STATE_TABLE, qualified, quote_double
 from copyjob.connectors.postgres import _catalog
 from copyjob.connectors.postgres._connect import connect, translate
 from copyjob.connectors.postgres._direct import DirectInserts
-from copyjob.connectors.postgres._load import PostgresLoadSession
+from copyjob.connectors.postgres._load import _UPSERT_MARKER, PostgresLoadSession
 
 from copyjob.core.contracts import DestinationCapabilities, RowDigests, StateMarker, UpdateMethod
 from copyjob.core.errors import ConfigurationError, TableNotFound
@@ -36,7 +37,7 @@ class PostgresDestination:
     """A PostgreSQL destination: one autocommit connection for DDL and markers; one connection per load."""
 
     capabilities = DestinationCapabilities(transactional=True, supports_merge=True, postgres_binary=True,
-                                           generated_columns=True)
+                                           generated_columns=True, markers_alone=True)
 
     def __init__(self, url: ConnectionUrl) -> None:
         self._url = url
@@ -67,6 +68,9 @@ class PostgresDestination:
         adds = ", ".join(f"ADD COLUMN {quote_double(c.name)} {_catalog.type_sql(c.type)}"
                          f"{f' GENERATED ALWAYS AS ({c.generated}) STORED' if c.generated else ''}" for c in columns)
         self._run(table, f"ALTER TABLE {qualified(_catalog.with_schema(table), quote_double)} {adds}")
+
+    def drop_table(self, table: TableName) -> None:
+        self._run(table, f"DROP TABLE IF EXISTS {qualified(_catalog.with_schema(table), quote_double)}")
 
     def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
                    truncate: bool = False, deferred_key: Sequence[str] = ()) -> PostgresLoadSession:
@@ -107,6 +111,13 @@ class PostgresDestination:
         if row is None:
             return None
         return StateMarker(job=job, table=table, run_id=row[0], state=row[1])
+
+    def write_marker(self, marker: StateMarker) -> None:
+        self._ensure_state_table()
+        try:  # the autocommit connection: the statement is its own transaction
+            self._conn.execute(_UPSERT_MARKER, (marker.job, marker.table, marker.run_id, json.dumps(marker.state)))
+        except psycopg.Error as exc:
+            raise translate(exc, self._url) from exc
 
     def _keep_spare(self, conn: psycopg.Connection[Any]) -> None:
         with self._lock:

@@ -2,7 +2,8 @@
 
 The commands live in one module per group, each registering its commands here:
 :mod:`copyjob.cli.jobs` (run, serve, validate, status, history, reset, demo), :mod:`copyjob.cli.cdc` (check,
-drop, stream) and :mod:`copyjob.cli.kafka` (capture, apply, tail, replay). What they share is in
+drop, stream), :mod:`copyjob.cli.kafka` (capture, apply, tail, replay) and :mod:`copyjob.cli.maintain`
+(maintain). What they share is in
 :mod:`copyjob.cli.common`. Imports go one way: this module -> command modules -> common; no command module
 imports this one.
 
@@ -19,7 +20,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from copyjob.cli import cdc, init, jobs, kafka, monitor, schema, verify
+from copyjob.cli import cdc, init, jobs, kafka, maintain, monitor, schema, verify
 from copyjob.cli.common import examples, show_flags_as_flags
 from copyjob.core.private import private_umask
 
@@ -70,6 +71,7 @@ schema.register(app)
 init.register(app)
 monitor.register(app)
 verify.register(app)
+maintain.register(app)
 
 
 def main() -> None:

@@ -150,12 +150,16 @@ def _report_connect_problems(job_file: Path, loaded: LoadedJob) -> bool:
     from copyjob.core.redaction import redact
     from copyjob.filesets import endpoint_url
     from copyjob.preflight import capture_problems, table_problems
+    from copyjob.topic_source import is_topic_source, topic_problems
 
     destination_url = endpoint_url(loaded.job.destination, loaded.base_dir)
     source = open_source(endpoint_url(loaded.job.source, loaded.base_dir))
     try:
-        plans, errors = table_problems(loaded, loaded.tables, source, destination_capabilities(destination_url))
-        problems = [str(e) for e in errors] + capture_problems(loaded, plans, source)
+        if is_topic_source(loaded.job):  # its entries name topics, whose events carry their columns
+            problems = topic_problems(loaded, [str(t) for t in source.table_names()])
+        else:
+            plans, errors = table_problems(loaded, loaded.tables, source, destination_capabilities(destination_url))
+            problems = [str(e) for e in errors] + capture_problems(loaded, plans, source)
     finally:
         source.close()
     open_destination(destination_url).close()

@@ -40,10 +40,17 @@ def register(app: typer.Typer) -> None:
     app.command(epilog=examples("copyjob replay job.yaml --table orders"))(replay)
 
 
-def _kafka_job(job_file: Path, env: str | None, variables: Path | None) -> Any:
+def _kafka_job(job_file: Path, env: str | None, variables: Path | None, *, capture: bool = False) -> Any:
+    from copyjob.topic_source import is_topic_source
+
     loaded = load_job_file(job_file, env, variables)
+    if is_topic_source(loaded.job):
+        if capture:
+            raise UsageError(f"{job_file}: a kafka:// source's topics are published already: nothing to capture "
+                             "(copyjob run or copyjob apply applies them)")
+        return loaded
     if loaded.job.transport != "kafka":
-        raise UsageError(f"{job_file}: this command needs transport: kafka in the job file")
+        raise UsageError(f"{job_file}: this command needs transport: kafka (or a kafka:// source) in the job file")
     return loaded
 
 
@@ -60,7 +67,7 @@ def capture(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, varia
         from copyjob.runner import JobRun
         from copyjob.summary import print_run, source_names
 
-        loaded = _kafka_job(job_file, env, variables)
+        loaded = _kafka_job(job_file, env, variables, capture=True)
         job_run = JobRun(loaded, lambda: state_store(loaded, state), lock_wait_s=wait, trigger="capture")
         try:
             with stop_on_signals() as stop:

@@ -127,6 +127,9 @@ class DestinationCapabilities:
     preferred_batch_rows: int = 50_000
     files: bool = False
     """Writes one output file per source file: its sessions are :class:`FileLoadSession`."""
+    markers_alone: bool = False
+    """Commits a state marker without data and without its table (:meth:`Destination.write_marker`): the Kafka
+    apply side then records its position past dead letters while the destination table does not exist."""
     generated_columns: bool = False
     """Creates a source's stored generated columns generated (``Column.generated``) and computes them itself:
     change capture, whose log leaves them out, needs it for tables that have them."""
@@ -200,6 +203,11 @@ class Destination(Protocol):
 
     def add_columns(self, table: TableName, columns: Sequence[Column]) -> None: ...
 
+    def drop_table(self, table: TableName) -> None:
+        """Remove ``table`` with its rows (files: its data files and recorded schema); nothing when it does not
+        exist. Its markers may go with it (it is loaded again at once, with a new one). Used only when an edit of
+        the job file starts the table over in a shape the table cannot take (``copyjob.apply.target``)."""
+
     def begin_load(self, schema: TableSchema, method: UpdateMethod, key: Sequence[str],
                    truncate: bool = False, deferred_key: Sequence[str] = ()) -> LoadSession:
         """Open a load of ``schema.columns`` into ``schema.table`` (which exists).
@@ -213,7 +221,51 @@ class Destination(Protocol):
     def read_marker(self, job: str, table: str) -> StateMarker | None:
         """The last marker committed with data for (job, table), or None."""
 
+    def write_marker(self, marker: StateMarker) -> None:
+        """Commit ``marker`` alone, in a transaction of its own; the table it names need not exist (only where
+        ``capabilities.markers_alone``). For positions that moved past records that change no table (the Kafka
+        apply side's dead letters while its destination table does not exist yet)."""
+
     def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- table maintenance
+
+PARTITION_BY_OPTION = "partition_by"
+"""Destination URL query key carrying the job file's per-table ``partition_by:`` (JSON: target table name →
+column list) to lakehouse destinations, which create their tables partitioned so."""
+
+
+@dataclass(frozen=True)
+class MaintenanceSettings:
+    """What ``copyjob maintain`` does to each lakehouse table (Delta Lake, Iceberg)."""
+
+    compact: bool = True
+    """Rewrite small data files into larger ones (Delta: optimize/compact; Iceberg: rewrite data files)."""
+    target_file_bytes: int = 128 * 2**20
+    """The size compaction aims for."""
+    retention_s: float = 7 * 86400.0
+    """Files no longer referenced (Delta: vacuum) and snapshots (Iceberg: expire) older than this are removed;
+    readers of an older version need it to stay longer than their longest query."""
+    dry_run: bool = False
+    """Report what would be done, change nothing."""
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    """What maintenance did to one table: counts before and after, and one line per action taken."""
+
+    table: TableName
+    files_before: int
+    files_after: int
+    actions: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class Maintainable(Protocol):
+    """A destination whose tables need compaction and clean-up (``copyjob maintain``)."""
+
+    def maintain(self, table: TableName, settings: MaintenanceSettings) -> MaintenanceReport: ...
 
 
 # ---------------------------------------------------------------- verification

@@ -4,6 +4,8 @@
 - :mod:`copyjob.verify.ranges`: cutting the key space into ranges;
 - :mod:`copyjob.verify.bisect`: digests per range in both databases, bisection, rows of small ranges;
 - :mod:`copyjob.verify.repair`: re-copying the differing keys through the destination's merge;
+- :mod:`copyjob.verify.files`: sides that are files (a file-set source, a file destination), read with the
+  copy's readers into DuckDB (``connectors/_digest_arrow.py``);
 - :mod:`copyjob.verify.report`: the per-table report; :mod:`copyjob.verify.table` and
   :mod:`copyjob.verify.job`: one table, a whole job and its history.
 

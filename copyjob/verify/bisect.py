@@ -42,7 +42,10 @@ class Side:
 @dataclass(frozen=True)
 class Tuning:
     rows_per_range: int = 10_000
-    """Rows per range of the first pass."""
+    """Rows per range of the first pass over keys cut at sampled boundaries (a query per range)."""
+    bucket_rows: int = 1_000
+    """Rows per bucket of the first pass over an integer key: one ``GROUP BY`` returns every bucket whatever
+    their number, so small buckets cost nothing and a differing one is compared row by row at once."""
     leaf_rows: int = 1_000
     """A range with at most this many rows on each side is compared row by row."""
     fanout: int = 16
@@ -115,7 +118,7 @@ class Comparison:
         highs = [int(v) for v in (hi_s, hi_d) if v is not None]
         if lows:
             span = self.source.span(min(lows), max(highs) + 1)
-            width = width_for(span.lower, span.upper, max(n_s, n_d), self.tuning.rows_per_range)
+            width = width_for(span.lower, span.upper, max(n_s, n_d), self.tuning.bucket_rows)
             buckets = -(-(span.upper - span.lower) // width)
             n = min(len(self.lanes), buckets)
             # contiguous runs of whole buckets, one per lane

@@ -7,15 +7,21 @@ deleted, and the transaction commits without a state marker, so no watermark or 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
-from copyjob.core.contracts import Bound, Destination, RowFilter, Source
+from copyjob.core.contracts import Bound, Destination, RowFilter
 from copyjob.core.plan import TablePlan
 from copyjob.core.schema import TableSchema
 
 
-def repair_keys(plan: TablePlan, source: Source, destination: Destination, target: TableSchema,
+class RowSource(Protocol):
+    """Where the repair reads source rows: a database source, or a file set's rows as verify loaded them."""
+
+    def read(self, schema: TableSchema, filters: Sequence[RowFilter]) -> Iterable[Any]: ...
+
+
+def repair_keys(plan: TablePlan, source: RowSource, destination: Destination, target: TableSchema,
                 upsert: Sequence[tuple[Any, ...]], delete: Sequence[tuple[Any, ...]]) -> int:
     """Upsert the source rows of ``upsert`` (source key values) and delete ``delete`` (destination key values)
     in ``target``; returns the keys touched."""
@@ -42,7 +48,7 @@ def repair_keys(plan: TablePlan, source: Source, destination: Destination, targe
     return len(upsert) + len(delete)
 
 
-def _source_rows(source: Source, schema: TableSchema, key: Sequence[str],
+def _source_rows(source: RowSource, schema: TableSchema, key: Sequence[str],
                  keys: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
     for values in keys:
         filters = [RowFilter(k, Bound(v, True), Bound(v, True)) for k, v in zip(key, values, strict=True)]

@@ -1,4 +1,5 @@
-"""Verify one table of a job (:func:`verify_table`): compare, re-check a busy CDC table, repair on request."""
+"""Verify one table of a job (:func:`verify_table`): each side's digests (inside its database, or over files
+read by :mod:`copyjob.verify.files`), compare, re-check a busy CDC table, repair on request."""
 
 from __future__ import annotations
 
@@ -10,13 +11,23 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from copyjob.core.contracts import Bound, Destination, RowDigests, RowFilter, Source, SupportsDigests
+from copyjob.core.contracts import (
+    Bound,
+    Destination,
+    FileSetSource,
+    RowDigests,
+    RowFilter,
+    Source,
+    SupportsDigests,
+)
 from copyjob.core.errors import ConfigurationError
 from copyjob.core.plan import TablePlan
+from copyjob.core.schema import TableSchema
 from copyjob.core.values import decode_value
 from copyjob.verify.bisect import Comparison, Findings, Row, Side, Tuning, differing_columns, recheck
 from copyjob.verify.canonical import ColumnPlan, column_plan, integer_key, same_native_types
-from copyjob.verify.repair import repair_keys
+from copyjob.verify.files import FileRows, file_set_plan, load_file_set, load_folder, rewrite_outputs
+from copyjob.verify.repair import RowSource, repair_keys
 from copyjob.verify.report import Difference, TableReport
 
 
@@ -39,9 +50,6 @@ def verify_table(plan: TablePlan, job: str, source: Source, destination: Destina
     started = time.monotonic()
     t = plan.table
     report = TableReport(table=t.target_name, source=t.name, mode=t.mode)
-    if not isinstance(source, SupportsDigests) or not isinstance(destination, SupportsDigests):
-        raise ConfigurationError(f"{plan.label}: verify compares database tables and Parquet folders "
-                                 "(not file sets or file destinations yet)")
     if t.mode == "cdc" and t.update_method == "append":
         report.notes.append("a cdc table under append keeps every change as a row: not compared")
         return report
@@ -49,7 +57,85 @@ def verify_table(plan: TablePlan, job: str, source: Source, destination: Destina
     if found is None:
         report.error = "the destination table does not exist (run the job first)"
         return report
-    src_digests, dst_digests = source.digests(), destination.digests()
+    with ExitStack() as files:
+        sides = _open_sides(plan, job, source, destination, found, files)
+        report.notes.extend(sides.notes)
+        if sides.files:
+            reopen = None  # rows loaded from files live in this process: one lane
+        _verify(sides, job, destination, found, options, reopen, report)
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+@dataclass
+class _Sides:
+    plan: TablePlan
+    """The plan as compared (a file set's: with the columns as the destination holds them)."""
+    source: RowDigests
+    destination: RowDigests
+    source_rows: RowSource
+    """Where a repair reads the source rows."""
+    files: bool = False
+    """A side was read from files."""
+    file_destination: bool = False
+    notes: list[str] = field(default_factory=list)
+    rewrite: Rewrite | None = None
+    """A file destination fed by a file set: re-copy the files behind the differing keys (source keys,
+    destination keys), then read the outputs again; returns notes."""
+
+
+Rewrite = Callable[[Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]]], list[str]]
+
+
+def _open_sides(plan: TablePlan, job: str, source: Source, destination: Destination, found: TableSchema,
+                stack: ExitStack) -> _Sides:
+    """Each side's digests: inside its database, or over files read with the copy's readers (verify.files)."""
+    notes: list[str] = []
+    rewrite: Rewrite | None = None
+    source_rows: RowSource
+    loaded: FileRows | None = None
+    if plan.files is not None:
+        plan = file_set_plan(plan, found)
+        loaded = load_file_set(plan, cast(FileSetSource, source), destination, job)
+        stack.callback(loaded.close)
+        src_digests: RowDigests = loaded.digests
+        source_rows = loaded
+        notes.extend(loaded.notes)
+    elif isinstance(source, SupportsDigests):
+        src_digests, source_rows = source.digests(), source
+    else:
+        raise ConfigurationError(f"{plan.label}: this source cannot be verified")
+    file_destination = not isinstance(destination, SupportsDigests)
+    if not file_destination:
+        dst_digests = cast(SupportsDigests, destination).digests()
+    elif destination.capabilities.files:
+        folder = load_folder(destination, found)
+        stack.callback(folder.close)
+        dst_digests = folder.digests
+        notes.extend(folder.notes)
+        if loaded is not None:
+            rewrite = _rewrite(plan, cast(FileSetSource, source), destination, loaded, folder)
+    else:
+        raise ConfigurationError(f"{plan.label}: this destination cannot be verified")
+    return _Sides(plan, src_digests, dst_digests, source_rows, plan.files is not None or file_destination,
+                  file_destination, notes, rewrite)
+
+
+def _rewrite(plan: TablePlan, source: FileSetSource, destination: Destination, read: FileRows,
+             outputs: FileRows) -> Rewrite:
+    def rewrite(source_keys: Sequence[tuple[Any, ...]], destination_keys: Sequence[tuple[Any, ...]]) -> list[str]:
+        notes = rewrite_outputs(plan, source, destination, read, outputs, source_keys, destination_keys)
+        assert outputs.reload is not None
+        outputs.reload()
+        return notes
+
+    return rewrite
+
+
+def _verify(sides: _Sides, job: str, destination: Destination, found: TableSchema, options: VerifyOptions,
+            reopen: Reopen | None, report: TableReport) -> None:
+    plan, src_digests, dst_digests = sides.plan, sides.source, sides.destination
+    t = plan.table
     columns = column_plan(plan, found, src_digests, dst_digests)
     native = same_native_types(columns, src_digests, dst_digests)
     if native:
@@ -82,9 +168,29 @@ def verify_table(plan: TablePlan, job: str, source: Source, destination: Destina
         report.rechecked = _settle(src, dst, columns, findings, options.settle_s)
     _fill(report, findings, columns)
     if options.repair and _any(findings):
-        _repair(plan, source, destination, found, src, dst, columns, findings, report)
-    report.duration_s = time.monotonic() - started
-    return report
+        if sides.file_destination and sides.rewrite is None:
+            report.notes.append("not repaired: the outputs of a file destination fed by a database are not tied "
+                                "to source rows (copy the table again with mode full)")
+        elif sides.rewrite is not None and not columns.key_source:
+            report.notes.append("a table without a key cannot be repaired key by key")
+        elif sides.rewrite is not None:
+            _rewrite_files(sides.rewrite, src, dst, findings, report)
+        else:
+            _repair(plan, sides.source_rows, destination, found, src, dst, columns, findings, report)
+
+
+def _rewrite_files(rewrite: Rewrite, src: Side, dst: Side, f: Findings, report: TableReport) -> None:
+    source_keys = [r[0] for r in f.only_source.values()] + [a[0] for a, _ in f.different.values()]
+    destination_keys = [r[0] for r in f.only_destination.values()] + [b[0] for _, b in f.different.values()]
+    report.notes.extend(rewrite(source_keys, destination_keys))
+    report.repaired = len(f.only_source) + len(f.only_destination) + len(f.different)
+    keys = [(r[0], None) for r in f.only_source.values()] + [(None, r[0]) for r in f.only_destination.values()] \
+        + [(a[0], b[0]) for a, b in f.different.values()]
+    left = [ab for ab in recheck(src, dst, keys) if not _same(*ab)]
+    if left:
+        report.notes.append(f"{len(left)} keys still differ after the files were copied again")
+    else:
+        report.repair_verified = True
 
 
 def _compare(lanes: list[tuple[Side, Side]], columns: ColumnPlan, options: VerifyOptions,
@@ -185,7 +291,7 @@ def _key(columns: ColumnPlan, row: Row) -> dict[str, Any]:
     return out
 
 
-def _repair(plan: TablePlan, source: Source, destination: Destination, found: Any, src: Side, dst: Side,
+def _repair(plan: TablePlan, source: RowSource, destination: Destination, found: Any, src: Side, dst: Side,
             columns: ColumnPlan, f: Findings, report: TableReport) -> None:
     if plan.table.update_method == "append":
         report.notes.append("an append table is reported, not repaired (its rows are not kept one per key)")

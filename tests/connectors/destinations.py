@@ -173,6 +173,41 @@ def _files(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
     return _open("files", f"file://{tmp_path / 'out'}?format=parquet", _read_file_outputs, enforces_primary_key=False)
 
 
+def _read_iceberg(case: DestinationCase, schema: TableSchema) -> list[pa.RecordBatch]:
+    """pyiceberg's own scan of the committed table, through a catalog of its own."""
+    from copyjob.connectors.iceberg.types import columns_of, to_logical_arrow
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    assert case.url.path is not None
+    catalog = SqlCatalog("copyjob", uri=f"sqlite:///{case.url.path / 'catalog.db'}", warehouse=case.url.path.as_uri())
+    try:
+        table = catalog.load_table((schema.table.schema or "copyjob", schema.table.name))
+        wanted = [c for c in columns_of(table.schema()) if c.name in schema.column_names]
+        return to_logical_arrow(table.scan().to_arrow(), wanted).to_batches()
+    finally:
+        catalog.engine.dispose()
+
+
+def _iceberg(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
+    return _open("iceberg", f"file://{tmp_path / 'lake'}?format=iceberg", _read_iceberg, enforces_primary_key=False)
+
+
+def _read_delta(case: DestinationCase, schema: TableSchema) -> list[pa.RecordBatch]:
+    """deltalake's own reader at the table's latest version, in the columns' logical types."""
+    from copyjob.connectors.delta.types import from_storage
+    from deltalake import DeltaTable
+
+    current = case.destination.reflect(schema.table)
+    assert current is not None, f"{schema.table} does not exist"
+    uri = case.destination.lake.uri(str(schema.table))  # type: ignore[attr-defined]
+    stored = pa.table(DeltaTable(uri).to_pyarrow_table(columns=schema.column_names))
+    return from_storage(stored, current.select(schema.column_names)).to_batches()
+
+
+def _delta(request: pytest.FixtureRequest, tmp_path: Path) -> DestinationCase:
+    return _open("delta", f"file://{tmp_path / 'lake'}?format=delta", _read_delta, enforces_primary_key=False)
+
+
 FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], DestinationCase]] = {
     "sqlite": _sqlite,
     "duckdb": _duckdb,
@@ -180,6 +215,8 @@ FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], DestinationCase]] =
     "mariadb": _mariadb,
     "parquet": _parquet,
     "files": _files,
+    "iceberg": _iceberg,
+    "delta": _delta,
 }
 
 

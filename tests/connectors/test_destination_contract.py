@@ -334,6 +334,19 @@ def test_a_later_marker_replaces_an_earlier_one(target: DestinationCase) -> None
     assert dest.read_marker("job", "u") == StateMarker("job", "u", "run-1", {"n": 9})  # other tables untouched
 
 
+def test_write_marker_commits_a_marker_alone_without_its_table(target: DestinationCase) -> None:
+    """For positions past records that changed no table (Kafka apply's dead letters before the table exists)."""
+    require(target, "markers_alone")
+    dest = target.destination
+    marker = StateMarker("job", "nowhere#0", "run-1", {"offset": 8, "without_table": True})
+    dest.write_marker(marker)  # no table, no state table yet
+    assert dest.read_marker("job", "nowhere#0") == marker
+    assert dest.reflect(TableName("nowhere")) is None
+    later = StateMarker("job", "nowhere#0", "run-2", {"offset": 9})
+    dest.write_marker(later)
+    assert dest.read_marker("job", "nowhere#0") == later
+
+
 def test_abort_leaves_neither_data_nor_marker(target: DestinationCase) -> None:
     dest = target.destination
     schema = simple()
@@ -726,3 +739,17 @@ def test_apply_changes_end_to_end(target: DestinationCase) -> None:
     assert sorted(target.rows(schema), key=lambda r: r["id"]) == [
         {"id": 1, "v": "a2", "at": T0}, {"id": 3, "v": "c2", "at": later}, {"id": 4, "v": "d", "at": later}]
     assert dest.read_marker("j", "t") == marker
+
+
+def test_drop_table_makes_room_for_another_shape(target: DestinationCase) -> None:
+    """An edit of the job file that starts a table over in a shape it cannot take (copyjob.apply.target)."""
+    dest = target.destination
+    schema = three(target)
+    dest.drop_table(schema.table)
+    assert dest.reflect(schema.table) is None
+    other = TableSchema(schema.table, (Column("id", T("int64"), False), Column("w", T("string"))), ())
+    dest.create_table(other)
+    reflected = dest.reflect(schema.table)
+    assert reflected is not None and types(reflected) == types(other) and reflected.primary_key == ()
+    assert target.rows(other) == []
+    dest.drop_table(TableName("never there"))  # nothing to drop

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-DESTINATIONS = ("postgresql", "mariadb", "sqlite", "duckdb", "parquet", "csv", "jsonl")
+DESTINATIONS = ("postgresql", "mariadb", "sqlite", "duckdb", "parquet", "csv", "jsonl", "iceberg", "delta")
 MODES = ("full", "incremental", "cdc", "kafka")
 """``full``: full load (append); ``incremental``: incremental merge (append for csv/jsonl); ``cdc``: snapshot
 then streamed changes, transport direct; ``kafka``: the same through Kafka."""
@@ -128,7 +128,7 @@ CONVERSIONS: dict[str, Conversion] = {
 }
 """Every expectation other than ``exact``; a cell's value is one of these names."""
 
-_TEXT_DESTINATIONS = ("mariadb", "sqlite", "duckdb", "parquet", "csv", "jsonl")
+_TEXT_DESTINATIONS = ("mariadb", "sqlite", "duckdb", "parquet", "csv", "jsonl", "iceberg", "delta")
 EXPECT: dict[str, dict[str, str]] = {
     # unconstrained numeric travels as text; PostgreSQL keeps it as numeric
     "num_free": {"duckdb": "rounded to 10 places"},
@@ -138,7 +138,7 @@ EXPECT: dict[str, dict[str, str]] = {
     "num_scaled_nan": dict.fromkeys(DESTINATIONS, "error"),
     "num_huge": {"duckdb": "error"},
     "num_nan": {"mariadb": "error", "sqlite": "as text", "duckdb": "error", "parquet": "as text",
-                "csv": "as text", "jsonl": "as text"},
+                "csv": "as text", "jsonl": "as text", "iceberg": "as text", "delta": "as text"},
     "f4_nan": {"sqlite": "nan as text", "mariadb": "error", "csv": "nan spelling", "jsonl": "string"},
     "f8_nan": {"sqlite": "nan as text", "mariadb": "error", "csv": "nan spelling", "jsonl": "string"},
     "f8_inf": {"mariadb": "error", "csv": "nan spelling", "jsonl": "string"},
@@ -148,13 +148,13 @@ EXPECT: dict[str, dict[str, str]] = {
     "j": {"postgresql": "jsonb", "mariadb": "json text", "duckdb": "json text"},
     "d_bc": {"mariadb": "error", "sqlite": "pg text", "csv": "pg text", "jsonl": "pg text"},
     "d_inf": {"mariadb": "error", "sqlite": "pg text", "csv": "pg text", "jsonl": "pg text",
-              "parquet": "infinity sentinel"},
+              "parquet": "infinity sentinel", "iceberg": "infinity sentinel", "delta": "error"},
     "t_24": {"sqlite": "pg text", "csv": "pg text", "jsonl": "pg text"},
     "ts_bc": {"mariadb": "error", "sqlite": "pg text", "csv": "pg text", "jsonl": "pg text"},
     "ts_inf": {"mariadb": "error", "sqlite": "pg text", "csv": "pg text", "jsonl": "pg text",
-               "parquet": "infinity sentinel"},
+               "parquet": "infinity sentinel", "iceberg": "infinity sentinel", "delta": "error"},
     "tstz_inf": {"mariadb": "error", "sqlite": "pg text", "csv": "pg text", "jsonl": "pg text",
-                 "parquet": "infinity sentinel"},
+                 "parquet": "infinity sentinel", "iceberg": "infinity sentinel", "delta": "error"},
     **{c: dict.fromkeys(("postgresql", *_TEXT_DESTINATIONS), "as text")
        for c in ("ttz", "iv", "arr", "arr_t", "ip", "net", "mac", "m", "e", "bits", "vb", "x")},
 }
@@ -180,9 +180,10 @@ def cases_for(destination: str, mode: str, *, errors: bool) -> list[Case]:
 
 DOC_PAGES = {"postgresql": "types-postgres.md", "mariadb": "types-mysql.md", "sqlite": "types-sqlite.md",
              "duckdb": "types-duckdb.md", "parquet": "types-parquet.md", "csv": "types-files.md",
-             "jsonl": "types-files.md"}
+             "jsonl": "types-files.md", "iceberg": "types-iceberg.md", "delta": "types-delta.md"}
 _LABEL = {"postgresql": "PostgreSQL", "mariadb": "MySQL/MariaDB", "sqlite": "SQLite", "duckdb": "DuckDB",
-          "parquet": "Parquet", "csv": "CSV", "jsonl": "JSON lines"}
+          "parquet": "Parquet", "csv": "CSV", "jsonl": "JSON lines", "iceberg": "Apache Iceberg",
+          "delta": "Delta Lake"}
 
 
 def render_markdown(destination: str) -> str:

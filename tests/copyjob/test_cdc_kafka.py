@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,3 +171,84 @@ def test_mariadb_binlog_through_kafka(tmp_path: Path, kafka_broker: KafkaBroker,
     ok("run", job)
     source = [(i, s, str(a)) for i, s, a in mariadb_server.execute("SELECT * FROM orders ORDER BY id", db)]
     assert [(i, s, str(a)) for i, s, a in table_fingerprint(pg_url2, "orders")] == source
+
+
+def many_changes(src: str, start: int, transactions: int = 30) -> None:
+    """Inserts in 100-row transactions, then updates and deletes across them: several capture chunks."""
+    for i in range(transactions):
+        first = start + 100 * i
+        execute(src, f"INSERT INTO orders (id, status) SELECT g, 'bulk' FROM generate_series({first}, "
+                f"{first + 99}) g")
+    changes(src, start + 100 * transactions)
+    execute(src, f"UPDATE orders SET status = 'bulk updated' WHERE id BETWEEN {start} AND {start + 500}",
+            f"DELETE FROM orders WHERE id BETWEEN {start + 1000} AND {start + 1100}")
+
+
+def test_run_applies_while_the_capture_still_runs(tmp_path: Path, kafka_broker: KafkaBroker, shop: str,
+                                                  pg_url2: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``copyjob run`` applies the first chunk the capture published while the capture is still publishing:
+    the capture's second flush waits until the destination holds a change of the first one."""
+    from copyjob.connectors.kafka.transport import KafkaPublisher
+    from copyjob.offsets import default_state_url, open_state_store
+
+    from copyjob.loader import load_job
+    from copyjob.progress import Progress
+    from copyjob.runner import JobRun
+
+    job, _ = job_file(tmp_path, kafka_broker, shop, pg_url2, batch_events=100)
+    ok("run", job)
+    many_changes(shop, 10_000)
+    flushes: list[bool] = []
+    real_flush = KafkaPublisher.flush
+
+    def flush(self: KafkaPublisher) -> None:
+        real_flush(self)
+        if threading.current_thread().name in ("MainThread", "apply-writer") or flushes:
+            return
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not rows(pg_url2, "SELECT count(*) FROM orders WHERE id >= 10000")[0][0]:
+            time.sleep(0.1)
+        flushes.append(bool(rows(pg_url2, "SELECT count(*) FROM orders WHERE id >= 10000")[0][0]))
+
+    monkeypatch.setattr(KafkaPublisher, "flush", flush)
+    loaded = load_job(job)
+    job_run = JobRun(loaded, lambda: open_state_store(default_state_url(loaded.path)), Progress(live=False))
+    try:
+        record = job_run.run()
+    finally:
+        job_run.close()
+    assert record.status == "ok", record
+    assert flushes == [True]  # the apply wrote while the capture waited
+    equal(shop, pg_url2)
+
+
+@pytest.mark.parametrize("fault", ["committed:3", None])
+def test_run_killed_while_capture_and_apply_run_side_by_side(tmp_path: Path, kafka_broker: KafkaBroker, shop: str,
+                                                             pg_url2: str, fault: str | None) -> None:
+    """SIGKILL of ``copyjob run`` while both sides work (at the capture's third broker acknowledgement, before
+    its position is saved; or as soon as the destination holds part of the changes): the next run loses and
+    doubles nothing (every key once, every value the source's)."""
+    job, _ = job_file(tmp_path, kafka_broker, shop, pg_url2, batch_events=100)
+    ok("run", job)
+    many_changes(shop, 10_000)
+    if fault is not None:
+        killed = copyjob("run", job, "--no-progress", env={"COPYJOB_FAULT": fault})
+        assert killed.code == -signal.SIGKILL, killed.output
+    else:
+        proc = subprocess.Popen([sys.executable, "-m", "copyjob", "run", str(job), "--no-progress"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline and \
+                    not rows(pg_url2, "SELECT count(*) FROM orders WHERE id >= 10000")[0][0]:
+                time.sleep(0.02)
+        finally:
+            proc.kill()
+            proc.wait(60)
+    execute(shop, "UPDATE orders SET status = 'after the crash' WHERE id <= 20", "DELETE FROM orders WHERE id = 30")
+    ok("run", job)
+    equal(shop, pg_url2)
+    assert rows(pg_url2, "SELECT count(*), count(DISTINCT id) FROM orders") == rows(
+        shop, "SELECT count(*), count(DISTINCT id) FROM orders")
+    ok("apply", job, "--until-caught-up")  # nothing left to apply
+    equal(shop, pg_url2)

@@ -147,6 +147,18 @@ def test_columns_added_and_dropped_mid_stream(tmp_path: Path, shop: str, pg_url2
     assert rows(pg_url2, "SELECT tag FROM orders WHERE id = 2") == [("new column",)]
 
 
+def test_a_column_added_while_stopped_reaches_the_destination(tmp_path: Path, shop: str, pg_url2: str) -> None:
+    """The next run reflects the source with the column already there: its first change must still widen the
+    destination table (the run's reflection is not what the destination holds)."""
+    job = job_file(tmp_path, shop, pg_url2, [{"name": "orders"}])
+    ok(job)
+    execute(shop, "ALTER TABLE orders ADD COLUMN big bigint", "UPDATE orders SET big = id * 1000 WHERE id <= 5",
+            "INSERT INTO orders (id, status, big) VALUES (5001, 'late', 7)")
+    ok(job)
+    equal(shop, pg_url2, columns="id, status, amount, big")
+    assert rows(pg_url2, "SELECT big FROM orders WHERE id = 5001") == [(7,)]
+
+
 # ---------------------------------------------------------------- crashes
 
 
@@ -295,4 +307,4 @@ def test_cdc_needs_a_log_based_source(tmp_path: Path) -> None:
                                             "destination": {"url": "duckdb:///y.duckdb"},
                                             "copy": {"mode": "cdc"}, "tables": [{"name": "t"}]})
     result = copyjob("validate", job)
-    assert result.code == 2 and "cdc needs a postgresql or mysql/mariadb source" in result.output
+    assert result.code == 2 and "cdc needs a postgresql, mysql/mariadb or kafka source" in result.output

@@ -22,7 +22,7 @@ from tests.helpers import ROOT, copyjob, sqlite_exec, write_job
 pytestmark = pytest.mark.timeout(300)
 
 COMMANDS = ("run", "serve", "validate", "status", "history", "reset", "demo", "drop", "stream", "capture",
-            "apply", "tail", "replay")
+            "apply", "tail", "replay", "maintain")
 HEAVY = ("pyarrow", "confluent_kafka", "psycopg", "pymysql", "duckdb", "sqlalchemy", "pydantic", "boto3")
 
 

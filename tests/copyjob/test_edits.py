@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from tests.helpers import CliResult, copyjob, sqlite_exec, sqlite_rows, sqlite_script, write_job
-from tests.pg_cdc import drop_slots, execute, table_fingerprint
+from tests.pg_cdc import drop_slots, execute, rows, table_fingerprint
 from tests.services.kafka import KafkaBroker
+from tests.services.mariadb import MariadbServer
 
 SCHEMA = "CREATE TABLE events (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, seq INTEGER NOT NULL, name TEXT);"
 
@@ -66,7 +67,7 @@ def source_rows(db: Path) -> list[tuple[Any, ...]]:
     return sqlite_rows(db, "SELECT id, ts, seq, name FROM events ORDER BY id")
 
 
-EDITS = {
+EDITS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]] = {
     "incremental column": ({"incremental_column": "ts"}, {"incremental_column": "seq"}, {},
                            "incremental column changed: ts → seq"),
     "key under merge": ({"incremental_column": "ts", "key": ["id"]},
@@ -235,3 +236,221 @@ def test_kafka_capture_side_starts_over_after_an_edit(tmp_path: Path, source: Pa
     assert record["mode"] == "full"
     assert sqlite_rows(tmp_path / "dst.db", "SELECT id, ts, seq, name FROM events ORDER BY id") \
         == source_rows(source)
+
+
+# ---------------------------------------------------------------- the destination table's shape changes
+
+
+HARMLESS: dict[str, Any] = {"schedules": [{"every": "1h"}], "triggers": [{"file_arrival": {"path": "./inbox"}}],
+                            "check": {"max_age": "26h"}}
+"""Job-level settings that decide when and how fast a job runs, never which rows or how they land."""
+
+
+def test_a_not_null_column_renamed_rebuilds_the_table(tmp_path: Path, source: Path) -> None:
+    """``seq`` is NOT NULL in the destination: a table that kept it beside the new ``position`` refuses rows."""
+    first = job(tmp_path, {"incremental_column": "ts", "key": ["id"]}, update_method="merge")
+    run(first)
+    add(source, range(21, 26))
+    edited = job(tmp_path, {"incremental_column": "ts", "key": ["id"], "columns": {"seq": "position"}},
+                 update_method="merge")
+    record = starts_over(edited, "column mapping changed: none → seq: position")
+    assert record["mode"] == "full" and record["rows_written"] == 25
+    assert sqlite_rows(tmp_path / "dst.db", "SELECT id, ts, position, name FROM events ORDER BY id") \
+        == source_rows(source)
+    add(source, range(26, 29))
+    assert run(edited)[1]["mode"] == "incremental"
+    assert sqlite_rows(tmp_path / "dst.db", "SELECT id, ts, position, name FROM events ORDER BY id") \
+        == source_rows(source)
+
+
+def test_cdc_a_not_null_column_renamed_snapshots_into_the_new_shape(tmp_path: Path, shop: str,
+                                                                     pg_url2: str) -> None:
+    first = cdc_job(tmp_path, shop, pg_url2, {})
+    run(first)
+    execute(shop, "UPDATE orders SET status = 'paid' WHERE id <= 50")
+    run(first)
+    edited = cdc_job(tmp_path, shop, pg_url2, {"columns": {"status": "state"}})
+    starts_over(edited, "column mapping changed: none → status: state", "snapshot")
+    assert table_fingerprint(pg_url2, "orders", "id, state, amount") \
+        == table_fingerprint(shop, "orders", "id, status, amount")
+    execute(shop, "UPDATE orders SET status = 'shipped' WHERE id <= 5", "DELETE FROM orders WHERE id > 490")
+    run(edited)
+    assert table_fingerprint(pg_url2, "orders", "id, state, amount") \
+        == table_fingerprint(shop, "orders", "id, status, amount")
+
+
+def test_cdc_from_merge_to_append_snapshots_into_a_change_table(tmp_path: Path, shop: str, pg_url2: str) -> None:
+    """The merge table (keyed, no change columns) cannot hold changes: the snapshot replaces it."""
+    first = cdc_job(tmp_path, shop, pg_url2, {"update_method": "merge"})
+    run(first)
+    execute(shop, "UPDATE orders SET status = 'paid' WHERE id <= 50")
+    run(first)
+    edited = cdc_job(tmp_path, shop, pg_url2, {"update_method": "append"})
+    starts_over(edited, "update method changed: merge → append", "snapshot")
+    snapshot = "SELECT id, status, amount FROM orders WHERE _op = 'r' ORDER BY id"
+    assert rows(pg_url2, snapshot) == rows(shop, "SELECT id, status, amount FROM orders ORDER BY id")
+    assert rows(pg_url2, "SELECT count(*) FROM orders") == [(500,)]
+    execute(shop, "UPDATE orders SET status = 'shipped' WHERE id <= 5")
+    run(edited)
+    assert rows(pg_url2, "SELECT count(*) FROM orders WHERE _op = 'u'") == [(5,)]
+
+
+def test_cdc_a_new_target_says_why(tmp_path: Path, shop: str, pg_url2: str) -> None:
+    first = cdc_job(tmp_path, shop, pg_url2, {})
+    run(first)
+    edited = cdc_job(tmp_path, shop, pg_url2, {"target": "orders_v2"})
+    starts_over(edited, "target table changed: public.orders → orders_v2", "snapshot")
+    assert table_fingerprint(pg_url2, "orders_v2") == table_fingerprint(shop, "orders")
+
+
+def test_cdc_settings_that_do_not_invalidate_keep_streaming(tmp_path: Path, shop: str, pg_url2: str) -> None:
+    run(cdc_job(tmp_path, shop, pg_url2, {}))
+    execute(shop, "UPDATE orders SET status = 'paid' WHERE id <= 7")
+    edited = write_job(tmp_path / "job.yaml", {
+        "job": "edits_cdc", "source": {"url": shop}, "destination": {"url": pg_url2},
+        "copy": {"mode": "cdc", "update_method": "merge", "batch_rows": 300, "parallel": 3},
+        "cdc": {"max_batch_delay": "80ms"}, "tables": [{"name": "public.orders", "check": {"max_age": "2h"}}],
+        **HARMLESS})
+    (tmp_path / "inbox").mkdir()
+    checked = copyjob("validate", edited)
+    assert checked.code == 0 and "note:" not in checked.stdout, checked.output
+    assert status(edited)["next_run"] == "stream"
+    record = run(edited)[1]
+    assert record["mode"] == "cdc" and record["rows_read"] == 7 and record["note"] is None
+    assert table_fingerprint(pg_url2, "orders") == table_fingerprint(shop, "orders")
+
+
+def prefix(tmp_path: Path) -> str:
+    """Topics of this test only (a new destination applies its topics from their beginning)."""
+    return f"edits{os.getpid()}.{tmp_path.name}"
+
+
+def kafka_job(tmp_path: Path, broker: KafkaBroker, table: dict[str, Any], method: str = "merge",
+              **job_level: Any) -> Path:
+    return write_job(tmp_path / "job.yaml", {
+        "job": "edits_kafka", "source": {"url": "sqlite:///src.db"}, "destination": {"url": "sqlite:///dst.db"},
+        "copy": {"mode": "incremental", "update_method": method}, "tables": [{"name": "events", **table}],
+        "transport": "kafka", "kafka": {"bootstrap_servers": broker.bootstrap, "topic_prefix": prefix(tmp_path)},
+        **job_level})
+
+
+def test_kafka_apply_side_under_append_starts_over_once(tmp_path: Path, source: Path,
+                                                        kafka_broker: KafkaBroker) -> None:
+    """The capture side publishes the table again; the apply side replaces what it appended before, once."""
+    first = kafka_job(tmp_path, kafka_broker, {"incremental_column": "ts"}, "append")
+    run(first)
+    add(source, range(21, 26))
+    assert run(first)[1]["rows_written"] == 5
+    add(source, range(26, 31))
+    edited = kafka_job(tmp_path, kafka_broker, {"incremental_column": "seq"}, "append")
+    record = starts_over(edited, "incremental column changed: ts → seq")
+    assert record["mode"] == "full" and record["rows_written"] == 30
+    dst = tmp_path / "dst.db"
+    assert sqlite_rows(dst, "SELECT id, ts, seq, name FROM events ORDER BY id") == source_rows(source)
+    add(source, range(31, 34))
+    again = run(edited)[1]
+    assert again["mode"] == "incremental" and again["rows_written"] == 3 and again["note"] is None
+    assert sqlite_rows(dst, "SELECT id, ts, seq, name FROM events ORDER BY id") == source_rows(source)
+
+
+def test_kafka_settings_that_do_not_invalidate_keep_the_table_incremental(tmp_path: Path, source: Path,
+                                                                          kafka_broker: KafkaBroker) -> None:
+    run(kafka_job(tmp_path, kafka_broker, {"incremental_column": "ts"}))
+    add(source, range(21, 26))
+    edited = kafka_job(tmp_path, kafka_broker, {"incremental_column": "ts", "check": {"max_age": "2h"}},
+                       **HARMLESS)
+    (tmp_path / "inbox").mkdir()
+    checked = copyjob("validate", edited)
+    assert checked.code == 0 and "note:" not in checked.stdout, checked.output
+    assert status(edited)["next_run"] == "incremental"
+    record = run(edited)[1]
+    # merge reads the boundary row again
+    assert record["mode"] == "incremental" and record["rows_read"] == 6 and record["note"] is None
+    assert sqlite_rows(tmp_path / "dst.db", "SELECT id, ts, seq, name FROM events ORDER BY id") \
+        == source_rows(source)
+
+
+# ---------------------------------------------------------------- CDC from MariaDB, direct and through Kafka
+
+
+class Maria:
+    """A MariaDB source table ``items`` (``name`` NOT NULL) and the job that copies it into SQLite."""
+
+    def __init__(self, tmp_path: Path, server: MariadbServer, url: str, transport: str, broker: Any) -> None:
+        self.tmp_path, self.server, self.url, self.transport, self.broker = tmp_path, server, url, transport, broker
+        self.sql("CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, qty INT)",
+                 "INSERT INTO items VALUES " + ",".join(f"({i}, 'item {i}', {i % 7})" for i in range(1, 201)))
+
+    def sql(self, *statements: str) -> None:
+        self.server.execute_all(self.url.rsplit("/", 1)[1], *statements)
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.server.execute("SELECT id, name, qty FROM items ORDER BY id",
+                                                      self.url.rsplit("/", 1)[1])]
+
+    def job(self, table: dict[str, Any], method: str = "merge", copy: dict[str, Any] | None = None,
+            **job_level: Any) -> Path:
+        kafka = {"transport": "kafka", "kafka": {"bootstrap_servers": self.broker.bootstrap,
+                                                 "topic_prefix": prefix(self.tmp_path)}} \
+            if self.transport == "kafka" else {}
+        return write_job(self.tmp_path / "job.yaml", {
+            "job": "edits_maria", "source": {"url": self.url}, "destination": {"url": "sqlite:///dst.db"},
+            "copy": {"mode": "cdc", "update_method": method, **(copy or {})}, "cdc": {"max_batch_delay": "50ms"},
+            "tables": [{"name": "items", **table}], **kafka, **job_level})
+
+    def copied(self, columns: str = "id, name, qty", table: str = "items") -> list[tuple[Any, ...]]:
+        return sqlite_rows(self.tmp_path / "dst.db", f"SELECT {columns} FROM {table} ORDER BY id")
+
+
+@pytest.fixture(params=["direct", "kafka"])
+def maria(request: pytest.FixtureRequest, tmp_path: Path, mariadb_server: MariadbServer,
+          mariadb_url: str) -> Maria:
+    pytest.importorskip("pymysqlreplication")
+    broker = request.getfixturevalue("kafka_broker") if request.param == "kafka" else None
+    return Maria(tmp_path, mariadb_server, mariadb_url, request.param, broker)
+
+
+MARIA_EDITS: dict[str, tuple[dict[str, Any], str, str, str, str]] = {
+    "key": ({"key": ["id", "qty"]}, "merge", "key changed: none → id, qty", "id, name, qty", "items"),
+    "target": ({"target": "items_v2"}, "merge", "target table changed: items → items_v2", "id, name, qty",
+               "items_v2"),
+    "not null column renamed": ({"columns": {"name": "label"}}, "merge",
+                                "column mapping changed: none → name: label", "id, label, qty", "items"),
+    "update method": ({}, "append", "update method changed: merge → append", "id, name, qty", "items"),
+}
+
+
+@pytest.mark.parametrize("edit", MARIA_EDITS, ids=list(MARIA_EDITS))
+def test_mariadb_cdc_edits_start_the_table_over(maria: Maria, edit: str) -> None:
+    after, method, reason, columns, target = MARIA_EDITS[edit]
+    first = maria.job({})
+    run(first)
+    maria.sql("UPDATE items SET qty = qty + 10 WHERE id <= 20", "DELETE FROM items WHERE id > 190")
+    assert run(first)[1]["rows_read"] == 30
+    assert maria.copied() == maria.rows()
+    maria.sql("INSERT INTO items VALUES (500, 'late', 1)", "DELETE FROM items WHERE id = 1")
+    edited = maria.job(after, method)
+    starts_over(edited, reason, "snapshot")
+    if method == "append":  # the snapshot's rows, and nothing of the merge table before
+        assert sqlite_rows(maria.tmp_path / "dst.db", f"SELECT {columns} FROM {target} WHERE _op = 'r' ORDER BY id") \
+            == maria.rows()
+        assert sqlite_rows(maria.tmp_path / "dst.db", f"SELECT count(*) FROM {target}") == [(len(maria.rows()),)]
+        return
+    assert maria.copied(columns, target) == maria.rows()
+    maria.sql("UPDATE items SET name = 'renamed' WHERE id <= 3", "DELETE FROM items WHERE id = 100")
+    record = run(edited)[1]
+    assert record["note"] is None and record["rows_read"] == 3  # id 1 is gone: two updates, one delete
+    assert maria.copied(columns, target) == maria.rows()
+
+
+def test_mariadb_cdc_settings_that_do_not_invalidate_keep_streaming(maria: Maria) -> None:
+    run(maria.job({}))
+    maria.sql("UPDATE items SET qty = 0 WHERE id <= 6")
+    job_file = maria.job({"check": {"max_age": "2h"}}, copy={"batch_rows": 300, "parallel": 3}, **HARMLESS)
+    (maria.tmp_path / "inbox").mkdir()
+    checked = copyjob("validate", job_file)
+    assert checked.code == 0 and "note:" not in checked.stdout, checked.output
+    assert status(job_file)["next_run"] == "stream"
+    record = run(job_file)[1]
+    assert record["mode"] == "cdc" and record["rows_read"] == 6 and record["note"] is None
+    assert maria.copied() == maria.rows()

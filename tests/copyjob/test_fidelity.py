@@ -213,8 +213,37 @@ def _read_jsonl(url: str, folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _read_iceberg(url: str, folder: Path) -> list[dict[str, Any]]:
+    """Iceberg through pyiceberg's own scan (a catalog of its own on the destination's SQLite catalog)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    lake = folder / "lake"
+    catalog = SqlCatalog("copyjob", uri=f"sqlite:///{lake / 'catalog.db'}", warehouse=lake.as_uri())
+    table = catalog.load_table(("copyjob", "fidelity")).scan().to_arrow()
+    columns = {name: _arrow_text(table.column(name).combine_chunks()) for name in table.column_names}
+    return [{name: values[i] for name, values in columns.items()} for i in range(table.num_rows)]
+
+
+def _read_delta(url: str, folder: Path) -> list[dict[str, Any]]:
+    """Delta through deltalake's own query engine; columns back in their logical types from the tags copyjob keeps in
+    the Delta schema (time is stored as microseconds since midnight)."""
+    import pyarrow as pa
+    from copyjob.connectors.delta.types import from_storage, schema_from_delta
+    from deltalake import DeltaTable, QueryBuilder
+
+    from copyjob.core.schema import TableName
+
+    table = DeltaTable(str(folder / "lake" / "fidelity"))
+    schema = schema_from_delta(TableName("fidelity"), table.schema().to_json(), {})
+    # its query engine: to_pyarrow_table parses file statistics with Python dates, which stop at year 1
+    read = from_storage(pa.table(QueryBuilder().register("t", table).execute("SELECT * FROM t").read_all()), schema)
+    columns = {name: _arrow_text(read.column(name).combine_chunks()) for name in read.column_names}
+    return [{name: values[i] for name, values in columns.items()} for i in range(read.num_rows)]
+
+
 _READERS = {"postgresql": _read_postgresql, "mariadb": _read_mariadb, "sqlite": _read_sqlite,
-            "duckdb": _read_duckdb, "parquet": _read_parquet, "csv": _read_csv, "jsonl": _read_jsonl}
+            "duckdb": _read_duckdb, "parquet": _read_parquet, "csv": _read_csv, "jsonl": _read_jsonl,
+            "iceberg": _read_iceberg, "delta": _read_delta}
 
 
 def _destination(name: str, request: pytest.FixtureRequest, folder: Path) -> dict[str, Any]:
@@ -226,6 +255,8 @@ def _destination(name: str, request: pytest.FixtureRequest, folder: Path) -> dic
         return {"url": request.getfixturevalue("mariadb_url")}
     if name in ("csv", "jsonl"):
         return {"url": "file:out", "format": name}
+    if name in ("iceberg", "delta"):
+        return {"url": "./lake", "format": name}
     return {"url": {"sqlite": "sqlite:///dst.db", "duckdb": "duckdb:///dst.duckdb",
                     "parquet": "parquet:///lake"}[name]}
 

@@ -169,7 +169,7 @@ def test_an_unresolved_variable_inside_a_variable_names_both(tmp_path: Path, mon
 
 
 @pytest.mark.parametrize(("url", "words"), [
-    ("oracle://scott@db/wh", "unknown URL scheme 'oracle' (known: duckdb://, file://, mariadb://, mysql://, "
+    ("oracle://scott@db/wh", "unknown URL scheme 'oracle' (known: duckdb://, file://, kafka://, mariadb://, mysql://, "
                              "parquet://, postgresql://, s3://, sqlite://)"),
     ("warehouse.db", "not a URL: expected scheme://… (known: duckdb://"),
     ("postgresql://app@db:port/shop", "bad port"),

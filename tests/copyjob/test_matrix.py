@@ -22,8 +22,10 @@ from tests.helpers import copyjob, write_job
 URLS = {
     "postgresql": "postgresql://app@db.example/shop", "mysql": "mariadb://app@db.example/shop",
     "sqlite": "sqlite:///shop.db", "duckdb": "duckdb:///wh.duckdb", "files": "./landing",
-    "parquet": "parquet:///lake",
+    "parquet": "parquet:///lake", "delta": "./lake", "iceberg": "./lake", "kafka": "kafka://localhost:9092",
 }
+FORMATS = {"delta": "delta", "iceberg": "iceberg"}
+"""Destination kinds that are a file URL with a table format."""
 KAFKA = "kafka: {bootstrap_servers: 'localhost:9092'}\n"
 
 
@@ -53,7 +55,8 @@ CDC_FROM_SQLITE = """\
     """
 UNSUPPORTED = [
     pytest.param(CDC_FROM_SQLITE, "tables[0].mode", "mode: cdc",
-        ["a sqlite source does not support cdc", "postgresql or mysql/mariadb source", "use mode full or incremental"],
+        ["a sqlite source does not support cdc", "postgresql, mysql/mariadb or kafka source",
+         "use mode full or incremental"],
         id="cdc-from-sqlite"),
     pytest.param("""\
         job: j
@@ -117,7 +120,7 @@ UNSUPPORTED = [
         tables:
           - {name: orders}
         """, "source.url", "parquet:///lake",
-        ["parquet cannot be a source", "use a postgresql, mysql/mariadb, sqlite, duckdb or file/s3 source"],
+        ["parquet cannot be a source", "use a postgresql, mysql/mariadb, sqlite, duckdb, file/s3 or kafka source"],
         id="parquet-source"),
     pytest.param("""\
         job: j
@@ -205,6 +208,8 @@ def supported_jobs(tmp_path: Path) -> dict[tuple[str, str, str], Path]:
             table: dict[str, Any] = {"name": f"t{i}", "mode": c.mode, "update_method": c.update_method}
             if source == "files":
                 table["pattern"] = f"t{i}/*.csv"
+            elif source == "kafka":
+                table["target"] = f"t{i}"  # a kafka source's entry names a topic
             elif c.mode == "incremental":
                 table["incremental_column"] = "updated_at"
             if c.update_method == "merge":
@@ -212,6 +217,8 @@ def supported_jobs(tmp_path: Path) -> dict[tuple[str, str, str], Path]:
             tables.append(table)
         doc: dict[str, Any] = {"job": f"j{n}", "source": {"url": URLS[source]},
                                "destination": {"url": URLS[destination]}, "tables": tables}
+        if destination in FORMATS:
+            doc["destination"]["format"] = FORMATS[destination]
         if transport == "kafka":
             doc |= {"transport": "kafka", "kafka": {"bootstrap_servers": "localhost:9092"}}
         paths[(source, destination, transport)] = write_job(tmp_path / f"job{n}.yaml", doc)
@@ -222,7 +229,8 @@ def test_every_supported_combination_validates(tmp_path: Path) -> None:
     """All of them through the loader that ``copyjob validate`` runs (60 processes would take 15 s), and a direct
     and a kafka job through the command itself."""
     paths = supported_jobs(tmp_path)
-    assert len(paths) == 5 * 6 * 2  # every source kind × destination kind × transport has something supported
+    # every source kind × destination kind × transport has something supported; a kafka source: keyed, direct
+    assert len(paths) == 5 * 8 * 2 + 7
     assert sum(len(load_job(p).tables) for p in paths.values()) == len(combinations())
     cli = [paths[("postgresql", "parquet", "kafka")], paths[("mysql", "files", "direct")]]
     with ThreadPoolExecutor(2) as pool:
@@ -237,8 +245,14 @@ def test_check_refuses_exactly_what_the_matrix_leaves_out() -> None:
     allowed = set(combinations())
     for mode, source, destination, transport, method in product(modes, kinds, kinds, transports, methods):
         table: dict[str, Any] = {"name": "t", "mode": mode, "update_method": method}
-        job = Job.model_validate({"job": "j", "source": {"url": URLS[source]},
-                                  "destination": {"url": URLS[destination]}, "tables": [table],
+        target: dict[str, Any] = {"url": URLS[destination]}
+        if destination in FORMATS:
+            target["format"] = FORMATS[destination]
+        origin: dict[str, Any] = {"url": URLS[source]}
+        if source in FORMATS:
+            origin["format"] = FORMATS[source]
+        job = Job.model_validate({"job": "j", "source": origin,
+                                  "destination": target, "tables": [table],
                                   "transport": transport, "kafka": {"bootstrap_servers": "k:9092"}})
         problems = check(job)
         c = Combination(mode, source, destination, transport, method)
@@ -269,17 +283,21 @@ def test_kinds_cover_the_connector_registry_and_its_roles() -> None:
 def test_cdc_sources_are_those_with_a_change_log_reader() -> None:
     from copyjob.ingest import LOG_SOURCES
 
-    assert {s for r in SUPPORTED if "cdc" in r.mode for s in r.source} == {kind_of(f"{s}://h/d") for s in LOG_SOURCES}
+    # and a kafka:// source, whose topics are change events already (copyjob.topic_source)
+    assert {s for r in SUPPORTED if "cdc" in r.mode for s in r.source} == \
+        {kind_of(f"{s}://h/d") for s in LOG_SOURCES} | {"kafka"}
 
 
 def test_merge_goes_exactly_where_the_destination_supports_it() -> None:
-    from copyjob.connectors import REGISTRY, destination_capabilities
+    from copyjob.connectors import REGISTRY, can_be, destination_capabilities
 
     from copyjob.core.urls import parse_url
 
     for scheme in REGISTRY:
         url = parse_url(f"{scheme}://host/db" if scheme in ("postgresql", "mysql", "mariadb", "s3")
                         else f"{scheme}:///x")
+        if not can_be(url, "destination"):
+            continue  # kafka://: a source only
         kind = kind_of(url.raw)
         merges = any(kind in r.destination and "merge" in r.update_method for r in SUPPORTED)
         assert merges == destination_capabilities(url).supports_merge, scheme
@@ -292,8 +310,10 @@ def test_rendered_markdown_has_a_row_per_matrix_row() -> None:
     assert lines[1].startswith("| --- |")
     body = [line for line in lines[2:] if line.startswith("| ")]
     assert len(body) == len(SUPPORTED)
-    assert body[-2].startswith("| cdc | postgresql, mysql/mariadb | postgresql, mysql/mariadb, sqlite, duckdb, "
-                               "parquet | direct, kafka | append, merge |")
+    assert any(line.startswith("| cdc | postgresql, mysql/mariadb | postgresql, mysql/mariadb, sqlite, duckdb, "
+                               "parquet, delta, iceberg | direct, kafka | append, merge |") for line in body)
+    assert body[-1].startswith("| cdc | kafka | postgresql, mysql/mariadb, sqlite, duckdb, parquet, delta, iceberg "
+                               "| direct | append, merge |")
     assert "`mariadb://`" in text and "`s3://`" in text
 
 

@@ -152,3 +152,34 @@ def test_a_new_target_is_traced_to_the_table_it_replaces(store: StateStore) -> N
     moved = {**DEFINITION, "target": "orders_v2"}
     assert moved_target(ledger.load_all(), moved, {"orders_v2"}) == "target table changed: orders → orders_v2"
     assert moved_target(ledger.load_all(), moved, {"orders", "orders_v2"}) is None  # both in the job: a new table
+
+
+def test_a_table_moved_to_a_new_target_says_so_without_replacing_anything(store: StateStore) -> None:
+    ledger = Ledger(store, "j@a", "j", targets=["orders_v2"])
+    destination = Destination()
+    destination.commit("20260101T000000.000001-aaaaaa", mode="cdc", snapshot="completed", position={"lsn": 1},
+                       definition=DEFINITION)
+    standing = ledger.reconcile("orders", destination, TABLE, mode="cdc", definition=DEFINITION)  # type: ignore[arg-type]
+    ledger.committed(standing.state, "20260101T000000.000001-aaaaaa")
+    moved = {**DEFINITION, "target": "orders_v2"}
+    standing = ledger.reconcile("orders_v2", destination, TableName.parse("orders_v2"), mode="cdc",  # type: ignore[arg-type]
+                                definition=moved)
+    assert standing.edit == "target table changed: orders → orders_v2" and not standing.redefined
+    both = Ledger(store, "j@a", "j", targets=["orders", "orders_v2"])  # a second table, not a move
+    assert both.reconcile("orders_v2", destination, TableName.parse("orders_v2"), mode="cdc",  # type: ignore[arg-type]
+                          definition=moved).edit is None
+
+
+def test_an_edit_of_a_position_kept_in_the_store_opens_a_new_epoch_once(store: StateStore) -> None:
+    """The apply side of transport: kafka empties its table at the first event of a newer epoch."""
+    ledger = Ledger(store, "j@a", "j")
+    state, _ = ledger.load_defined("orders", DEFINITION)
+    assert "epoch" not in state.extra
+    ledger.committed(state, "20260101T000000.000001-aaaaaa", watermark=41, watermark_type="int")
+    edited = {**DEFINITION, "incremental_column": "seq"}
+    first, _ = ledger.load_defined("orders", edited)
+    retried, _ = ledger.load_defined("orders", edited)  # the first attempt failed before its commit
+    assert "" < first.extra["epoch"] < retried.extra["epoch"]
+    ledger.committed(retried, "20260101T000000.000002-aaaaaa", watermark=7, watermark_type="int")
+    again, reason = ledger.load_defined("orders", edited)
+    assert reason is None and again.extra["epoch"] == retried.extra["epoch"]
