@@ -26,7 +26,6 @@ from copyjob.apply.cdc_table import CdcTable, Order, Position, ProgressCallback,
 from copyjob.connectors.kafka import source_info, topic_of
 from copyjob.connectors.kafka.change_encode import encode_changes
 from copyjob.connectors.kafka.codec import UNCHANGED_HEADER, Encoder, SourceInfo, TableEncoder, now_ms
-from copyjob.connectors.kafka.debezium import with_catalog
 from copyjob.connectors.kafka.sizes import MessageTooLarge, too_large
 from copyjob.offsets.ledger import EPOCH_KEY, Ledger
 from copyjob.snapshot import read_table
@@ -126,7 +125,7 @@ class KafkaSink:
             events = split_key_changes(events, key)
             # the log's schema lacks NOT NULL and declared types (PostgreSQL's relation messages): the catalog's,
             # so the changes' schema is the snapshot's (one schema version, NOT NULL kept for the apply side)
-            schema = with_catalog(batch.schema, t.plan.source_schema)
+            schema = batch.schema.with_catalog(t.plan.source_schema)
             t.rows_written += publish_batch(self.encoder, self.publisher, topic,
                                             ChangeBatch(batch.table, schema, events, batch.position), info, key)
         if done is None or not at_or_before(batch.position, done):

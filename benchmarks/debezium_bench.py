@@ -54,6 +54,7 @@ from benchmarks.cdc_bench import GENERATE, TABLE, database, sql
 from benchmarks.kafka_bench import KAFKA_CLI, watch
 from tests.services._process import free_port, maven_jars
 from tests.services.kafka import KafkaBroker, start_kafka
+from tests.services.kafka_connect import LOG4J
 from tests.services.postgres import PASSWORD, SUPERUSER, PostgresServer, start_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,20 +67,6 @@ PARTITIONS = 3
 # kafka-run-class.sh's defaults for connect-standalone.sh: heap 256 MB .. 2 GB, G1
 JVM = ["-Xms256m", "-Xmx2g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
        "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true"]
-LOG4J = """\
-status = error
-appender.file.type = File
-appender.file.name = file
-appender.file.fileName = {log}
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = file
-logger.kafka.name = org.apache.kafka
-logger.kafka.level = WARN
-logger.reflections.name = org.reflections
-logger.reflections.level = ERROR
-"""
 MARKER = "INSERT INTO bench (id, v, note) VALUES (-1, 0, 'marker')"
 
 

@@ -65,7 +65,7 @@ from copyjob.core.schema import Column, TableSchema
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["UNAVAILABLE", "DebeziumOptions", "DebeziumTable", "with_catalog"]
+__all__ = ["UNAVAILABLE", "DebeziumOptions", "DebeziumTable"]
 
 UNAVAILABLE = "__debezium_unavailable_value"
 """Debezium's placeholder for a value the source did not log (an unchanged TOASTed value)."""
@@ -103,16 +103,6 @@ def _version() -> str:
         return f"copyjob-{version('copyjob')}"
     except PackageNotFoundError:
         return "copyjob"
-
-
-def with_catalog(stream: TableSchema, catalog: TableSchema) -> TableSchema:
-    """A change stream's schema with what only the catalog knows (PostgreSQL's relation messages carry neither
-    NOT NULL nor the declared type): each column's nullability and native type, where name and kind agree."""
-    known = {c.name: c for c in catalog.columns}
-    columns = tuple(replace(c, nullable=k.nullable, native_type=c.native_type or k.native_type)
-                    if (k := known.get(c.name)) is not None and k.type.kind == c.type.kind else c
-                    for c in stream.columns)
-    return replace(stream, columns=columns)
 
 
 # ------------------------------------------------------------------ the source block

@@ -97,6 +97,16 @@ class TableSchema:
         wanted = [c for c in self.columns if c.name in set(names)]
         return replace(self, columns=tuple(wanted), primary_key=tuple(k for k in self.primary_key if k in names))
 
+    def with_catalog(self, catalog: TableSchema) -> TableSchema:
+        """This schema (a change stream's) with what only the catalog knows: PostgreSQL's relation messages carry
+        neither NOT NULL nor the declared type. Each column takes the catalog's nullability and native type where
+        name and kind agree."""
+        known = {c.name: c for c in catalog.columns}
+        columns = tuple(replace(c, nullable=k.nullable, native_type=c.native_type or k.native_type)
+                        if (k := known.get(c.name)) is not None and k.type.kind == c.type.kind else c
+                        for c in self.columns)
+        return replace(self, columns=columns)
+
     def renamed(self, table: TableName, columns: Mapping[str, str]) -> TableSchema:
         """The schema as the destination sees it: new table name, columns renamed by ``columns``."""
         return TableSchema(
