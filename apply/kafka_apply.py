@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from copyjob.apply.changes import APPEND_COLUMNS, apply_changes
 from copyjob.apply.dead_letters import DeadLetters
+from copyjob.apply.epochs import claimed_epoch, start_epoch
 from copyjob.apply.target import prepare_target
 from copyjob.apply.write_behind import WriteBehind
 from copyjob.connectors.kafka.arrow_bytes import arange
@@ -202,22 +203,32 @@ class Applier:
             log.info("%s: no destination table: applying partition %d of %s from its %s", table.name, partition,
                      topic, "end" if table.start_latest else "beginning")
             return self._initial(table, partition)
-        name = table.marker_name(partition)
-        marker = self._writer.call(lambda: self.destination.read_marker(self.job, name))
+        marker = self._partition_marker(table, partition)
         offset = marker.state.get("offset") if marker is not None else None
         if offset is not None:
             self.applied[(topic, partition)] = int(offset)
         if marker is not None:
             table.epoch = max(table.epoch, str(marker.state.get(EPOCH_KEY) or ""))
+        # emptied for a newer epoch before this partition's first write of it: its older events are skipped
+        table.epoch = max(table.epoch, self._writer.call(lambda: claimed_epoch(self.destination, self.job,
+                                                                                table.name)))
         return int(offset) if offset is not None else self._initial(table, partition)
 
     def _passed_without_table(self, table: ApplyTable, partition: int) -> bool:
         """The partition's marker was committed while the destination table did not exist: every record before
         it went to the dead-letter topic or changed nothing, so it holds (no data it could disagree with), and
         those records are not sent to the dead-letter topic again."""
+        marker = self._partition_marker(table, partition)
+        return marker is not None and bool(marker.state.get(WITHOUT_TABLE))
+
+    def _partition_marker(self, table: ApplyTable, partition: int) -> StateMarker | None:
+        """The partition's marker, unless it holds an offset of another topic: an edit of the job file gave the
+        table another source table, so its events come from that table's topic, from its beginning."""
         name = table.marker_name(partition)
         marker = self._writer.call(lambda: self.destination.read_marker(self.job, name))
-        return marker is not None and bool(marker.state.get(WITHOUT_TABLE))
+        if marker is not None and marker.state.get("topic", table.topic) != table.topic:
+            return None
+        return marker
 
     def _initial(self, table: ApplyTable, partition: int) -> int | None:
         """Where a partition without a marker starts: its beginning (None), or its end (``start_latest``: what
@@ -234,8 +245,7 @@ class Applier:
 
     def stored_offset(self, topic: str, partition: int) -> int:
         """Where the destination stands for a partition, whichever member applied it."""
-        name = self.by_topic[topic].marker_name(partition)
-        marker = self._writer.call(lambda: self.destination.read_marker(self.job, name))
+        marker = self._partition_marker(self.by_topic[topic], partition)
         return int(marker.state.get("offset", 0)) if marker is not None else 0
 
     def close(self) -> None:
@@ -479,10 +489,12 @@ class Applier:
             return
         target, key = table.target(segment.schema)
         method = table.table.update_method
-        self._prepare(target, method, replace=restart)
+        if restart:
+            self._start_epoch(table, target, method, epoch)
+        self._prepare(target, method)
         batch = ChangeBatch(table=segment.schema.table, schema=segment.schema, events=events)
         result = apply_changes(self.destination, target, batch, method="append" if method == "append" else "merge",
-                               key=key, rename=table.table.columns, marker=marker, truncate=restart)
+                               key=key, rename=table.table.columns, marker=marker)
         table.epoch = epoch
         table.stats.events += len(events)
         table.stats.upserted += result.upserted
@@ -501,9 +513,10 @@ class Applier:
                                                  state={"offset": segment.next_offset, "topic": table.topic,
                                                         "partition": partition, EPOCH_KEY: table.epoch}))
             return
-        restart = epoch > table.epoch
         target, key = table.target(segment.schema)
-        self._prepare(target, "merge", replace=restart)
+        if epoch > table.epoch:
+            self._start_epoch(table, target, "merge", epoch)
+        self._prepare(target, "merge")
         rename = table.table.columns
         source_names = {v: k for k, v in rename.items()}
         rows = last_per_key(segment.rows, [source_names.get(k, k) for k in key])
@@ -511,7 +524,7 @@ class Applier:
         marker = StateMarker(job=self.job, table=table.marker_name(partition), run_id=self.run_id,
                              state={"offset": segment.next_offset, "topic": table.topic, "partition": partition,
                                     EPOCH_KEY: epoch})
-        session = self.destination.begin_load(target, "merge", key, truncate=restart)
+        session = self.destination.begin_load(target, "merge", key)
         try:
             written = session.write(batch)
             session.commit(marker)
@@ -522,29 +535,32 @@ class Applier:
         table.stats.events += segment.size
         table.stats.upserted += written
 
-    def _prepare(self, target: TableSchema, method: str, *, replace: bool = False) -> None:
-        """``replace``: the table starts over (a new epoch): created again when its shape no longer fits."""
-        if target in self._prepared and not replace:
+    def _prepare(self, target: TableSchema, method: str) -> None:
+        if target in self._prepared:
             return
-        # an append table keeps every change of a key: an ordinary index on the key, no primary key
-        wanted = target if method != "append" else TableSchema(target.table, (*target.columns, *APPEND_COLUMNS),
-                                                               target.primary_key)
-        prepare_target(self.destination, wanted, create=self.create_tables, defer_key=False,
-                       append=method == "append", replace=replace)
+        prepare_target(self.destination, _wanted(target, method), create=self.create_tables, defer_key=False,
+                       append=method == "append")
         self._prepared.add(target)
+
+    def _start_epoch(self, table: ApplyTable, target: TableSchema, method: str, epoch: str) -> None:
+        """The table starts over at ``epoch``: emptied (and created again when its shape no longer fits) once,
+        by this member or by another that met the epoch first (``copyjob.apply.epochs``)."""
+        start_epoch(self.destination, self.job, self.run_id, _wanted(target, method), epoch, name=table.name,
+                    create=self.create_tables, append=method == "append", alone=self.from_beginning)
+        self._prepared.add(target)
+        table.epoch = epoch
 
     def _epoch(self, table: ApplyTable, segment: Segment) -> str | None:
         """The epoch of ``segment`` (offsets.ledger), None when the table moved past it (its records were
         superseded: skipped). Newer than the table's: the capture side published the table again after an edit
-        of the job file, and its write empties the table first, unless another member already did."""
+        of the job file or a reset, and its write starts the table over first (:meth:`_start_epoch`), unless
+        another member already did."""
         epoch = epoch_of(segment.first)
-        if epoch > table.epoch:
+        if epoch > table.epoch and not self.from_beginning:  # the claim, and the partitions' markers
             stored = [self.destination.read_marker(self.job, table.marker_name(p))
                       for p in self.transport.end_offsets(table.topic)]
-            table.epoch = max([table.epoch, *(str(m.state.get(EPOCH_KEY) or "") for m in stored if m is not None)])
-            if epoch > table.epoch:
-                log.warning("%s: the capture side started the table over (epoch %s): emptying it", table.name,
-                            epoch)
+            table.epoch = max([table.epoch, claimed_epoch(self.destination, self.job, table.name),
+                               *(str(m.state.get(EPOCH_KEY) or "") for m in stored if m is not None)])
         return None if epoch < table.epoch else epoch
 
     def _marker_only(self, table: ApplyTable, marker: StateMarker) -> None:
@@ -571,6 +587,14 @@ class Applier:
         table.stats.last_error = error
         log.warning("%s: event at %s[%d]@%d sent to %s: %s", table.name, record.topic, record.partition,
                     record.offset, self.dead_letters.topic(table.name), error[:300])
+
+
+def _wanted(target: TableSchema, method: str) -> TableSchema:
+    """The destination table for ``target``: an append table keeps every change of a key (an ordinary index on
+    the key, no primary key) in rows with the change columns."""
+    if method != "append":
+        return target
+    return TableSchema(target.table, (*target.columns, *APPEND_COLUMNS), target.primary_key)
 
 
 def epoch_of(record: Record) -> str:

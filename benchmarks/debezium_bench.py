@@ -18,11 +18,13 @@ separately ``--updates`` single-row UPDATE transactions over 100,000 existing ro
    - *backlog* (like cdc_bench, which catches up on changes committed while no capture runs): the worker is
      stopped after the marker, the workload committed, the worker started again; time from the JVM's launch
      (and, separately, from the first new event) until every event is in the topic.
-   The JVM's peak RSS is sampled every 0.2 s.
+   The JVM's peak RSS is sampled every 0.2 s; live runs also report the JVM's CPU (every thread) per change
+   from streaming's start to the last event: on a loaded machine a rate depends on the CPU share each process
+   gets (a JVM's many threads get more of it than one Python process), CPU per change does much less.
 2. *copyjob, capture to Kafka* (``mode: cdc`` + ``transport: kafka``, ``format: json``, 3 partitions like the
    Debezium topic): a first ``copyjob capture`` creates the slot, the workload is committed, a second
    ``copyjob capture`` catches up (backlog): time of that process until it exits, its peak RSS, and the events
-   it added to the topic.
+   it added to the topic, and its CPU per change (the whole process: start, imports and connections too).
 3. *copyjob, direct* PostgreSQL → PostgreSQL: benchmarks/cdc_bench.py's throughput scenarios, run here
    (decode, fold, merge into the destination).
 
@@ -48,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from benchmarks.cdc_bench import GENERATE, TABLE, database, sql
@@ -193,6 +196,12 @@ class Worker:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, every thread) the JVM has used so far."""
+        assert self.process is not None
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM: the worker stops the task and flushes its offsets; SIGKILL when it takes too long."""
         if self.process is None:
@@ -259,6 +268,7 @@ def debezium(pg: PostgresServer, broker: KafkaBroker, tmp: Path, name: str, prep
         offsets.wait_for(1, 120, worker.alive)  # the marker's event: streaming has started
         result["startup_to_streaming_s"] = round(time.monotonic() - worker.launched, 2)
         base = offsets.total()
+        cpu_before = worker.cpu_s()
         if backlog:
             worker.stop()
             started = time.monotonic()
@@ -285,6 +295,7 @@ def debezium(pg: PostgresServer, broker: KafkaBroker, tmp: Path, name: str, prep
             seconds = done - started
             result["source_commit_s"] = round(committed["at"] - started, 2)
             result["drain_after_commit_s"] = round(max(0.0, done - committed["at"]), 2)
+            result["cpu_us_per_change"] = round((worker.cpu_s() - cpu_before) / changes * 1e6, 1)
         time.sleep(1)
         result["events"] = offsets.total() - base
         result.update(seconds=round(seconds, 2), changes_per_s=round(changes / seconds))
@@ -320,6 +331,9 @@ def copyjob_kafka(pg: PostgresServer, broker: KafkaBroker, tmp: Path, name: str,
     topic = f"{label}.public.bench"
 
     def capture() -> dict[str, Any]:
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-c", KAFKA_CLI, "capture", str(job)], cwd=tmp, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -332,7 +346,9 @@ def copyjob_kafka(pg: PostgresServer, broker: KafkaBroker, tmp: Path, name: str,
         seconds = time.monotonic() - started
         if proc.returncode != 0:
             raise RuntimeError(f"copyjob capture failed ({proc.returncode}): {(out + err).strip()[-1500:]}")
-        return {"seconds": seconds, "peak_rss_mb": round(peak["rss_mb"])}
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the capture process, reaped by communicate()
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        return {"seconds": seconds, "peak_rss_mb": round(peak["rss_mb"]), "cpu_s": cpu}
 
     try:
         capture()  # the snapshot (published as op r) and the slot the changes below are read from
@@ -344,7 +360,8 @@ def copyjob_kafka(pg: PostgresServer, broker: KafkaBroker, tmp: Path, name: str,
         events = end_offsets(broker.bootstrap, topic) - base
         result = {"changes": changes, "mode": "backlog", "source_commit_s": round(source_commit, 2),
                   "seconds": round(run["seconds"], 2), "changes_per_s": round(changes / run["seconds"]),
-                  "events": events, "peak_rss_mb": run["peak_rss_mb"]}
+                  "events": events, "peak_rss_mb": run["peak_rss_mb"],
+                  "cpu_us_per_change": round(run["cpu_s"] / changes * 1e6, 1)}
     finally:
         slot = sql(pg.url(), f"SELECT slot_name FROM pg_replication_slots WHERE database = '{label}'")
         if slot:
@@ -373,8 +390,8 @@ def table(report: dict[str, Any], rows: int, txn_rows: int, updates: int) -> str
     """One line per tool and scenario; copyjob's lines divided by Debezium's live rate and by its backlog rate
     from the first new event (the JVM's start left out)."""
     scenarios = {"inserts": f"{rows:,} inserts in {txn_rows:,}-row txns", "updates": f"{updates:,} single-row updates"}
-    lines = ["| tool | scenario | how | changes/s | peak RSS MB | copyjob ÷ Debezium live | "
-             "copyjob ÷ Debezium backlog (from 1st event) |", "|---|---|---|---:|---:|---:|---:|"]
+    lines = ["| tool | scenario | how | changes/s | peak RSS MB | CPU µs/change | copyjob ÷ Debezium live | "
+             "copyjob ÷ Debezium backlog (from 1st event) |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for scenario, text in scenarios.items():
         live = report.get(f"debezium_{scenario}_live", {}).get("changes_per_s")
         backlog = report.get(f"debezium_{scenario}_backlog", {}).get("changes_per_s_from_first_event")
@@ -387,11 +404,13 @@ def table(report: dict[str, Any], rows: int, txn_rows: int, updates: int) -> str
             if entry is None:
                 continue
             if "error" in entry:
-                lines.append(f"| {tool} | {text} | {how} | failed | - | - | - |")
+                lines.append(f"| {tool} | {text} | {how} | failed | - | - | - | - |")
                 continue
             rate = entry["changes_per_s"]
             rss = entry.get("peak_rss_mb")
             rss_text = str(rss) if rss is not None else "-"
+            cpu = entry.get("cpu_us_per_change")
+            rss_text += f" | {cpu}" if cpu is not None else " | -"
             if key.startswith("copyjob"):
                 ratios = [f"{rate / base:.2f}×" if base else "-" for base in (live, backlog)]
             else:

@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--changes", type=int, default=100)
     p.add_argument("--skip-anchors", action="store_true")
     p.add_argument("--skip-duckdb", action="store_true")
+    p.add_argument("--skip-postgresql", action="store_true", help="only PostgreSQL → DuckDB")
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--output", type=Path, default=RESULTS)
     return p.parse_args(argv)
@@ -206,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         pgdata.create_orders(source, args.rows, table="public.orders")
         say(f"filled in {time.perf_counter() - started:.0f}s")
-        results.append(one_destination("postgresql", source, server.create_database("dst"), tmp, args))
+        if not args.skip_postgresql:
+            results.append(one_destination("postgresql", source, server.create_database("dst"), tmp, args))
         if not args.skip_duckdb:
             results.append(one_destination("duckdb", source, f"duckdb:///{tmp / 'dst.duckdb'}", tmp, args))
     finally:

@@ -9,13 +9,16 @@ these functions run inside the database as user functions) this module is the de
 - decimal(p,s): exactly ``s`` decimals (``1.50``); unconstrained decimal: no trailing zeros (``1.5``);
 - float64: Python's shortest round-trip ``repr`` (``0.1``, ``100.0``, ``1e+16``); float32: the shortest
   text that round-trips as a float32, then as float64; ``NaN``, ``Infinity``, ``-Infinity``; -0.0 is 0.0;
-- date ``YYYY-MM-DD``; time ``HH:MM:SS.ffffff``; timestamp and timestamptz ``YYYY-MM-DD HH:MM:SS.ffffff``
+- date ``YYYY-MM-DD``; time ``HH:MM:SS[.f]``; timestamp and timestamptz ``YYYY-MM-DD HH:MM:SS[.f]``, the
+  fraction of a second without trailing zeros and left out when zero, as PostgreSQL and DuckDB print them
   (timestamptz in UTC, so a DATETIME holding UTC equals it);
 - binary: lowercase hex; uuid: lowercase text; JSON: sorted keys, no spaces (``{"a":1,"b":[2]}``).
 
 A row's text joins its columns' texts with U+001F; a NULL is U+001E. Its hash is the first 8 bytes of the
 MD5 of the UTF-8 text, as an unsigned integer; a range's digest is their sum modulo 2**64 (order-free, so
-no ORDER BY is needed).
+no ORDER BY is needed). A bucket of an integer key (``RowDigests.bucket_digests``) is hashed whole instead:
+the first 8 bytes of the MD5 of its rows' texts in key order joined by U+001D (:func:`ordered_hash`), one
+MD5 per bucket rather than one per row.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ import json
 import math
 import struct
 import uuid
-from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
+from collections.abc import Iterable, Sequence
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 from copyjob.core.schema import LogicalType, parse_logical
 
 SEPARATOR = "\x1f"
 NULL_MARK = "\x1e"
+ROW_SEPARATOR = "\x1d"
 MODULUS = 2**64
 
 TRUE_TEXTS = frozenset({"1", "t", "true", "y", "yes", "on"})
@@ -46,6 +50,20 @@ def row_text(texts: Sequence[str | None]) -> str:
 def text_hash(text: str) -> int:
     """The first 8 bytes of the MD5 of ``text`` (UTF-8), big-endian unsigned."""
     return int.from_bytes(hashlib.md5(text.encode("utf-8")).digest()[:8], "big")
+
+
+def ordered_hash(texts: Iterable[str]) -> int:
+    """The hash of rows whose texts come in key order: :func:`text_hash` of the texts joined by U+001D (fed to
+    MD5 piece by piece: a bucket's text is never held whole)."""
+    md5 = hashlib.md5()
+    for i, text in enumerate(texts):
+        md5.update(((ROW_SEPARATOR if i else "") + text).encode("utf-8"))
+    return int.from_bytes(md5.digest()[:8], "big")
+
+
+def hex_hash(md5_hex: str) -> int:
+    """The hash from an MD5 spelled in hex (as the SQL systems return it): its first 8 bytes."""
+    return int(md5_hex[:16], 16)
 
 
 def canonical_text(kind: LogicalType, value: Any) -> str | None:
@@ -111,7 +129,10 @@ def _decimal(kind: LogicalType, value: Any) -> str:
         return str(value)
     if not d.is_finite():
         return "NaN" if d.is_nan() else ("Infinity" if d > 0 else "-Infinity")
-    d = d.quantize(Decimal(1).scaleb(-(kind.scale or 0))) if kind.precision is not None else d.normalize()
+    scale = kind.scale or 0
+    # the default context keeps 28 digits: numeric(50,10) and wider would fail to quantize or be rounded
+    exact = Context(prec=max(28, len(d.as_tuple().digits), d.adjusted() + 2 + scale))
+    d = d.quantize(Decimal(1).scaleb(-scale), context=exact) if kind.precision is not None else d.normalize(exact)
     if d == 0:
         d = abs(d)
     return format(d, "f")
@@ -125,16 +146,21 @@ def _date(kind: LogicalType, value: Any) -> str:
     return str(value)[:10]
 
 
+def _fraction(us: int) -> str:
+    """Microseconds as PostgreSQL prints them after the seconds: ``.25``; nothing when zero."""
+    return f".{us:06d}".rstrip("0") if us else ""
+
+
 def _time(kind: LogicalType, value: Any) -> str:
     if isinstance(value, dt.timedelta):  # pymysql's TIME
         micros = value // dt.timedelta(microseconds=1)
         seconds, us = divmod(micros, 1_000_000)
-        return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{us:06d}"
+        return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}{_fraction(us)}"
     if isinstance(value, dt.time):
-        return value.strftime("%H:%M:%S.%f")
+        return f"{value:%H:%M:%S}{_fraction(value.microsecond)}"
     text = str(value)
     whole, _, fraction = text.partition(".")
-    return f"{whole}.{fraction[:6].ljust(6, '0')}"
+    return whole + _fraction(int(fraction[:6].ljust(6, "0"))) if fraction.isdigit() else whole
 
 
 def _timestamp(kind: LogicalType, value: Any) -> str:
@@ -150,7 +176,7 @@ def _timestamp(kind: LogicalType, value: Any) -> str:
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return f"{value.year:04d}-{value:%m-%d %H:%M:%S.%f}"
+        return f"{value.year:04d}-{value:%m-%d %H:%M:%S}{_fraction(value.microsecond)}"
     return str(value)
 
 

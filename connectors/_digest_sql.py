@@ -5,16 +5,31 @@ divides integers, spells each kind's canonical text (``connectors/_canonical.py`
 the rows' hashes. A column a dialect cannot spell in SQL (``canonical`` returns None) is fetched with the
 key and hashed in Python; the caller makes that choice for both sides alike (``DigestColumn.in_sql``).
 Identifiers are always quoted; values are always bound as parameters.
+
+Buckets of an integer key are hashed whole, their rows' texts in key order (``_canonical.ordered_hash``): one
+MD5 per bucket instead of one per row (MD5 and reading its hex as an integer were half of PostgreSQL's work).
+PostgreSQL reads each bucket through the key's index when there is one (a ``LATERAL`` subquery per bucket:
+no sort of the whole table); DuckDB, which buffers every row of an ordered aggregate, is asked a few dozen
+buckets at a time; SQLite streams the texts in key order into Python.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from copyjob.connectors._canonical import MODULUS, NULL_MARK, SEPARATOR, canonical_text, row_text, text_hash
+from copyjob.connectors._canonical import (
+    MODULUS,
+    NULL_MARK,
+    SEPARATOR,
+    canonical_text,
+    hex_hash,
+    ordered_hash,
+    row_text,
+    text_hash,
+)
 from copyjob.connectors._sql import qualified, quote_double, render_filters
 
 from copyjob.core.contracts import DigestColumn, KeySpan
@@ -46,6 +61,13 @@ class Dialect:
     """Both sides the same system with the same column types: a fast hash of the row's own values."""
     native_types: tuple[str, ...] = ()
     """The native types (prefixes) that hash: a table with another type uses the canonical text."""
+    ordered_hash: Callable[[str, str], str] | None = None
+    """An aggregate: the MD5 (hex) of a text expression's values joined by U+001D in the order of a key
+    expression. None: the texts are fetched in key order and hashed in Python."""
+    bucket_chunk: int = 0
+    """Key values per bucket query (0: one query for the whole span)."""
+    out_of_memory: Callable[[BaseException], bool] = lambda exc: False
+    """Whether a query failed for want of memory: its part is asked again in halves (wide rows)."""
 
 
 def _same_scale(c: DigestColumn) -> bool:
@@ -71,12 +93,16 @@ def _pg_canonical(col: str, c: DigestColumn) -> str | None:
         return f"CAST({col} AS text)"  # a numeric of that scale prints exactly its decimals
     if k.kind == "decimal" and k.precision is not None and c.have.type.kind in ("decimal", "int16", "int32", "int64"):
         return f"CAST(round(CAST({col} AS numeric), {int(k.scale or 0)}) AS text)"
+    # PostgreSQL's own output (sessions run with DateStyle ISO, in UTC: postgres/_connect.py) is the canonical
+    # text, at half the cost of to_char
     if k.kind == "date" and c.have.type.kind == "date":
-        return f"to_char({col}, 'YYYY-MM-DD')"
+        return f"CAST({col} AS text)"
     if k.kind == "time" and c.have.type.kind == "time":
-        return f"to_char(CAST({col} AS interval), 'HH24:MI:SS.US')"
-    if k.kind in ("timestamp", "timestamptz") and c.have.type.kind in ("timestamp", "timestamptz"):
-        return f"to_char({col}, 'YYYY-MM-DD HH24:MI:SS.US')"  # sessions run in UTC (postgres/_connect.py)
+        return f"CAST({col} AS text)"
+    if k.kind in ("timestamp", "timestamptz") and c.have.type.kind == "timestamp":
+        return f"CAST({col} AS text)"
+    if k.kind in ("timestamp", "timestamptz") and c.have.type.kind == "timestamptz":
+        return f"CAST(CAST({col} AS timestamp) AS text)"  # the UTC wall time, without its +00
     if k.kind == "binary" and c.have.type.kind == "binary":
         return f"encode({col}, 'hex')"
     if k.kind == "uuid":
@@ -99,6 +125,7 @@ POSTGRES = Dialect(
     native_types=("smallint", "integer", "bigint", "numeric", "real", "double precision", "text", "character",
                   "boolean", "date", "time", "timestamp", "uuid", "bytea", "jsonb", "interval", "inet"),
     native_row_hash=lambda cols: f"sum(hash_record_extended(ROW({', '.join(cols)}), 0))",
+    ordered_hash=lambda t, k: f"md5(string_agg({t}, chr(29) ORDER BY {k}))",
 )
 
 
@@ -118,14 +145,19 @@ def _mysql_canonical(col: str, c: DigestColumn) -> str | None:
     if k.kind == "date" and have == "date":
         return f"DATE_FORMAT({col}, '%Y-%m-%d')"
     if k.kind == "time" and have == "time":
-        return f"TIME_FORMAT({col}, '%H:%i:%s.%f')"
+        return _mysql_trimmed(f"TIME_FORMAT({col}, '%H:%i:%s.%f')")
     if k.kind in ("timestamp", "timestamptz") and have in ("timestamp", "timestamptz"):
-        return f"DATE_FORMAT({col}, '%Y-%m-%d %H:%i:%s.%f')"  # sessions run at +00:00 (mysql.py)
+        return _mysql_trimmed(f"DATE_FORMAT({col}, '%Y-%m-%d %H:%i:%s.%f')")  # sessions run at +00:00 (mysql.py)
     if k.kind == "binary" and have == "binary":
         return f"LOWER(HEX({col}))"
     if k.kind == "uuid":
         return f"LOWER(CONVERT({col} USING utf8mb4))"
     return None
+
+
+def _mysql_trimmed(text: str) -> str:
+    """The fraction without its trailing zeros, and without the point when nothing is left of it."""
+    return f"TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM {text}))"
 
 
 def mysql_dialect(placeholder: str) -> Dialect:
@@ -136,6 +168,8 @@ def mysql_dialect(placeholder: str) -> Dialect:
         row_hash_sum=lambda t: f"SUM(CAST(CONV(SUBSTRING(MD5({t}), 1, 16), 16, 10) AS UNSIGNED))",
         separator="CHAR(31 USING utf8mb4)", null_mark="CHAR(30 USING utf8mb4)",
         concat=lambda parts: "CONCAT(" + ", ".join(parts) + ")",
+        # the separator must be a literal: U+001D itself (sessions lift group_concat_max_len, mysql_digests)
+        ordered_hash=lambda t, k: f"MD5(GROUP_CONCAT({t} ORDER BY {k} SEPARATOR '\x1d'))",
     )
 
 
@@ -154,12 +188,16 @@ def _duckdb_canonical(col: str, c: DigestColumn) -> str | None:
         # DECIMAL(18, s) is a 64-bit integer inside DuckDB: several times cheaper than 128 bits when it fits
         width = 18 if k.precision <= 18 and (c.have.type.precision or 38) <= 18 else 38
         return f"CAST(CAST({col} AS DECIMAL({width}, {int(k.scale or 0)})) AS VARCHAR)"
+    # DuckDB prints dates and times as PostgreSQL does: its own output is the canonical text
     if k.kind == "date" and have == "date":
-        return f"strftime({col}, '%Y-%m-%d')"
+        return f"CAST(CAST({col} AS DATE) AS VARCHAR)"
     if k.kind == "time" and have == "time":
-        return f"strftime(DATE '2000-01-01' + {col}, '%H:%M:%S.%f')"
-    if k.kind in ("timestamp", "timestamptz") and have in ("timestamp", "timestamptz"):
-        return f"strftime(CAST({col} AS TIMESTAMP), '%Y-%m-%d %H:%M:%S.%f')"  # sessions run in UTC (duckdb.py)
+        return f"CAST(CAST({col} AS TIME) AS VARCHAR)"
+    if k.kind in ("timestamp", "timestamptz") and have == "timestamptz":
+        # the UTC wall time from the instant's microseconds: a third of the cost of a cast through the time zone
+        return f"CAST(make_timestamp(epoch_us({col})) AS VARCHAR)"
+    if k.kind in ("timestamp", "timestamptz") and have == "timestamp":
+        return f"CAST(CAST({col} AS TIMESTAMP) AS VARCHAR)"
     if k.kind == "binary" and have == "binary":
         return f"lower(hex({col}))"
     if k.kind == "uuid":
@@ -172,6 +210,9 @@ DUCKDB = Dialect(
     row_hash_sum=lambda t: f"sum(CAST('0x' || substr(md5({t}), 1, 16) AS UBIGINT))",
     # one concat() call builds the row's text in one allocation: a fifth cheaper than a chain of ||
     separator="chr(31)", null_mark="chr(30)", concat=lambda parts: "concat(" + ", ".join(parts) + ")",
+    ordered_hash=lambda t, k: f"md5(string_agg({t}, chr(29) ORDER BY {k}))",
+    # an ordered aggregate buffers all its rows (several times their text): about 50,000 rows per query
+    bucket_chunk=50_000, out_of_memory=lambda exc: type(exc).__name__ == "OutOfMemoryException",
 )
 
 
@@ -219,13 +260,16 @@ class SqlDigests:
     """:class:`copyjob.core.contracts.RowDigests` over one connection of a SQL system."""
 
     def __init__(self, dialect: Dialect, query: Query, stream: Stream | None = None,
-                 bind: Callable[[Any], Any] | None = None, native: bool = False, version: str = "") -> None:
+                 bind: Callable[[Any], Any] | None = None, native: bool = False, version: str = "",
+                 indexed: Callable[[TableName, str], bool] | None = None) -> None:
         self._d = dialect
         self._query = query
         self._stream = stream or (lambda sql, params: iter(query(sql, params)))
         self._bind = bind or _bind_value
         self._native = native
         self._version = version
+        self._indexed = indexed
+        """Whether a key column has an index that reads one bucket on its own (PostgreSQL)."""
 
     def can_canonicalise(self, column: DigestColumn) -> bool:
         return self._d.canonical("x", column) is not None
@@ -237,7 +281,8 @@ class SqlDigests:
         return f"{self._d.name} {self._version}"
 
     def with_native_hash(self) -> SqlDigests:
-        return SqlDigests(self._d, self._query, self._stream, self._bind, native=True, version=self._version)
+        return SqlDigests(self._d, self._query, self._stream, self._bind, native=True, version=self._version,
+                          indexed=self._indexed)
 
     def close(self) -> None:
         pass  # the connection belongs to the connector
@@ -262,22 +307,106 @@ class SqlDigests:
 
     def bucket_digests(self, table: TableName, columns: Sequence[DigestColumn], span: KeySpan,
                        width: int) -> dict[int, tuple[int, int]]:
-        key = self._d.quote(span.column)
-        where, params = self._where(span)
-        p = self._d.placeholder
-        n = self._d.int_param.format(p)
-        bucket = f"(({key} - {n}) {self._d.int_div} {n})"
-        sql = (f"SELECT {bucket} AS b, COUNT(*), {self._sum(columns)} FROM {self._table(table)}{where} "
-               "GROUP BY 1")
-        found: dict[int, list[int]] = {}
-        for b, count, digest in self._query(sql, [span.lower, width, *params]):
-            found[int(b)] = [int(count), int(digest or 0)]
+        text = self._row_text(columns)
+        found: dict[int, list[int]]
+        if self._native or text is None:
+            found = self._summed_buckets(table, columns, span, width)
+        elif self._d.ordered_hash is None:
+            found = self._hashed_here(table, text, span, span.lower, width)
+        elif self._indexed is not None and span.upper is not None and self._indexed(table, span.column):
+            found = self._bucket_by_bucket(table, text, span, width)
+        else:
+            found = {}
+            for part in self._chunks(span, width):
+                found.update(self._ordered_part(table, text, part, span.lower, width))
         python = [c for c in columns if not c.in_sql and not self._native]
         if python:
             for keys, texts in self._python_rows(table, python, (span.column,), span):
                 entry = found.setdefault((int(keys[0]) - span.lower) // width, [0, 0])
                 entry[1] += text_hash(row_text(texts))
         return {b: (count, digest % MODULUS) for b, (count, digest) in found.items()}
+
+    def _summed_buckets(self, table: TableName, columns: Sequence[DigestColumn], span: KeySpan,
+                        width: int) -> dict[int, list[int]]:
+        """Order-free: the sum of the rows' hashes per bucket (the native row hash, or no column in SQL)."""
+        where, params = self._where(span)
+        sql = (f"SELECT {self._bucket(span)} AS b, COUNT(*), {self._sum(columns)} FROM {self._table(table)}{where} "
+               "GROUP BY 1")
+        return {int(b): [int(count), int(digest or 0)]
+                for b, count, digest in self._query(sql, [span.lower, width, *params])}
+
+    def _ordered_buckets(self, table: TableName, text: str, span: KeySpan, base: Any,
+                         width: int) -> dict[int, list[int]]:
+        """One ``GROUP BY`` over the span; buckets numbered from ``base``."""
+        assert self._d.ordered_hash is not None
+        where, params = self._where(span)
+        ordered = self._d.ordered_hash(text, self._d.quote(span.column))
+        sql = f"SELECT {self._bucket(span)} AS b, COUNT(*), {ordered} FROM {self._table(table)}{where} GROUP BY 1"
+        return {int(b): [int(count), hex_hash(digest)] for b, count, digest in self._query(sql, [base, width, *params])}
+
+    def _bucket_by_bucket(self, table: TableName, text: str, span: KeySpan, width: int) -> dict[int, list[int]]:
+        """Each bucket read on its own through the key's index (``LATERAL``): the rows come in key order, so
+        the ordered aggregate sorts only what is already sorted, and the table is never sorted whole."""
+        assert self._d.ordered_hash is not None and span.lower is not None and span.upper is not None
+        key = self._d.quote(span.column)
+        where, params = self._where(span)
+        n = self._d.int_param.format(self._d.placeholder)
+        sql = (f"SELECT b.b, x.n, x.h FROM generate_series(0, {n}) AS b(b) CROSS JOIN LATERAL ("
+               f"SELECT COUNT(*) AS n, {self._d.ordered_hash(text, key)} AS h FROM {self._table(table)}{where} "
+               f"AND {key} >= {n} + b.b * {n} AND {key} < {n} + (b.b + 1) * {n}) AS x WHERE x.n > 0")
+        buckets = -(-(span.upper - span.lower) // width)
+        rows = self._query(sql, [buckets - 1, *params, span.lower, width, span.lower, width])
+        return {int(b): [int(count), hex_hash(digest)] for b, count, digest in rows}
+
+    def _ordered_part(self, table: TableName, text: str, span: KeySpan, base: Any,
+                      width: int) -> dict[int, list[int]]:
+        """:meth:`_ordered_buckets`; a part too big for the database's memory is asked again in halves of
+        whole buckets, and a single bucket too big is hashed here."""
+        try:
+            return self._ordered_buckets(table, text, span, base, width)
+        except Exception as exc:
+            if not self._d.out_of_memory(exc) or span.lower is None or span.upper is None:
+                raise
+        buckets = -(-(span.upper - span.lower) // width)
+        if buckets <= 1:
+            return self._hashed_here(table, text, span, base, width)
+        middle = span.lower + width * (buckets // 2)
+        return {**self._ordered_part(table, text, replace(span, upper=middle), base, width),
+                **self._ordered_part(table, text, replace(span, lower=middle), base, width)}
+
+    def _hashed_here(self, table: TableName, text: str, span: KeySpan, base: Any,
+                     width: int) -> dict[int, list[int]]:
+        """The rows' texts streamed in key order and hashed per bucket in Python (a dialect without an ordered
+        aggregate; a bucket too big for the database's memory); buckets numbered from ``base``."""
+        key = self._d.quote(span.column)
+        where, params = self._where(span)
+        found: dict[int, list[int]] = {}
+        texts: list[str] = []
+        current: int | None = None
+
+        def close() -> None:
+            if current is not None:
+                found[current] = [len(texts), ordered_hash(texts)]
+
+        for value, row in self._stream(f"SELECT {key}, {text} FROM {self._table(table)}{where} ORDER BY {key}",
+                                       params):
+            b = (int(value) - base) // width
+            if b != current:
+                close()
+                current, texts = b, []
+            texts.append(row)
+        close()
+        return found
+
+    def _chunks(self, span: KeySpan, width: int) -> list[KeySpan]:
+        if not self._d.bucket_chunk or span.lower is None or span.upper is None:
+            return [span]
+        step = width * max(1, self._d.bucket_chunk // width)
+        return [replace(span, lower=lo, upper=min(lo + step, span.upper)) for lo in range(span.lower, span.upper, step)]
+
+    def _bucket(self, span: KeySpan) -> str:
+        n = self._d.int_param.format(self._d.placeholder)
+        return f"(({self._d.quote(span.column)} - {n}) {self._d.int_div} {n})"
 
     def split_points(self, table: TableName, span: KeySpan, parts: int) -> list[Any]:
         _, _, count = self.key_bounds(table, span)
@@ -326,14 +455,19 @@ class SqlDigests:
     def _sum(self, columns: Sequence[DigestColumn]) -> str:
         if self._native and self._d.native_row_hash is not None:
             return self._d.native_row_hash([self._d.quote(c.name) for c in columns])
+        text = self._row_text(columns)
+        return "0" if text is None else self._d.row_hash_sum(text)
+
+    def _row_text(self, columns: Sequence[DigestColumn]) -> str | None:
+        """SQL of the row's canonical text over the columns hashed in SQL; None: there are none."""
         parts: list[str] = []
         for c in (c for c in columns if c.in_sql):
             if parts:
                 parts.append(self._d.separator)
             parts.append(f"COALESCE({self._column_sql(c)}, {self._d.null_mark})")
         if not parts:
-            return "0"
-        return self._d.row_hash_sum(self._d.concat(parts) if len(parts) > 1 else parts[0])
+            return None
+        return self._d.concat(parts) if len(parts) > 1 else parts[0]
 
     def _where(self, span: KeySpan) -> tuple[str, list[Any]]:
         text, params = render_filters(span.filters, self._d.quote, self._d.placeholder)
@@ -371,15 +505,34 @@ def postgres_digests(conn: Any) -> SqlDigests:
             yield from cur.stream(sql, params)
 
     version = str(conn.info.server_version // 10000)  # the row's text is the same within a major version
-    return SqlDigests(POSTGRES, query, stream, version=version)
+    known: dict[tuple[TableName, str], bool] = {}
+
+    def indexed(table: TableName, column: str) -> bool:
+        if (table, column) not in known:
+            row = query(_PG_KEY_INDEX, [qualified(table, quote_double), column])
+            known[(table, column)] = bool(row and row[0][0])
+        return known[(table, column)]
+
+    return SqlDigests(POSTGRES, query, stream, version=version, indexed=indexed)
+
+
+_PG_KEY_INDEX = """SELECT EXISTS (SELECT 1 FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+WHERE i.indrelid = CAST(%s AS regclass) AND a.attname = %s AND am.amname = 'btree' AND i.indisvalid
+AND i.indpred IS NULL)"""
+"""Whether a valid, whole btree index leads with the column: a bucket of its keys is then read on its own."""
 
 
 def mysql_digests(query: Query, placeholder: str) -> SqlDigests:
     """Over connectors/mysql.py's ``_query`` on a connection, which binds ``placeholder``."""
+    # a bucket's texts joined whole: GROUP_CONCAT must not cut them (1024 bytes by default; 1 GiB is more than
+    # a bucket of rows holds, and what MariaDB accepts)
+    query("SET SESSION group_concat_max_len = 1073741824", [])
     return SqlDigests(mysql_dialect(placeholder), query)
 
 
-DUCKDB_MEMORY_LIMIT = "160MB"
+DUCKDB_MEMORY_LIMIT = "100MB"
 """verify only scans: a small buffer pool keeps its memory bounded (DuckDB caches the blocks it reads up to its
 limit, 80% of the machine's memory by default)."""
 
@@ -400,7 +553,16 @@ def duckdb_digests(cursor: Any) -> SqlDigests:
         finally:
             cur.close()
 
-    return SqlDigests(DUCKDB, query)
+    def stream(sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        cur = cursor.cursor()
+        try:
+            cur.execute(sql, list(params))
+            while batch := cur.fetchmany(10_000):
+                yield from batch
+        finally:
+            cur.close()
+
+    return SqlDigests(DUCKDB, query, stream)
 
 
 def sqlite_digests(con: Any) -> SqlDigests:

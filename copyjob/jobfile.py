@@ -131,7 +131,7 @@ class Endpoint(_Strict):
         "table format (delta: Delta Lake tables; iceberg: Apache Iceberg tables, catalog in options)")
     options: dict[str, str] = Field(default_factory=dict, description="s3: endpoint_url, access_key, "
                                     "secret_key, region, …; a kafka:// source: format, group_id, start, "
-                                    "topic_prefix, schema_registry_url (see KafkaSourceOptions)",
+                                    "topic_prefix, schema_registry_url, pattern_refresh (see KafkaSourceOptions)",
                                     examples=[{"endpoint_url": "${S3_ENDPOINT}", "region": "eu-west-1",
                                                "access_key": "${AWS_ACCESS_KEY_ID}",
                                                "secret_key": "${AWS_SECRET_ACCESS_KEY}"}])
@@ -164,6 +164,20 @@ class KafkaSourceOptions(_Strict):
                                      "publishing job's topic prefix (its schema topic); also names the dead-letter "
                                      "topics <prefix>.<table>.dlq (default copyjob)")
     schema_registry_url: str = Field(default="", description="avro: the publishing job's schema registry")
+    pattern_refresh: Duration = Field(default="30s", description="how often copyjob stream lists the broker's "
+                                      "topics again for the tables' topic patterns (a new topic is applied "
+                                      "within this long)", examples=["30s", "5m"])
+
+    @field_validator("pattern_refresh")
+    @classmethod
+    def _refresh(cls, v: str) -> str:
+        if parse_duration(v) <= 0:
+            raise ValueError("must be positive")
+        return v
+
+    @property
+    def pattern_refresh_s(self) -> float:
+        return parse_duration(self.pattern_refresh)
 
 
 class CsvOptions(_Strict):
@@ -301,10 +315,12 @@ class CopySettings(_Strict):
 class TableSpec(_Strict):
     """One table to copy (a database source) or one set of files (a file source)."""
 
-    name: str = Field(description="source table (schema.table), or the name of a file set",
-                      examples=["public.orders", "shop.customers", "sales"])
-    target: str | None = Field(default=None, description="destination table (default: the same name)",
-                               examples=["orders", "raw.orders"])
+    name: str = Field(description="source table (schema.table), or the name of a file set; a kafka:// source: "
+                      "a topic, or with a leading ^ a regular expression over topic names",
+                      examples=["public.orders", "shop.customers", "sales", "^shop\\.public\\..*"])
+    target: str | None = Field(default=None, description="destination table (default: the same name); for a "
+                               "topic pattern a template with ${topic}, ${source.schema}, ${source.table}",
+                               examples=["orders", "raw.orders", "${source.table}"])
     incremental_column: str | None = Field(default=None, description="the column whose growth marks new rows "
                                            "(required for mode incremental from a database)",
                                            examples=["updated_at", "id"])
@@ -413,6 +429,12 @@ class Publication(_Strict):
         return v
 
 
+MAX_BATCH_DELAY: dict[str, str] = {"direct": "200ms", "kafka": "50ms"}
+"""``cdc.max_batch_delay`` by transport. Through Kafka a change waits for its batch twice (capture, then apply),
+and a consumer that falls behind still commits whole queues of batches at once (ingest/postgres_cdc/stream.py):
+measured with benchmarks/kafka_cdc_bench.py (latency) and benchmarks/debezium_bench.py (throughput)."""
+
+
 class CdcSettings(_Strict):
     """Log-based change capture options (PostgreSQL slot/publication, MySQL server id)."""
 
@@ -425,13 +447,16 @@ class CdcSettings(_Strict):
     max_lag_seconds: float | None = Field(default=None, ge=0, description="status warns and check fails when "
                                           "the capture is this many seconds behind")
     batch_events: int = Field(default=10_000, ge=1, description="changes per applied batch, at most")
-    max_batch_delay: Duration = Field(default="200ms", description="longest wait to fill a batch (duration: ms, s, m, "
-                                 "h, d)", examples=["200ms", "1s"])
+    max_batch_delay: Duration | None = Field(
+        default=None, description="longest wait to fill a batch (duration: ms, s, m, h, d); default 200ms, and 50ms "
+        "with transport: kafka (a batch is one producer flush, and the apply side batches again)",
+        examples=["200ms", "50ms", "1s"])
 
     @field_validator("heartbeat", "max_batch_delay")
     @classmethod
-    def _duration(cls, v: str) -> str:
-        parse_duration(v)
+    def _duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
         return v
 
     @field_validator("slot")
@@ -441,13 +466,14 @@ class CdcSettings(_Strict):
             raise ValueError(f"{v!r}: a replication slot name is lower case letters, digits and _, at most 63 bytes")
         return v
 
-    def as_capture_options(self) -> CaptureOptions:
-        """The options a log source captures with (``copyjob.ingest.open_log_source``)."""
+    def as_capture_options(self, transport: Transport = "direct") -> CaptureOptions:
+        """The options a log source captures with (``copyjob.ingest.open_log_source``) for a job of ``transport``."""
         from copyjob.core.capture import CaptureOptions
 
+        delay = self.max_batch_delay or MAX_BATCH_DELAY[transport]
         return CaptureOptions(slot=self.slot, publication=self.publication.name,
                               publication_create=self.publication.create, server_id=self.server_id,
-                              batch_events=self.batch_events, max_batch_delay_s=parse_duration(self.max_batch_delay),
+                              batch_events=self.batch_events, max_batch_delay_s=parse_duration(delay),
                               heartbeat_s=parse_duration(self.heartbeat))
 
 

@@ -10,6 +10,10 @@
 5. apply (copyjob.apply.kafka_apply) what arrives, until the destination holds every partition up to those
    offsets, whichever group member applied them; then record the run.
 
+The apply side (5.) runs in a child process when a second CPU is there for it
+(copyjob.kafka_apply_process: both sides are CPU-bound Python), else in this process (:class:`LocalApply`);
+either way through :class:`ApplySide`, and the same code applies.
+
 ``copyjob capture`` does 1–3, ``copyjob apply`` only the consumer side, ``copyjob stream`` both until stopped.
 """
 
@@ -21,18 +25,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from copyjob.apply.kafka_apply import Applier, ApplyTable, TableStats, run_until
 from copyjob.connectors.kafka import source_info, topic_of
 from copyjob.core.contracts import RunRecord, TableRunRecord
-from copyjob.core.errors import CopyjobError, error_text
-from copyjob.core.retry import retrying
+from copyjob.core.errors import CopyjobError, error_text, is_retriable
+from copyjob.core.retry import Outage, retrying
 from copyjob.core.schema import TableName
 from copyjob.core.transport import Transport
 from copyjob.core.urls import ConnectionUrl, parse_url
 from copyjob.filesets import endpoint_url
 from copyjob.jobfile import KafkaSettings, ResolvedTable
+from copyjob.kafka_apply_process import ChildApply, child_wanted
 from copyjob.kafka_capture import Capturer, check_kafka_tables
 from copyjob.loader import LoadedJob
 from copyjob.topic_source import is_topic_source, source_settings, topic_tables
@@ -95,6 +100,99 @@ def new_applier(loaded: LoadedJob, tables: list[ApplyTable], transport: Transpor
                    loaded.topic_prefix, loaded.job.copy_settings.create_tables)
 
 
+class ApplySide(Protocol):
+    """The apply side of a run or stream, in this process (:class:`LocalApply`) or in a child
+    (:class:`copyjob.kafka_apply_process.ChildApply`); ``tables`` hold its counts once it finished."""
+
+    tables: list[ApplyTable]
+
+    def follow(self, done: Callable[[], bool], stop: Callable[[], bool]) -> None:
+        """Apply what arrives until ``done()`` or ``stop()``; raises the apply's failure."""
+
+    def catch_up(self, ends: dict[tuple[str, int], int], stop: Callable[[], bool]) -> None:
+        """Apply until the destination holds every partition up to ``ends`` (or ``stop()``)."""
+
+    def finish(self) -> None:
+        """End the apply after its current batch; raises its failure."""
+
+    def close(self) -> None:
+        """Release what is left (never raises)."""
+
+
+class LocalApply:
+    """The apply side in this process: the consumer and the destination of ``sides`` (closed by its owner).
+    With ``outages`` (``copyjob stream``), a retriable failure (the destination or the broker went away)
+    closes the apply side and opens it again until that works or ``copy.max_outage`` has passed (one log line
+    per attempt, copyjob.core.retry); each partition is then read again from its destination marker, so what
+    was polled but not written comes again and nothing is applied twice."""
+
+    def __init__(self, loaded: LoadedJob, tables: list[ApplyTable], sides: Sides, run_id: str,
+                 stop: threading.Event, *, outages: bool = False) -> None:
+        self.loaded, self.tables, self.sides, self.run_id = loaded, tables, sides, run_id
+        self.stop_event, self.outages = stop, outages
+
+    def open(self) -> None:
+        from copyjob.connectors import open_destination
+
+        destination = open_destination(endpoint_url(self.loaded.job.destination, self.loaded.base_dir))
+        try:
+            self.sides.applier = new_applier(self.loaded, self.tables, self.sides.transport, destination,
+                                             self.run_id)
+        except BaseException:
+            destination.close()
+            raise
+        self.sides.destination = destination
+
+    def follow(self, done: Callable[[], bool], stop: Callable[[], bool]) -> None:
+        if self.sides.applier is None:
+            self.open()
+        while True:
+            assert self.sides.applier is not None
+            try:
+                run_until(self.sides.applier, done, stop, idle_timeout_s=float("inf"))
+                return
+            except Exception as exc:
+                if not self.outages or not is_retriable(exc) or stop():
+                    raise
+                outage = Outage("destination", self.loaded.job.copy_settings.max_outage_s(streaming=True),
+                                stop=self.stop_event)
+                outage.failed(exc)
+            self._drop()
+            try:
+                retrying(self.open, "destination", outage=outage)
+            except InterruptedError:
+                return  # stopped while waiting
+
+    def _drop(self) -> None:
+        for close in (self.sides.applier, self.sides.destination):
+            try:
+                if close is not None:
+                    close.close()
+            except Exception as exc:  # broken: nothing left to release
+                log.debug("closing the apply side: %s", error_text(exc))
+        self.sides.applier = self.sides.destination = None
+
+    def catch_up(self, ends: dict[tuple[str, int], int], stop: Callable[[], bool]) -> None:
+        applier = self.sides.applier
+        assert applier is not None
+        run_until(applier, lambda: applier.caught_up(ends), stop)
+
+    def finish(self) -> None:
+        pass  # run_until returned with everything polled written
+
+    def close(self) -> None:
+        pass  # the sides' owner closes them
+
+
+def apply_side(loaded: LoadedJob, tables: list[ApplyTable], sides: Sides, run_id: str, stop: threading.Event,
+               transport_factory: Callable[[LoadedJob], Transport], *, outages: bool = False) -> ApplySide:
+    """In a child when it can help (copyjob.kafka_apply_process.child_wanted) and the transport is the
+    job's own (a transport given by the caller lives in this process only)."""
+    if transport_factory is open_transport and child_wanted():
+        return ChildApply(loaded, tables, run_id, outages=outages)
+    return LocalApply(loaded, tables, sides, run_id, stop, outages=outages)
+
+
 def end_offsets(transport: Transport, tables: list[ApplyTable]) -> dict[tuple[str, int], int]:
     return {(t.topic, p): end for t in tables for p, end in transport.end_offsets(t.topic).items()}
 
@@ -121,7 +219,7 @@ def run_kafka(job_run: RunContext, table_names: list[str] | None,
               transport_factory: Callable[[LoadedJob], Transport] = open_transport,
               apply: bool = True) -> RunRecord:
     """``copyjob run`` (and, with ``apply=False``, ``copyjob capture``) with transport kafka."""
-    from copyjob.connectors import destination_capabilities, open_destination, open_source
+    from copyjob.connectors import destination_capabilities, open_source
     from copyjob.preflight import check_tables
     from copyjob.runs import new_run_id, select_tables
 
@@ -153,8 +251,7 @@ def run_kafka(job_run: RunContext, table_names: list[str] | None,
                 job_run.store.start_run(run)
                 capture = _Capture(job_run, plans, source, source_url, sides.transport, run.run_id)
                 if apply:  # 3. and 5. side by side, then 4. and the rest of 5.
-                    _capture_and_apply(loaded, tables, sides, capture, destination_url, open_destination, run,
-                                       job_run)
+                    _capture_and_apply(loaded, tables, sides, capture, run, job_run, transport_factory)
                 else:  # 3.
                     capture.run()
                     run.tables = capture.records
@@ -229,11 +326,11 @@ class _Capture:
 
 
 def _capture_and_apply(loaded: LoadedJob, tables: list[ResolvedTable], sides: Sides, capture: _Capture,
-                       destination_url: ConnectionUrl, open_destination: Callable[[ConnectionUrl], Any],
-                       run: RunRecord, job_run: RunContext) -> None:
-    """3. in a thread while this one applies what arrives (5.), so that neither side waits for the other;
-    once the capture is done, 4. the end offsets of the tables whose capture went well (or published before it
-    failed: a file set's good files when others were bad), and 5. until the destination holds them.
+                       run: RunRecord, job_run: RunContext,
+                       transport_factory: Callable[[LoadedJob], Transport]) -> None:
+    """3. in a thread while the apply side applies what arrives (5.), so that neither side waits for the
+    other; once the capture is done, 4. the end offsets of the tables whose capture went well (or published
+    before it failed: a file set's good files when others were bad), and 5. until the destination holds them.
 
     The commit orders stay those of each side: a captured change's position is saved after the broker's
     acknowledgement, an applied one's offset is committed with the data; the apply side only ever reads what
@@ -244,21 +341,23 @@ def _capture_and_apply(loaded: LoadedJob, tables: list[ResolvedTable], sides: Si
     error: str | None = None
     applied: list[ApplyTable] = []
     caught_up_at = started = time.monotonic()
+    side: ApplySide | None = None
     try:
-        sides.destination = open_destination(destination_url)
         applied = apply_tables(loaded, tables)
-        sides.applier = new_applier(loaded, applied, sides.transport, sides.destination, run.run_id)
-        applier = sides.applier
-        run_until(applier, capture.done.is_set, job_run.stop.is_set, idle_timeout_s=float("inf"))
+        side = apply_side(loaded, applied, sides, run.run_id, job_run.stop, transport_factory)
+        side.follow(capture.done.is_set, job_run.stop.is_set)
         thread.join()
         caught_up_at = time.monotonic()
         wanted = _captured(applied, capture.records)
         if wanted and not job_run.stop.is_set():
-            ends = end_offsets(sides.transport, wanted)
-            run_until(applier, lambda: applier.caught_up(ends), job_run.stop.is_set)
+            side.catch_up(end_offsets(sides.transport, wanted), job_run.stop.is_set)
+        side.finish()
     except Exception as exc:
         error = error_text(exc)
         log.error("apply failed: %s", error)
+    finally:
+        if side is not None:
+            side.close()
     thread.join()  # the capture finishes its tables whatever became of the apply
     run.tables = capture.records
     elapsed = time.monotonic() - (caught_up_at if error is None else started)

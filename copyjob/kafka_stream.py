@@ -4,10 +4,12 @@
 2. a capture thread publishes each table again and again (the first pass is full or incremental by the state,
    later passes incremental), ``poll_interval_s`` apart, each pass through the capture commit; the cdc tables
    stream in a thread of their own (copyjob.cdc with copyjob.apply.topic_sink's sink) until stopped;
-3. this thread applies what arrives (copyjob.apply.kafka_apply), so the destination follows the source; when
-   the destination goes away (a retriable error) the apply side is opened again (one log line per attempt,
-   2, 4, … at most 10 s apart, within ``copy.max_outage``: copyjob.core.retry) and reads each partition again
-   from its destination marker, so what was polled but not written comes again and nothing is applied twice;
+3. the apply side applies what arrives (copyjob.apply.kafka_apply; in a child process when a second CPU is
+   there for it: copyjob.kafka_apply_process), so the destination follows the source; when the destination
+   goes away (a retriable error) the apply side is opened again (one log line per attempt, 2, 4, … at most
+   10 s apart, within ``copy.max_outage``: copyjob.core.retry, in copyjob.kafka_pipeline.LocalApply) and
+   reads each partition again from its destination marker, so what was polled but not written comes again and
+   nothing is applied twice;
 4. on stop: the capture finishes its pass, the apply finishes its batch, the run is recorded.
 """
 
@@ -19,14 +21,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from copyjob.apply.kafka_apply import run_until
 from copyjob.core.contracts import RunRecord, TableRunRecord
 from copyjob.core.errors import CopyjobError, error_text, is_retriable
-from copyjob.core.retry import Outage, retrying
 from copyjob.core.transport import Transport
 from copyjob.filesets import endpoint_url
 from copyjob.kafka_capture import Capturer, check_kafka_tables, relisted
-from copyjob.kafka_pipeline import Sides, apply_tables, capture_cdc, merge_records, new_applier, open_transport
+from copyjob.kafka_pipeline import (
+    ApplySide,
+    Sides,
+    apply_side,
+    apply_tables,
+    capture_cdc,
+    merge_records,
+    open_transport,
+)
 from copyjob.loader import LoadedJob
 
 if TYPE_CHECKING:
@@ -40,7 +48,7 @@ def stream_kafka(job_run: RunContext, table_names: list[str] | None = None, poll
                  transport_factory: Callable[[LoadedJob], Transport] = open_transport) -> RunRecord:
     """Capture and apply until ``job_run.stop`` is set; returns the run record (status ``stopped`` when it
     ended on request, ``failed`` when a side failed)."""
-    from copyjob.connectors import destination_capabilities, open_destination, open_source
+    from copyjob.connectors import destination_capabilities, open_source
     from copyjob.preflight import check_tables
     from copyjob.runs import new_run_id, select_tables
 
@@ -74,21 +82,18 @@ def stream_kafka(job_run: RunContext, table_names: list[str] | None = None, poll
                 job_run, cdc, sides, run.run_id, records, capture_done)))
         wanted = apply_tables(loaded, tables)
         failed = False
+        side: ApplySide | None = None
         try:
             for worker in workers:
                 worker.start()
-            # 3. apply
-            def open_apply_side() -> None:
-                destination = open_destination(destination_url)
-                try:
-                    sides.applier = new_applier(loaded, wanted, sides.transport, destination, run.run_id)
-                except BaseException:
-                    destination.close()
-                    raise
-                sides.destination = destination
+            # 3. apply (in a child process when it can help: copyjob.kafka_apply_process)
+            side = apply_side(loaded, wanted, sides, run.run_id, job_run.stop, transport_factory, outages=True)
 
-            open_apply_side()
-            _apply_riding_out(job_run, sides, open_apply_side, lambda: job_run.stop.is_set() or capture_done.is_set())
+            def stopping() -> bool:
+                return job_run.stop.is_set() or capture_done.is_set()
+
+            side.follow(stopping, stopping)
+            side.finish()
         except Exception as exc:
             failed = True
             error = error_text(exc)
@@ -99,6 +104,8 @@ def stream_kafka(job_run: RunContext, table_names: list[str] | None = None, poll
         finally:
             # 4. stop both sides
             job_run.stop.set()
+            if side is not None:
+                side.close()
             for worker in workers:
                 worker.join(timeout=60)
             if not failed:
@@ -108,33 +115,6 @@ def stream_kafka(job_run: RunContext, table_names: list[str] | None = None, poll
     run.status = "failed" if any(t.status == "failed" for t in run.tables) else "stopped"
     job_run.store.finish_run(run)
     return run
-
-
-def _apply_riding_out(job_run: RunContext, sides: Sides, reopen: Callable[[], None],
-                      stop: Callable[[], bool]) -> None:
-    """Step 3 until ``stop()``; a retriable failure (the destination or the broker went away) closes the apply
-    side and opens it again until that works or ``copy.max_outage`` has passed."""
-    max_outage_s = job_run.loaded.job.copy_settings.max_outage_s(streaming=True)
-    while True:
-        assert sides.applier is not None
-        try:
-            run_until(sides.applier, lambda: False, stop, idle_timeout_s=float("inf"))
-            return
-        except Exception as exc:
-            if not is_retriable(exc) or stop():
-                raise
-            outage = Outage("destination", max_outage_s, stop=job_run.stop)
-            outage.failed(exc)
-        for close in (sides.applier.close, sides.destination.close):
-            try:
-                close()
-            except Exception as exc:  # broken: nothing left to release
-                log.debug("closing the apply side: %s", error_text(exc))
-        sides.applier = sides.destination = None
-        try:
-            retrying(reopen, "destination", outage=outage)
-        except InterruptedError:
-            return  # stopped while waiting
 
 
 def _cdc_stream(job_run: RunContext, plans: list[TablePlan], sides: Sides, run_id: str,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -43,6 +44,9 @@ class LoadedJob:
     lines: dict[PathKey, int] = field(default_factory=dict)
     env: str | None = None
     """The value set chosen with ``--env`` (None: only ``default``)."""
+    matched: list[ResolvedTable] | None = None
+    """A ``kafka://`` source's entries with each topic pattern replaced by the topics it matched on the broker
+    (:func:`copyjob.topic_source.expand`); None: the entries as written."""
 
     @property
     def base_dir(self) -> Path:
@@ -99,6 +103,11 @@ class LoadedJob:
 
     @property
     def tables(self) -> list[ResolvedTable]:
+        return self.matched if self.matched is not None else self.entries
+
+    @property
+    def entries(self) -> list[ResolvedTable]:
+        """The ``tables:`` entries as written (a topic pattern is one entry)."""
         return resolve_tables(self.job)
 
     def line_of(self, key: PathKey) -> int | None:
@@ -125,6 +134,8 @@ def _plain(node: Any, key: PathKey, library: VariableLibrary, file: str, lines: 
     if isinstance(node, list):
         return [_plain(v, (*key, i), library, file, lines, unresolved) for i, v in enumerate(node)]
     if isinstance(node, str) and "$" in node:
+        if len(key) == 3 and key[0] == "tables" and key[2] == "target":
+            node = _TOPIC_PLACEHOLDER.sub("$${topic}", node)  # a topic pattern's placeholder (copyjob.topic_patterns)
         try:
             return library.substitute(node, file=file, line=_nearest(lines, key), field_name=format_key(key))
         except JobFileError as exc:
@@ -140,6 +151,8 @@ def _nearest(lines: dict[PathKey, int], key: PathKey) -> int | None:
     return None
 
 
+_TOPIC_PLACEHOLDER = re.compile(r"(?<!\$)\$\{topic\}")
+"""``${topic}`` in a table's target is no variable (``$${topic}`` stays the literal text it always was)."""
 _FRIENDLY = {
     "extra_forbidden": "unknown key",
     "missing": "required but missing",
@@ -327,7 +340,10 @@ def _check_semantics(loaded: LoadedJob) -> list[JobFileError]:
 
 def _topic_source_problems(loaded: LoadedJob) -> list[JobFileError]:
     """A ``kafka://`` source: its options (copyjob.jobfile.KafkaSourceOptions) at their lines, and a target for
-    every entry (an entry names a topic, which is no table name)."""
+    every entry (an entry names a topic, which is no table name), a topic pattern that compiles and a target
+    template with known placeholders (copyjob.topic_patterns)."""
+    from copyjob.topic_patterns import is_pattern, pattern_problem, template_problem
+
     problems = []
     try:
         KafkaSourceOptions.model_validate(loaded.job.source.options)
@@ -337,9 +353,15 @@ def _topic_source_problems(loaded: LoadedJob) -> list[JobFileError]:
             message = _FRIENDLY.get(err["type"], err["msg"]).removeprefix("Value error, ")
             problems.append(loaded.error(message, key))
     for t in loaded.tables:
+        pattern = is_pattern(t.spec.name)
+        if pattern and (problem := pattern_problem(t.spec.name)):
+            problems.append(loaded.error(problem, ("tables", t.index, "name")))
         if not t.spec.target:
-            problems.append(loaded.error(f"required for a kafka:// source: the destination table that topic "
-                                         f"{t.spec.name!r} is applied into", ("tables", t.index, "target")))
+            what = "the topics it matches are" if pattern else f"topic {t.spec.name!r} is"
+            problems.append(loaded.error(f"required for a kafka:// source: the destination table that {what} "
+                                         "applied into", ("tables", t.index, "target")))
+        elif problem := template_problem(t.spec.target, pattern=pattern):
+            problems.append(loaded.error(problem, ("tables", t.index, "target")))
     return problems
 
 

@@ -93,7 +93,7 @@ SUPPORTED: tuple[Row, ...] = (
     Row(("cdc",),          LOG_SOURCES, FILES,       BOTH,      ("append",), "every change as a row"),
     Row(("cdc",),          TOPICS,      KEYED,       DIRECT,    ("append", "merge"),
         "topics of change events (Debezium's Kafka Connect JSON, copyjob's avro/json): each table entry names a "
-        "topic and its target; offsets committed in the destination with the data"),
+        "topic (or a ^pattern of topics) and its target; offsets committed in the destination with the data"),
 )
 """The support matrix (see the module docstring). Rendered by :func:`render_markdown`."""
 

@@ -1,4 +1,5 @@
-"""Progress per table: a live bar on a terminal, plain lines every 10 s otherwise.
+"""Progress per table: a live bar on a terminal, plain lines every 10 s otherwise (``COPYJOB_PROGRESS_EVERY``,
+a duration, changes that for tests and demos).
 
 With a total (a full copy: the source's row estimate, e.g. ``pg_class.reltuples``) the bar shows a percentage
 and the time left; without one, rows so far and rows/s. An estimate is only an estimate: once more rows than
@@ -7,6 +8,7 @@ it said have been copied, the total grows with the count (the bar never passes 1
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -15,6 +17,16 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 PLAIN_EVERY_S = 10.0
+PLAIN_EVERY_ENV = "COPYJOB_PROGRESS_EVERY"
+
+
+def plain_every_s() -> float:
+    """Seconds between plain progress lines: ``COPYJOB_PROGRESS_EVERY`` when set, else :data:`PLAIN_EVERY_S`."""
+    if not os.environ.get(PLAIN_EVERY_ENV):
+        return PLAIN_EVERY_S
+    from copyjob.jobfile import duration_from_env
+
+    return duration_from_env(PLAIN_EVERY_ENV, PLAIN_EVERY_S)
 
 
 @dataclass
@@ -137,12 +149,13 @@ class Progress:
     @contextmanager
     def _plain(self, label: str, tally: Tally) -> Iterator[Callable[[int], None]]:
         last = tally.started
+        every_s = plain_every_s()
 
         def advance(rows: int) -> None:
             nonlocal last
             tally.add(rows)
             now = time.monotonic()
-            if now - last >= PLAIN_EVERY_S:
+            if now - last >= every_s:
                 last = now
                 print(tally.line(label, now), file=self.stream, flush=True)
 
@@ -155,13 +168,14 @@ class Progress:
         tally = StreamTally()
         if not self.live:
             last = time.monotonic()
+            every_s = plain_every_s()
 
             def plain(ops: Mapping[str, int], lag_s: float | None) -> None:
                 nonlocal last
                 tally.add(ops)
                 tally.lag_s = lag_s
                 now = time.monotonic()
-                if now - last >= PLAIN_EVERY_S:
+                if now - last >= every_s:
                     last = now
                     print(tally.line(label), file=self.stream, flush=True)
 

@@ -15,9 +15,10 @@ log position):
 
 Positions that live only in the state store (the capture side of ``transport: kafka``, whose destination is a
 topic) are read with :meth:`Ledger.load_defined`; they are scoped the same way. There the destination is
-downstream of a topic, so a table that starts over because of an edit gets a new **epoch** (:data:`EPOCH_KEY`,
-saved with its state): its events carry it from then on, and the apply side empties the destination table at
-the first event of a newer epoch and skips events of an older one (``copyjob.apply.kafka_apply``).
+downstream of a topic, so a table that starts over because of an edit or a ``reset`` gets a new **epoch**
+(:data:`EPOCH_KEY`, saved with its state): its events carry it from then on, and the apply side empties the
+destination table once at the first event of a newer epoch and skips events of an older one
+(``copyjob.apply.kafka_apply``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ def moved_target(states: Mapping[str, TableState], definition: Definition, targe
         if recorded.get("source") == definition.get("source") and recorded.get("target") != definition.get("target"):
             return definition_change(recorded, definition)
     return None
+
+
+def _replaced_by_reset(definition: Definition) -> bool:
+    """A reset (``needs_full`` saved after a commit) replaces what the destination holds, as an edit does,
+    except for a change table (cdc under append), which keeps its history and adds the new snapshot's rows, as
+    it does without Kafka."""
+    return not (definition.get("mode") == "cdc" and definition.get("update_method") == "append")
 
 
 def _shown(value: Any) -> str:
@@ -139,11 +147,11 @@ class Ledger:
         if definition is not None:  # saved with the state at the next commit (the copy ``status`` compares)
             state.extra[DEFINITION_KEY] = dict(definition)
         marker = destination.read_marker(self.job, table)
-        reason = self._why_not(state, marker, mode)
-        redefined = False
-        if reason is None and marker is not None:
-            reason = definition_change(marker.state.get(DEFINITION_KEY), definition)
-            redefined = reason is not None
+        # an edit outranks the other reasons (e.g. a cdc marker under a polled copy after a mode edit): it names
+        # the change, and what the destination holds is replaced
+        reason = definition_change(marker.state.get(DEFINITION_KEY), definition) if marker is not None else None
+        redefined = reason is not None
+        reason = reason or self._why_not(state, marker, mode)
         if reason is None and destination.reflect(target) is None:
             reason = "the destination table is missing"
         if reason is not None:
@@ -182,16 +190,20 @@ class Ledger:
     def load_defined(self, table: str, definition: Definition) -> tuple[TableState, str | None]:
         """A table whose position lives only in the state store (the capture side of ``transport: kafka``):
         its state, and why it starts over when the job file changed its definition since its last commit, or
-        moved it to a new target (then ``needs_full`` is set in memory and the table gets a new epoch). The
-        state carries the current definition and epoch, saved with the next commit."""
+        moved it to a new target (then ``needs_full`` is set in memory and the table gets a new epoch). A table
+        reset since its last commit gets a new epoch too (its reason stays None: the run is full because of the
+        reset), so the apply side replaces what it holds instead of adding the rows again. The state carries the
+        current definition and epoch, saved with the next commit."""
         state = self.load(table)
-        if state.extra.get("committed_run_id"):
+        published = bool(state.extra.get("committed_run_id"))
+        if published:
             reason = definition_change(state.extra.get(DEFINITION_KEY), definition)
         else:
             reason = self._moved(table, "first run", definition)
         if reason is not None:
             log.warning("%s: %s: copying it in full", table, reason)
             state.needs_full = True
+        if reason is not None or (published and state.needs_full and _replaced_by_reset(definition)):
             # unique per attempt: a capture that fails before its commit starts the next one over again
             state.extra[EPOCH_KEY] = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
         state.extra[DEFINITION_KEY] = dict(definition)
@@ -237,7 +249,8 @@ class Ledger:
 
     def reset(self, tables: Sequence[str], stamp: str) -> list[str]:
         """The next run of ``tables`` starts over (full copy, or a new snapshot for CDC): markers committed
-        before ``stamp`` (a run id) no longer count."""
+        before ``stamp`` (a run id) no longer count; a position kept only in the store gets a new epoch at its
+        next capture (:meth:`load_defined`)."""
         for name in tables:
             state = self.load(name)
             state.needs_full = True

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,7 +30,6 @@ from typing import Any, Protocol
 
 from copyjob.offsets.schema import locks
 from sqlalchemy import Connection, delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from copyjob.core.errors import StateError
@@ -214,7 +213,11 @@ def _try_acquire(tx: Transactions, job: str, holder: str, ttl_s: float) -> tuple
 
 
 def _insert_if_absent(conn: Connection, row: dict[str, Any]) -> bool:
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    insert: Callable[..., Any] = sqlite_insert
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert  # only then: a CLI start pays less
+
+        insert = pg_insert
     # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT DO NOTHING
     stmt = insert(locks).values(**row).on_conflict_do_nothing(index_elements=["job"]).returning(locks.c.token)
     return conn.execute(stmt).first() is not None

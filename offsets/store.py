@@ -48,7 +48,6 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy import update as sql_update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import (
     DisconnectionError,
@@ -136,6 +135,8 @@ class Database:
         keys = [column.name for column in table.primary_key.columns]
         changes = {name: value for name, value in row.items() if name not in keys}
         if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert  # only then: a CLI start pays less
+
             pg_stmt = pg_insert(table).values(**row)
             conn.execute(pg_stmt.on_conflict_do_update(index_elements=keys, set_=changes))
         else:

@@ -1,6 +1,9 @@
 """Shared fixtures for the real services. PostgreSQL and MariaDB are started once per test session on free
 ports under a temporary folder (installed from Debian's packages when missing); each test gets fresh
-databases. SQLite and DuckDB run in-process."""
+databases. SQLite and DuckDB run in-process.
+
+At the end of the session the services are killed rather than shut down cleanly: their data is thrown away,
+and clean shutdowns (a Kafka controlled shutdown, checkpoints, flushes) cost the suite seconds."""
 
 from __future__ import annotations
 
@@ -28,14 +31,23 @@ def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def postgres_server(services_dir: Path) -> Iterator[PostgresServer]:
     server = start_postgres(services_dir / "pg")
     yield server
-    server.stop()
+    server.stop(keep=False)
+
+
+@pytest.fixture(scope="session")
+def replica_only(services_dir: Path) -> Iterator[PostgresServer]:
+    """A second PostgreSQL server, with wal_level = replica: logical decoding is off. Tests must not change
+    the server itself (it is shared by every module that asks for it)."""
+    server = start_postgres(services_dir / "pg_replica", settings={"wal_level": "replica"})
+    yield server
+    server.stop(keep=False)
 
 
 @pytest.fixture(scope="session")
 def mariadb_server(services_dir: Path) -> Iterator[MariadbServer]:
     server = start_mariadb(services_dir / "mariadb")
     yield server
-    server.stop()
+    server.stop(keep=False)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +55,7 @@ def kafka_broker(services_dir: Path) -> Iterator[KafkaBroker]:
     """A single-node Apache Kafka broker (KRaft) for the session; its jars are fetched when missing."""
     broker = start_kafka(services_dir / "kafka")
     yield broker
-    broker.stop()
+    broker.kill()
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +64,7 @@ def kafka_connect(kafka_broker: KafkaBroker, services_dir: Path) -> Iterator[Kaf
     Tests add connectors under unique names and delete them when done."""
     connect = start_connect(kafka_broker, services_dir / "kafka-connect")
     yield connect
-    connect.stop()
+    connect.stop(keep=False)
 
 
 def _fresh_name(prefix: str) -> str:

@@ -13,10 +13,11 @@ there with the data.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 from copyjob.connectors._load_checks import check_load_key
 from copyjob.connectors.delta.errors import deltalake, translated
@@ -118,6 +119,16 @@ class DeltaDestination:
             if dt is not None:
                 return find(dt, job, table)
         return None
+
+    def snapshot_version(self, table: TableName) -> str | None:
+        dt = self.table(table)
+        return None if dt is None else f"Delta version {dt.version()}"
+
+    def read_snapshot(self, table: TableName, schema: TableSchema) -> tuple[str, Iterator[pa.RecordBatch]]:
+        """The table's latest version, read whole (``copyjob verify``; :mod:`.snapshot`)."""
+        from copyjob.connectors.delta.snapshot import read_version
+
+        return read_version(self._require(table), schema)
 
     def maintain(self, table: TableName, settings: MaintenanceSettings) -> MaintenanceReport:
         from copyjob.connectors.delta.maintenance import maintain

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from copyjob.connectors._load_checks import check_load_key
@@ -33,6 +33,7 @@ from copyjob.core.schema import Column, TableName, TableSchema
 from copyjob.core.urls import ConnectionUrl
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyiceberg.table import Table
 
 log = logging.getLogger("copyjob")
@@ -221,6 +222,18 @@ class IcebergDestination:
             self._pointers[(marker.job, marker.table)] = value
 
         return remember
+
+    def snapshot_version(self, table: TableName) -> str | None:
+        from copyjob.connectors.iceberg.snapshot import version_of
+
+        found = self.load_table(table)
+        return None if found is None else version_of(found)
+
+    def read_snapshot(self, table: TableName, schema: TableSchema) -> tuple[str, Iterator[pa.RecordBatch]]:
+        """The table's current snapshot, read whole (``copyjob verify``; :mod:`.snapshot`)."""
+        from copyjob.connectors.iceberg.snapshot import read_current
+
+        return read_current(self._require(table), schema, lambda action: self._guard(action, table))
 
     def maintain(self, table: TableName, settings: MaintenanceSettings) -> MaintenanceReport:
         from copyjob.connectors.iceberg.maintenance import maintain

@@ -5,8 +5,7 @@ fastavro and ``json.dumps`` through a dict per event cost 20–40 µs an event. 
 - ``avro``: each column of the ``before`` and ``after`` images (and of the key) is put in one Arrow array and
   encoded column-wise (:mod:`connectors.kafka.batch_encode`); the parts that vary per event (op, the source
   block's snapshot flag, position and ts_ms) are Arrow arrays too; each message is joined from its parts;
-- ``json``: each value becomes JSON text through one function per Python type (the C string encoder for text)
-  and each message is assembled from those texts, without a dict or a ``json.dumps`` per event.
+- ``json``: column by column too, as text (:mod:`connectors.kafka.change_json`).
 
 The bytes are those of ``TableEncoder.encode_key`` / ``encode_value`` with the same ``ts_ms`` (checked on random
 batches of every type and op by tests/connectors/test_kafka_change_encode.py). :func:`encode_changes` returns
@@ -16,20 +15,15 @@ position that is not a mapping of text keys): the caller then encodes event by e
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import decimal
 import json
-import math
-from collections.abc import Callable, Mapping, Sequence
-from json.encoder import encode_basestring_ascii as json_string
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from copyjob.connectors.kafka.arrow_bytes import I64, varints, zigzag
 from copyjob.connectors.kafka.batch_encode import NULL_BRANCH, VALUE_BRANCH, Unsupported, encode_field, join_rows
-from copyjob.connectors.kafka.values import to_json_value
+from copyjob.connectors.kafka.change_json import json_changes
 
 from copyjob.core.changes import OPS, UNCHANGED_TOAST, ChangeEvent
 from copyjob.core.schema import Column, arrow_type
@@ -49,7 +43,7 @@ def encode_changes(enc: TableEncoder, events: Sequence[ChangeEvent], source: Sou
         return [], []
     try:
         if enc.format == "json":
-            return _json(enc, events, source, ts)
+            return json_changes(enc.key, events, source, ts)
         if enc.format == "avro":
             return _avro(enc, events, source, ts)
     except (Unsupported, pa.ArrowException, TypeError, ValueError, OverflowError):
@@ -161,78 +155,3 @@ def _json_texts(values: list[Any]) -> pa.Array:
         except (pa.ArrowException, OverflowError):
             pass
     return pa.array([json.dumps(v, sort_keys=True, default=str) for v in values], pa.string())
-
-
-# ---------------------------------------------------------------- json
-
-
-def _json(enc: TableEncoder, events: Sequence[ChangeEvent], source: SourceInfo, ts: int) -> Encoded:
-    names = _Names()
-    schema = "null" if source.schema is None else json_string(source.schema)
-    head = (f', "source": {{"connector": {json_string(source.connector)}, "db": {json_string(source.db)}, '
-            f'"schema": {schema}, "table": {json_string(source.table)}, "snapshot": ')
-    ops = {op: f', "op": {json_string(op)}' for op in OPS}
-    tail = f"}}, \"ts_ms\": {ts}}}"
-    positions = position_texts([e.position for e in events]).to_pylist()
-    values = []
-    for e, position in zip(events, positions, strict=True):
-        snapshot = '"true"' if e.snapshot or e.op == "r" else '"false"'
-        values.append(f'{{"before": {_json_image(e.before, names)}, "after": {_json_image(e.after, names)}'
-                      f'{ops[e.op]}{head}{snapshot}, "position": {json_string(position)}, '
-                      f'"ts_ms": {e.ts_ms or ts}{tail}'.encode())
-    if not enc.key:
-        return [None] * len(events), values
-    key_names = [f"{json.dumps(k)}: " for k in enc.key]
-    keys: list[bytes | None] = []
-    for row in key_rows(events):
-        if row is None:
-            keys.append(None)
-            continue
-        texts = [name + _key_text(row.get(k)) for name, k in zip(key_names, enc.key, strict=True)]
-        keys.append(("{" + ", ".join(texts) + "}").encode())
-    return keys, values
-
-
-class _Names(dict[str, str]):
-    """Column name → its JSON key text and colon, made once."""
-
-    def __missing__(self, name: str) -> str:
-        text = self[name] = json.dumps(name) + ": "
-        return text
-
-
-def _json_image(row: Mapping[str, Any] | None, names: _Names) -> str:
-    """``json.dumps`` of ``codec._json_row(_clean(row))``: the image's own order, unchanged values null."""
-    if row is None:
-        return "null"
-    text = _IMAGE_TEXT.get
-    return "{" + ", ".join([names[k] + text(type(v), _any_text)(v) for k, v in row.items()]) + "}"
-
-
-def _key_text(value: Any) -> str:
-    return _TEXT.get(type(value), _any_text)(value)
-
-
-def _any_text(value: Any) -> str:
-    return json.dumps(to_json_value(value), default=str)
-
-
-def _float_text(value: float) -> str:
-    return float.__repr__(value) if math.isfinite(value) else _any_text(value)
-
-
-_TEXT: dict[type, Callable[[Any], str]] = {
-    type(None): lambda v: "null",
-    bool: lambda v: "true" if v else "false",
-    int: int.__repr__,
-    float: _float_text,
-    str: json_string,
-    # ASCII without quotes or backslashes: ISO dates, decimals, base64
-    decimal.Decimal: lambda v: f'"{v}"',
-    dt.datetime: lambda v: f'"{v.isoformat()}"',
-    dt.date: lambda v: f'"{v.isoformat()}"',
-    dt.time: lambda v: f'"{v.isoformat()}"',
-    bytes: lambda v: f'"{base64.b64encode(v).decode()}"',
-}
-_IMAGE_TEXT = {**_TEXT, type(UNCHANGED_TOAST): lambda v: "null"}
-"""In an image only UNCHANGED_TOAST is a bare ``object()``: null, as ``codec._clean`` makes it."""

@@ -247,8 +247,10 @@ class Producer:
         ck = kafka_module()
         self._ck = ck
         self.max_message_bytes = max_message_bytes
-        # large lz4 batches: a snapshot sends hundreds of thousands of small, similar messages
-        conf = {"linger.ms": 50, "batch.size": 1_000_000, "batch.num.messages": 100_000,
+        # large lz4 batches: a snapshot sends hundreds of thousands of small, similar messages; they fill while
+        # a request is in flight, so a short linger (librdkafka's and Kafka 4's default, 5 ms) costs them nothing
+        # and a change stream's flush (once per chunk) waits less (measured: 100 messages, flush p50 5.1 → 2.6 ms)
+        conf = {"linger.ms": 5, "batch.size": 1_000_000, "batch.num.messages": 100_000,
                 "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 512 * 1024, "message.timeout.ms": 120_000,
                 **producer_config(max_message_bytes), **base_config(bootstrap_servers, config),

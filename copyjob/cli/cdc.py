@@ -209,7 +209,7 @@ def stream(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variab
                 record = job_run.stream(table or None, poll_interval_s=poll_interval)
         finally:
             job_run.close()
-        print_run(out, record, source_names(loaded.tables))
+        print_run(out, record, source_names(job_run.loaded.tables))  # with the topics a pattern matched
         return {"ok": 0, "stopped": 0, "skipped": EXIT_SKIPPED}.get(record.status, EXIT_TABLE_FAILED)
 
     raise typer.Exit(guard(body))

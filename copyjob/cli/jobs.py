@@ -75,7 +75,7 @@ def run(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variables
             record = job_run.run(table or None)
         finally:
             job_run.close()
-        print_run(out, record, source_names(loaded.tables))
+        print_run(out, record, source_names(job_run.loaded.tables))  # with the topics a pattern matched
         return {"ok": 0, "skipped": EXIT_SKIPPED}.get(record.status, EXIT_TABLE_FAILED)
 
     raise typer.Exit(guard(body))
@@ -208,6 +208,7 @@ def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, stat
             status_rows,
             trigger_rows,
         )
+        from copyjob.topic_source import from_state
         from copyjob.verify import last_verification
 
         loaded = _loaded_or_state_only(job_file, env, variables)
@@ -215,6 +216,7 @@ def status(job_file: JobArg, env: EnvOpt = None, variables: VarsOpt = None, stat
             return _status_from_state(loaded, state, json_out)
         store = state_store(loaded, state)
         try:
+            loaded = from_state(loaded, store.load_all(loaded.scope))  # the topics a pattern matched
             states: list[tuple[str, str, TableState]] = [
                 (t.spec.target_name, t.mode, store.load(loaded.scope, t.spec.target_name)) for t in loaded.tables]
             schedules = schedule_rows(store, loaded.job, loaded.scope)
@@ -364,11 +366,13 @@ def reset(job_file: JobArg, table: TablesOpt = None, env: EnvOpt = None, variabl
 
     def body() -> int:
         from copyjob.runs import new_run_id, select_tables
+        from copyjob.topic_source import from_state
 
         loaded = load_job_file(job_file, env, variables)
-        chosen = select_tables(loaded, table or None)
         store = state_store(loaded, state)
         try:
+            loaded = from_state(loaded, store.load_all(loaded.scope))  # the topics a pattern matched
+            chosen = select_tables(loaded, table or None)
             loaded.ledger(store).reset([t.spec.target_name for t in chosen], new_run_id())
         finally:
             store.close()

@@ -41,14 +41,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _kafka_job(job_file: Path, env: str | None, variables: Path | None, *, capture: bool = False) -> Any:
-    from copyjob.topic_source import is_topic_source
+    from copyjob.topic_source import is_topic_source, with_topics
 
     loaded = load_job_file(job_file, env, variables)
     if is_topic_source(loaded.job):
         if capture:
             raise UsageError(f"{job_file}: a kafka:// source's topics are published already: nothing to capture "
                              "(copyjob run or copyjob apply applies them)")
-        return loaded
+        return with_topics(loaded)  # a pattern entry: the topics it matches now
     if loaded.job.transport != "kafka":
         raise UsageError(f"{job_file}: this command needs transport: kafka (or a kafka:// source) in the job file")
     return loaded

@@ -320,7 +320,9 @@ class RowDigests(Protocol):
 
     def bucket_digests(self, table: TableName, columns: Sequence[DigestColumn], span: KeySpan,
                        width: int) -> dict[int, tuple[int, int]]:
-        """Per bucket ``(key - span.lower) // width`` of an integer key: ``(rows, digest)``; empty buckets absent."""
+        """Per bucket ``(key - span.lower) // width`` of an integer key: ``(rows, digest)``; empty buckets absent.
+        The digest hashes the bucket whole, its rows' texts in key order (``connectors/_canonical.ordered_hash``),
+        plus the hashes of the columns hashed in Python (a native row hash: the sum, as :meth:`digest`)."""
 
     def split_points(self, table: TableName, span: KeySpan, parts: int) -> list[Any]:
         """Up to ``parts - 1`` increasing key values that cut the span into parts of about equal rows."""
@@ -337,6 +339,20 @@ class SupportsDigests(Protocol):
     """A source or destination that computes :class:`RowDigests` (the SQL databases; not files or Parquet)."""
 
     def digests(self) -> RowDigests: ...
+
+
+@runtime_checkable
+class SupportsSnapshotReads(Protocol):
+    """A destination whose tables are files of a table format (Delta, Iceberg): ``copyjob verify`` reads a
+    table's current snapshot through the format's own reader (deletion vectors and delete files applied)."""
+
+    def snapshot_version(self, table: TableName) -> str | None:
+        """The table's current snapshot, named for a report (``Delta version 7``, ``Iceberg snapshot 4711``);
+        None: no table."""
+
+    def read_snapshot(self, table: TableName, schema: TableSchema) -> tuple[str, Iterator[pa.RecordBatch]]:
+        """The version read and the rows of that snapshot, as batches of ``schema.arrow_schema()`` (``schema``:
+        the table as reflected)."""
 
 
 # ---------------------------------------------------------------- change capture

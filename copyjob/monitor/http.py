@@ -124,8 +124,8 @@ class Monitor:
         watched = self._job(job)
         samples = self.lag.samples(job)
         consumer = self.lag.consumer_lag(job)
-        if samples is None and watched.loaded.job.transport != "kafka":
-            raise Refused(f"job {job} has no cdc tables and no kafka transport", 404)
+        if samples is None and watched.name not in self.lag.consuming:
+            raise Refused(f"job {job} has no cdc tables and applies no kafka topics", 404)
         return {"job": job, "interval_s": self.lag.interval_s, "latest": scrub(self.lag.latest(job)),
                 "samples": scrub(samples or []), "kafka_consumer_lag": scrub(consumer)}
 

@@ -1,11 +1,12 @@
-"""The CDC lag of jobs with cdc tables, and the apply consumer lag of jobs with ``transport: kafka``, sampled
-into memory for the page's chart, the API and the lag gauges.
+"""The CDC lag of jobs with cdc tables, and the apply consumer lag of jobs with ``transport: kafka`` or a
+``kafka://`` source, sampled into memory for the page's chart, the API and the lag gauges.
 
 One thread asks each such job's source for its replication slot's lag (:func:`copyjob.cli.cdc.cdc_status`,
 the figures ``copyjob status`` shows) every ``interval_s``, and keeps the last ``keep`` samples per job. For a
 kafka job it also reads, per partition of the job's table topics, the offset the apply group committed and
-the high watermark (the latest reading only). A source or broker that cannot be reached gives a sample with an
-``error`` and no figures; it never stops the sampling.
+the high watermark (the latest reading only); for a ``kafka://`` source, the offset its destination's markers
+hold instead of the group's (the destination is where it stands: copyjob.topic_source.applied_lag). A source
+or broker that cannot be reached gives a sample with an ``error`` and no figures; it never stops the sampling.
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ class LagSampler:
     def __init__(self, jobs: Sequence[Watched], *, interval_s: float = DEFAULT_INTERVAL_S, keep: int = KEEP,
                  on_sample: Callable[[str, dict[str, Any]], None] | None = None,
                  on_consumer_lag: Callable[[str, dict[str, Any]], None] | None = None) -> None:
-        self.jobs = [j for j in jobs if j.loaded.cdc_tables or j.loaded.job.transport == "kafka"]
+        self.jobs = [j for j in jobs if j.loaded.cdc_tables or _consumes(j)]
         self.interval_s = interval_s
         self._on_sample = on_sample
         self._on_consumer_lag = on_consumer_lag
         self._samples: dict[str, deque[dict[str, Any]]] = {j.name: deque(maxlen=keep) for j in self.jobs
-                                                           if j.loaded.cdc_tables}
+                                                           if j.loaded.cdc_tables and not _topic_source(j)}
+        self.consuming = frozenset(j.name for j in self.jobs if _consumes(j))
+        """The jobs whose apply lag (Kafka partitions behind) is sampled."""
         self._latest: dict[str, dict[str, Any]] = {}
         self._consumer: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -90,8 +93,8 @@ class LagSampler:
     def sample(self, job: Watched) -> None:
         if job.name in self._samples:
             self._sample_cdc(job)
-        if job.loaded.job.transport == "kafka":
-            consumer = _consumer_lag_of(job)
+        if _consumes(job):
+            consumer = _applied_lag_of(job) if _topic_source(job) else _consumer_lag_of(job)
             with self._lock:
                 self._consumer[job.name] = consumer
             if self._on_consumer_lag is not None:
@@ -106,6 +109,17 @@ class LagSampler:
             self._latest[job.name] = info
         if self._on_sample is not None:
             self._on_sample(job.name, info)
+
+
+def _topic_source(job: Watched) -> bool:
+    from copyjob.topic_source import is_topic_source
+
+    return is_topic_source(job.loaded.job)
+
+
+def _consumes(job: Watched) -> bool:
+    """The job applies from Kafka: ``transport: kafka``, or a ``kafka://`` source."""
+    return job.loaded.job.transport == "kafka" or _topic_source(job)
 
 
 def _lag_of(job: Watched) -> dict[str, Any]:
@@ -145,6 +159,25 @@ def _consumer_lag_of(job: Watched) -> dict[str, Any]:
         return {"at": at, "group": group, "partitions": [], "error": redact(str(exc))}
     except Exception as exc:  # a bug in one sample must not end the sampling
         log.exception("job=%s: cannot sample the kafka consumer lag", job.name)
+        return {"at": at, "group": group, "partitions": [], "error": redact(repr(exc))}
+    return {"at": at, "group": group, "error": None,
+            "partitions": [{"topic": topic, "partition": partition, "committed": committed, "lag": lag}
+                           for (topic, partition), (committed, lag) in sorted(found.items())]}
+
+
+def _applied_lag_of(job: Watched) -> dict[str, Any]:
+    """A ``kafka://`` source's lag in the shape of :func:`_consumer_lag_of`: per partition of its topics (the
+    patterns' matches now), the end offset less the offset the destination holds in its marker."""
+    from copyjob.kafka_pipeline import group_id
+    from copyjob.topic_source import applied_lag
+
+    at, group = time.time(), group_id(job.loaded)
+    try:
+        found = applied_lag(job.loaded)
+    except CopyjobError as exc:
+        return {"at": at, "group": group, "partitions": [], "error": redact(str(exc))}
+    except Exception as exc:  # a bug in one sample must not end the sampling
+        log.exception("job=%s: cannot sample the kafka lag", job.name)
         return {"at": at, "group": group, "partitions": [], "error": redact(repr(exc))}
     return {"at": at, "group": group, "error": None,
             "partitions": [{"topic": topic, "partition": partition, "committed": committed, "lag": lag}

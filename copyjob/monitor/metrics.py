@@ -19,7 +19,8 @@ name                                                       type        labels   
 ``copyjob_failed_tables_total``                            counter     job, table       table copies that failed
 ``copyjob_dead_letters_total``                             counter     job, table       events dead-lettered
 ``copyjob_kafka_consumer_lag_messages``                    gauge       job, topic,      apply group's unconsumed
-                                                                       partition        messages
+                                                                       partition        messages (kafka:// source:
+                                                                                        not in the destination)
 =========================================================  ==========  ===============  =========================
 """
 
@@ -64,7 +65,8 @@ class Metrics:
                                  ["job"], registry=registry)
         self.consumer_lag_messages = Gauge(
             "copyjob_kafka_consumer_lag_messages", "Messages of a partition the job's apply consumer group has "
-            "not consumed: the high watermark less the group's committed offset.", ["job", "topic", "partition"],
+            "not consumed: the high watermark less the group's committed offset (a kafka:// source: less the "
+            "offset the destination's marker holds).", ["job", "topic", "partition"],
             registry=registry)
         self._consumer_labels: dict[str, set[tuple[str, str]]] = {}
         self.quarantined = Gauge("copyjob_quarantined_files", "Files of a file set that could not be read and "

@@ -3,6 +3,7 @@ read by :mod:`copyjob.verify.files`), compare, re-check a busy CDC table, repair
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from copyjob.core.contracts import (
     RowFilter,
     Source,
     SupportsDigests,
+    SupportsSnapshotReads,
 )
 from copyjob.core.errors import ConfigurationError
 from copyjob.core.plan import TablePlan
@@ -29,6 +31,8 @@ from copyjob.verify.canonical import ColumnPlan, column_plan, integer_key, same_
 from copyjob.verify.files import FileRows, file_set_plan, load_file_set, load_folder, rewrite_outputs
 from copyjob.verify.repair import RowSource, repair_keys
 from copyjob.verify.report import Difference, TableReport
+
+log = logging.getLogger("copyjob.verify")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,10 @@ def verify_table(plan: TablePlan, job: str, source: Source, destination: Destina
     return report
 
 
+def _as_is() -> None:
+    """Nothing to read again: the side is queried where it lives."""
+
+
 @dataclass
 class _Sides:
     plan: TablePlan
@@ -76,12 +84,15 @@ class _Sides:
     source_rows: RowSource
     """Where a repair reads the source rows."""
     files: bool = False
-    """A side was read from files."""
+    """A side was read from files (or a lakehouse table): its rows live in this process, one lane."""
     file_destination: bool = False
     notes: list[str] = field(default_factory=list)
     rewrite: Rewrite | None = None
     """A file destination fed by a file set: re-copy the files behind the differing keys (source keys,
     destination keys), then read the outputs again; returns notes."""
+    refresh: Callable[[], object] = _as_is
+    """Read the destination again where verify holds a copy of it (a lakehouse table's snapshot): before a CDC
+    re-check and after a repair, which commit newer snapshots."""
 
 
 Rewrite = Callable[[Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]]], list[str]]
@@ -106,7 +117,15 @@ def _open_sides(plan: TablePlan, job: str, source: Source, destination: Destinat
     else:
         raise ConfigurationError(f"{plan.label}: this source cannot be verified")
     file_destination = not isinstance(destination, SupportsDigests)
-    if not file_destination:
+    refresh: Callable[[], object] = _as_is
+    if isinstance(destination, SupportsSnapshotReads):  # Delta, Iceberg: the current snapshot, loaded
+        from copyjob.connectors._digest_lakehouse import SnapshotDigests
+
+        snapshot = SnapshotDigests(destination, found)
+        stack.callback(snapshot.close)
+        dst_digests, refresh, file_destination = snapshot, snapshot.refresh, False
+        notes.append(snapshot.note)
+    elif not file_destination:
         dst_digests = cast(SupportsDigests, destination).digests()
     elif destination.capabilities.files:
         folder = load_folder(destination, found)
@@ -117,8 +136,8 @@ def _open_sides(plan: TablePlan, job: str, source: Source, destination: Destinat
             rewrite = _rewrite(plan, cast(FileSetSource, source), destination, loaded, folder)
     else:
         raise ConfigurationError(f"{plan.label}: this destination cannot be verified")
-    return _Sides(plan, src_digests, dst_digests, source_rows, plan.files is not None or file_destination,
-                  file_destination, notes, rewrite)
+    one_lane = plan.files is not None or file_destination or isinstance(destination, SupportsSnapshotReads)
+    return _Sides(plan, src_digests, dst_digests, source_rows, one_lane, file_destination, notes, rewrite, refresh)
 
 
 def _rewrite(plan: TablePlan, source: FileSetSource, destination: Destination, read: FileRows,
@@ -165,7 +184,7 @@ def _verify(sides: _Sides, job: str, destination: Destination, found: TableSchem
                                 for a, b in extra]
         findings = _compare(lanes, columns, options, report)
     if t.mode == "cdc" and _any(findings):
-        report.rechecked = _settle(src, dst, columns, findings, options.settle_s)
+        report.rechecked = _settle(src, dst, columns, findings, options.settle_s, sides.refresh)
     _fill(report, findings, columns)
     if options.repair and _any(findings):
         if sides.file_destination and sides.rewrite is None:
@@ -176,7 +195,7 @@ def _verify(sides: _Sides, job: str, destination: Destination, found: TableSchem
         elif sides.rewrite is not None:
             _rewrite_files(sides.rewrite, src, dst, findings, report)
         else:
-            _repair(plan, sides.source_rows, destination, found, src, dst, columns, findings, report)
+            _repair(plan, sides.source_rows, destination, found, src, dst, columns, findings, report, sides.refresh)
 
 
 def _rewrite_files(rewrite: Rewrite, src: Side, dst: Side, f: Findings, report: TableReport) -> None:
@@ -229,17 +248,27 @@ def _any(f: Findings) -> bool:
     return bool(f.only_source or f.only_destination or f.different)
 
 
-def _settle(src: Side, dst: Side, columns: ColumnPlan, f: Findings, settle_s: float) -> int:
+def _settle(src: Side, dst: Side, columns: ColumnPlan, f: Findings, settle_s: float,
+            refresh: Callable[[], object]) -> int:
     """Re-check the differing keys of a cdc table until they agree or ``settle_s`` passes: a busy source changes
-    rows after they were read, and the stream brings them over shortly after. Returns the keys re-checked."""
+    rows after they were read, and the stream brings them over shortly after. Once they agree, both sides are
+    counted again (until the counts agree too, within ``settle_s``): the first counts were taken before the
+    keys inserted or deleted meanwhile came over. Returns the keys re-checked."""
     pending = _pending(f)
     rechecked = len(pending)
     deadline = time.monotonic() + settle_s
+    # a warning: verify waits here, and the keys stay reported unless the stream brings them over
+    log.warning("%s: %d key(s) differ; re-checking them for up to %g s while the stream catches up", dst.table,
+                rechecked, settle_s)
     pause = threading.Event()
-    while pending:
-        now = recheck(src, dst, [(_raw(a), _raw(b)) for a, b in pending.values()])
-        pending = {k: ab for k, ab in zip(pending, now, strict=True) if not _same(ab[0], ab[1])}
-        if not pending or time.monotonic() >= deadline:
+    while True:
+        refresh()
+        if pending:
+            now = recheck(src, dst, [(_raw(a), _raw(b)) for a, b in pending.values()])
+            pending = {k: ab for k, ab in zip(pending, now, strict=True) if not _same(ab[0], ab[1])}
+        if not pending:
+            f.rows_source, f.rows_destination = _count(src), _count(dst)
+        if (not pending and f.rows_source == f.rows_destination) or time.monotonic() >= deadline:
             break
         pause.wait(0.5)
     f.only_source, f.only_destination, f.different = {}, {}, {}
@@ -251,6 +280,10 @@ def _settle(src: Side, dst: Side, columns: ColumnPlan, f: Findings, settle_s: fl
         elif a is not None and b is not None:
             f.different[k] = (a, b)
     return rechecked
+
+
+def _count(side: Side) -> int:
+    return side.digests.key_bounds(side.table, side.span())[2]
 
 
 def _pending(f: Findings) -> dict[Any, tuple[Row | None, Row | None]]:
@@ -292,7 +325,7 @@ def _key(columns: ColumnPlan, row: Row) -> dict[str, Any]:
 
 
 def _repair(plan: TablePlan, source: RowSource, destination: Destination, found: Any, src: Side, dst: Side,
-            columns: ColumnPlan, f: Findings, report: TableReport) -> None:
+            columns: ColumnPlan, f: Findings, report: TableReport, refresh: Callable[[], object]) -> None:
     if plan.table.update_method == "append":
         report.notes.append("an append table is reported, not repaired (its rows are not kept one per key)")
         return
@@ -303,6 +336,7 @@ def _repair(plan: TablePlan, source: RowSource, destination: Destination, found:
         a[0] for a, _ in f.different.values()]
     delete = [r[0] for r in f.only_destination.values()]
     report.repaired = repair_keys(plan, source, destination, found, upsert, delete)
+    refresh()
     keys = [(r[0], None) for r in f.only_source.values()] + [(None, r[0]) for r in f.only_destination.values()] \
         + [(a[0], b[0]) for a, b in f.different.values()]
     left = [ab for ab in recheck(src, dst, keys) if not _same(*ab)]

@@ -35,6 +35,11 @@ XLOGDATA_HEADER = 25
 """``w``, data start, wal end, server clock: the pgoutput message follows."""
 _STATUS = struct.Struct(">cQQQqB")
 _AUTH_MARKERS = ("password authentication failed", "no password supplied", "authentication failed")
+# The server went away under a command (restart, shutdown, crash): worth another attempt, not a verdict.
+_GONE_MARKERS = ("server closed the connection", "terminating connection", "could not receive data",
+                 "could not send data", "the database system is shutting down",
+                 "the database system is starting up", "the database system is in recovery mode",
+                 "connection to server", "no connection to the server", "SSL SYSCALL error")
 
 
 def format_lsn(lsn: int) -> str:
@@ -181,6 +186,8 @@ def replication_error(text: str, where: str) -> CopyjobError:
         return ConnectorError(f"{where}: {text} (is another copyjob stream of this job running?)", retriable=True)
     if "does not exist" in text:
         return ConfigurationError(f"{where}: {text}")
+    if any(m in text for m in _GONE_MARKERS):
+        return ConnectionFailed(f"lost the replication connection to {where}: {text}")
     return ConnectorError(f"replication command failed on {where}: {text}")
 
 

@@ -211,11 +211,18 @@ class PgOutputDecoder:
         return position
 
     def _insert(self, data: bytes) -> None:
-        relation = self._relation_of(_U32(data, 1)[0])
-        position = self._position()
+        # the hot path of a bulk load: _relation_of and _position inlined
+        relation = self.relations.get(_U32(data, 1)[0]) or self._relation_of(_U32(data, 1)[0])
+        position = {"lsn": self.lsn, "seq": self.seq}
+        self.last = (self.lsn, self.seq)
+        self.seq += 1
         if relation.wanted:
             after, _ = _row(data, 6, relation)  # byte 5 is 'N'
-            self._pending(relation, 1).append(_event("c", None, after, position, self.ts_ms))
+            pending = self.pending.get(relation)
+            if pending is None:
+                pending = self.pending[relation] = []
+            self.pending_count += 1
+            pending.append(_event("c", None, after, position, self.ts_ms))
 
     def _update(self, data: bytes) -> None:
         relation = self._relation_of(_U32(data, 1)[0])
@@ -269,13 +276,14 @@ def _row(buf: bytes, pos: int, relation: Relation) -> tuple[dict[str, Any], int]
                              f"{len(fields)}")
     pos += 2
     row: dict[str, Any] = {}
+    start = pos
     try:
         for name, convert in fields:
             kind = buf[pos]
             if kind == 116:  # 't': Int32 length, then the text
-                end = pos + 5 + _U32(buf, pos + 1)[0]
-                row[name] = convert(buf[pos + 5:end])
-                pos = end
+                start = pos + 5
+                pos = start + _U32(buf, pos + 1)[0]
+                row[name] = convert(buf[start:pos])
             elif kind == 110:  # 'n'
                 row[name] = None
                 pos += 1
@@ -286,7 +294,7 @@ def _row(buf: bytes, pos: int, relation: Relation) -> tuple[dict[str, Any], int]
                 raise ConnectorError(f"{relation.table}: unexpected pgoutput tuple data kind {chr(kind)!r}")
     except (ValueError, TypeError, ArithmeticError) as exc:
         name = fields[len(row)][0]
-        raw = buf[pos + 5:pos + 5 + min(60, _U32(buf, pos + 1)[0])]
+        raw = buf[start:min(pos, start + 60)]  # the value that failed
         raise DataError(f"{relation.table}: cannot convert the value {raw!r} of column {name!r}: {exc}",
                         table=relation.table) from exc
     return row, pos

@@ -4,7 +4,9 @@ A reader thread owns the replication connection: it decodes pgoutput messages, c
 hands each chunk (one :class:`ChangeBatch` per table, in stream order) to :meth:`PgChangeStream.next_batches`
 through a small queue, so decoding overlaps the destination's writes and memory stays bounded. A chunk ends
 at ``batch_events`` events (also inside a big transaction), at a transaction end once ``max_batch_delay`` has
-passed since its first event, when a table's columns change (a new Relation message), or at the stop marker.
+passed since its first event (or later, when the stream is idle), when a table's columns change (a new Relation
+message), or at the stop marker. :meth:`PgChangeStream.next_batches` hands out the chunks waiting in the queue
+together.
 
 Acknowledgement, in this order:
 1. the consumer commits a chunk's batches downstream (destination or broker);
@@ -105,18 +107,34 @@ class PgChangeStream:
     # ------------------------------------------------------------ consumer side (ChangeCapture)
 
     def next_batches(self, timeout_s: float) -> list[ChangeBatch]:
+        """The next chunk, with the chunks already queued behind it (``queue_chunks`` at most): a consumer that
+        fell behind commits them at once (Kafka: one producer flush, one broker round trip) instead of one by
+        one, while a consumer that keeps up still gets each chunk as soon as it is cut."""
         try:
             item = self._queue.get(timeout=timeout_s)
         except queue.Empty:
             self._raise_failure()
             return []
-        if isinstance(item, _Reached):
-            self._reached = max(self._reached, item.lsn)
-            return []
-        if item is _FAILED:
-            self._raise_failure()
-        assert isinstance(item, _Chunk)
-        return item.batches
+        batches: list[ChangeBatch] = []
+        taken = 0
+        while True:
+            if isinstance(item, _Reached):  # the stop point: caught up once what came before is handed out
+                self._reached = max(self._reached, item.lsn)
+                break
+            if item is _FAILED:
+                if not batches:
+                    self._raise_failure()
+                break  # raised by the next call (the error stays)
+            assert isinstance(item, _Chunk)
+            batches += item.batches
+            taken += 1
+            if taken >= self._options.queue_chunks:
+                break
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        return batches
 
     def caught_up(self, end: Mapping[str, Any]) -> bool:
         """Every transaction committed before ``end`` (from a ``copyjob.stop`` message) was handed out."""
@@ -138,6 +156,11 @@ class PgChangeStream:
     def flushed_lsn(self) -> int:
         return self._flush
 
+    @property
+    def waiting_chunks(self) -> int:
+        """Chunks cut and not yet handed out (``queue_chunks`` at most: then the reader waits)."""
+        return self._queue.qsize()
+
     def _raise_failure(self) -> None:
         if self._error is not None:
             raise self._error
@@ -152,7 +175,11 @@ class PgChangeStream:
                 frame = conn.read()
                 if frame is None:
                     now = time.monotonic()
-                    if self._chunk_started is not None and now - self._chunk_started >= self._delay():
+                    # not inside a transaction: pgoutput (protocol 1) sends one only once it committed, so a pause
+                    # there is the server being slow, its commit follows, and a chunk cut there would split it
+                    # (Debezium's transaction metadata would END it twice)
+                    if self._chunk_started is not None and not self._decoder.in_transaction \
+                            and now - self._chunk_started >= self._delay():
                         self._end_chunk()
                     next_status = self._status(now, next_status)
                     conn.wait(0.05)

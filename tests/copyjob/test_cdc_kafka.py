@@ -136,7 +136,8 @@ def test_truncate_on_one_partition_and_refused_on_several(tmp_path: Path, kafka_
 def test_stream_until_sigterm(tmp_path: Path, kafka_broker: KafkaBroker, shop: str, pg_url2: str) -> None:
     job, _ = job_file(tmp_path, kafka_broker, shop, pg_url2)
     proc = subprocess.Popen([sys.executable, "-m", "copyjob", "stream", str(job)], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "COLUMNS": "200", "COPYJOB_KAFKA_CHILD": "1"})  # apply in a child
     try:
         changes(shop, 5001)
         deadline = time.monotonic() + 40
@@ -252,3 +253,101 @@ def test_run_killed_while_capture_and_apply_run_side_by_side(tmp_path: Path, kaf
         shop, "SELECT count(*), count(DISTINCT id) FROM orders")
     ok("apply", job, "--until-caught-up")  # nothing left to apply
     equal(shop, pg_url2)
+
+
+def apply_processes(parent: int) -> list[Any]:
+    """The apply side's child processes of ``copyjob run`` (copyjob.kafka_apply_process)."""
+    import psutil
+
+    found = []
+    try:
+        for child in psutil.Process(parent).children():
+            try:
+                if "copyjob.kafka_apply_child" in " ".join(child.cmdline()):
+                    found.append(child)
+            except psutil.Error:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return found
+
+
+def gone(proc: Any) -> bool:
+    import psutil
+
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE  # killed; waiting for init to reap it
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_run_killed_leaves_no_apply_process(tmp_path: Path, kafka_broker: KafkaBroker, shop: str,
+                                            pg_url2: str) -> None:
+    """The apply side runs in a child process (a core of its own); SIGKILL of ``copyjob run`` while the child
+    applies takes the child with it (nothing left holding the group or writing), and the next run loses and
+    doubles nothing."""
+    job, _ = job_file(tmp_path, kafka_broker, shop, pg_url2, batch_events=100)
+    ok("run", job)
+    many_changes(shop, 10_000)
+    proc = subprocess.Popen([sys.executable, "-m", "copyjob", "run", str(job), "--no-progress"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "COPYJOB_KAFKA_CHILD": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        children: list[Any] = []
+        while proc.poll() is None and time.monotonic() < deadline and not (
+                children and rows(pg_url2, "SELECT count(*) FROM orders WHERE id >= 10000")[0][0]):
+            children = children or apply_processes(proc.pid)
+            time.sleep(0.02)
+        assert proc.poll() is None and children, "copyjob run ended before its apply process was seen applying"
+    finally:
+        proc.kill()
+        proc.wait(60)
+    deadline = time.monotonic() + 60
+    while not all(gone(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(gone(c) for c in children), [c.pid for c in children]
+    execute(shop, "UPDATE orders SET status = 'after the crash' WHERE id <= 20", "DELETE FROM orders WHERE id = 30")
+    ok("run", job)
+    equal(shop, pg_url2)
+    assert rows(pg_url2, "SELECT count(*), count(DISTINCT id) FROM orders") == rows(
+        shop, "SELECT count(*), count(DISTINCT id) FROM orders")
+
+
+@pytest.mark.parametrize("child", ["1", "0"])
+def test_failures_of_either_side_reach_the_summary_and_history(tmp_path: Path, kafka_broker: KafkaBroker,
+                                                               shop: str, pg_url2: str, child: str) -> None:
+    """Whether the apply runs in a child process or not, the user sees the same: a capture that fails (a
+    TRUNCATE on a topic of several partitions) and an apply that fails (a destination that cannot be reached)
+    fail the table in the summary and the history with the same error, and the run exits 1."""
+    env = {"COPYJOB_KAFKA_CHILD": child}
+    several, _ = job_file(tmp_path, kafka_broker, shop, pg_url2)
+    ok("run", several, env=env)
+    execute(shop, "TRUNCATE orders")
+    refused = copyjob("run", several, "--no-progress", env=env)
+    assert refused.code == 1 and "TRUNCATE" in refused.stdout and "reset" in refused.stdout, refused.output
+    last = json.loads(copyjob("history", several, "--json").stdout)[0]
+    assert last["status"] == "failed" and "TRUNCATE" in last["tables"][0]["error"], last
+
+    closed = "postgresql://copyjob@127.0.0.1:9/nowhere"  # the discard port: nothing listens
+    unreachable, _ = job_file(tmp_path, kafka_broker, shop, closed)
+    failed = copyjob("run", unreachable, "--no-progress", env=env)
+    assert failed.code == 1, failed.output
+    last = json.loads(copyjob("history", unreachable, "--json").stdout)[0]
+    error = last["tables"][0]["error"]
+    assert last["status"] == "failed" and error.startswith("apply: ") and "127.0.0.1:9" in error, last
+    assert error in " ".join(failed.stdout.split()), failed.stdout
+    assert f"apply failed: {error.removeprefix('apply: ')}" in failed.stderr, failed.stderr
+
+
+@pytest.mark.parametrize(("knob", "cpus", "child"), [
+    ("0", 8, False), ("1", 1, True), ("", 4, True), ("", 8, True), ("", 2, False), ("", 1, False)])
+def test_when_the_apply_gets_a_process_of_its_own(monkeypatch: pytest.MonkeyPatch, knob: str, cpus: int,
+                                                  child: bool) -> None:
+    """COPYJOB_KAFKA_CHILD decides when set; else a child from 4 CPUs on, whatever the load."""
+    from copyjob.kafka_apply_process import child_wanted
+
+    monkeypatch.setenv("COPYJOB_KAFKA_CHILD", knob)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cpus)))
+    monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 99.0, 99.0))
+    assert child_wanted() is child

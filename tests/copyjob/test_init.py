@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import yaml
 from tests.helpers import ROOT, CliResult, copyjob, sqlite_rows, sqlite_script
 from tests.pg_cdc import execute, rows
 from tests.services.mariadb import MariadbServer
-from tests.services.postgres import PostgresServer, start_postgres
+from tests.services.postgres import PostgresServer
 
 PG_SECRET = "Pg-init-secret-42"
 MARIA_SECRET = "Maria-init-secret-7"
@@ -111,13 +110,6 @@ def test_postgres_proposals_files_validate_and_run(tmp_path: Path, postgres_serv
     assert sqlite_rows(out_db, "SELECT count(*) FROM events") == [(3,)]
     assert sqlite_rows(out_db, "SELECT sku FROM products ORDER BY sku") == [("a",), ("b",)]
     assert rows(admin, "SELECT count(*) FROM pg_publication") == [(0,)]
-
-
-@pytest.fixture(scope="module")
-def replica_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = start_postgres(tmp_path_factory.mktemp("pg_init_replica"), settings={"wal_level": "replica"})
-    yield server
-    server.stop()
 
 
 def test_postgres_cdc_readiness_is_reported_with_fixes(tmp_path: Path, replica_only: PostgresServer) -> None:

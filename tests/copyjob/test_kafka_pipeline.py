@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.helpers import ROOT, copyjob, duckdb_rows, sqlite_exec, sqlite_script, write_job
-from tests.services.kafka import KafkaBroker
+from tests.services.kafka import KafkaBroker, start_kafka
 from tests.services.postgres import PostgresServer
 
 _ids = itertools.count()
@@ -299,15 +299,24 @@ def test_two_consumers_share_partitions_and_a_killed_one_loses_nothing(
     assert 0 < applied_by_a < 120_000, outs[0][0]
 
 
-def test_broker_restart_during_a_run(tmp_path: Path, kafka_broker: KafkaBroker, postgres_server: PostgresServer,
+@pytest.fixture
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A broker for one test: the session's broker holds the topics of every test before, and stopping and
+    starting it closes and loads each of their partitions (many times the seconds of a fresh broker)."""
+    broker = start_kafka(tmp_path_factory.mktemp("kafka_restart"))
+    yield broker
+    broker.kill()
+
+
+def test_broker_restart_during_a_run(tmp_path: Path, own_broker: KafkaBroker, postgres_server: PostgresServer,
                                      pg_url: str, pg_url2: str) -> None:
     pg_source(postgres_server, pg_url, 100_000)
-    j, prefix = kafka_job(tmp_path, kafka_broker, pg_url, pg_url2, [{"name": "public.orders", "target": "orders"}],
+    j, prefix = kafka_job(tmp_path, own_broker, pg_url, pg_url2, [{"name": "public.orders", "target": "orders"}],
                           update_method="merge")
     run = spawn("run", j)
-    wait_for(lambda: run.poll() is not None or published(kafka_broker, f"{prefix}.public.orders") > 0,
+    wait_for(lambda: run.poll() is not None or published(own_broker, f"{prefix}.public.orders") > 0,
              timeout=180, what="the first events")
-    kafka_broker.restart(down_s=2.0)
+    own_broker.restart()  # down for the seconds the broker takes to stop and start again
     out, errors = run.communicate(timeout=240)
     assert run.returncode == 0, out + errors
     same(postgres_server, pg_url, pg_url2, ORDERS_SUM)

@@ -4,6 +4,7 @@ the apply consumer group's lag per partition; and the CDC and merge counts in te
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,3 +134,54 @@ def test_text_history_shows_cdc_changes_and_rows_read_again(tmp_path: Path, pg_u
     latest = json.loads(copyjob("history", merged, "--json").stdout)[0]
     text = copyjob("history", merged)
     assert f"{latest['run_id']} t: 2 rows re-read at the watermark" in text.stdout, text.output
+
+
+def test_a_kafka_source_lag_is_what_its_destination_has_not_applied(
+        tmp_path: Path, start: Callable[..., Process], kafka_broker: KafkaBroker) -> None:
+    """A ``kafka://`` source: per partition, the end offset less the offset in the destination's marker."""
+    sqlite_script(tmp_path / "shop.db", "CREATE TABLE orders (id INTEGER PRIMARY KEY, status TEXT)")
+    sqlite_script(tmp_path / "shop.db",
+                  "INSERT INTO orders VALUES " + ", ".join(f"({i}, 'new')" for i in range(1, 301)))
+    prefix = f"mlag{os.getpid()}"
+    pub = write_job(tmp_path / "pub.yaml", {
+        "job": "mlagpub", "source": {"url": "sqlite:///shop.db"}, "destination": {"url": "sqlite:///unused.db"},
+        "copy": {"mode": "full", "update_method": "merge"}, "tables": [{"name": "orders"}], "transport": "kafka",
+        "kafka": {"bootstrap_servers": kafka_broker.bootstrap, "topic_prefix": prefix, "format": "json"}})
+    assert (captured := copyjob("capture", pub)).code == 0, captured.output
+    topic = f"{prefix}.main.orders"
+    waiting = published(kafka_broker, topic)
+    assert sum(waiting.values()) == 300, waiting
+    job = write_job(tmp_path / "sub.yaml", {
+        "job": "mlagsub", "source": {"url": f"kafka://{kafka_broker.bootstrap}",
+                                     "options": {"format": "json", "topic_prefix": prefix}},
+        "destination": {"url": "sqlite:///wh.db"}, "copy": {"mode": "cdc", "update_method": "merge"},
+        "tables": [{"name": f"^{prefix}\\.main\\..*", "target": "${source.table}"}]})
+    watched = start("monitor", job, "--http", "127.0.0.1:0", env=FAST)
+
+    def gauges() -> dict[int, float] | None:
+        metrics = watched.metrics()
+        found = {p: sample(metrics, "copyjob_kafka_consumer_lag_messages", job="mlagsub", topic=topic,
+                           partition=str(p)) for p in waiting}
+        return None if None in found.values() else {p: v for p, v in found.items() if v is not None}
+
+    assert wait_until(gauges, "the lag gauges") == {p: float(n) for p, n in waiting.items()}
+    api = wait_until(lambda: watched.get("/api/jobs/mlagsub/lag")["kafka_consumer_lag"], "the lag in the API")
+    assert api["error"] is None and {p["committed"] for p in api["partitions"]} == {None}, api
+    assert (ran := copyjob("run", job)).code == 0, ran.output
+    # the destination holds every partition up to its end: nothing left
+    wait_until(lambda: (g := gauges()) is not None and set(g.values()) == {0.0}, "the lag to reach 0")
+    api = watched.get("/api/jobs/mlagsub/lag")["kafka_consumer_lag"]
+    assert sorted(p["committed"] for p in api["partitions"]) == sorted(waiting_end(kafka_broker, topic)), api
+    assert watched.stop() == 0, watched.text()
+
+
+def waiting_end(broker: KafkaBroker, topic: str) -> list[int]:
+    """The end offset of each partition of ``topic``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "lag-check"})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in parts]
+    finally:
+        consumer.close()

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from copyjob.progress import Progress, StreamTally, Tally
+from copyjob.core.errors import UsageError
+from copyjob.progress import PLAIN_EVERY_ENV, Progress, StreamTally, Tally, plain_every_s
 from tests.copyjob.test_serve import make_job
 from tests.helpers import ROOT, copyjob, write_job
 from tests.pg_cdc import drop_slots, execute, rows
@@ -45,6 +46,16 @@ def test_plain_lines_carry_the_total(monkeypatch: pytest.MonkeyPatch) -> None:
     with Progress(stream=stream, live=False).table("orders", total=400) as advance:
         advance(100)
     assert re.fullmatch(r"orders: 100 of 400 rows \(25%, [\d,]+ rows/s, about .+ left\)\n", stream.getvalue())
+
+
+def test_plain_lines_come_every_10_s_unless_the_environment_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PLAIN_EVERY_ENV, raising=False)
+    assert plain_every_s() == 10.0
+    monkeypatch.setenv(PLAIN_EVERY_ENV, "250ms")
+    assert plain_every_s() == 0.25
+    monkeypatch.setenv(PLAIN_EVERY_ENV, "soon")
+    with pytest.raises(UsageError, match=PLAIN_EVERY_ENV):
+        plain_every_s()
 
 
 def read_terminal(args: list[str], timeout: float = 120) -> tuple[int, str]:
@@ -90,7 +101,7 @@ def test_stream_tally_line() -> None:
     assert tally.line("orders") == "orders: 6 changes applied (3 inserts, 2 updates, 1 deletes), lag 0.2 s"
 
 
-def test_stream_says_what_it_applied_every_10_seconds_and_history_keeps_it(
+def test_stream_says_what_it_applied_every_few_seconds_and_history_keeps_it(
         tmp_path: Path, pg_url: str, pg_url2: str) -> None:
     execute(pg_url, "CREATE TABLE orders (id int PRIMARY KEY, note text)",
             "INSERT INTO orders SELECT g, 'n' FROM generate_series(1, 10) g")
@@ -101,8 +112,10 @@ def test_stream_says_what_it_applied_every_10_seconds_and_history_keeps_it(
     log = tmp_path / "stream.log"
     try:
         with log.open("w") as stderr, (tmp_path / "stream.out").open("w") as stdout:
+            # a line every 0.5 s instead of 10 s: the same line, sooner
             proc = subprocess.Popen([sys.executable, "-m", "copyjob", "stream", str(job)], cwd=ROOT,
-                                    stdout=stdout, stderr=stderr, env={**os.environ, "COLUMNS": "200"})
+                                    stdout=stdout, stderr=stderr,
+                                    env={**os.environ, "COLUMNS": "200", PLAIN_EVERY_ENV: "0.5s"})
         try:
             deadline = time.monotonic() + 90
             while rows(pg_url2, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'orders'") \

@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import CliResult, copyjob, write_job
 from tests.pg_cdc import execute, rows
 from tests.services.mariadb import MariadbServer
-from tests.services.postgres import PostgresServer, start_postgres
+from tests.services.postgres import PostgresServer
 
 
 def job(tmp_path: Path, source: str, tables: list[dict[str, Any]], **copy: Any) -> Path:
@@ -32,14 +32,6 @@ def errors(result: CliResult) -> list[str]:
 
 
 # ---------------------------------------------------------------- PostgreSQL
-
-
-@pytest.fixture(scope="module")
-def replica_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A server with wal_level = replica: logical decoding is off."""
-    server = start_postgres(tmp_path_factory.mktemp("pg_replica"), settings={"wal_level": "replica"})
-    yield server
-    server.stop()
 
 
 def test_postgres_lists_every_problem_and_creates_nothing(tmp_path: Path, replica_only: PostgresServer) -> None:

@@ -180,3 +180,18 @@ def test_logical_messages_and_commit_positions(slot: Slot) -> None:
     assert decoder.message is not None and decoder.message[:2] == ("copyjob.stop", b"abc")
     assert decoder.end_lsn > decoder.lsn and decoder.message[2] >= decoder.end_lsn
     assert not decoder.in_transaction
+
+
+def test_a_value_that_does_not_convert_names_its_table_column_and_text(slot: Slot) -> None:
+    """A converter that refuses a value: DataError naming the table, the column and the value's text (the
+    decoder reads each value's bytes once; the message must still show the one that failed)."""
+    from copyjob.core.errors import DataError
+
+    slot.sql("CREATE TABLE t (id int PRIMARY KEY, note text, n int)", "INSERT INTO t VALUES (7, 'fine', 12345)")
+
+    def wrong(oid: int, typmod: int) -> LogicalType:
+        return LogicalType("int64") if oid == 25 else types(oid, typmod)  # text read as a number: fails
+
+    with pytest.raises(DataError) as failed:
+        slot.events(PgOutputDecoder(wrong, {T: ("id",)}))
+    assert "b'fine'" in str(failed.value) and "'note'" in str(failed.value) and failed.value.table == T

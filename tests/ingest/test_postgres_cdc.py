@@ -8,7 +8,6 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -30,7 +29,7 @@ from copyjob.core.errors import ConfigurationError
 from copyjob.core.schema import LogicalType, TableName
 from copyjob.core.urls import parse_url
 from tests.pg_cdc import drop_slots, execute, rows
-from tests.services.postgres import PostgresServer, start_postgres
+from tests.services.postgres import PostgresServer
 
 T = TableName("t", "public")
 
@@ -123,17 +122,13 @@ def test_setup_errors_name_what_to_do(pg_url: str) -> None:
         execute(pg_url, f"DROP OWNED BY {role}", f"DROP ROLE {role}")
 
 
-def test_wal_level_replica_is_named(tmp_path: Path) -> None:
-    server: PostgresServer = start_postgres(tmp_path / "pg", settings={"wal_level": "replica"})
-    try:
-        setup = ReplicationSetup(lambda: psycopg.connect(server.url(), autocommit=True), "db", slot="x",
-                                 publication="p", job="j")
-        with pytest.raises(ConfigurationError, match=re.escape("wal_level is replica; set wal_level = logical in "
-                                                               "postgresql.conf and restart")):
-            setup.check_server()
-        setup.close()
-    finally:
-        server.stop()
+def test_wal_level_replica_is_named(replica_only: PostgresServer) -> None:
+    setup = ReplicationSetup(lambda: psycopg.connect(replica_only.url(), autocommit=True), "db", slot="x",
+                             publication="p", job="j")
+    with pytest.raises(ConfigurationError, match=re.escape("wal_level is replica; set wal_level = logical in "
+                                                           "postgresql.conf and restart")):
+        setup.check_server()
+    setup.close()
 
 
 # ---------------------------------------------------------------- stream
@@ -165,6 +160,27 @@ def test_only_acknowledged_positions_are_confirmed(cdc: Cdc) -> None:
     assert ids(again) == list(range(100, 1100))  # the big transaction again, whole; the small one not
     assert again[0].position == {"lsn": big_commit, "seq": 0}
     assert cdc.confirmed() > big_commit
+
+
+def test_chunks_waiting_in_the_queue_are_handed_out_together(cdc: Cdc) -> None:
+    """A consumer that fell behind gets every chunk already cut in one call (``queue_chunks`` at most), so it
+    commits them at once (Kafka: one producer flush); acknowledging the last position releases them all."""
+    ExportedSnapshot(cdc.params, "test", cdc.name, temporary=False).close()
+    execute(cdc.url, "INSERT INTO t SELECT g, 'a' FROM generate_series(1, 1000) g")  # ten chunks of 100
+    stream = cdc.stream(batch_events=100)
+    try:
+        deadline = time.monotonic() + 120
+        while stream.waiting_chunks < 4:  # the queue is full: the reader waits for the consumer
+            assert time.monotonic() < deadline, f"only {stream.waiting_chunks} chunks were cut"
+            time.sleep(0.05)
+        batches = stream.next_batches(1.0)
+        assert ids([e for b in batches for e in b.events]) == list(range(1, 401))
+        stream.ack(batches[-1].position)
+        rest = cdc.drain(stream)
+    finally:
+        stream.close()
+    assert ids(rest) == list(range(401, 1001))
+    assert cdc.confirmed() > batches[-1].position["lsn"]
 
 
 def test_exported_snapshot_meets_the_stream_without_gap_or_overlap(cdc: Cdc) -> None:
@@ -223,3 +239,73 @@ def test_idle_database_still_advances_the_slot(cdc: Cdc, pg_url2: str) -> None:
         assert stream.caught_up_at is not None
     finally:
         stream.close()
+
+
+class _PausingServer:
+    """A replication connection whose server pauses in the middle of sending a transaction (as a busy walsender
+    does): ``frames`` until ``pause_after``, then nothing for ``pause_waits`` waits, then the rest."""
+
+    def __init__(self, frames: list[bytes], pause_after: int, pause_waits: int) -> None:
+        self.frames, self.pause_after, self.pause_waits = frames, pause_after, pause_waits
+        self.sent = 0
+
+    def read(self) -> bytes | None:
+        if (self.sent == self.pause_after and self.pause_waits > 0) or self.sent == len(self.frames):
+            return None
+        self.sent += 1
+        return self.frames[self.sent - 1]
+
+    def wait(self, timeout_s: float) -> None:
+        if self.sent == self.pause_after and self.pause_waits > 0:
+            self.pause_waits -= 1
+        time.sleep(timeout_s)  # the server's silence, not a synchronisation: each wait is one more pause step
+
+    def send_status(self, write_lsn: int, flush_lsn: int, *, reply: bool = False) -> None:
+        pass
+
+    def end_copy(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _pgoutput_transaction() -> list[bytes]:
+    """XLogData frames: a relation (id int8, v text), then one transaction of two inserts."""
+    import struct
+
+    def xlog(message: bytes) -> bytes:
+        return b"w" + bytes(24) + message
+
+    def column(text: bytes) -> bytes:
+        return b"t" + struct.pack(">I", len(text)) + text
+
+    relation = (b"R" + struct.pack(">I", 1) + b"public\0t\0d" + struct.pack(">H", 2)
+                + b"\x01id\0" + struct.pack(">Ii", 20, -1) + b"\x00v\0" + struct.pack(">Ii", 25, -1))
+    insert = [b"I" + struct.pack(">I", 1) + b"N" + struct.pack(">H", 2) + column(str(i).encode()) + column(b"x")
+              for i in (1, 2)]
+    return [xlog(relation), xlog(b"B" + struct.pack(">Qqi", 1000, 0, 7)), xlog(insert[0]), xlog(insert[1]),
+            xlog(b"C" + struct.pack(">BQQq", 0, 1000, 1010, 0))]
+
+
+def test_a_server_pausing_inside_a_transaction_does_not_split_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pgoutput sends a transaction only once it committed: a pause in the middle of one (longer than
+    max_batch_delay) is the server being slow, and the chunk waits for its commit instead of ending there, so a
+    transaction is never published as two (Debezium's transaction metadata would END it twice)."""
+    import copyjob.ingest.postgres_cdc.stream as stream_module
+
+    server = _PausingServer(_pgoutput_transaction(), pause_after=3, pause_waits=6)  # after the first insert
+    monkeypatch.setattr(stream_module, "_start", lambda params, where, options: server)
+    options = StreamOptions("s", "p", max_batch_delay_s=0.05)
+    stream = PgChangeStream({}, "test", options, PgOutputDecoder(types, {T: ("id",)}, {T}))
+    try:
+        chunks: list[list[int]] = []
+        deadline = time.monotonic() + 60
+        while sum(map(len, chunks)) < 2:
+            assert time.monotonic() < deadline, f"chunks so far: {chunks}"
+            batches = stream.next_batches(0.2)
+            if batches:
+                chunks.append(ids([e for b in batches for e in b.events]))
+    finally:
+        stream.close()
+    assert chunks == [[1, 2]]

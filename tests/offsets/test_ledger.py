@@ -183,3 +183,21 @@ def test_an_edit_of_a_position_kept_in_the_store_opens_a_new_epoch_once(store: S
     ledger.committed(retried, "20260101T000000.000002-aaaaaa", watermark=7, watermark_type="int")
     again, reason = ledger.load_defined("orders", edited)
     assert reason is None and again.extra["epoch"] == retried.extra["epoch"]
+
+
+def test_a_reset_of_a_position_kept_in_the_store_opens_a_new_epoch(store: StateStore) -> None:
+    """Published again after a reset, the table replaces what the apply side holds (except a change table)."""
+    ledger = Ledger(store, "j@a", "j")
+    state, _ = ledger.load_defined("orders", DEFINITION)
+    ledger.committed(state, "20260101T000000.000001-aaaaaa", watermark=41, watermark_type="int")
+    ledger.reset(["orders"], "20260101T000000.000002-bbbbbb")
+    first, reason = ledger.load_defined("orders", DEFINITION)
+    retried, _ = ledger.load_defined("orders", DEFINITION)  # the first attempt failed before its commit
+    assert reason is None and first.needs_full and "" < first.extra["epoch"] < retried.extra["epoch"]
+    ledger.committed(retried, "20260101T000000.000003-aaaaaa", watermark=7, watermark_type="int")
+    assert ledger.load_defined("orders", DEFINITION)[0].extra["epoch"] == retried.extra["epoch"]
+    changes = {**DEFINITION, "mode": "cdc"}  # cdc under append: the new snapshot is added to the history
+    edited, _ = ledger.load_defined("orders", changes)
+    ledger.committed(edited, "20260101T000000.000004-aaaaaa")
+    ledger.reset(["orders"], "20260101T000000.000005-bbbbbb")
+    assert ledger.load_defined("orders", changes)[0].extra["epoch"] == edited.extra["epoch"]

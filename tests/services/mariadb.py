@@ -87,11 +87,12 @@ class MariadbServer:
         _wait_for_socket(self)
         _wait_for_tcp(self)
 
-    def stop(self) -> None:
-        """Clean shutdown (SIGTERM makes mariadbd flush and exit); kill when it does not exit in time."""
+    def stop(self, *, keep: bool = True) -> None:
+        """Clean shutdown (SIGTERM makes mariadbd flush and exit); kill when it does not exit in time. With
+        ``keep=False`` killed at once, for a datadir that is thrown away."""
         if self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(signal.SIGTERM if keep else signal.SIGKILL)
         try:
             self.process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:

@@ -87,9 +87,10 @@ class PostgresServer:
         self.process = _launch(self.home / "data", self.port, self.socket_dir, self.log_path, self.settings)
         _wait_ready(self.process, self.port, self.log_path)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Fast shutdown (SIGINT: roll back sessions, then exit); SIGKILL if it does not finish in time."""
-        stop_process(self.process, timeout, signal.SIGINT)
+    def stop(self, timeout: float = 30.0, *, keep: bool = True) -> None:
+        """Fast shutdown (SIGINT: roll back sessions, then exit); SIGKILL if it does not finish in time. With
+        ``keep=False`` an immediate shutdown (SIGQUIT: no checkpoint), for a cluster that is thrown away."""
+        stop_process(self.process, timeout, signal.SIGINT if keep else signal.SIGQUIT)
         if self.socket_dir.parent != self.home:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
         if self.home != self.base_dir:
