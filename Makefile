@@ -21,9 +21,10 @@ system-deps:
 	ls .cache/kafka/lib/kafka_2.13-*.jar >/dev/null 2>&1 || mvn -q -B -f tests/services/kafka/pom.xml \
 	    dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.cache/kafka/lib -DincludeScope=runtime  # kafka jars
 
+# Two workers: most tests wait on servers and processes, not the CPU; a module's tests stay on one worker.
 test: system-deps venv
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: venv
 	$(BIN)/ruff check .

@@ -4,6 +4,7 @@ the end of its log for error messages, jars fetched from Maven Central."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import signal
 import socket
 import subprocess
@@ -41,13 +42,18 @@ def log_tail(path: Path, lines: int = 40, missing: str = "(no log)") -> str:
 def maven_jars(pom: Path, lib: Path, required: Sequence[str], what: str) -> Path:
     """The runtime jars of ``pom`` in ``lib``, fetched with ``mvn dependency:copy-dependencies`` unless a jar
     matching each of the ``required`` globs is there already."""
-    if all(any(lib.glob(pattern)) for pattern in required):
-        return lib
     lib.mkdir(parents=True, exist_ok=True)
+    with (lib.parent / f".{lib.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # test workers (pytest -n) starting at once: one fetches, all wait
+        if not all(any(lib.glob(pattern)) for pattern in required):
+            _fetch(pom, lib, required, what)
+    return lib
+
+
+def _fetch(pom: Path, lib: Path, required: Sequence[str], what: str) -> None:
     cmd = ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={lib}",
            "-DincludeScope=runtime"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if done.returncode != 0 or not all(any(lib.glob(pattern)) for pattern in required):
         raise RuntimeError(f"fetching {what} jars failed ({done.returncode}): "
                            f"{(done.stdout + done.stderr).strip()[-2000:]}")
-    return lib
