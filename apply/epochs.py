@@ -1,8 +1,9 @@
 """A destination table starting over at a new epoch (``copyjob.offsets.ledger``), emptied once however many
 apply members meet the epoch at the same moment.
 
-The capture side of ``transport: kafka`` publishes a table again under a new epoch after an edit of the job
-file or a ``reset``; every apply member holding one of its partitions meets the epoch's first event. Steps, in
+The capture side of ``transport: kafka`` publishes a table again under a new epoch whenever it publishes it
+from its beginning again (an edit of the job file, a ``reset``, a lost change stream, a capture that failed
+before its commit); every apply member holding one of its partitions meets the epoch's first event. Steps, in
 this order, for each member that meets it:
 
 1. the table exists (created when missing), so that step 2 has a table to take the write lock of;

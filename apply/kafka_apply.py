@@ -65,10 +65,10 @@ WITHOUT_TABLE = "without_table"
 POLL_RECORDS = 50_000
 """Records of one write at most (three such are held at once: polled, queued, being written)."""
 POLL_TIMEOUT_S = 0.2
+"""How long records are gathered at most while the writer is busy."""
 LATENCY_POLL_S = 0.02
-"""How long a poll waits while the writer is idle: what arrived by then is written at once..."""
-GATHER_FROM = 500
-"""... unless it is this many records or more (25,000 a second): then more are gathered for one write."""
+"""How long a poll waits for records: what arrived by then (and what the consumer already fetched besides) is
+written at once when the writer is idle."""
 
 
 @dataclass
@@ -285,20 +285,27 @@ class Applier:
         return len(records)
 
     def _poll(self, max_records: int, timeout_s: float) -> list[Record]:
-        """Records as soon as the writer can take them: while it writes, more are gathered into one larger
-        write (up to ``max_records`` or ``timeout_s``); while it waits, what came within ``LATENCY_POLL_S``
-        goes at once when it is a trickle (a stream's changes are not held back to fill a batch), and is
-        gathered on when it is a flood (``GATHER_FROM``: a backlog is written in large transactions).
-        Partitions revoked meanwhile get what was gathered written first (:meth:`_settle`)."""
+        """Records as soon as the writer can take them (one write is one destination transaction):
+        1. a short poll (``LATENCY_POLL_S``): a stream's changes are not held back to fill a batch;
+        2. then, without waiting, what the consumer has already fetched: a backlog fills the write (up to
+           ``max_records``) at no cost in latency;
+        3. while the writer is still busy with the previous write, polling goes on (up to ``timeout_s``): those
+           records would wait anyway, and go in one larger write.
+        A burst goes at once: a source that flushes its log every 200 ms (PostgreSQL with synchronous_commit
+        off) sends a thousand changes at a time, and gathering on after such a burst held each for up to
+        ``timeout_s``. Partitions revoked meanwhile get what was gathered written first (:meth:`_settle`)."""
         deadline = time.monotonic() + timeout_s
         self._gathered = self.subscription.poll(max_records, min(timeout_s, LATENCY_POLL_S))
-        while len(self._gathered) < max_records and (self._written < self._submitted
-                                                     or len(self._gathered) >= GATHER_FROM):
+        while len(self._gathered) < max_records:
+            busy = self._written < self._submitted
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            more = self.subscription.poll(max_records - len(self._gathered), min(left, LATENCY_POLL_S))
+            more = self.subscription.poll(max_records - len(self._gathered), min(left, LATENCY_POLL_S) if busy
+                                          else 0.0)
             self._gathered.extend(more)  # read after the poll: a revoke in it may have handed the list over
+            if not more and not busy:
+                break  # nothing waiting and the writer free: write now
         records, self._gathered = self._gathered, []
         return records
 

@@ -88,6 +88,7 @@ class KafkaSink:
                        parallel: int, progress: ProgressCallback, stop: Callable[[], bool]) -> int:
         """Every row as ``op: r`` at the snapshot's point, flushed; then the table's position is that point."""
         topic, info, key = self._topic(t.plan)
+        self.encoder.epochs[topic] = t.state.extra.get(EPOCH_KEY, "")  # a new one after a lost stream (ledger)
         encoder = self.encoder.for_table(topic, t.plan.source_schema, key)
         published = 0
         for batch, last in _with_last(read_table(source, t.plan.source_schema, (), self.batch_rows, parallel)):

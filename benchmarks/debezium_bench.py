@@ -21,10 +21,11 @@ separately ``--updates`` single-row UPDATE transactions over 100,000 existing ro
    The JVM's peak RSS is sampled every 0.2 s; live runs also report the JVM's CPU (every thread) per change
    from streaming's start to the last event: on a loaded machine a rate depends on the CPU share each process
    gets (a JVM's many threads get more of it than one Python process), CPU per change does much less.
-2. *copyjob, capture to Kafka* (``mode: cdc`` + ``transport: kafka``, ``format: json``, 3 partitions like the
-   Debezium topic): a first ``copyjob capture`` creates the slot, the workload is committed, a second
-   ``copyjob capture`` catches up (backlog): time of that process until it exits, its peak RSS, and the events
-   it added to the topic, and its CPU per change (the whole process: start, imports and connections too).
+2. *copyjob, capture to Kafka* (``mode: cdc`` + ``transport: kafka``, ``format: json`` or ``--format``;
+   ``debezium`` without schemas, as the Debezium side writes; 3 partitions like the Debezium topic): a first
+   ``copyjob capture`` creates the slot, the workload is committed, a second ``copyjob capture`` catches up
+   (backlog): time of that process until it exits, its peak RSS, and the events it added to the topic, and
+   its CPU per change (the whole process: start, imports and connections too).
 3. *copyjob, direct* PostgreSQL → PostgreSQL: benchmarks/cdc_bench.py's throughput scenarios, run here
    (decode, fold, merge into the destination).
 
@@ -315,7 +316,7 @@ def debezium(pg: PostgresServer, broker: KafkaBroker, tmp: Path, name: str, prep
 
 
 def copyjob_kafka(pg: PostgresServer, broker: KafkaBroker, tmp: Path, name: str, prepare: str, workload: str,
-                  changes: int, timeout_s: float) -> dict[str, Any]:
+                  changes: int, timeout_s: float, fmt: str = "json") -> dict[str, Any]:
     """``copyjob capture`` of a ``mode: cdc`` + ``transport: kafka`` job: catch-up time of the backlog."""
     label = f"cj_{name}"
     url = database(pg.url(), label)
@@ -326,8 +327,10 @@ def copyjob_kafka(pg: PostgresServer, broker: KafkaBroker, tmp: Path, name: str,
         "job": label, "source": {"url": url}, "destination": {"url": dst},
         "copy": {"mode": "cdc", "update_method": "merge"}, "tables": [{"name": "public.bench"}],
         "transport": "kafka",
-        "kafka": {"bootstrap_servers": broker.bootstrap, "topic_prefix": label, "format": "json",
-                  "partitions": PARTITIONS}}))
+        "kafka": {"bootstrap_servers": broker.bootstrap, "topic_prefix": label, "format": fmt,
+                  "partitions": PARTITIONS,
+                  # what Debezium writes here (JsonConverter without schemas)
+                  **({"debezium": {"schemas": False}} if fmt == "debezium" else {})}}))
     topic = f"{label}.public.bench"
 
     def capture() -> dict[str, Any]:
@@ -431,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-backlog", action="store_true", help="only Debezium's live runs")
     p.add_argument("--skip-copyjob-kafka", action="store_true")
     p.add_argument("--skip-copyjob-direct", action="store_true")
+    p.add_argument("--format", choices=["json", "avro", "debezium"], default="json",
+                   help="copyjob's kafka.format (debezium: without schemas, as the Debezium side writes)")
     p.add_argument("--connector-setting", action="append", default=[], metavar="KEY=VALUE",
                    help="an extra Debezium connector setting (repeatable), e.g. statistics.metrics.enabled=false")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, properties, jobs)")
@@ -441,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="copyjob-debezium-bench-"))
     report: dict[str, Any] = {
         "rows": args.rows, "txn_rows": args.txn_rows, "updates": args.updates, "cpus": os.cpu_count(),
+        "copyjob_format": args.format,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "versions": {"debezium": jar_version("debezium-connector-postgres"),
                      "kafka_connect": jar_version("connect-runtime"), "postgresql_jdbc": jar_version("postgresql")},
@@ -463,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
                     debezium, pg, broker, tmp, scenario, prepare, workload, changes, backlog, args.timeout, extra))
             if not args.skip_copyjob_kafka:
                 guarded(report, f"copyjob_kafka_{scenario}", functools.partial(
-                    copyjob_kafka, pg, broker, tmp, scenario, prepare, workload, changes, args.timeout))
+                    copyjob_kafka, pg, broker, tmp, scenario, prepare, workload, changes, args.timeout,
+                    args.format))
     finally:
         if broker is not None:
             broker.stop()

@@ -1,16 +1,18 @@
 """Row counts and digests of rows that only exist as files (``copyjob verify``): a file-set source or a
 folder of output files. The caller reads the files with the copy's own readers (Arrow record batches); here
-they are loaded once into a private DuckDB database (spilling to a temporary folder beyond ``MEMORY_LIMIT``)
-and hashed with the DuckDB dialect (``connectors/_digest_sql.py``), so files are compared like a table."""
+they are loaded once into a private DuckDB database file in a temporary folder (its buffer pool capped at
+``MEMORY_LIMIT``) and hashed with the DuckDB dialect (``connectors/_digest_sql.py``), so files are compared
+like a table."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from copyjob.connectors._digest_sql import SqlDigests, duckdb_digests
+from copyjob.connectors._digest_sql import DUCKDB_MEMORY_LIMIT, SqlDigests, duckdb_digests
 from copyjob.connectors._sql import qualified, quote_double, render_filters
 
 from copyjob.core.contracts import DigestColumn, KeySpan, RowDigests, RowFilter
@@ -19,7 +21,8 @@ from copyjob.core.schema import TableName, TableSchema
 if TYPE_CHECKING:
     import pyarrow as pa
 
-MEMORY_LIMIT = "160MB"
+MEMORY_LIMIT = DUCKDB_MEMORY_LIMIT
+"""The limit duckdb_digests sets on every verify DuckDB (a loaded table is scanned, never sorted whole)."""
 ORDER_COLUMN = "__copyjob_order"
 """The load order of each row (files in copy order, rows in file order): the last one of a key wins a merge."""
 FILE_COLUMN = "__copyjob_file"
@@ -33,7 +36,10 @@ class ArrowDigests:
         import duckdb
 
         self._spill = tempfile.mkdtemp(prefix="copyjob-verify-")
-        self._con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": self._spill})
+        # a database file in the temporary folder, not in memory: the rows loaded are written out and read back
+        # through the buffer pool, which the memory limit bounds (an in-memory table stays whole in memory)
+        self._con = duckdb.connect(str(Path(self._spill) / "rows.duckdb"),
+                                   config={"memory_limit": MEMORY_LIMIT, "temp_directory": self._spill})
         self._con.execute("SET TimeZone = 'UTC'")
         self._sql: SqlDigests = duckdb_digests(self._con)
 

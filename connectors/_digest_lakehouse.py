@@ -2,8 +2,8 @@
 
 The table's current snapshot is read through its format's own reader (``SupportsSnapshotReads``: deletion
 vectors, delete files and partition values applied), cast back to the logical Arrow types its columns were
-created with, and loaded into a private DuckDB (``connectors/_digest_arrow.py``: memory capped, spilling to a
-temporary folder), where it is hashed with the DuckDB dialect like a Parquet folder. The snapshot stays
+created with, and streamed batch by batch into a private DuckDB database file (``connectors/_digest_arrow.py``:
+memory capped, the rows on disk), where it is hashed with the DuckDB dialect like a Parquet folder. The snapshot stays
 pinned while ranges are compared, so they all see one consistent version; :meth:`SnapshotDigests.refresh`
 reads the table again once a newer snapshot was committed (a CDC re-check, after a repair).
 """

@@ -79,6 +79,7 @@ from copyjob.core.plan import TablePlan
 from copyjob.core.retry import Outage, OutageTooLong, retrying
 from copyjob.core.schema import TableName
 from copyjob.core.urls import redact
+from copyjob.offsets.ledger import committed_by
 
 if TYPE_CHECKING:
     from copyjob.offsets.ledger import Ledger
@@ -244,6 +245,8 @@ class CdcRun:
                     log.warning("%s: the change stream is gone (%s): snapshotting the table again",
                                 t.plan.label, self.hooks.where)
                     t.committed, t.resnapshot = None, True
+                    if self.sink.positions_in_store:  # no marker downstream says so: the ledger records it
+                        self.ledger.stream_lost(t.key, t.state, t.plan.table.definition)
             pending = list(self.tables.values())
         if pending and (not stream_exists or len(pending) == len(self.tables)):
             self.snapshot(pending, self.sink)
@@ -504,7 +507,7 @@ def save_state(ledger: Ledger, t: CdcTable, run_id: str, describe: Callable[[Pos
         s.watermark_type = "str"
         s.needs_full = False
         s.extra["cdc_position"] = dict(t.committed)
-        s.extra["committed_run_id"] = run_id
+        committed_by(s, run_id)
     s.extra.update(extra or {})
     ledger.save(s)
 

@@ -11,7 +11,9 @@ Per table, the capture commit (steps in this order):
 2. read the rows and publish them to ``<prefix>.<schema>.<table>``;
 3. flush: wait until the broker acknowledged every event (the producer is idempotent, acks=all);
 4. only then save the new watermark in the state store. A crash before 4 publishes the same rows again,
-   which merge applies idempotently (and append marks with the same position).
+   which merge applies idempotently (and append marks with the same position); a table published from its
+   beginning (its first capture, a new epoch) is published again under a new epoch (offsets.ledger), which
+   the apply side takes in place of what it holds.
 
 A file source's table (a set of files) is published file by file instead (:class:`FileSetCapture`), with the
 pass of copyjob.file_copy: which files, reading, quarantine; its position is the file set's mark.
@@ -39,7 +41,7 @@ from copyjob.core.values import encode_value
 from copyjob.ingest import plan_full, plan_incremental
 from copyjob.ingest.file_pass import GROUP_BYTES, GROUP_FILES, SMALL_FILE_BYTES, FileSetPass
 from copyjob.loader import LoadedJob
-from copyjob.offsets.ledger import EPOCH_KEY, Ledger
+from copyjob.offsets.ledger import EPOCH_KEY, Ledger, committed_by
 from copyjob.snapshot import read_table
 
 if TYPE_CHECKING:
@@ -237,7 +239,7 @@ class FileSetCapture:
         s.needs_full = False
         s.extra["files"] = mark.to_json()
         s.extra["columns"] = [{"name": c.name, "type": str(c.type)} for c in self.pass_.known().columns]
-        s.extra["committed_run_id"] = self.capturer.run_id
+        committed_by(s, self.capturer.run_id)
         s.extra["topic"] = self.topic
         if status is not None:
             s.last_run_id = self.capturer.run_id

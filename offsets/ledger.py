@@ -15,10 +15,12 @@ log position):
 
 Positions that live only in the state store (the capture side of ``transport: kafka``, whose destination is a
 topic) are read with :meth:`Ledger.load_defined`; they are scoped the same way. There the destination is
-downstream of a topic, so a table that starts over because of an edit or a ``reset`` gets a new **epoch**
-(:data:`EPOCH_KEY`, saved with its state): its events carry it from then on, and the apply side empties the
-destination table once at the first event of a newer epoch and skips events of an older one
-(``copyjob.apply.kafka_apply``).
+downstream of a topic, so a table published again from its beginning gets a new **epoch** (:data:`EPOCH_KEY`,
+saved with its state): its events carry it from then on, and the apply side empties the destination table
+once at the first event of a newer epoch and skips events of an older one (``copyjob.apply.kafka_apply``).
+The ledger decides it for every such case: an edit, a ``reset`` (except a change table, cdc under append,
+which keeps its history), a lost change stream (:meth:`Ledger.stream_lost`), and the attempt after one that
+began publishing the table from its beginning and failed before its commit (:data:`OPENED_KEY`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,13 @@ DEFINITION_KEY = "definition"
 
 EPOCH_KEY = "epoch"
 """Where a state (``TableState.extra``) and the apply side's markers keep the table's epoch: "" at first, a new,
-larger one each time an edit starts the table over with its positions in the state store."""
+larger one each time a table with its positions in the state store is published again from its beginning."""
+
+OPENED_KEY = "opened"
+"""In a state kept only in the store: a capture began publishing the table from its beginning (its first
+capture, or under a new epoch) and has not committed since, so its events may be on the topic. Saved before
+the first event; the next attempt then publishes under a new epoch and the apply side drops what the failed
+one left, instead of holding rows twice or keeping rows deleted meanwhile."""
 
 Definition = Mapping[str, Any]
 """A table's definition: JSON values by field name (see ``copyjob.core.plan.TableJob.definition``)."""
@@ -81,6 +89,12 @@ def _replaced_by_reset(definition: Definition) -> bool:
     except for a change table (cdc under append), which keeps its history and adds the new snapshot's rows, as
     it does without Kafka."""
     return not (definition.get("mode") == "cdc" and definition.get("update_method") == "append")
+
+
+def committed_by(state: TableState, run_id: str) -> None:
+    """``run_id`` committed the table's position: what it published counts (no longer :data:`OPENED_KEY`)."""
+    state.extra["committed_run_id"] = run_id
+    state.extra.pop(OPENED_KEY, None)
 
 
 def _shown(value: Any) -> str:
@@ -192,8 +206,9 @@ class Ledger:
         its state, and why it starts over when the job file changed its definition since its last commit, or
         moved it to a new target (then ``needs_full`` is set in memory and the table gets a new epoch). A table
         reset since its last commit gets a new epoch too (its reason stays None: the run is full because of the
-        reset), so the apply side replaces what it holds instead of adding the rows again. The state carries the
-        current definition and epoch, saved with the next commit."""
+        reset), so the apply side replaces what it holds instead of adding the rows again; so does a table whose
+        earlier capture began publishing it from its beginning and never committed (:data:`OPENED_KEY`). The
+        state carries the current definition and epoch, saved with the next commit."""
         state = self.load(table)
         published = bool(state.extra.get("committed_run_id"))
         if published:
@@ -203,11 +218,39 @@ class Ledger:
         if reason is not None:
             log.warning("%s: %s: copying it in full", table, reason)
             state.needs_full = True
-        if reason is not None or (published and state.needs_full and _replaced_by_reset(definition)):
+        state.extra[DEFINITION_KEY] = dict(definition)
+        replaced = reason is not None or (published and state.needs_full and _replaced_by_reset(definition))
+        self._open(table, state, replaced=replaced, first=not published)
+        return state, reason
+
+    def stream_lost(self, table: str, state: TableState, definition: Definition) -> None:
+        """The change stream that ``state``'s position (kept only in the store) belongs to is gone (PostgreSQL:
+        the job's replication slot was dropped): the table is snapshotted again, as after a reset, under a new
+        epoch (except a change table, cdc under append, which keeps its history). Saved now, before the
+        snapshot publishes anything: a capture that dies in it snapshots again instead of streaming from a
+        position of the lost stream."""
+        state.needs_full = True
+        state.extra.pop("cdc_position", None)
+        self._open(table, state, replaced=_replaced_by_reset(definition), first=False)
+        self.save(state)
+
+    def _open(self, table: str, state: TableState, *, replaced: bool, first: bool) -> None:
+        """This attempt's epoch (in ``state``, saved with its commit): a new one when what the apply side holds
+        is replaced, or when an earlier attempt began publishing the table from its beginning and never
+        committed (its events may be on the topic). An attempt that begins publishing from the beginning (the
+        first capture, a new epoch) records it in the store now, before its first event."""
+        retried = bool(state.extra.get(OPENED_KEY))
+        if replaced or retried:
             # unique per attempt: a capture that fails before its commit starts the next one over again
             state.extra[EPOCH_KEY] = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
-        state.extra[DEFINITION_KEY] = dict(definition)
-        return state, reason
+            state.needs_full = True
+        if not (replaced or retried or first):
+            return
+        state.extra[OPENED_KEY] = True
+        if not retried:  # the flag alone: the rest of ``state`` is saved with the commit
+            stored = self.load(table)
+            stored.extra[OPENED_KEY] = True
+            self.save(stored)
 
     def _adopt(self, state: TableState, marker: StateMarker) -> None:
         m = marker.state
@@ -234,7 +277,7 @@ class Ledger:
         state.last_run_at = datetime.now(UTC)
         state.last_status = "ok"
         state.last_error = None
-        state.extra["committed_run_id"] = run_id
+        committed_by(state, run_id)
         state.extra.pop("full_reason", None)
         self.save(state)
 

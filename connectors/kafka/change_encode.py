@@ -5,7 +5,8 @@ fastavro and ``json.dumps`` through a dict per event cost 20–40 µs an event. 
 - ``avro``: each column of the ``before`` and ``after`` images (and of the key) is put in one Arrow array and
   encoded column-wise (:mod:`connectors.kafka.batch_encode`); the parts that vary per event (op, the source
   block's snapshot flag, position and ts_ms) are Arrow arrays too; each message is joined from its parts;
-- ``json``: column by column too, as text (:mod:`connectors.kafka.change_json`).
+- ``json``: column by column too, as text (:mod:`connectors.kafka.change_json`);
+- ``debezium``: column by column too (:mod:`connectors.kafka.debezium_changes`).
 
 The bytes are those of ``TableEncoder.encode_key`` / ``encode_value`` with the same ``ts_ms`` (checked on random
 batches of every type and op by tests/connectors/test_kafka_change_encode.py). :func:`encode_changes` returns
@@ -41,6 +42,8 @@ def encode_changes(enc: TableEncoder, events: Sequence[ChangeEvent], source: Sou
     the envelope's ``ts_ms`` (and the source's, for events without one). None: encode event by event."""
     if not events:
         return [], []
+    if enc._debezium is not None:  # declines by itself (a value its converters refuse, transaction metadata)
+        return enc._debezium.encode_changes(events, source, ts)
     try:
         if enc.format == "json":
             return json_changes(enc.key, events, source, ts)

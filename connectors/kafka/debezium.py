@@ -45,7 +45,7 @@ origin fields are null: the capture does not keep them), ``io.debezium.connector
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -65,11 +65,12 @@ from copyjob.core.schema import Column, TableSchema
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["UNAVAILABLE", "DebeziumOptions", "DebeziumTable"]
+__all__ = ["DUMPS", "UNAVAILABLE", "DebeziumOptions", "DebeziumTable", "position_fields", "source_block"]
 
 UNAVAILABLE = "__debezium_unavailable_value"
 """Debezium's placeholder for a value the source did not log (an unchanged TOASTed value)."""
-_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+"""Compact JSON as Jackson writes it."""
 _SNAPSHOT_ENUM = {"type": "string", "optional": True, "name": "io.debezium.data.Enum", "version": 1,
                   "parameters": {"allowed": "true,first,first_in_data_collection,last_in_data_collection,last,"
                                             "false,incremental"},
@@ -145,6 +146,20 @@ def _int(v: Any) -> int | None:
     return None if v is None else int(v)
 
 
+PositionField = Callable[[Mapping[str, Any]], Any]
+_BINLOG_POSITION: dict[str, PositionField] = {
+    "gtid": lambda p: p.get("gtid"), "file": lambda p: str(p.get("file") or ""),
+    "pos": lambda p: int(p.get("pos") or 0), "row": lambda p: int(p.get("row") or 0)}
+_POSITION_FIELDS: dict[str, dict[str, PositionField]] = {
+    "postgresql": {"lsn": lambda p: _int(p.get("lsn"))}, "mysql": _BINLOG_POSITION, "mariadb": _BINLOG_POSITION}
+
+
+def position_fields(connector: str) -> Mapping[str, PositionField]:
+    """The ``source`` fields a change's position gives, each with how (the others are the table's, the
+    snapshot flag and the times)."""
+    return _POSITION_FIELDS.get(connector, {})
+
+
 def source_block(connector: str, name: str, info: Any, snapshot: str, position: Mapping[str, Any],
                  ts_ms: int) -> dict[str, Any]:
     """The ``source`` payload; ``info`` is the table's codec.SourceInfo."""
@@ -152,13 +167,14 @@ def source_block(connector: str, name: str, info: Any, snapshot: str, position: 
                              "snapshot": snapshot, "db": info.db, "sequence": None, "ts_us": ts_ms * 1000,
                              "ts_ns": ts_ms * 1_000_000}
     if connector == "postgresql":
-        block.update(schema=info.schema, table=info.table, txId=None, lsn=_int(position.get("lsn")), xmin=None,
-                     origin=None, origin_lsn=None)
+        block.update(schema=info.schema, table=info.table, txId=None, lsn=None, xmin=None, origin=None,
+                     origin_lsn=None)
     elif connector in ("mysql", "mariadb"):
-        block.update(table=info.table, server_id=0, gtid=position.get("gtid"), file=str(position.get("file") or ""),
-                     pos=int(position.get("pos") or 0), row=int(position.get("row") or 0), thread=None, query=None)
+        block.update(table=info.table, server_id=0, gtid=None, file="", pos=0, row=0, thread=None, query=None)
     else:
         block.update(schema=info.schema, table=info.table)
+    for name, value_of in position_fields(connector).items():  # in place: the fields keep their order
+        block[name] = value_of(position)
     return block
 
 
@@ -192,6 +208,25 @@ class DebeziumTable:
     def connector(self) -> str:
         return self.options.connector
 
+    @property
+    def value_head(self) -> bytes:
+        """``{"schema":<envelope>,"payload":`` (the value's text up to its payload)."""
+        return self._value_head
+
+    @property
+    def key_head(self) -> bytes:
+        return self._key_head
+
+    @property
+    def truncate_key_head(self) -> bytes:
+        """A truncate's key schema: every key column optional (all are null)."""
+        return self._truncate_key_head
+
+    def column_specs(self) -> list[tuple[Column, dict[str, Any], Convert | None, Any]]:
+        """Per column: its Connect schema, payload converter and the value of an unchanged TOASTed value."""
+        return [(c, body, convert, unavailable) for (c, body, convert), (_, _, unavailable)
+                in zip(self._columns, self._converters, strict=True)]
+
     def __post_init__(self) -> None:
         fields: list[dict[str, Any]] = []
         key_fields: list[dict[str, Any]] = []
@@ -213,9 +248,9 @@ class DebeziumTable:
             _opt("ts_ns", "int64")], "optional": False, "name": f"{self.topic}.Envelope", "version": 2}
         key = {"type": "struct", "fields": key_fields, "optional": False, "name": f"{self.topic}.Key"}
         truncate_key = {**key, "fields": [{**f, "optional": True} for f in key_fields]}
-        self._value_head = b'{"schema":' + _DUMPS(envelope).encode() + b',"payload":'
-        self._key_head = b'{"schema":' + _DUMPS(key).encode() + b',"payload":'
-        self._truncate_key_head = b'{"schema":' + _DUMPS(truncate_key).encode() + b',"payload":'
+        self._value_head = b'{"schema":' + DUMPS(envelope).encode() + b',"payload":'
+        self._key_head = b'{"schema":' + DUMPS(key).encode() + b',"payload":'
+        self._truncate_key_head = b'{"schema":' + DUMPS(truncate_key).encode() + b',"payload":'
 
     # ------------------------------------------------------------ keys
 
@@ -226,7 +261,7 @@ class DebeziumTable:
         return self._wrap(self._truncate_key_head if truncate else self._key_head, payload)
 
     def _wrap(self, head: bytes, payload: Any) -> bytes:
-        body = _DUMPS(payload).encode()
+        body = DUMPS(payload).encode()
         return head + body + b"}" if self.options.schemas else body
 
     def _image(self, row: Mapping[str, Any] | None,
@@ -263,6 +298,14 @@ class DebeziumTable:
                    "ts_us": ts * 1000, "ts_ns": ts * 1_000_000}
         return self._wrap(self._value_head, payload)
 
+    def encode_changes(self, events: Sequence[ChangeEvent], source: Any,
+                       ts: int) -> tuple[list[bytes | None], list[bytes]] | None:
+        """Keys and values of a whole change batch at once, as :meth:`encode_key` and :meth:`encode_value`
+        write them with ``now_ms=ts`` (:mod:`connectors.kafka.debezium_changes`); None: event by event."""
+        from copyjob.connectors.kafka.debezium_changes import debezium_changes
+
+        return debezium_changes(self, events, source, ts)
+
     def encode_batch(self, batch: pa.RecordBatch, op: str, source: Any, position: Mapping[str, Any], *,
                      last: bool = False) -> tuple[list[bytes | None], list[bytes]]:
         """Every row of an Arrow batch as events ``op`` (``r``: a snapshot row). The first snapshot row this
@@ -270,7 +313,7 @@ class DebeziumTable:
         from copyjob.connectors.kafka.debezium_batch import images
 
         ts = _now_ms()
-        rows = images(batch, self._columns, _DUMPS)
+        rows = images(batch, self._columns, DUMPS)
         snapshot = op == "r"
         marker = "true" if snapshot else "false"
         block = source_block(self.connector, self.options.name, source, marker, position, ts)
@@ -278,7 +321,7 @@ class DebeziumTable:
         head, tail = self._payload_parts(op, block, ts)
         first_at = -1
         if snapshot:
-            at = _DUMPS(dict(position))
+            at = DUMPS(dict(position))
             if at != self._snapshot_at and rows:
                 self._snapshot_at = at
                 first_at = 0
@@ -295,13 +338,13 @@ class DebeziumTable:
         if not self.key:
             return [None] * batch.num_rows
         key_columns = [spec for spec in self._columns if spec[0].name in self.key]
-        texts = images(batch, [(replace(c, nullable=False), s, f) for c, s, f in key_columns], _DUMPS)
+        texts = images(batch, [(replace(c, nullable=False), s, f) for c, s, f in key_columns], DUMPS)
         if not self.options.schemas:
             return [t.encode() for t in texts]
         return [self._key_head + t.encode() + b"}" for t in texts]
 
     def _payload_parts(self, op: str, block: Mapping[str, Any], ts: int) -> tuple[bytes, bytes]:
-        rest = _DUMPS({"source": block, "transaction": None, "op": op, "ts_ms": ts, "ts_us": ts * 1000,
+        rest = DUMPS({"source": block, "transaction": None, "op": op, "ts_ms": ts, "ts_us": ts * 1000,
                        "ts_ns": ts * 1_000_000}).encode()
         head = (self._value_head if self.options.schemas else b"") + b'{"before":null,"after":'
         return head, b"," + rest[1:] + (b"}" if self.options.schemas else b"")

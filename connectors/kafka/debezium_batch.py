@@ -3,7 +3,7 @@ incremental path of :class:`connectors.kafka.debezium.DebeziumTable`).
 
 A dict and a ``json.dumps`` per row cost ~100 µs a row. Here each column becomes the JSON text of every row's
 value at once: integers, booleans, dates, microsecond times and timestamps by Arrow's casts to text, zoned
-timestamps by Arrow's ``strftime``, text by the C string encoder, precise decimals from the Arrow buffer's
+timestamps by Arrow's cast to text, text by the C string encoder, precise decimals from the Arrow buffer's
 unscaled integers; any other column (floats, binary, variable-scale decimals, millisecond temporals, a value
 outside Python's dates) goes value by value through the same converter the event path uses. The texts are then
 joined per row with the field names between them. tests/connectors/test_kafka_debezium.py checks that the rows
@@ -53,21 +53,43 @@ def images(batch: pa.RecordBatch, columns: Sequence[tuple[Column, dict[str, Any]
 def column_texts(array: pa.Array, column: Column, schema: dict[str, Any], convert: Convert | None,
                  dump: Dump) -> list[str]:
     """The JSON text of every value of one column (``null`` for nulls)."""
-    kind, name = column.type.kind, schema.get("name")
-    if kind in _INT_TEXT and not pa.types.is_dictionary(array.type):
-        return _filled(pc.cast(array, pa.string()))
-    if name in _AS_INTEGERS and _arrow_temporal(array):
-        return _filled(pc.cast(pc.cast(array, _AS_INTEGERS[name]), pa.string()))
-    if name == "io.debezium.time.ZonedTimestamp" and _zoned_micros(array, convert):
-        return _filled(pc.binary_join_element_wise('"', pc.strftime(array, format="%Y-%m-%dT%H:%M:%SZ"), '"', ""))
-    if name == "org.apache.kafka.connect.data.Decimal" and isinstance(array.type, pa.Decimal128Type):
-        return _decimals(array)
+    texts = arrow_texts(array, column, schema, convert)
+    if texts is not None:
+        return texts
+    kind = column.type.kind
     values = python_values(array)
     if kind in _STRINGS:
         return ["null" if v is None else encode_basestring(v if isinstance(v, str) else str(v)) for v in values]
     if convert is None:
         return ["null" if v is None else dump(v) for v in values]
     return ["null" if v is None else dump(convert(v)) for v in values]
+
+
+def arrow_texts(array: pa.Array, column: Column, schema: dict[str, Any], convert: Convert | None) -> list[str] | None:
+    """The texts of a column Arrow's kernels format as Debezium does (integers, booleans, the microsecond and day
+    temporals, zoned timestamps of six digits, decimal128): None for any other."""
+    kind, name = column.type.kind, schema.get("name")
+    if kind in _INT_TEXT and not pa.types.is_dictionary(array.type):
+        return _filled(pc.cast(array, pa.string()))
+    if name in _AS_INTEGERS and _arrow_temporal(array):
+        return _filled(pc.cast(pc.cast(array, _AS_INTEGERS[name]), pa.string()))
+    if name == "io.debezium.time.ZonedTimestamp" and _zoned_micros(array, convert):
+        # the UTC wall time formatted without a time zone: a quarter of strftime's time (no zone database)
+        utc = pc.cast(pc.cast(array, pa.int64()), pa.timestamp("us"))
+        texts = pc.utf8_replace_slice(pc.cast(utc, pa.string()), 10, 11, "T")  # "2024-01-02 03:04:05.000000"
+        return _filled(pc.binary_join_element_wise('"', texts, 'Z"', ""))
+    if name == "org.apache.kafka.connect.data.Decimal" and isinstance(array.type, pa.Decimal128Type):
+        return _decimals(array)
+    return None
+
+
+def arrow_formats(schema: dict[str, Any], convert: Convert | None) -> bool:
+    """Whether :func:`arrow_texts` formats the temporal or decimal column of this Connect schema (given Arrow's
+    date32, time64/timestamp in µs or decimal128 data)."""
+    name = schema.get("name")
+    if name == "io.debezium.time.ZonedTimestamp":
+        return getattr(convert, "digits", None) == 6
+    return name in _AS_INTEGERS or name == "org.apache.kafka.connect.data.Decimal"
 
 
 def python_values(array: pa.Array) -> list[Any]:

@@ -62,6 +62,7 @@ class PostgresLoadSession:
         self._wires: dict[pa.Schema, list[_wire.Wire]] = {}
         self._direct = direct if method == "merge" else None  # see _direct.py
         self._staged = False  # once a merge stages a row, later rows must follow it (the last row of a key wins)
+        self._stage_made = False
         self._into: str | None = None
         self._open = True
         self._check_keys()
@@ -78,11 +79,18 @@ class PostgresLoadSession:
     def _start(self, truncate: bool) -> None:
         if truncate:
             self._conn.execute(f"TRUNCATE {self._target}")
-        if self._method == "merge":
-            # same column types as the target (so the same COPY types), plus the arrival order
-            self._conn.execute(f"CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS "
-                               f"SELECT {self._cols_sql} FROM {self._target} WITH NO DATA")
-            self._conn.execute(f"ALTER TABLE {STAGE} ADD COLUMN {SEQ} bigint GENERATED ALWAYS AS IDENTITY")
+
+    def _make_stage(self) -> None:
+        """The merge's staging table, made when a first row is staged: a load whose rows all go straight in
+        (_direct.py: a stream of inserts, one small transaction each) needs none, and making it costs two DDL
+        statements, a sequence and their catalog rows per transaction."""
+        if self._stage_made:
+            return
+        # same column types as the target (so the same COPY types), plus the arrival order
+        self._conn.execute(f"CREATE TEMP TABLE {STAGE} ON COMMIT DROP AS "
+                           f"SELECT {self._cols_sql} FROM {self._target} WITH NO DATA")
+        self._conn.execute(f"ALTER TABLE {STAGE} ADD COLUMN {SEQ} bigint GENERATED ALWAYS AS IDENTITY")
+        self._stage_made = True
 
     # ------------------------------------------------------------ step 2
 
@@ -98,6 +106,8 @@ class PostgresLoadSession:
         if direct is not None and direct.should_try() and self._guard(self._write_direct, batch, direct):
             return batch.num_rows
         self._staged = self._method == "merge"
+        if self._staged:
+            self._guard(self._make_stage)
         self._guard(self._write_batch, batch)
         return batch.num_rows
 
@@ -164,6 +174,8 @@ class PostgresLoadSession:
 
     def write_binary(self, chunks: Iterator[bytes]) -> int:
         self._staged = self._method == "merge"
+        if self._staged:
+            self._guard(self._make_stage)
         return int(self._guard(self._copy_binary, chunks))
 
     def _copy_binary(self, chunks: Iterator[bytes]) -> int:
@@ -204,7 +216,7 @@ class PostgresLoadSession:
     def _delete_keys(self, keys: pa.RecordBatch, key: tuple[str, ...]) -> int:
         temp = self._stage_columns(keys, key)
         match = " AND ".join(f"t.{quote_double(k)} = k.{quote_double(k)}" for k in key)  # NULL matches nothing
-        if self._method == "merge":
+        if self._stage_made:
             self._conn.execute(f"DELETE FROM {STAGE} AS t USING {temp} AS k WHERE {match}")
         deleted = self._conn.execute(f"DELETE FROM {self._target} AS t USING {temp} AS k WHERE {match}").rowcount
         self._conn.execute(f"DROP TABLE {temp}")
@@ -238,7 +250,7 @@ class PostgresLoadSession:
             updated = int(found[0]) if found else 0
         else:
             sets = ", ".join(f"{quote_double(c)} = u.{quote_double(c)}" for c in others)
-            if self._method == "merge":
+            if self._stage_made:
                 self._conn.execute(f"UPDATE {STAGE} AS t SET {sets} FROM {temp} AS u WHERE {match}")
             updated = self._conn.execute(f"UPDATE {self._target} AS t SET {sets} FROM {temp} AS u "
                                          f"WHERE {match}").rowcount

@@ -208,6 +208,65 @@ def test_buckets_are_hashed_whole_in_key_order_by_every_route(tmp_path: Path, pg
     assert buckets(f"sqlite:///{lite}", "keyed") == want
 
 
+class _Recording:
+    """A DuckDB connection (or cursor) that records the statements run through it."""
+
+    def __init__(self, con: Any, seen: list[str]) -> None:
+        self._con, self._seen = con, seen
+
+    def cursor(self) -> _Recording:
+        return _Recording(self._con.cursor(), self._seen)
+
+    def execute(self, sql: str, params: Any = None) -> _Recording:
+        self._seen.append(sql)
+        self._con.execute(sql, params or [])
+        return self
+
+    def sql(self, query: str, params: Any = None) -> Any:
+        self._seen.append(query)
+        return self._con.sql(query, params=params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+
+def test_duckdb_hashes_buckets_from_arrow_without_sorting(tmp_path: Path) -> None:
+    """DuckDB returns a part's row texts as they are stored (no ORDER BY, no ordered aggregate); they are put in
+    key order and joined per bucket in Arrow, and hashed as ``_canonical.ordered_hash`` defines. Rows stored
+    out of key order and buckets cut across parts hash the same as rows in order."""
+    import dataclasses
+
+    from copyjob.connectors._digest_sql import DUCKDB, SqlDigests, duckdb_digests
+
+    db = tmp_path / "a.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE t (id BIGINT, s VARCHAR, n DECIMAL(9, 2))")
+    ids = list(range(1, 2001))
+    ids = ids[1000:] + ids[:1000][::-1]  # the second half first, the first half backwards
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)",
+                    [(i, None if i % 11 == 0 else f"row ¤ {i}", i / 4) for i in ids])
+    con.close()
+    source = open_source(parse_url(f"duckdb:///{db}"))
+    columns = [DigestColumn(c.name, c.type, c, True) for c in source.reflect(TableName("t")).columns]
+    source.close()
+    texts: dict[int, list[str]] = {}
+    for i in sorted(ids):
+        values = [str(i), None if i % 11 == 0 else f"row ¤ {i}", canonical_by_spec("decimal(9,2)", i / 4)]
+        texts.setdefault((i - 1) // 300, []).append(row_text(values))
+    want = {b: (len(t), ordered_hash(t)) for b, t in texts.items()}
+    seen: list[str] = []
+    con = duckdb.connect(str(db))
+    d = duckdb_digests(_Recording(con, seen))
+    span = KeySpan("id", 1, 2001)
+    assert d.bucket_digests(TableName("t"), columns, span, 300) == want
+    asked = [s for s in seen if s.startswith("SELECT")]
+    assert asked and not [s for s in asked if "ORDER BY" in s.upper() or "string_agg" in s]
+    # parts of 600 keys (two buckets each), as a 10M-row table is asked 20,000 keys at a time
+    parts = SqlDigests(dataclasses.replace(DUCKDB, bucket_chunk=600), d._query, d._stream, arrow=d._arrow)
+    assert parts.bucket_digests(TableName("t"), columns, span, 300) == want
+    con.close()
+
+
 # ---------------------------------------------------------------- differences behind copyjob's back
 
 

@@ -280,3 +280,27 @@ def test_csv_files_on_s3_into_json_lines_on_s3(tmp_path: Path, s3_endpoint: str)
     assert any("re-copied 2 source file(s) over their outputs: 2026/a.csv, 2026/b.csv" in n
                for n in report["notes"]), report
     assert verify(job)[0] == 0
+
+
+def test_rows_read_for_verify_are_held_on_disk_not_in_memory() -> None:
+    """Rows verify reads from files or a lakehouse snapshot go into a DuckDB database file in a temporary folder
+    (read back through its buffer pool, which the memory limit bounds), not an in-memory database that keeps
+    every loaded row in memory; the folder goes when verify is done."""
+    from copyjob.connectors._digest_arrow import ArrowDigests
+
+    from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
+
+    schema = TableSchema(TableName("t"), (Column("id", LogicalType("int64")), Column("s", LogicalType("string"))),
+                         ("id",))
+    batch = pa.record_batch([pa.array(range(1000), pa.int64()), pa.array([f"row {i}" for i in range(1000)])],
+                            schema=schema.arrow_schema())
+    loaded = ArrowDigests()
+    try:
+        assert loaded.load(TableName("t"), schema, [("f.parquet", batch)]) == 1000
+        ((path,),) = loaded._con.execute(
+            "SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+        assert path is not None and Path(path).is_file()
+        assert Path(path).parent == Path(loaded._spill)
+    finally:
+        loaded.close()
+    assert not Path(path).parent.exists()

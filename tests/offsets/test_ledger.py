@@ -201,3 +201,33 @@ def test_a_reset_of_a_position_kept_in_the_store_opens_a_new_epoch(store: StateS
     ledger.committed(edited, "20260101T000000.000004-aaaaaa")
     ledger.reset(["orders"], "20260101T000000.000005-bbbbbb")
     assert ledger.load_defined("orders", changes)[0].extra["epoch"] == edited.extra["epoch"]
+
+
+def test_an_attempt_after_one_that_began_publishing_and_never_committed_opens_a_new_epoch(
+        store: StateStore) -> None:
+    """A first capture records, before its first event, that it began publishing; the attempt after one that
+    failed before its commit publishes under a new epoch, so the apply side drops what the failed one left."""
+    ledger = Ledger(store, "j@a", "j")
+    first, _ = ledger.load_defined("orders", DEFINITION)
+    assert "epoch" not in first.extra and store.load("j@a", "orders").extra.get("opened")
+    retried, _ = ledger.load_defined("orders", DEFINITION)  # the first attempt died before its commit
+    again, _ = ledger.load_defined("orders", DEFINITION)
+    assert retried.needs_full and "" < retried.extra["epoch"] < again.extra["epoch"]
+    ledger.committed(again, "20260101T000000.000001-aaaaaa", watermark=7, watermark_type="int")
+    assert "opened" not in store.load("j@a", "orders").extra
+    assert ledger.load_defined("orders", DEFINITION)[0].extra["epoch"] == again.extra["epoch"]
+
+
+@pytest.mark.parametrize("method", ["merge", "append"])
+def test_a_lost_change_stream_is_a_saved_restart(store: StateStore, method: str) -> None:
+    """Snapshotted again, as after a reset: under a new epoch, except a change table (cdc under append)."""
+    ledger = Ledger(store, "j@a", "j")
+    cdc = {**DEFINITION, "mode": "cdc", "update_method": method}
+    state, _ = ledger.load_defined("orders", cdc)
+    state.extra["cdc_position"] = {"lsn": 1}
+    ledger.committed(state, "20260101T000000.000001-aaaaaa")
+    state, _ = ledger.load_defined("orders", cdc)
+    ledger.stream_lost("orders", state, cdc)
+    saved = store.load("j@a", "orders")
+    assert saved.needs_full and "cdc_position" not in saved.extra
+    assert ("epoch" in saved.extra) == (method == "merge")
