@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from copyjob.core.errors import CopyjobError
@@ -144,40 +144,40 @@ def _lag_of(job: Watched) -> dict[str, Any]:
 
 
 def _consumer_lag_of(job: Watched) -> dict[str, Any]:
+    """Per partition of the job's topics, the consumer group's committed offset and its lag."""
     from copyjob.connectors.kafka.transport import KafkaTransport
     from copyjob.kafka_pipeline import apply_tables, group_id, settings_of
 
-    at, group = time.time(), group_id(job.loaded)
-    try:
+    def sample() -> Mapping[tuple[str, int], tuple[int | None, int]]:
         topics = sorted({t.topic for t in apply_tables(job.loaded, list(job.loaded.tables))})
         transport = KafkaTransport(settings_of(job.loaded))
         try:
-            found = transport.consumer_lag(group, topics)
+            return transport.consumer_lag(group_id(job.loaded), topics)
         finally:
             transport.close()
-    except CopyjobError as exc:
-        return {"at": at, "group": group, "partitions": [], "error": redact(str(exc))}
-    except Exception as exc:  # a bug in one sample must not end the sampling
-        log.exception("job=%s: cannot sample the kafka consumer lag", job.name)
-        return {"at": at, "group": group, "partitions": [], "error": redact(repr(exc))}
-    return {"at": at, "group": group, "error": None,
-            "partitions": [{"topic": topic, "partition": partition, "committed": committed, "lag": lag}
-                           for (topic, partition), (committed, lag) in sorted(found.items())]}
+
+    return _partitions_lag(job, "kafka consumer lag", sample)
 
 
 def _applied_lag_of(job: Watched) -> dict[str, Any]:
     """A ``kafka://`` source's lag in the shape of :func:`_consumer_lag_of`: per partition of its topics (the
     patterns' matches now), the end offset less the offset the destination holds in its marker."""
-    from copyjob.kafka_pipeline import group_id
     from copyjob.topic_source import applied_lag
+
+    return _partitions_lag(job, "kafka lag", lambda: applied_lag(job.loaded))
+
+
+def _partitions_lag(job: Watched, what: str,
+                    sample: Callable[[], Mapping[tuple[str, int], tuple[int | None, int]]]) -> dict[str, Any]:
+    from copyjob.kafka_pipeline import group_id
 
     at, group = time.time(), group_id(job.loaded)
     try:
-        found = applied_lag(job.loaded)
+        found = sample()
     except CopyjobError as exc:
         return {"at": at, "group": group, "partitions": [], "error": redact(str(exc))}
     except Exception as exc:  # a bug in one sample must not end the sampling
-        log.exception("job=%s: cannot sample the kafka lag", job.name)
+        log.exception("job=%s: cannot sample the %s", job.name, what)
         return {"at": at, "group": group, "partitions": [], "error": redact(repr(exc))}
     return {"at": at, "group": group, "error": None,
             "partitions": [{"topic": topic, "partition": partition, "committed": committed, "lag": lag}
