@@ -79,7 +79,7 @@ def published(broker: KafkaBroker, topic: str) -> int:
         return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                    for p in topics[topic].partitions)
     except KafkaException:
-        return 0
+        return 0  # a topic just created: its partitions' leaders are not known yet
     finally:
         consumer.close()
 

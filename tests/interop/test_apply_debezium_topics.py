@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.copyjob.test_kafka_pipeline import published
 from tests.helpers import ROOT, copyjob, duckdb_rows, write_job
 from tests.services.kafka import KafkaBroker
 from tests.services.kafka_connect import KafkaConnect
@@ -65,23 +66,6 @@ def wait_for(check: Callable[[], bool], timeout: float = 120.0, what: str = "con
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def published(broker: KafkaBroker, topic: str) -> int:
-    """Messages on ``topic`` so far (0 while it does not exist)."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "copyjob-test-probe"})
-    try:
-        topics = consumer.list_topics(topic, timeout=10).topics
-        if topic not in topics or topics[topic].error is not None:
-            return 0
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                   for p in topics[topic].partitions)
-    except KafkaException:
-        return 0  # a topic just created: its partitions' leaders are not known yet
-    finally:
-        consumer.close()
 
 
 class Debezium:

@@ -11,6 +11,16 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+LOG4J_FILE = """\
+status = error
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+"""
+"""The start of the log4j2 settings of the Java services: everything into one file (``{log}``)."""
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.services._process import free_port, log_tail, maven_jars, stop_process
+from tests.services._process import LOG4J_FILE, free_port, log_tail, maven_jars, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -48,13 +48,7 @@ SETTINGS: dict[str, str] = {
     "num.io.threads": "4",
 }
 
-LOG4J = """\
-status = error
-appender.file.type = File
-appender.file.name = file
-appender.file.fileName = {log}
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
+LOG4J = LOG4J_FILE + """\
 rootLogger.level = WARN
 rootLogger.appenderRef.file.ref = file
 logger.kafka.name = kafka

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.services._process import free_port, log_tail, maven_jars, stop_process
+from tests.services._process import LOG4J_FILE, free_port, log_tail, maven_jars, stop_process
 from tests.services.kafka import KafkaBroker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,13 +37,7 @@ REQUIRED = ["connect-runtime-*.jar", "debezium-connector-postgres-*.jar", "debez
             "hibernate-agroal-*.jar"]
 START_TIMEOUT_S = 180.0
 JVM = ["-Xms128m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
-LOG4J = """\
-status = error
-appender.file.type = File
-appender.file.name = file
-appender.file.fileName = {log}
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
+LOG4J = LOG4J_FILE + """\
 rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = file
 logger.kafka.name = org.apache.kafka
