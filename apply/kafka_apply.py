@@ -232,11 +232,16 @@ class Applier:
 
     def _initial(self, table: ApplyTable, partition: int) -> int | None:
         """Where a partition without a marker starts: its beginning (None), or its end (``start_latest``: what
-        came before counts as reached, so a bounded run ends)."""
+        came before counts as reached, so a bounded run ends). That end is stored as the partition's marker at
+        once: the job's later runs go on from its first run's end, not from wherever the topic ends by then."""
         if not table.start_latest:
             return None
         end = self.transport.end_offsets(table.topic).get(partition, 0)
         self.applied[(table.topic, partition)] = max(self.applied.get((table.topic, partition), 0), end)
+        marker = StateMarker(job=self.job, table=table.marker_name(partition), run_id=self.run_id,
+                             state={"offset": end, "topic": table.topic, "partition": partition,
+                                    EPOCH_KEY: table.epoch})
+        self._writer.call(lambda: self._marker_only(table, marker))
         return end
 
     def reflect(self, name: str) -> TableSchema | None:

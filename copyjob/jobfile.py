@@ -159,7 +159,8 @@ class KafkaSourceOptions(_Strict):
                                  "destination's markers, not the group, say where each partition stands")
     start: Literal["earliest", "latest"] = Field(default="earliest", description="where a partition the "
                                                  "destination holds nothing of starts: its oldest event, or only "
-                                                 "events published from now on")
+                                                 "events published from the job's first run on "
+                                                 "(that run stores each partition's end as its marker)")
     topic_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$", description="avro/json: the "
                                      "publishing job's topic prefix (its schema topic); also names the dead-letter "
                                      "topics <prefix>.<table>.dlq (default copyjob)")

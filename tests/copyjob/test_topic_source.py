@@ -110,6 +110,27 @@ def test_a_stream_starting_latest_applies_only_what_is_published_from_then_on(
     assert sqlite_rows(wh, "SELECT status, count(*) FROM orders GROUP BY 1 ORDER BY 1") == [("new", 90), ("paid", 10)]
 
 
+def test_a_job_starting_latest_goes_on_from_where_its_first_run_began(
+        tmp_path: Path, shop: Path, kafka_broker: KafkaBroker) -> None:
+    """``start: latest`` is resolved once: the first run stores each partition's end as its marker, so what is
+    published between two runs is applied by the second, not skipped as "before the start"."""
+    pub, prefix = publisher(tmp_path, kafka_broker, "json")
+    assert copyjob("capture", pub).code == 0  # before the job's first run: never applied
+    sub = write_job(tmp_path / "apply.yaml", {
+        "job": f"late{next(_ids)}", "source": {"url": f"kafka://{kafka_broker.bootstrap}",
+                                               "options": {"format": "json", "topic_prefix": prefix,
+                                                           "start": "latest"}},
+        "destination": {"url": "sqlite:///wh.db"}, "copy": {"mode": "cdc", "update_method": "append"},
+        "tables": [{"name": f"{prefix}.main.orders", "target": "orders"}]})
+    wh = tmp_path / "wh.db"
+    ran = copyjob("run", sub)
+    assert ran.code == 0 and applied_rows(wh) == 0, ran.output
+    assert copyjob("capture", pub).code == 0  # between the runs: applied by the next one
+    ran = copyjob("run", sub)
+    assert ran.code == 0, ran.output
+    assert applied_rows(wh) == 100
+
+
 def applied_rows(db: Path) -> int:
     try:
         return int(sqlite_rows(db, "SELECT count(*) FROM orders")[0][0])
