@@ -68,6 +68,10 @@ class Dialect:
     ordered_hash: Callable[[str, str], str] | None = None
     """An aggregate: the MD5 (hex) of a text expression's values joined by U+001D in the order of a key
     expression. None: the texts are fetched in key order and hashed in Python."""
+    joined_hash: Callable[[str], str] | None = None
+    """An aggregate: the MD5 (hex) of a text expression's values joined by U+001D in the order they come (from
+    a subquery ordered by the key: PostgreSQL 15 sorts an aggregate's ``ORDER BY`` input even when it is
+    already in order)."""
     bucket_chunk: int = 0
     """Key values per bucket query (0: one query for the whole span)."""
     out_of_memory: Callable[[BaseException], bool] = lambda exc: False
@@ -130,6 +134,7 @@ POSTGRES = Dialect(
                   "boolean", "date", "time", "timestamp", "uuid", "bytea", "jsonb", "interval", "inet"),
     native_row_hash=lambda cols: f"sum(hash_record_extended(ROW({', '.join(cols)}), 0))",
     ordered_hash=lambda t, k: f"md5(string_agg({t}, chr(29) ORDER BY {k}))",
+    joined_hash=lambda t: f"md5(string_agg({t}, chr(29)))",
 )
 
 
@@ -323,7 +328,8 @@ class SqlDigests:
             found = self._arrow_buckets(table, text, span, width)
         elif self._d.ordered_hash is None:
             found = self._hashed_here(table, text, span, span.lower, width)
-        elif self._indexed is not None and span.upper is not None and self._indexed(table, span.column):
+        elif (self._d.joined_hash is not None and self._indexed is not None and span.upper is not None
+              and self._indexed(table, span.column)):
             found = self._bucket_by_bucket(table, text, span, width)
         else:
             found = {}
@@ -368,15 +374,18 @@ class SqlDigests:
         return found
 
     def _bucket_by_bucket(self, table: TableName, text: str, span: KeySpan, width: int) -> dict[int, list[int]]:
-        """Each bucket read on its own through the key's index (``LATERAL``): the rows come in key order, so
-        the ordered aggregate sorts only what is already sorted, and the table is never sorted whole."""
-        assert self._d.ordered_hash is not None and span.lower is not None and span.upper is not None
+        """Each bucket read on its own through the key's index (``LATERAL``): the rows come in key order, and
+        the table is never sorted whole. They are hashed as they come from a subquery ordered by the key, which
+        the index scan gives without a sort; the aggregate above it is the only step there, so nothing reorders
+        them (PostgreSQL's documentation, "Aggregate Expressions", on input from a sorted subquery)."""
+        assert self._d.joined_hash is not None and span.lower is not None and span.upper is not None
         key = self._d.quote(span.column)
         where, params = self._where(span)
         n = self._d.int_param.format(self._d.placeholder)
         sql = (f"SELECT b.b, x.n, x.h FROM generate_series(0, {n}) AS b(b) CROSS JOIN LATERAL ("
-               f"SELECT COUNT(*) AS n, {self._d.ordered_hash(text, key)} AS h FROM {self._table(table)}{where} "
-               f"AND {key} >= {n} + b.b * {n} AND {key} < {n} + (b.b + 1) * {n}) AS x WHERE x.n > 0")
+               f"SELECT COUNT(*) AS n, {self._d.joined_hash('s.t')} AS h FROM (SELECT {text} AS t "
+               f"FROM {self._table(table)}{where} AND {key} >= {n} + b.b * {n} AND {key} < {n} + (b.b + 1) * {n} "
+               f"ORDER BY {key}) AS s) AS x WHERE x.n > 0")
         buckets = -(-(span.upper - span.lower) // width)
         rows = self._query(sql, [buckets - 1, *params, span.lower, width, span.lower, width])
         return {int(b): [int(count), hex_hash(digest)] for b, count, digest in rows}
