@@ -17,7 +17,8 @@ Python.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,7 +32,7 @@ from copyjob.connectors._canonical import (
     row_text,
     text_hash,
 )
-from copyjob.connectors._digest_ordered import bucket_hashes
+from copyjob.connectors._digest_ordered import bucket_hashes, gathered_bucket_hashes
 from copyjob.connectors._sql import qualified, quote_double, render_filters
 
 from copyjob.core.contracts import DigestColumn, KeySpan
@@ -41,8 +42,10 @@ Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 """Runs one statement with bound parameters and returns its rows."""
 Stream = Callable[[str, Sequence[Any]], Iterator[tuple[Any, ...]]]
 """Runs one statement and yields its rows without holding them all."""
-ArrowQuery = Callable[[str, Sequence[Any]], Any]
-"""Runs one statement and returns its rows as a ``pyarrow.Table``."""
+ArrowQuery = Callable[[str, Sequence[Any]], Generator[Any, None, None]]
+"""Runs one statement and yields its rows as ``pyarrow.RecordBatch``es (closing it ends the query)."""
+ARROW_BATCH_ROWS = 5_000
+"""Rows per Arrow batch of a streamed span."""
 
 
 @dataclass(frozen=True)
@@ -361,16 +364,30 @@ class SqlDigests:
         return {int(b): [int(count), hex_hash(digest)] for b, count, digest in self._query(sql, [base, width, *params])}
 
     def _arrow_buckets(self, table: TableName, text: str, span: KeySpan, width: int) -> dict[int, list[int]]:
-        """Each part's rows fetched as Arrow as they are stored and hashed per bucket in Python
-        (``_digest_ordered``): nothing sorted in the database (a table copied in key order is stored in key
-        order), no ordered aggregate holding a part's rows."""
+        """The span's rows fetched as Arrow as they are stored and hashed per bucket in Python
+        (``_digest_ordered``): nothing sorted in the database, no ordered aggregate holding a part's rows. One
+        stream for the whole span, each bucket hashed once its rows (counted first, from the key alone) came;
+        rows too far out of key order for that: part by part, each part sorted here."""
         assert self._arrow is not None
+        arrow = self._arrow
         key = self._d.quote(span.column)
-        found: dict[int, list[int]] = {}
-        for part in self._chunks(span, width):
+        where, params = self._where(span)
+        counted = f"SELECT {self._bucket(span)} AS b, COUNT(*) FROM {self._table(table)}{where} GROUP BY 1"
+        counts = {int(b): int(n) for b, n in self._query(counted, [span.lower, width, *params])}
+
+        def select(part: KeySpan) -> Generator[Any, None, None]:
             where, params = self._where(part)
             sql = f"SELECT {key}, {self._bucket(span)} AS b, {text} FROM {self._table(table)}{where}"
-            found.update(bucket_hashes(self._arrow(sql, [span.lower, width, *params])))
+            return arrow(sql, [span.lower, width, *params])
+
+        with closing(select(span)) as batches:
+            streamed = gathered_bucket_hashes(batches, counts)
+        if streamed is not None:
+            return streamed
+        found: dict[int, list[int]] = {}
+        for part in self._chunks(span, width):
+            with closing(select(part)) as batches:
+                found.update(bucket_hashes(_whole(batches)))
         return found
 
     def _bucket_by_bucket(self, table: TableName, text: str, span: KeySpan, width: int) -> dict[int, list[int]]:
@@ -564,17 +581,20 @@ def mysql_digests(query: Query, placeholder: str) -> SqlDigests:
     return SqlDigests(mysql_dialect(placeholder), query)
 
 
-DUCKDB_MEMORY_LIMIT = "100MB"
+DUCKDB_MEMORY_LIMIT = "64MB"
 """verify only scans: a small buffer pool keeps its memory bounded (DuckDB caches the blocks it reads up to its
 limit, 80% of the machine's memory by default)."""
 
 
 def duckdb_digests(cursor: Any) -> SqlDigests:
     """Over a DuckDB cursor (each call on a cursor of its own: a streamed result blocks its connection). Sets
-    the database's memory limit to :data:`DUCKDB_MEMORY_LIMIT` (verify's process only: each opens its own)."""
+    the database's memory limit to :data:`DUCKDB_MEMORY_LIMIT` and lets its threads return rows as they scan
+    them rather than in storage order, which buffers what the other threads read ahead (verify's process
+    only: each opens its own; the buckets are hashed in any order, ``_digest_ordered``)."""
     setting = cursor.cursor()
     try:
         setting.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+        setting.execute("SET preserve_insertion_order = false")
     finally:
         setting.close()
 
@@ -594,14 +614,22 @@ def duckdb_digests(cursor: Any) -> SqlDigests:
         finally:
             cur.close()
 
-    def arrow(sql: str, params: Sequence[Any]) -> Any:
+    def arrow(sql: str, params: Sequence[Any]) -> Generator[Any, None, None]:
         cur = cursor.cursor()
         try:
-            return cur.sql(sql, params=list(params)).to_arrow_table()
+            yield from cur.sql(sql, params=list(params)).to_arrow_reader(ARROW_BATCH_ROWS)
         finally:
             cur.close()
 
     return SqlDigests(DUCKDB, query, stream, arrow=arrow)
+
+
+def _whole(batches: Iterator[Any]) -> Any:
+    """A stream's batches as one ``pyarrow.Table`` (none: an empty one)."""
+    import pyarrow as pa
+
+    gathered = list(batches)
+    return pa.Table.from_batches(gathered) if gathered else pa.table({})
 
 
 def sqlite_digests(con: Any) -> SqlDigests:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
 import subprocess
 import sys
@@ -230,19 +231,32 @@ class _Recording:
         return getattr(self._con, name)
 
 
-def test_duckdb_hashes_buckets_from_arrow_without_sorting(tmp_path: Path) -> None:
-    """DuckDB returns a part's row texts as they are stored (no ORDER BY, no ordered aggregate); they are put in
-    key order and joined per bucket in Arrow, and hashed as ``_canonical.ordered_hash`` defines. Rows stored
-    out of key order and buckets cut across parts hash the same as rows in order."""
+@pytest.mark.parametrize("stored", ["in key order", "in runs", "backwards", "shuffled"])
+def test_duckdb_hashes_buckets_from_arrow_without_sorting(tmp_path: Path, stored: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB returns a span's row texts as they are stored (no ORDER BY, no ordered aggregate), in batches
+    whose ends cut buckets; they are put in key order and joined per bucket in Arrow, and hashed as
+    ``_canonical.ordered_hash`` defines. A table in key order, or in runs of rising keys as a parallel copy
+    stores it, or backwards, is read in one stream; one further out of order than the rows a stream may hold
+    is read again part by part. Each hashes the same as rows in order."""
     import dataclasses
 
+    from copyjob.connectors import _digest_ordered, _digest_sql
     from copyjob.connectors._digest_sql import DUCKDB, SqlDigests, duckdb_digests
 
+    monkeypatch.setattr(_digest_sql, "ARROW_BATCH_ROWS", 70)  # batch ends inside buckets of 300 keys
+    monkeypatch.setattr(_digest_ordered, "HELD_ROWS", 1000)
     db = tmp_path / "a.duckdb"
     con = duckdb.connect(str(db))
     con.execute("CREATE TABLE t (id BIGINT, s VARCHAR, n DECIMAL(9, 2))")
     ids = list(range(1, 2001))
-    ids = ids[1000:] + ids[:1000][::-1]  # the second half first, the first half backwards
+    if stored == "in runs":  # runs of 250 keys, every second pair swapped (buckets split across runs)
+        runs = [ids[i:i + 250] for i in range(0, 2000, 250)]
+        ids = [i for pair in range(0, 8, 2) for run in (runs[pair + 1], runs[pair]) for i in run]
+    elif stored == "backwards":  # the second half first, the first half backwards
+        ids = ids[1000:] + ids[:1000][::-1]
+    elif stored == "shuffled":
+        random.Random(7).shuffle(ids)
     con.executemany("INSERT INTO t VALUES (?, ?, ?)",
                     [(i, None if i % 11 == 0 else f"row ¤ {i}", i / 4) for i in ids])
     con.close()
@@ -261,6 +275,8 @@ def test_duckdb_hashes_buckets_from_arrow_without_sorting(tmp_path: Path) -> Non
     assert d.bucket_digests(TableName("t"), columns, span, 300) == want
     asked = [s for s in seen if s.startswith("SELECT")]
     assert asked and not [s for s in asked if "ORDER BY" in s.upper() or "string_agg" in s]
+    # the buckets' counts, the stream, then (given up) the span again as its one part
+    assert len(asked) == (3 if stored == "shuffled" else 2)
     # parts of 600 keys (two buckets each), as a 10M-row table is asked 20,000 keys at a time
     parts = SqlDigests(dataclasses.replace(DUCKDB, bucket_chunk=600), d._query, d._stream, arrow=d._arrow)
     assert parts.bucket_digests(TableName("t"), columns, span, 300) == want
