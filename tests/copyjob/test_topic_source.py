@@ -85,12 +85,7 @@ def test_a_stream_starting_latest_applies_only_what_is_published_from_then_on(
         tmp_path: Path, shop: Path, kafka_broker: KafkaBroker) -> None:
     pub, prefix = publisher(tmp_path, kafka_broker, "json")
     assert copyjob("capture", pub).code == 0  # 100 events before the apply side starts: never applied
-    sub = write_job(tmp_path / "apply.yaml", {
-        "job": f"late{next(_ids)}", "source": {"url": f"kafka://{kafka_broker.bootstrap}",
-                                               "options": {"format": "json", "topic_prefix": prefix,
-                                                           "start": "latest"}},
-        "destination": {"url": "sqlite:///wh.db"}, "copy": {"mode": "cdc", "update_method": "append"},
-        "tables": [{"name": f"{prefix}.main.orders", "target": "orders"}]})
+    sub = latest_job(tmp_path, kafka_broker, prefix)
     wh = tmp_path / "wh.db"
     ran = copyjob("run", sub, timeout=120)  # a bounded run: what was there counts as reached
     assert ran.code == 0 and applied_rows(wh) == 0, ran.output
@@ -116,12 +111,7 @@ def test_a_job_starting_latest_goes_on_from_where_its_first_run_began(
     published between two runs is applied by the second, not skipped as "before the start"."""
     pub, prefix = publisher(tmp_path, kafka_broker, "json")
     assert copyjob("capture", pub).code == 0  # before the job's first run: never applied
-    sub = write_job(tmp_path / "apply.yaml", {
-        "job": f"late{next(_ids)}", "source": {"url": f"kafka://{kafka_broker.bootstrap}",
-                                               "options": {"format": "json", "topic_prefix": prefix,
-                                                           "start": "latest"}},
-        "destination": {"url": "sqlite:///wh.db"}, "copy": {"mode": "cdc", "update_method": "append"},
-        "tables": [{"name": f"{prefix}.main.orders", "target": "orders"}]})
+    sub = latest_job(tmp_path, kafka_broker, prefix)
     wh = tmp_path / "wh.db"
     ran = copyjob("run", sub)
     assert ran.code == 0 and applied_rows(wh) == 0, ran.output
@@ -129,6 +119,16 @@ def test_a_job_starting_latest_goes_on_from_where_its_first_run_began(
     ran = copyjob("run", sub)
     assert ran.code == 0, ran.output
     assert applied_rows(wh) == 100
+
+
+def latest_job(tmp_path: Path, broker: KafkaBroker, prefix: str) -> Path:
+    """A job that appends the publisher's json topic into wh.db, from its end (``start: latest``)."""
+    return write_job(tmp_path / "apply.yaml", {
+        "job": f"late{next(_ids)}", "source": {"url": f"kafka://{broker.bootstrap}",
+                                               "options": {"format": "json", "topic_prefix": prefix,
+                                                           "start": "latest"}},
+        "destination": {"url": "sqlite:///wh.db"}, "copy": {"mode": "cdc", "update_method": "append"},
+        "tables": [{"name": f"{prefix}.main.orders", "target": "orders"}]})
 
 
 def applied_rows(db: Path) -> int:
