@@ -40,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "verify.json"
 SETTINGS = {"max_wal_size": "8GB", "checkpoint_timeout": "30min"}
 COLUMNS = ["customer_id", "name", "amount", "status", "created_at", "updated_at"]
-ANCHORS = {"reladiff": Path("/tmp/anchor-reladiff/bin/reladiff"),
-           "data-diff": Path("/tmp/anchor-datadiff/bin/data-diff")}
+ANCHORS = {"reladiff": [Path("/tmp/anchor-reladiff/bin/reladiff")],
+           # its command line needs dbt-core installed: the library, through a small runner
+           "data-diff": [Path("/tmp/anchor-datadiff/bin/python"), ROOT / "benchmarks" / "data_diff_api.py"]}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -131,12 +132,12 @@ def found(m: Measurement) -> dict[str, Any]:
 
 
 def anchor(tool: str, source: str, destination: str, logs: Path, timeout: float) -> dict[str, Any]:
-    exe = ANCHORS[tool]
-    if not exe.exists():
-        return {"error": f"{exe} not installed"}
+    command = ANCHORS[tool]
+    if not command[0].exists():
+        return {"error": f"{command[0]} not installed"}
     columns = [arg for c in COLUMNS for arg in ("-c", c)]
     m = measured(f"{tool}-{destination.split(':')[0]}",
-                 [str(exe), source, "orders", destination, "orders", "-k", "id", *columns], logs, timeout)
+                 [*map(str, command), source, "orders", destination, "orders", "-k", "id", *columns], logs, timeout)
     diff_lines = [line for line in m.stdout().splitlines() if line[:1] in "+-"]
     broken = m.returncode not in (0, 1) or (not diff_lines and "Traceback" in m.stderr())
     return {"seconds": round(m.seconds, 2), "peak_rss_mb": round(m.peak_rss_mb), "exit": m.returncode,
