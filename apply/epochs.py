@@ -8,7 +8,8 @@ this order, for each member that meets it:
 
 1. the table exists (created when missing), so that step 2 has a table to take the write lock of;
 2. one destination transaction empties the table (taking its write lock: PostgreSQL's TRUNCATE, SQLite's
-   ``BEGIN IMMEDIATE``, the row locks of MySQL's DELETE) and then reads the claim marker ``<table>#epoch``.
+   ``BEGIN IMMEDIATE``, the row locks of MySQL's DELETE) and then reads the claim marker ``<table>#epoch``
+   (a transaction the server rolls back as a deadlock victim is tried again, ``core.retry.on_conflict``).
    A member that emptied the table before committed its claim with its emptying, and wrote rows of the epoch
    only after that: so a claim naming this epoch (or a newer one) is always seen here when the emptying would
    remove such rows, and then the transaction rolls back (nothing emptied). Otherwise it commits with the
@@ -30,6 +31,7 @@ from copyjob.offsets.ledger import EPOCH_KEY
 
 from copyjob.core.contracts import Destination, StateMarker
 from copyjob.core.errors import ConnectorError
+from copyjob.core.retry import on_conflict
 from copyjob.core.schema import TableSchema
 
 log = logging.getLogger("copyjob.kafka")
@@ -57,16 +59,24 @@ def start_epoch(destination: Destination, job: str, run_id: str, wanted: TableSc
     existing = destination.reflect(wanted.table)
     if existing is None:
         raise ConnectorError(f"{wanted.table}: the table was dropped while it started over", retriable=True)
-    session = destination.begin_load(existing, "append", (), truncate=True)  # 2.
-    try:
-        emptied = alone or claimed_epoch(destination, job, name) < epoch
-        if emptied:
-            session.commit(StateMarker(job=job, table=claim_name(name), run_id=run_id, state={EPOCH_KEY: epoch}))
-        else:
+
+    def empty_once() -> bool:  # 2.
+        session = destination.begin_load(existing, "append", (), truncate=True)
+        try:
+            emptied = alone or claimed_epoch(destination, job, name) < epoch
+            if emptied:
+                session.commit(StateMarker(job=job, table=claim_name(name), run_id=run_id,
+                                           state={EPOCH_KEY: epoch}))
+            else:
+                session.abort()
+        except BaseException:
             session.abort()
-    except BaseException:
-        session.abort()
-        raise
+            raise
+        return emptied
+
+    # two members emptying at once can deadlock (MySQL's row locks): the server rolls one back, which tries
+    # again, waits for the other's commit and then finds its claim
+    emptied = on_conflict(empty_once, f"{name}: starting over at epoch {epoch}")
     if emptied:  # 3.
         log.warning("%s: the capture side started the table over (epoch %s): emptied it", name, epoch)
         prepare_target(destination, wanted, create=create, defer_key=False, append=append, replace=True)

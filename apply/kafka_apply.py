@@ -49,6 +49,7 @@ from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
 from copyjob.core.contracts import Destination, StateMarker
 from copyjob.core.errors import ConfigurationError, is_retriable
 from copyjob.core.plan import TableJob
+from copyjob.core.retry import on_conflict
 from copyjob.core.schema import TableName, TableSchema
 from copyjob.core.transport import Record, Subscription, Transport
 from copyjob.core.urls import redact
@@ -452,10 +453,11 @@ class Applier:
     # ------------------------------------------------------------ writing
 
     def _apply(self, segment: Segment) -> None:
-        """1./2. of the apply commit: the whole segment, or its halves until a bad event stands alone."""
+        """1./2. of the apply commit: the whole segment, or its halves until a bad event stands alone. A write
+        the destination rolled back against another member's (a deadlock) is tried again as it was."""
         if segment.rows is not None:
             try:
-                self._write_upserts(segment)
+                on_conflict(lambda: self._write_upserts(segment), segment.table.name)
                 return
             except Exception as exc:
                 if is_retriable(exc):
@@ -466,7 +468,7 @@ class Applier:
                 self._apply(part)
             return
         try:
-            self._write(segment)
+            on_conflict(lambda: self._write(segment), segment.table.name)
             return
         except Exception as exc:
             if is_retriable(exc) or not any(e is not None for _, e in segment.items):

@@ -51,6 +51,7 @@ from copyjob.core.errors import (
     CopyjobError,
     DataError,
     TableNotFound,
+    TransactionConflict,
 )
 from copyjob.core.schema import Column, LogicalType, TableName, TableSchema, arrow_type
 from copyjob.core.urls import ConnectionUrl, redact
@@ -124,7 +125,7 @@ def translate(exc: pymysql.err.MySQLError, url: ConnectionUrl, table: TableName 
     if code in _MISSING_CODES and table is not None:
         return TableNotFound(f"table {table} does not exist at {url.redacted} ({text})")
     if code in _RETRY_CODES:
-        return ConnectorError(f"{where}: {text}", retriable=True)
+        return TransactionConflict(f"{where}: {text}")
     if code in _DATA_CODES or isinstance(exc, pymysql.err.DataError | pymysql.err.IntegrityError):
         return DataError(f"{where}: {text}")
     return ConnectorError(f"{where}: {text}")

@@ -10,7 +10,14 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-from copyjob.core.errors import AuthenticationFailed, ConnectionFailed, ConnectorError, DataError, require
+from copyjob.core.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    ConnectorError,
+    DataError,
+    TransactionConflict,
+    require,
+)
 
 T = TypeVar("T")
 _BACKTRACE = re.compile(r"\n\s*0: .*", re.DOTALL)
@@ -49,7 +56,7 @@ def translated(action: Callable[[], T], table: object) -> T:
         if any(m in text for m in _DENIED):
             raise AuthenticationFailed(f"Delta table {table}: access denied: {text}") from exc
         if isinstance(exc, exceptions.CommitFailedError):  # another writer committed first: try again
-            raise ConnectorError(f"Delta table {table}: {text}", retriable=True) from exc
+            raise TransactionConflict(f"Delta table {table}: {text}") from exc
         if any(m in text for m in _UNREACHABLE):
             raise ConnectionFailed(f"Delta table {table}: {text}") from exc
         if isinstance(exc, exceptions.SchemaMismatchError) or any(m in text for m in _REFUSED_VALUES):

@@ -17,6 +17,7 @@ from copyjob.core.errors import (
     CopyjobError,
     DataError,
     TableNotFound,
+    TransactionConflict,
 )
 from copyjob.core.schema import TableName
 from copyjob.core.urls import ConnectionUrl, redact
@@ -75,7 +76,7 @@ def translate(exc: BaseException, url: ConnectionUrl, table: TableName | None = 
         if not state and isinstance(exc, psycopg.DataError):  # the driver could not convert a value
             return DataError(f"a value of {where} cannot be converted: {_text(exc)}")
         if state.startswith("40"):  # serialization failure, deadlock: the server asks us to try again
-            return ConnectorError(f"PostgreSQL gave up a transaction on {where}: {_text(exc)}", retriable=True)
+            return TransactionConflict(f"PostgreSQL gave up a transaction on {where}: {_text(exc)}")
         if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "53", "57"))):
             during = f" while working on {table}" if table else ""
             return ConnectionFailed(f"connection to {url.redacted} failed or was interrupted{during}: {_text(exc)}")

@@ -10,6 +10,8 @@
     │                                 table, an unknown key column, an unsupported update method
     ├── ConnectorError                a failure inside a source or destination system
     │   ├── ConnectionFailed          cannot reach a system (retriable)
+    │   ├── TransactionConflict       the server rolled a transaction back against another one (deadlock,
+    │   │                             lock wait timeout, serialization failure): the same one again succeeds
     │   ├── AuthenticationFailed      wrong credentials (terminal: never retried)
     │   ├── TableNotFound             a table named in the job does not exist
     │   └── DataError                 a value the destination refused; names the table and, where known, the row
@@ -104,6 +106,14 @@ class ConnectorError(CopyjobError):
 
 
 class ConnectionFailed(ConnectorError):
+    retriable = True
+
+
+class TransactionConflict(ConnectorError):
+    """The server rolled the transaction back to settle a conflict with another one (two apply members writing
+    one table; a deadlock, a lock wait timeout, a serialization failure): nothing of it was committed, and the
+    same transaction tried again succeeds (``copyjob.core.retry.on_conflict``)."""
+
     retriable = True
 
 

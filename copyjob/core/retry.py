@@ -3,6 +3,9 @@ lost connection, a deadlock, a broker that is not there yet) is tried again, wai
 10) in between; a terminal error (a wrong password, a bad value) is raised at once. Every path that retries (a
 table copy, a CDC batch, a Kafka capture, a Kafka admin call) goes through :func:`retrying`.
 
+:func:`on_conflict` is the one exception: a transaction the server rolled back against another one (a
+deadlock between two apply members) is tried again at once, a few times, without the waits.
+
 Two bounds: a number of attempts (``ATTEMPTS`` in all: a table copy, an admin call), or an outage
 (:class:`Outage`: a stream that waits for its source or destination to come back, trying again until the
 outage has lasted ``max_outage_s``, or forever when that is None). An outage logs one line per attempt with the
@@ -24,13 +27,15 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception,
+    retry_if_exception_type,
     stop_after_attempt,
     stop_any,
     wait_exponential,
+    wait_random,
 )
 from tenacity.stop import stop_base
 
-from copyjob.core.errors import ConnectionFailed, error_text, is_retriable
+from copyjob.core.errors import ConnectionFailed, TransactionConflict, error_text, is_retriable
 
 T = TypeVar("T")
 ATTEMPTS = 3
@@ -140,6 +145,25 @@ def retrying(step: Callable[[], T], label: str, *, attempts: int = ATTEMPTS,
         raise
     outage.over()
     return result
+
+
+CONFLICT_ATTEMPTS = 5
+
+
+def on_conflict(step: Callable[[], T], label: str, *, attempts: int = CONFLICT_ATTEMPTS) -> T:
+    """``step()`` (one destination transaction), tried again at once (after 50-500 ms, at random, so two
+    writers do not meet again in step) when the server rolled it back against another transaction
+    (:class:`TransactionConflict`); any other error, and the last conflict, raised as they are. A lost
+    connection is not tried here: the caller's outage handling opens a new one."""
+
+    def warn(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        log.info("%s: %s; trying the transaction again (%d/%d)", label, error_text(exc) if exc else "conflict",
+                 state.attempt_number, attempts)
+
+    policy = Retrying(retry=retry_if_exception_type(TransactionConflict), stop=stop_after_attempt(attempts),
+                      wait=wait_random(0.05, 0.5), before_sleep=warn, reraise=True)
+    return policy(step)
 
 
 def _interruptible(event: threading.Event) -> Callable[[float], None]:

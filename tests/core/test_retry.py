@@ -55,3 +55,34 @@ def test_terminal_errors_fail_at_once_and_sigterm_ends_the_wait() -> None:
 
     with pytest.raises(InterruptedError):
         retrying(down, "source", outage=Outage("source", None, stop=stop))
+
+
+def test_a_transaction_rolled_back_against_another_is_tried_again_and_nothing_else_is() -> None:
+    from copyjob.core.errors import TransactionConflict
+    from copyjob.core.retry import on_conflict
+
+    tries = [0]
+
+    def deadlocked_twice() -> str:
+        tries[0] += 1
+        if tries[0] <= 2:
+            raise TransactionConflict("Deadlock found when trying to get lock; try restarting transaction")
+        return "committed"
+
+    assert on_conflict(deadlocked_twice, "items") == "committed" and tries[0] == 3
+
+    lost = [0]
+
+    def connection_lost() -> None:
+        lost[0] += 1
+        raise ConnectionFailed("server closed the connection")  # the caller's outage handling reopens
+
+    with pytest.raises(ConnectionFailed):
+        on_conflict(connection_lost, "items")
+    assert lost[0] == 1
+
+    def always() -> None:
+        raise TransactionConflict("deadlock")
+
+    with pytest.raises(TransactionConflict):
+        on_conflict(always, "items", attempts=2)
