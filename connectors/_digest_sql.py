@@ -632,8 +632,9 @@ def _whole(batches: Iterator[Any]) -> Any:
     return pa.Table.from_batches(gathered) if gathered else pa.table({})
 
 
-def sqlite_digests(con: Any) -> SqlDigests:
-    """Over a sqlite3 connection: the canonical text and the digest run in-process as user functions."""
+def sqlite_digests(con: Any, bind: Callable[[Any], Any] | None = None) -> SqlDigests:
+    """Over a sqlite3 connection: the canonical text and the digest run in-process as user functions; ``bind``
+    spells filter values as the table stores them (SQLite compares text with text)."""
     register_sqlite_functions(con)
 
     def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -642,4 +643,4 @@ def sqlite_digests(con: Any) -> SqlDigests:
     def stream(sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         yield from con.execute(sql, list(params))
 
-    return SqlDigests(sqlite_dialect(), query, stream)
+    return SqlDigests(sqlite_dialect(), query, stream, bind=bind)

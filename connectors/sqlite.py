@@ -277,6 +277,23 @@ def _iso(value: dt.datetime) -> str:
     return value.isoformat(sep=" ", timespec="microseconds")
 
 
+def bound_value(value: Any) -> Any:
+    """A filter value bound as :func:`stored_value` stores it, from its Python type alone (``copyjob verify``'s
+    ranges and watermarks): an aware timestamp in UTC with its offset, a naive one without, both with
+    microseconds, so ``updated_at <= watermark`` keeps the rows stored at the watermark itself."""
+    if isinstance(value, dt.datetime):
+        return _iso(value.astimezone(_UTC) if value.tzinfo is not None else value)
+    if isinstance(value, dt.time):
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
 def stored_value(value: Any, t: LogicalType) -> Any:
     """A filter bound as the stored representation, so SQLite compares like with like."""
     if value is None:
@@ -439,7 +456,7 @@ class SqliteSource:
         """Row counts and hashes computed in the database (``copyjob verify``)."""
         from copyjob.connectors._digest_sql import sqlite_digests
 
-        return sqlite_digests(self._con)
+        return sqlite_digests(self._con, bind=bound_value)
 
     def close(self) -> None:
         self._con.close()
@@ -559,7 +576,7 @@ class SqliteDestination:
         """Row counts and hashes computed in the database (``copyjob verify``)."""
         from copyjob.connectors._digest_sql import sqlite_digests
 
-        return sqlite_digests(self._con)
+        return sqlite_digests(self._con, bind=bound_value)
 
     def close(self) -> None:
         self._con.close()

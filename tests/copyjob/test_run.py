@@ -264,6 +264,11 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert "20,000" in out.stdout and "incremental" in out.stdout
     rows = duckdb_rows(tmp_path / "demo" / "warehouse.duckdb", "SELECT count(*) FROM orders")
     assert rows == [(20_100,)]
+    # what a user tries next: the copy verifies equal, the rows stored at the watermark included (SQLite keeps
+    # timestamps as text with microseconds; the watermark was bound without them and left those rows out)
+    verified = copyjob("verify", tmp_path / "demo" / "shop-to-warehouse.yaml")
+    assert verified.code == 0, verified.output
+    assert "customers: equal (500 rows" in verified.stdout and "orders: equal (20100 rows" in verified.stdout
 
 
 def test_a_second_run_of_the_same_job_is_skipped_while_one_holds_the_lock(tmp_path: Path, shop: Path) -> None:
