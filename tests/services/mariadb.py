@@ -173,8 +173,13 @@ def _install_datadir(install_db: str, datadir: Path, base_dir: Path) -> None:
 
 
 def _server_args(mariadbd: str, base_dir: Path, datadir: Path, sock: Path, port: int) -> list[str]:
+    # a temporary folder of its own: a starting server deletes every "#sql*" file in its tmpdir, which in a
+    # shared /tmp are the temporary tables of another server running a query (pytest -n 2 starts two)
+    tmpdir = base_dir / "tmp"
+    tmpdir.mkdir(parents=True, exist_ok=True)
     return [
         mariadbd, "--no-defaults", f"--datadir={datadir}", f"--socket={sock}", f"--port={port}",
+        f"--tmpdir={tmpdir}",
         "--bind-address=127.0.0.1", f"--pid-file={base_dir / 'mysqld.pid'}",
         f"--log-error={base_dir / 'error.log'}", *_user_args(),
         f"--log-bin={base_dir / 'binlog'}", "--binlog-format=ROW", "--binlog-row-image=FULL",
