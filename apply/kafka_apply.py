@@ -240,9 +240,7 @@ class Applier:
             return None
         end = self.transport.end_offsets(table.topic).get(partition, 0)
         self.applied[(table.topic, partition)] = max(self.applied.get((table.topic, partition), 0), end)
-        marker = StateMarker(job=self.job, table=table.marker_name(partition), run_id=self.run_id,
-                             state={"offset": end, "topic": table.topic, "partition": partition,
-                                    EPOCH_KEY: table.epoch})
+        marker = self._marker(table, partition, end, table.epoch)
         self._writer.call(lambda: self._marker_only(table, marker))
         return end
 
@@ -495,9 +493,7 @@ class Applier:
         restart = epoch > table.epoch
 
         def marker() -> StateMarker:
-            return StateMarker(job=self.job, table=table.marker_name(partition), run_id=self.run_id,
-                               state={"offset": offset, "topic": table.topic, "partition": partition,
-                                      EPOCH_KEY: epoch})
+            return self._marker(table, partition, offset, epoch)
 
         if skip or segment.schema is None:
             self._marker_only(table, marker())
@@ -524,9 +520,7 @@ class Applier:
         partition = segment.first.partition
         epoch = self._epoch(table, segment)
         if epoch is None:  # superseded: every record of it skipped
-            self._marker_only(table, StateMarker(job=self.job, table=table.marker_name(partition), run_id=self.run_id,
-                                                 state={"offset": segment.next_offset, "topic": table.topic,
-                                                        "partition": partition, EPOCH_KEY: table.epoch}))
+            self._marker_only(table, self._marker(table, partition, segment.next_offset, table.epoch))
             return
         target, key = table.target(segment.schema)
         if epoch > table.epoch:
@@ -536,9 +530,7 @@ class Applier:
         source_names = {v: k for k, v in rename.items()}
         rows = last_per_key(segment.rows, [source_names.get(k, k) for k in key])
         batch = in_target_schema(rows, target, source_names)
-        marker = StateMarker(job=self.job, table=table.marker_name(partition), run_id=self.run_id,
-                             state={"offset": segment.next_offset, "topic": table.topic, "partition": partition,
-                                    EPOCH_KEY: epoch})
+        marker = self._marker(table, partition, segment.next_offset, epoch)
         session = self.destination.begin_load(target, "merge", key)
         try:
             written = session.write(batch)
@@ -577,6 +569,12 @@ class Applier:
             table.epoch = max([table.epoch, claimed_epoch(self.destination, self.job, table.name),
                                *(str(m.state.get(EPOCH_KEY) or "") for m in stored if m is not None)])
         return None if epoch < table.epoch else epoch
+
+    def _marker(self, table: ApplyTable, partition: int, offset: int, epoch: str) -> StateMarker:
+        """The partition's marker: the next offset to apply, of which topic, at which epoch."""
+        return StateMarker(job=self.job, table=table.marker_name(partition), run_id=self.run_id,
+                           state={"offset": offset, "topic": table.topic, "partition": partition,
+                                  EPOCH_KEY: epoch})
 
     def _marker_only(self, table: ApplyTable, marker: StateMarker) -> None:
         """Advance past records that change nothing (tombstones, dead letters) in a transaction of its own; without

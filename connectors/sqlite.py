@@ -278,20 +278,17 @@ def _iso(value: dt.datetime) -> str:
 
 
 def bound_value(value: Any) -> Any:
-    """A filter value bound as :func:`stored_value` stores it, from its Python type alone (``copyjob verify``'s
-    ranges and watermarks): an aware timestamp in UTC with its offset, a naive one without, both with
-    microseconds, so ``updated_at <= watermark`` keeps the rows stored at the watermark itself."""
+    """A filter value bound as :func:`stored_value` stores it, its type taken from the value (``copyjob
+    verify``'s ranges and watermarks): ``updated_at <= watermark`` keeps the rows stored at the watermark."""
     if isinstance(value, dt.datetime):
-        return _iso(value.astimezone(_UTC) if value.tzinfo is not None else value)
+        return stored_value(value, LogicalType("timestamptz" if value.tzinfo is not None else "timestamp"))
     if isinstance(value, dt.time):
-        return value.isoformat(timespec="microseconds")
+        return stored_value(value, LogicalType("time"))
     if isinstance(value, dt.date):
-        return value.isoformat()
+        return stored_value(value, LogicalType("date"))
     if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
+        return stored_value(value, LogicalType("bool"))
+    return str(value) if isinstance(value, uuid.UUID) else value
 
 
 def stored_value(value: Any, t: LogicalType) -> Any:
