@@ -63,8 +63,10 @@ def test_a_dead_letter_is_counted_on_the_run_in_history_and_metrics(
     assert (table["table"], table["dead_letters"], table["rows_written"]) == ("orders", 1, 249), table
     text = copyjob("history", job)
     assert f"{listed[0]['run_id']} public.orders → orders: 1 dead letter" in text.stdout, text.output
-    run = wait_until(lambda: watched.get(f"/api/runs/{listed[0]['run_id']}") if watched.runs(name) else None,
-                     "the run in the monitor")
+    # the monitor reads the store every second: a turn during the run saw it running, without its tables
+    run = wait_until(lambda: next((r for r in watched.runs(name) if r["run_id"] == listed[0]["run_id"]
+                                   and r["status"] != "running"), None) and
+                     watched.get(f"/api/runs/{listed[0]['run_id']}"), "the finished run in the monitor")
     assert run["tables"][0]["dead_letters"] == 1, run
     counted = wait_until(lambda: sample(watched.metrics(), "copyjob_dead_letters_total", job=name, table="orders"),
                          "the dead-letter counter")
