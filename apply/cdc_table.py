@@ -8,12 +8,12 @@ table's topic. A sink moves ``CdcTable.committed`` only once what it was handed 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent, ColumnarInserts
 from copyjob.core.contracts import Source, TableRunRecord, TableState
 from copyjob.core.plan import TablePlan
 from copyjob.core.schema import TableSchema
@@ -97,6 +97,9 @@ class CdcSink(Protocol):
     """The state store is where positions are durable (save after every commit, before the ack)."""
     batch_rows: int
     """The most rows a snapshot batch should have."""
+    columnar_inserts: bool
+    """:meth:`apply` takes runs of inserts as :class:`~copyjob.core.changes.ColumnarInserts` (it encodes whole
+    columns): the capture then keeps them column-wise where it can."""
 
     def reconcile(self, ledger: Ledger, plan: TablePlan) -> CdcTable:
         """The table with its committed position (None: it needs a snapshot)."""
@@ -117,11 +120,11 @@ class CdcSink(Protocol):
         """A sink for a snapshot in another thread."""
 
 
-def split_key_changes(events: list[ChangeEvent], key: tuple[str, ...]) -> list[ChangeEvent]:
+def split_key_changes(events: Sequence[ChangeEvent], key: tuple[str, ...]) -> Sequence[ChangeEvent]:
     """An update that changes the key as a delete of the old key and an insert of the new one (the binlog logs
     it as one update; pgoutput already splits it): merge then removes the old key, and on Kafka the two keys
     may live in different partitions."""
-    if not key or not any(e.op == "u" and e.before is not None for e in events):
+    if not key or isinstance(events, ColumnarInserts) or not any(e.op == "u" and e.before is not None for e in events):
         return events
     out: list[ChangeEvent] = []
     for e in events:

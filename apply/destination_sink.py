@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,7 @@ class DestinationSink:
     marker is the truth; the state store gets copies)."""
 
     positions_in_store = False
+    columnar_inserts = False
 
     def __init__(self, job: str, destination: Destination, *, batch_rows: int, create_tables: bool,
                  open_destination: Callable[[], Destination]) -> None:
@@ -215,7 +216,7 @@ def apply_batch(t: CdcTable, destination: Destination, batch: ChangeBatch, *, at
     committed = t.committed
     if committed is not None and batch.events and at_or_before(batch.events[0].position, committed):
         events = [e for e in batch.events if not at_or_before(e.position, committed)]
-    fresh = list(events)
+    fresh: Sequence[Any] = list(events)
     if not fresh:
         return
     if not t.append:

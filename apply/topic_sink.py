@@ -30,7 +30,7 @@ from copyjob.connectors.kafka.sizes import MessageTooLarge, too_large
 from copyjob.offsets.ledger import EPOCH_KEY, Ledger
 from copyjob.snapshot import read_table
 
-from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent, ColumnarInserts, op_counts
 from copyjob.core.contracts import Source
 from copyjob.core.errors import ConfigurationError
 from copyjob.core.plan import TablePlan
@@ -57,6 +57,8 @@ class KafkaSink:
         self.one_partition = one_partition
         self.batch_rows = batch_rows
         self.encoder = encoder
+        self.columnar_inserts = encoder.format == "avro"
+        """Avro encodes whole Arrow columns (connectors.kafka.change_encode): runs of inserts come column-wise."""
         self.publisher = publisher or transport.publisher()
         self._published: dict[CdcTable, Position] = {}
         """Tables whose changes were published up to this position, not yet acknowledged by the broker."""
@@ -117,7 +119,7 @@ class KafkaSink:
             events = [e for e in events if not at_or_before(e.position, done)]
         t.rows_read += len(events)
         if events:
-            if not self.one_partition and any(e.op == "t" for e in events):
+            if not self.one_partition and "t" in op_counts(events):
                 raise ConfigurationError(
                     f"{t.plan.label}: a TRUNCATE at the source cannot be published in order on topics with "
                     "several partitions; copyjob reset --table re-snapshots the table (or use kafka.partitions: "
@@ -200,6 +202,9 @@ def _publish_encoded(enc: TableEncoder, publisher: Publisher, topic: str, events
                      keys: list[bytes | None], values: list[bytes]) -> None:
     """:func:`publish_batch` of messages encoded beforehand: runs of messages with the table's headers go out in
     one call; a truncate and an update with unchanged values, which carry headers of their own, one by one."""
+    if isinstance(events, ColumnarInserts):  # inserts only: no tombstone, no header of their own
+        publisher.publish_many(topic, keys, values, enc.headers)
+        return
     run_keys: list[bytes | None] = []
     run_values: list[bytes | None] = []
     for event, row_key, value in zip(events, keys, values, strict=True):

@@ -60,13 +60,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from copyjob.apply.cdc_table import CdcSink, CdcTable, Position
 from copyjob.core import faults
 from copyjob.core.capture import LogSource
-from copyjob.core.changes import ChangeBatch
+from copyjob.core.changes import ChangeBatch, op_counts
 from copyjob.core.checkpoint import Checkpoint
 from copyjob.core.contracts import (
     ChangeCapture,
@@ -102,9 +103,10 @@ def run_cdc(job_run: RunContext, plans: Sequence[TablePlan], source: Source, sin
         why = "the cdc tables of a job share one change stream and run together: name all of them or none"
         return [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=why) for p in plans]
     try:
-        hooks = open_log_source(endpoint_url(loaded.job.source, loaded.base_dir), loaded.stream_name,
-                                loaded.job.cdc.as_capture_options(loaded.job.transport), source,
-                                job_run.ledger)
+        options = replace(loaded.job.cdc.as_capture_options(loaded.job.transport),
+                          columnar_inserts=sink.columnar_inserts)
+        hooks = open_log_source(endpoint_url(loaded.job.source, loaded.base_dir), loaded.stream_name, options,
+                                source, job_run.ledger)
     except CopyjobError as exc:
         return [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=redact(str(exc)))
                 for p in plans]
@@ -400,7 +402,7 @@ class CdcRun:
             if t is not None and t.status == "ok" and t.committed is not None and t not in snapshotting:
                 self._apply_with_retries(t, batch)
                 if t.status == "ok":  # a resume's repeats, skipped by the sink, are counted too
-                    ops = Counter(e.op for e in batch.events)
+                    ops = op_counts(batch.events)
                     self.applied.update(ops)
                     self.applied_by_table.setdefault(t.plan.state_key, Counter()).update(ops)
             if batch.events and batch.events[-1].ts_ms:

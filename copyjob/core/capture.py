@@ -43,6 +43,9 @@ class CaptureOptions:
     """How long a batch may wait for more changes before it is handed out."""
     heartbeat_s: float = 10.0
     """PostgreSQL: how often the position is reported to the server while nothing arrives."""
+    columnar_inserts: bool = False
+    """Hand a table's inserts out as :class:`~copyjob.core.changes.ColumnarInserts` where the source can (set
+    from the sink's ``columnar_inserts``, not from the job file)."""
 
     def __post_init__(self) -> None:
         if self.batch_events < 1:

@@ -13,11 +13,15 @@ change of a key wins) before writing it in one destination transaction with its 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from copyjob.core.schema import TableName, TableSchema
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 Op = Literal["r", "c", "u", "d", "t"]
 OPS: tuple[str, ...] = ("r", "c", "u", "d", "t")
@@ -54,3 +58,75 @@ class ChangeBatch:
 
     def __len__(self) -> int:
         return len(self.events)
+
+
+class ColumnarInserts(Sequence[ChangeEvent]):
+    """A run of inserts of one table held column-wise: what a log reader hands a sink that encodes whole
+    columns (``CdcSink.columnar_inserts``: Kafka's avro), without a Python object per value.
+
+    ``rows`` holds the ``after`` images (source column names, each column of its logical type's Arrow type);
+    ``positions`` one column per position field (every insert has the same fields); ``ts_ms`` the commit time
+    of each. It is still a sequence of ``c`` events: indexing builds one, iterating builds them all (once), so
+    code that does not know the column-wise form works unchanged, only slower. A producer whose Python values
+    are not Arrow's (PostgreSQL: a timestamp past 9999 is an integer) overrides :meth:`image` and
+    :meth:`images`."""
+
+    __slots__ = ("_events", "positions", "rows", "ts_ms")
+
+    def __init__(self, rows: pa.RecordBatch, positions: Mapping[str, Sequence[Any]], ts_ms: Sequence[int]) -> None:
+        if any(len(v) != rows.num_rows for v in positions.values()) or len(ts_ms) != rows.num_rows:
+            raise ValueError("every position field and ts_ms need one value per row")
+        self.rows = rows
+        self.positions = positions
+        self.ts_ms = ts_ms
+        self._events: list[ChangeEvent] | None = None
+
+    def __len__(self) -> int:
+        return self.rows.num_rows
+
+    @overload
+    def __getitem__(self, index: int) -> ChangeEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[ChangeEvent]: ...
+
+    def __getitem__(self, index: int | slice) -> ChangeEvent | Sequence[ChangeEvent]:
+        if isinstance(index, slice) or self._events is not None:
+            return self.events()[index]
+        n = len(self)
+        i = index + n if index < 0 else index
+        if not 0 <= i < n:
+            raise IndexError(index)
+        return self._event(i, self.image(i))
+
+    def __iter__(self) -> Iterator[ChangeEvent]:
+        return iter(self.events())
+
+    def position(self, index: int) -> dict[str, Any]:
+        return {name: values[index] for name, values in self.positions.items()}
+
+    def image(self, index: int) -> dict[str, Any]:
+        """The ``after`` image of one insert."""
+        row: dict[str, Any] = self.rows.slice(index, 1).to_pylist()[0]
+        return row
+
+    def images(self) -> list[dict[str, Any]]:
+        """Every ``after`` image, in order."""
+        rows: list[dict[str, Any]] = self.rows.to_pylist()
+        return rows
+
+    def events(self) -> list[ChangeEvent]:
+        """Every insert as a :class:`ChangeEvent` (built once)."""
+        if self._events is None:
+            self._events = [self._event(i, row) for i, row in enumerate(self.images())]
+        return self._events
+
+    def _event(self, i: int, row: dict[str, Any]) -> ChangeEvent:
+        return ChangeEvent("c", None, row, self.position(i), self.ts_ms[i])
+
+
+def op_counts(events: Sequence[ChangeEvent]) -> Counter[str]:
+    """How many events of each op (without building the events of :class:`ColumnarInserts`)."""
+    if isinstance(events, ColumnarInserts):
+        return Counter({"c": len(events)}) if len(events) else Counter()
+    return Counter(e.op for e in events)

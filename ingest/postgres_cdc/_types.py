@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from copyjob.core import temporal
-from copyjob.core.schema import LogicalType
+from copyjob.core.errors import DataError
+from copyjob.core.schema import LogicalType, TableName
 
 TextConverter = Callable[[bytes], Any]
 
@@ -71,6 +72,12 @@ _BY_KIND: dict[str, TextConverter | None] = {
     "date": _date, "time": _time, "timestamp": _timestamp, "timestamptz": _timestamp, "binary": _bytea,
     "string": None, "uuid": None, "json": None,
 }
+
+
+def conversion_error(table: TableName, column: str, raw: bytes, exc: Exception) -> DataError:
+    """A value a column's converter refused: names the table (the orchestrator fails it alone), the column and
+    the start of the text."""
+    return DataError(f"{table}: cannot convert the value {raw[:60]!r} of column {column!r}: {exc}", table=table)
 
 
 def text_converter(t: LogicalType) -> TextConverter | None:

@@ -132,7 +132,8 @@ class PostgresCdc(LogSource):
     def capture(self, starts: Mapping[TableName, Mapping[str, Any]]) -> PgChangeStream:
         from copyjob.ingest.postgres_cdc import PgChangeStream, PgOutputDecoder, StreamOptions
 
-        decoder = PgOutputDecoder(self._logical_type, self._keys, set(starts))
+        decoder = PgOutputDecoder(self._logical_type, self._keys, set(starts),
+                                  columnar=self._options.columnar_inserts)
         options = StreamOptions(slot=self.setup.slot, publication=self.setup.publication,
                                 batch_events=self._options.batch_events,
                                 max_batch_delay_s=self._options.max_batch_delay_s,

@@ -16,7 +16,10 @@ An update that changes the key is emitted as a delete of the old key followed by
 does), so that a merge removes the old row; both events carry the message's position.
 
 The decoder is batch-oriented: change events are appended to :attr:`PgOutputDecoder.pending` (per
-relation, in order) and handed out with :meth:`take`; :meth:`decode` only returns the message type.
+relation, in order) and handed out with :meth:`take`; :meth:`decode` only returns the message type. With
+``columnar=True`` a relation whose changes in the chunk are all inserts keeps them column-wise
+(:mod:`.insert_columns`) and hands them out as :class:`~copyjob.core.changes.ColumnarInserts`; its first
+other change turns them into events first.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from copyjob.ingest.postgres_cdc._types import TextConverter, text_converter
+from copyjob.ingest.postgres_cdc._types import TextConverter, conversion_error, text_converter
+from copyjob.ingest.postgres_cdc.insert_columns import InsertColumns
 
 from copyjob.core.changes import UNCHANGED_TOAST, ChangeEvent
-from copyjob.core.errors import ConnectorError, DataError
+from copyjob.core.errors import ConnectorError
 from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
 
 PG_EPOCH_MS = 946_684_800_000
@@ -81,12 +85,14 @@ class PgOutputDecoder:
     """Stateful decoder of one replication session (relations are announced once per session)."""
 
     def __init__(self, logical_type: LogicalTypeOf, keys: Mapping[TableName, Sequence[str]] | None = None,
-                 tables: Collection[TableName] | None = None) -> None:
+                 tables: Collection[TableName] | None = None, *, columnar: bool = False) -> None:
+        """``columnar``: keep a relation's inserts column-wise while they are all its changes in the chunk."""
         self._logical_type = logical_type
         self._keys = dict(keys or {})
         self._tables = set(tables) if tables is not None else None
+        self._columnar = columnar
         self.relations: dict[int, Relation] = {}
-        self.pending: dict[Relation, list[ChangeEvent]] = {}
+        self.pending: dict[Relation, list[ChangeEvent] | InsertColumns] = {}
         """Events decoded since the last :meth:`take`, per relation (a relation whose columns changed is a new
         one, so its events form their own batch)."""
         self.pending_count = 0
@@ -125,9 +131,10 @@ class PgOutputDecoder:
         """The transaction of the last change is still open (so a chunk ending now ends inside it)."""
         return self.in_transaction and self.seq > 0
 
-    def take(self) -> list[tuple[Relation, list[ChangeEvent]]]:
+    def take(self) -> list[tuple[Relation, Sequence[ChangeEvent]]]:
         """The pending events per relation (in order of first change), and forget them."""
-        out = list(self.pending.items())
+        out = [(relation, pending.build() if isinstance(pending, InsertColumns) else pending)
+               for relation, pending in self.pending.items()]
         self.pending = {}
         self.pending_count = 0
         self.schema_changed = False
@@ -201,6 +208,8 @@ class PgOutputDecoder:
         pending = self.pending.get(relation)
         if pending is None:
             pending = self.pending[relation] = []
+        elif isinstance(pending, InsertColumns):  # a change other than an insert: from here on, events
+            pending = self.pending[relation] = pending.events()
         self.pending_count += count
         return pending
 
@@ -213,16 +222,21 @@ class PgOutputDecoder:
     def _insert(self, data: bytes) -> None:
         # the hot path of a bulk load: _relation_of and _position inlined
         relation = self.relations.get(_U32(data, 1)[0]) or self._relation_of(_U32(data, 1)[0])
-        position = {"lsn": self.lsn, "seq": self.seq}
-        self.last = (self.lsn, self.seq)
-        self.seq += 1
-        if relation.wanted:
+        lsn, seq = self.lsn, self.seq
+        self.last = (lsn, seq)
+        self.seq = seq + 1
+        if not relation.wanted:
+            return
+        pending = self.pending.get(relation)
+        if pending is None:
+            pending = self.pending[relation] = (InsertColumns(relation.schema, relation.fields)
+                                                if self._columnar else [])
+        if isinstance(pending, list):
             after, _ = _row(data, 6, relation)  # byte 5 is 'N'
-            pending = self.pending.get(relation)
-            if pending is None:
-                pending = self.pending[relation] = []
-            self.pending_count += 1
-            pending.append(_event("c", None, after, position, self.ts_ms))
+            pending.append(_event("c", None, after, {"lsn": lsn, "seq": seq}, self.ts_ms))
+        else:
+            pending.add(data, 6, lsn, seq, self.ts_ms)
+        self.pending_count += 1
 
     def _update(self, data: bytes) -> None:
         relation = self._relation_of(_U32(data, 1)[0])
@@ -294,9 +308,7 @@ def _row(buf: bytes, pos: int, relation: Relation) -> tuple[dict[str, Any], int]
                 raise ConnectorError(f"{relation.table}: unexpected pgoutput tuple data kind {chr(kind)!r}")
     except (ValueError, TypeError, ArithmeticError) as exc:
         name = fields[len(row)][0]
-        raw = buf[start:min(pos, start + 60)]  # the value that failed
-        raise DataError(f"{relation.table}: cannot convert the value {raw!r} of column {name!r}: {exc}",
-                        table=relation.table) from exc
+        raise conversion_error(relation.table, name, buf[start:pos], exc) from exc  # the value that failed
     return row, pos
 
 

@@ -1,5 +1,6 @@
 """The pgoutput decoder on real messages: the test server encodes them (``pg_logical_slot_get_binary_changes``
-with pgoutput, protocol version 1), the decoder turns them into change events."""
+with pgoutput, protocol version 1), the decoder turns them into change events. Every test runs row-wise and
+column-wise (``columnar=True``: runs of inserts as Arrow columns), and the columns must hold the row-wise values."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+import pyarrow as pa
 import pytest
 from copyjob.connectors.postgres._catalog import logical_type
 from copyjob.ingest.postgres_cdc import PgOutputDecoder
 from copyjob.ingest.postgres_cdc._types import BUILTIN_TYPES
 
-from copyjob.core.changes import UNCHANGED_TOAST, ChangeEvent
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeEvent, ColumnarInserts
 from copyjob.core.schema import LogicalType, TableName
 from tests.pg_cdc import drop_slots
 
@@ -29,7 +31,8 @@ def types(oid: int, typmod: int) -> LogicalType:
 class Slot:
     """A pgoutput slot on the test database, read through the SQL interface."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, columnar: bool = False) -> None:
+        self.columnar = columnar
         self.conn = psycopg.connect(url, autocommit=True)
         self.conn.execute("SET synchronous_commit = on")  # logical decoding reads flushed WAL only
         self.conn.execute("CREATE PUBLICATION p FOR ALL TABLES")
@@ -45,15 +48,19 @@ class Slot:
             "'proto_version', '1', 'publication_names', 'p', 'messages', 'true')")]
 
     def events(self, decoder: PgOutputDecoder | None = None) -> list[tuple[TableName, ChangeEvent]]:
-        decoder = decoder or PgOutputDecoder(types, {T: ("id",)})
+        decoder = decoder or PgOutputDecoder(types, {T: ("id",)}, columnar=self.columnar)
         for message in self.messages():
             decoder.decode(message)
-        return [(rel.table, e) for rel, events in decoder.take() for e in events]
+        taken = decoder.take()
+        for _, events in taken:
+            if isinstance(events, ColumnarInserts):  # the Arrow columns hold what the row-wise images hold
+                assert events.rows.equals(pa.RecordBatch.from_pylist(events.images(), schema=events.rows.schema))
+        return [(rel.table, e) for rel, events in taken for e in events]
 
 
-@pytest.fixture
-def slot(pg_url: str) -> Iterator[Slot]:
-    s = Slot(pg_url)
+@pytest.fixture(params=[False, True], ids=["rows", "columns"])
+def slot(pg_url: str, request: pytest.FixtureRequest) -> Iterator[Slot]:
+    s = Slot(pg_url, columnar=request.param)
     try:
         yield s
     finally:
@@ -193,5 +200,48 @@ def test_a_value_that_does_not_convert_names_its_table_column_and_text(slot: Slo
         return LogicalType("int64") if oid == 25 else types(oid, typmod)  # text read as a number: fails
 
     with pytest.raises(DataError) as failed:
-        slot.events(PgOutputDecoder(wrong, {T: ("id",)}))
+        slot.events(PgOutputDecoder(wrong, {T: ("id",)}, columnar=slot.columnar))
     assert "b'fine'" in str(failed.value) and "'note'" in str(failed.value) and failed.value.table == T
+
+
+def test_a_run_of_inserts_comes_column_wise_until_another_change_of_its_table(pg_url: str) -> None:
+    """Column-wise, every type of the matrix (NULLs, values Arrow parses and values it refuses) is one
+    ColumnarInserts whose columns hold the row-wise values; an update in the same chunk turns the table's run
+    into events (in order), and another table's run stays column-wise."""
+    slot = Slot(pg_url, columnar=True)
+    try:
+        slot.sql("SET timezone = 'Asia/Kolkata'",
+                 "CREATE TABLE t (id int PRIMARY KEY, i2 smallint, i8 bigint, f8 float8, n numeric(10,2), s text, "
+                 "b bool, d date, ts timestamp, tz timestamptz, by bytea, j jsonb)",
+                 "CREATE TABLE u (id int PRIMARY KEY, tz timestamptz)",
+                 "INSERT INTO t VALUES (1, -2, 9000000000, '-Infinity', 12.30, 'héllo', true, '2024-02-29', "
+                 "'2024-01-01 10:00:00.5', '2024-01-01 10:00:00+02', '\\x00ff', '{\"k\": 1}'), "
+                 "(2, NULL, NULL, NULL, NULL, NULL, false, 'infinity', '-infinity', '0044-03-15 12:30:00 BC', "
+                 "NULL, NULL)",
+                 "INSERT INTO u VALUES (1, '2024-06-01 00:00:00+05:30'), (2, NULL)")
+        decoder = PgOutputDecoder(types, {T: ("id",)}, columnar=True)
+        rowwise = PgOutputDecoder(types, {T: ("id",)})
+        messages = slot.messages()
+        for message in messages:
+            decoder.decode(message)
+            rowwise.decode(message)
+        taken = {rel.table: events for rel, events in decoder.take()}
+        expected = {rel.table: list(events) for rel, events in rowwise.take()}
+        for table in (T, U):
+            run = taken[table]
+            assert isinstance(run, ColumnarInserts) and len(run) == 2
+            assert list(run) == expected[table]  # positions, commit times and images
+            assert run.rows.equals(pa.RecordBatch.from_pylist([e.after for e in expected[table]],
+                                                              schema=run.rows.schema))
+        assert taken[U].rows.column("tz").to_pylist()[0] == dt.datetime(2024, 5, 31, 18, 30, tzinfo=dt.UTC)
+
+        slot.sql("INSERT INTO t (id) VALUES (3)", "UPDATE t SET s = 'new' WHERE id = 1",
+                 "INSERT INTO t (id) VALUES (4)")
+        for message in slot.messages():
+            decoder.decode(message)
+        ((_, events),) = decoder.take()
+        assert not isinstance(events, ColumnarInserts)
+        assert [(e.op, (e.after or {}).get("id")) for e in events] == [("c", 3), ("u", 1), ("c", 4)]
+    finally:
+        slot.conn.close()
+        drop_slots(pg_url)
