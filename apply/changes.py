@@ -2,7 +2,9 @@
 
 Under **merge** the last change of each key in the batch wins: an insert/update/snapshot row becomes an
 upsert of its ``after`` image, a delete removes the key; a truncate empties the table first (the batch is
-split at it). Under **append** every change is written as a row of its own, with the change columns
+split at it). Inserts held column-wise (:class:`~copyjob.core.changes.ColumnarInserts`) with one row per key
+and the destination's Arrow types are written as they are, without a Python row each. Under **append** every
+change is written as a row of its own, with the change columns
 :data:`APPEND_COLUMNS` added (operation, source position as JSON, source commit time).
 """
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeBatch, ChangeEvent, ColumnarInserts
 from copyjob.core.contracts import Destination, LoadSession, StateMarker, UpdateMethod
 from copyjob.core.schema import Column, LogicalType, TableSchema
 
@@ -87,6 +89,34 @@ def rows_to_batch(rows: Sequence[dict[str, Any]], schema: TableSchema,
     return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema)
 
 
+def inserts_as_target(run: ColumnarInserts, target: TableSchema, rename: dict[str, str],
+                      key: Sequence[str]) -> pa.RecordBatch | None:
+    """The inserts of ``run`` as the upserts :func:`fold` would make of them, in ``target`` (destination names),
+    straight from their columns; None when that is not exact: a key that comes twice (the last one wins, a
+    fold's work), or a column whose Arrow type is not the destination's (Python values convert, see
+    :func:`rows_to_batch`)."""
+    import pyarrow as pa
+
+    inverse = {v: k for k, v in rename.items()}
+    rows, n = run.rows, len(run)
+    arrow_schema = target.arrow_schema()
+    arrays = []
+    for col, field in zip(target.columns, arrow_schema, strict=True):
+        index = rows.schema.get_field_index(inverse.get(col.name, col.name))
+        if index < 0:
+            arrays.append(pa.nulls(n, field.type))  # a column the images do not carry: NULL, as a fold writes it
+            continue
+        if rows.column(index).type != field.type:
+            return None
+        arrays.append(rows.column(index))
+    source_key = [inverse.get(k, k) for k in key]
+    if not key or any(rows.schema.get_field_index(k) < 0 for k in source_key):
+        return None
+    if n > 1 and pa.table(rows.select(source_key)).group_by(source_key).aggregate([]).num_rows != n:
+        return None
+    return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema)
+
+
 def split_unchanged(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[tuple[str, ...],
                                                                                       list[dict[str, Any]]]]:
     """Rows without placeholders, and rows with placeholders grouped by the columns they do carry."""
@@ -143,6 +173,11 @@ def apply_changes(destination: Destination, target: TableSchema, batch: ChangeBa
         session = destination.begin_load(schema, "append", (), truncate=truncate)
         return _finish(session, marker, lambda: ApplyResult(appended=session.write(
             rows_to_batch(rows, schema, rename)) if rows else 0))
+    if isinstance(batch.events, ColumnarInserts):
+        upserts = inserts_as_target(batch.events, target, rename, key)
+        if upserts is not None:
+            loading = destination.begin_load(target, "merge", key, truncate=truncate)
+            return _finish(loading, marker, lambda: ApplyResult(upserted=loading.write(upserts)))
     folded = fold(batch.events, [_source_name(k, rename) for k in key])
     session = destination.begin_load(target, "merge", key, truncate=folded.truncate or truncate)
 

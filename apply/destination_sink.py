@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -50,7 +50,7 @@ class DestinationSink:
     marker is the truth; the state store gets copies)."""
 
     positions_in_store = False
-    columnar_inserts = False
+    columnar_inserts = True
 
     def __init__(self, job: str, destination: Destination, *, batch_rows: int, create_tables: bool,
                  open_destination: Callable[[], Destination]) -> None:
@@ -212,11 +212,10 @@ def _change_columns(batch: pa.RecordBatch, position: Position | None) -> pa.Reco
 def apply_batch(t: CdcTable, destination: Destination, batch: ChangeBatch, *, at_or_before: Order, job: str,
                 run_id: str, create: bool) -> None:
     """Apply the batch's changes after the table's position, in one transaction with the new position."""
-    events: Iterable[Any] = batch.events
+    fresh: Sequence[Any] = batch.events  # ColumnarInserts stay column-wise unless a resume skips some
     committed = t.committed
-    if committed is not None and batch.events and at_or_before(batch.events[0].position, committed):
-        events = [e for e in batch.events if not at_or_before(e.position, committed)]
-    fresh: Sequence[Any] = list(events)
+    if committed is not None and fresh and at_or_before(fresh[0].position, committed):
+        fresh = [e for e in fresh if not at_or_before(e.position, committed)]
     if not fresh:
         return
     if not t.append:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from copyjob.apply.changes import append_rows, fold, split_unchanged
+import pyarrow as pa
+import pytest
+from copyjob.apply.changes import append_rows, fold, inserts_as_target, rows_to_batch, split_unchanged
 
-from copyjob.core.changes import UNCHANGED_TOAST, ChangeEvent
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeEvent, ColumnarInserts
+from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
 
 
 def c(i: int, v: str) -> ChangeEvent:
@@ -48,3 +51,32 @@ def test_append_rows_carry_operation_position_and_time() -> None:
     (row,) = list(append_rows([e]))
     assert row["_op"] == "d" and row["id"] == 5 and row["_position"] == '{"lsn": 42}'
     assert row["_commit_ts"].year == 2023
+
+
+SOURCE = TableSchema(TableName("t"), (Column("id", LogicalType("int64")), Column("v", LogicalType("string")),
+                                      Column("at", LogicalType("timestamptz"))), ("id",))
+
+
+def inserts(ids: list[int | None]) -> ColumnarInserts:
+    rows = pa.RecordBatch.from_pylist([{"id": i, "v": f"v{i}", "at": None} for i in ids], SOURCE.arrow_schema())
+    return ColumnarInserts(rows, {"lsn": [1] * len(ids), "seq": list(range(len(ids)))}, [0] * len(ids))
+
+
+@pytest.mark.parametrize(("target", "rename"), [
+    (SOURCE, {}),
+    (TableSchema(TableName("t"), (Column("key", LogicalType("int64")), Column("v", LogicalType("string")),
+                                  Column("extra", LogicalType("int32"))), ("key",)), {"id": "key"}),
+])
+def test_inserts_held_column_wise_are_the_upserts_a_fold_makes(target: TableSchema, rename: dict[str, str]) -> None:
+    run = inserts([3, 1, 2])
+    got = inserts_as_target(run, target, rename, target.primary_key)
+    assert got is not None
+    assert got.equals(rows_to_batch(fold(run.events(), ["id"]).upserts, target, rename))
+
+
+def test_inserts_that_a_fold_would_change_are_left_to_it() -> None:
+    assert inserts_as_target(inserts([1, 2, 1]), SOURCE, {}, ("id",)) is None  # a key twice: the last wins
+    assert inserts_as_target(inserts([None, None]), SOURCE, {}, ("id",)) is None  # NULL keys fold into one
+    wider = TableSchema(TableName("t"), (Column("id", LogicalType("decimal", precision=20, scale=0)),), ("id",))
+    assert inserts_as_target(inserts([1]), wider, {}, ("id",)) is None  # another Arrow type: Python converts
+    assert inserts_as_target(inserts([1]), SOURCE, {}, ()) is None  # no key
