@@ -61,8 +61,9 @@ class ChangeBatch:
 
 
 class ColumnarInserts(Sequence[ChangeEvent]):
-    """A run of inserts of one table held column-wise: what a log reader hands a sink that encodes whole
-    columns (``CdcSink.columnar_inserts``: Kafka's avro), without a Python object per value.
+    """A run of inserts of one table held column-wise: what a log reader hands a sink that takes whole columns
+    (``CdcSink.columnar_inserts``: Kafka's avro encoder, the direct destination's merge), without a Python
+    object per value.
 
     ``rows`` holds the ``after`` images (source column names, each column of its logical type's Arrow type);
     ``positions`` one column per position field (every insert has the same fields); ``ts_ms`` the commit time
