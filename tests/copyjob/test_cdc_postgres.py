@@ -95,6 +95,48 @@ def test_inserts_updates_deletes_in_multi_row_transactions(tmp_path: Path, shop:
     assert rows(pg_url2, "SELECT count(*) FROM orders WHERE id BETWEEN 151 AND 160") == [(0,)]
 
 
+def test_runs_of_inserts_are_merged_column_wise(tmp_path: Path, shop: str, pg_url2: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process: the stream's runs of inserts reach the destination as Arrow columns (the capture is asked for
+    them by the destination sink), a run with an update in its chunk as folded events; both end equal."""
+    from copyjob.apply import changes as apply_changes
+    from copyjob.offsets import default_state_url, open_state_store
+
+    from copyjob.loader import load_job
+    from copyjob.progress import Progress
+    from copyjob.runner import JobRun
+
+    merged: list[bool] = []
+    original = apply_changes.inserts_as_target
+
+    def spy(*args: Any) -> Any:
+        result = original(*args)
+        merged.append(result is not None)
+        return result
+
+    monkeypatch.setattr(apply_changes, "inserts_as_target", spy)
+
+    def run_in_process(job: Path) -> None:
+        loaded = load_job(job)
+        job_run = JobRun(loaded, lambda: open_state_store(default_state_url(loaded.path)), Progress(live=False))
+        try:
+            assert job_run.run().status == "ok"
+        finally:
+            job_run.close()
+
+    job = job_file(tmp_path, shop, pg_url2, [{"name": "orders"}], cdc={"max_batch_delay": "5s"})
+    run_in_process(job)  # the snapshot
+    execute(shop, "INSERT INTO orders (id, status, amount) SELECT g, 'new', g FROM generate_series(3001, 4000) g")
+    run_in_process(job)
+    assert merged and all(merged)
+    merged.clear()
+    execute(shop, "BEGIN", "INSERT INTO orders (id, status) VALUES (5001, 'a'), (5002, 'b')",
+            "UPDATE orders SET status = 'paid' WHERE id = 5001", "COMMIT")
+    run_in_process(job)
+    assert not merged  # an update in the chunk: the table's changes came as events, folded
+    equal(shop, pg_url2)
+
+
 def test_updates_with_and_without_replica_identity_full(tmp_path: Path, shop: str, pg_url2: str) -> None:
     execute(shop, "CREATE TABLE full_id (id int PRIMARY KEY, v text)", "ALTER TABLE full_id REPLICA IDENTITY FULL",
             "INSERT INTO full_id SELECT g, 'a' FROM generate_series(1, 10) g")
