@@ -97,9 +97,6 @@ class CdcSink(Protocol):
     """The state store is where positions are durable (save after every commit, before the ack)."""
     batch_rows: int
     """The most rows a snapshot batch should have."""
-    columnar_inserts: bool
-    """:meth:`apply` takes runs of inserts as :class:`~copyjob.core.changes.ColumnarInserts` (it encodes whole
-    columns): the capture then keeps them column-wise where it can."""
 
     def reconcile(self, ledger: Ledger, plan: TablePlan) -> CdcTable:
         """The table with its committed position (None: it needs a snapshot)."""
@@ -112,6 +109,11 @@ class CdcSink(Protocol):
 
     def apply(self, t: CdcTable, batch: ChangeBatch, *, at_or_before: Order, run_id: str) -> None:
         """Hand over the changes after ``t.committed``; ``t.committed`` moves once they are durable."""
+
+    def takes_columns(self, plans: Sequence[TablePlan]) -> bool:
+        """Whether :meth:`apply` gains from runs of inserts held column-wise
+        (:class:`~copyjob.core.changes.ColumnarInserts`) for these tables: the capture then keeps them so where
+        it can (it costs the tables that need events a little)."""
 
     def commit(self) -> None:
         """Make everything handed over durable (a no-op where ``apply`` already committed)."""

@@ -50,7 +50,6 @@ class DestinationSink:
     marker is the truth; the state store gets copies)."""
 
     positions_in_store = False
-    columnar_inserts = True
 
     def __init__(self, job: str, destination: Destination, *, batch_rows: int, create_tables: bool,
                  open_destination: Callable[[], Destination]) -> None:
@@ -86,6 +85,11 @@ class DestinationSink:
         except Exception as exc:
             self._broken = is_retriable(exc)
             raise
+
+    def takes_columns(self, plans: Sequence[TablePlan]) -> bool:
+        """Merge tables write runs of inserts straight from Arrow (apply.changes.inserts_as_target); append tables
+        need each change as a row."""
+        return any(p.table.update_method == "merge" for p in plans)
 
     def _reconnect(self, t: CdcTable, at_or_before: Order) -> None:
         """A new connection, and the table's position from its marker (the last commit may have landed)."""

@@ -57,8 +57,6 @@ class KafkaSink:
         self.one_partition = one_partition
         self.batch_rows = batch_rows
         self.encoder = encoder
-        self.columnar_inserts = encoder.format == "avro"
-        """Avro encodes whole Arrow columns (connectors.kafka.change_encode): runs of inserts come column-wise."""
         self.publisher = publisher or transport.publisher()
         self._published: dict[CdcTable, Position] = {}
         """Tables whose changes were published up to this position, not yet acknowledged by the broker."""
@@ -133,6 +131,9 @@ class KafkaSink:
                                             ChangeBatch(batch.table, schema, events, batch.position), info, key)
         if done is None or not at_or_before(batch.position, done):
             self._published[t] = batch.position
+
+    def takes_columns(self, plans: Sequence[TablePlan]) -> bool:
+        return self.encoder.format == "avro"  # encoded from Arrow columns (connectors.kafka.change_encode)
 
     def commit(self) -> None:
         """2./3. of the capture commit: wait for the broker, then move the positions."""

@@ -104,7 +104,7 @@ def run_cdc(job_run: RunContext, plans: Sequence[TablePlan], source: Source, sin
         return [TableRunRecord(table=p.state_key, mode="cdc", status="failed", error=why) for p in plans]
     try:
         options = replace(loaded.job.cdc.as_capture_options(loaded.job.transport),
-                          columnar_inserts=sink.columnar_inserts)
+                          columnar_inserts=sink.takes_columns(plans))
         hooks = open_log_source(endpoint_url(loaded.job.source, loaded.base_dir), loaded.stream_name, options,
                                 source, job_run.ledger)
     except CopyjobError as exc:

@@ -45,7 +45,7 @@ class CaptureOptions:
     """PostgreSQL: how often the position is reported to the server while nothing arrives."""
     columnar_inserts: bool = False
     """Hand a table's inserts out as :class:`~copyjob.core.changes.ColumnarInserts` where the source can (set
-    from the sink's ``columnar_inserts``, not from the job file)."""
+    from the sink's ``takes_columns``, not from the job file)."""
 
     def __post_init__(self) -> None:
         if self.batch_events < 1:

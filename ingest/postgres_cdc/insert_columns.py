@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from copyjob.ingest.postgres_cdc._types import conversion_error
 
-from copyjob.core.changes import ChangeEvent, ColumnarInserts
+from copyjob.core.changes import ChangeEvent, ColumnarInserts, new_event
 from copyjob.core.errors import ConnectorError
 from copyjob.core.schema import TableSchema, arrow_type
 
@@ -85,7 +85,7 @@ class InsertColumns:
 
     def events(self) -> list[ChangeEvent]:
         """The run as ``c`` events whose images hold the converters' values (the row-wise decoder's)."""
-        return [ChangeEvent("c", None, image, {"lsn": lsn, "seq": seq}, ts)
+        return [new_event("c", None, image, {"lsn": lsn, "seq": seq}, ts)
                 for image, lsn, seq, ts in zip(self.images(), self.lsns, self.seqs, self.ts_ms, strict=True)]
 
     def images(self) -> list[dict[str, Any]]:
@@ -143,3 +143,8 @@ class PgInserts(ColumnarInserts):
 
     def images(self) -> list[dict[str, Any]]:
         return self._texts.images()
+
+    def events(self) -> list[ChangeEvent]:
+        if self._events is None:
+            self._events = self._texts.events()
+        return self._events

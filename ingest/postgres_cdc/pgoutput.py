@@ -24,7 +24,6 @@ other change turns them into events first.
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any
 from copyjob.ingest.postgres_cdc._types import TextConverter, conversion_error, text_converter
 from copyjob.ingest.postgres_cdc.insert_columns import InsertColumns
 
-from copyjob.core.changes import UNCHANGED_TOAST, ChangeEvent
+from copyjob.core.changes import UNCHANGED_TOAST, ChangeEvent, new_event
 from copyjob.core.errors import ConnectorError
 from copyjob.core.schema import Column, LogicalType, TableName, TableSchema
 
@@ -233,7 +232,7 @@ class PgOutputDecoder:
                                                 if self._columnar else [])
         if isinstance(pending, list):
             after, _ = _row(data, 6, relation)  # byte 5 is 'N'
-            pending.append(_event("c", None, after, {"lsn": lsn, "seq": seq}, self.ts_ms))
+            pending.append(new_event("c", None, after, {"lsn": lsn, "seq": seq}, self.ts_ms))
         else:
             pending.add(data, 6, lsn, seq, self.ts_ms)
         self.pending_count += 1
@@ -249,17 +248,17 @@ class PgOutputDecoder:
             before, pos = _row(data, pos + 1, relation)
         after, _ = _row(data, pos + 1, relation)  # data[pos] is 'N'
         if before is not None and _key_changed(relation.key, before, after):
-            self._pending(relation, 2).extend((_event("d", before, None, position, self.ts_ms),
-                                               _event("c", None, after, position, self.ts_ms)))
+            self._pending(relation, 2).extend((new_event("d", before, None, position, self.ts_ms),
+                                               new_event("c", None, after, position, self.ts_ms)))
             return
-        self._pending(relation, 1).append(_event("u", before, after, position, self.ts_ms))
+        self._pending(relation, 1).append(new_event("u", before, after, position, self.ts_ms))
 
     def _delete(self, data: bytes) -> None:
         relation = self._relation_of(_U32(data, 1)[0])
         position = self._position()
         if relation.wanted:
             before, _ = _row(data, 6, relation)  # byte 5 is 'K' or 'O'
-            self._pending(relation, 1).append(_event("d", before, None, position, self.ts_ms))
+            self._pending(relation, 1).append(new_event("d", before, None, position, self.ts_ms))
 
     def _truncate(self, data: bytes) -> None:
         (count,) = _U32(data, 1)
@@ -267,7 +266,7 @@ class PgOutputDecoder:
         for i in range(count):
             relation = self._relation_of(_U32(data, 6 + 4 * i)[0])  # byte 5: cascade / restart identity
             if relation.wanted:
-                self._pending(relation, 1).append(_event("t", None, None, position, self.ts_ms))
+                self._pending(relation, 1).append(new_event("t", None, None, position, self.ts_ms))
 
 
 def _ignore(data: bytes) -> None:
@@ -310,30 +309,3 @@ def _row(buf: bytes, pos: int, relation: Relation) -> tuple[dict[str, Any], int]
         name = fields[len(row)][0]
         raise conversion_error(relation.table, name, buf[start:pos], exc) from exc  # the value that failed
     return row, pos
-
-
-def _event_factory() -> Callable[[str, Any, Any, Any, int], ChangeEvent]:
-    """``ChangeEvent(op, before, after, position, ts_ms)``, built through its slots: a frozen dataclass's
-    ``__init__`` sets each field with ``object.__setattr__``, which costs as much as decoding the row. Falls back
-    to the constructor if ChangeEvent ever stops being the slotted six-field class this relies on."""
-    names = [f.name for f in dataclasses.fields(ChangeEvent)]
-    if names != ["op", "before", "after", "position", "ts_ms", "snapshot"] or "__slots__" not in vars(ChangeEvent):
-        return lambda op, before, after, position, ts_ms: ChangeEvent(op, before, after, position, ts_ms)  # type: ignore[arg-type]
-    new = object.__new__
-    set_op, set_before, set_after, set_position, set_ts, set_snapshot = (
-        vars(ChangeEvent)[n].__set__ for n in names)
-
-    def make(op: str, before: Any, after: Any, position: Any, ts_ms: int) -> ChangeEvent:
-        event: ChangeEvent = new(ChangeEvent)
-        set_op(event, op)
-        set_before(event, before)
-        set_after(event, after)
-        set_position(event, position)
-        set_ts(event, ts_ms)
-        set_snapshot(event, False)
-        return event
-
-    return make
-
-
-_event = _event_factory()
