@@ -80,12 +80,8 @@ def _avro(enc: TableEncoder, events: Sequence[ChangeEvent], source: SourceInfo, 
     after = _avro_image([e.after for e in events], columns)
     middle = _avro_op_and_source(source)
     heads = pa.array([middle[(e.op, e.snapshot or e.op == "r")] for e in events], _BINARY)
-    positions = pc.cast(position_texts([e.position for e in events]), _BINARY)
-    source_ts = pa.array([e.ts_ms for e in events], I64)
-    source_ts = pc.fill_null(pc.if_else(pc.equal(source_ts, 0), pa.scalar(ts, I64), source_ts), ts)
-    parts = [before, after, heads, varints(zigzag(pc.cast(pc.binary_length(positions), I64))), positions,
-             varints(zigzag(source_ts))]
-    values = join_rows(parts, enc.value_prefix, _avro_long(ts)).to_pylist()
+    values = _avro_values(enc, before, after, heads, position_texts([e.position for e in events]),
+                          [e.ts_ms for e in events], ts)
     if not enc.key:
         return [None] * len(events), values
     key_columns = [c for k in enc.key for c in columns if c.name == k]  # as avro.key_schema
@@ -105,20 +101,29 @@ def _avro_inserts(enc: TableEncoder, run: ColumnarInserts, source: SourceInfo, t
     fields = encode_columns(run.rows, columns)
     if fields is None:
         raise Unsupported("a column Arrow does not encode")
-    after = join_rows(fields, VALUE_BRANCH)
-    head = _avro_op_and_source(source)[("c", False)]
-    positions = pc.cast(position_column_texts(run.positions, len(run)), _BINARY)
-    source_ts = pa.array(run.ts_ms, I64)
-    source_ts = pc.fill_null(pc.if_else(pc.equal(source_ts, 0), pa.scalar(ts, I64), source_ts), ts)
-    parts = [pa.scalar(NULL_BRANCH, _BINARY), after, pa.scalar(head, _BINARY),
-             varints(zigzag(pc.cast(pc.binary_length(positions), I64))), positions, varints(zigzag(source_ts))]
-    values = join_rows(parts, enc.value_prefix, _avro_long(ts)).to_pylist()
+    head = pa.scalar(_avro_op_and_source(source)[("c", False)], _BINARY)
+    values = _avro_values(enc, pa.scalar(NULL_BRANCH, _BINARY), join_rows(fields, VALUE_BRANCH), head,
+                          position_column_texts(run.positions, len(run)), run.ts_ms, ts)
     if not enc.key:
         return [None] * len(run), values
     index = {c.name: i for i, c in enumerate(columns)}
     key_fields = [fields[index[k]] for k in enc.key if k in index]  # as avro.key_schema
     keys: list[bytes | None] = join_rows(key_fields, enc.key_prefix).to_pylist()
     return keys, values
+
+
+def _avro_values(enc: TableEncoder, before: pa.Array | pa.Scalar, after: pa.Array | pa.Scalar,
+                 heads: pa.Array | pa.Scalar, positions: pa.StringArray, source_ts_ms: Sequence[int],
+                 ts: int) -> list[bytes]:
+    """Each envelope from its encoded parts: the images, op and source block up to the position (``heads``),
+    the position text, the source's ``ts_ms`` (``ts`` where it has none), then the envelope's ``ts_ms``."""
+    position_bytes = pc.cast(positions, _BINARY)
+    source_ts = pa.array(source_ts_ms, I64)
+    source_ts = pc.fill_null(pc.if_else(pc.equal(source_ts, 0), pa.scalar(ts, I64), source_ts), ts)
+    parts = [before, after, heads, varints(zigzag(pc.cast(pc.binary_length(position_bytes), I64))), position_bytes,
+             varints(zigzag(source_ts))]
+    values: list[bytes] = join_rows(parts, enc.value_prefix, _avro_long(ts)).to_pylist()
+    return values
 
 
 def _avro_image(rows: list[Mapping[str, Any] | None], columns: Sequence[Column]) -> pa.Array | pa.Scalar:
